@@ -1,0 +1,447 @@
+//! The batch encoding: a small, versioned, length-checked binary format.
+//!
+//! Layout (integers are unsigned LEB128 varints unless noted, strings are a
+//! varint length then UTF-8):
+//!
+//! ```text
+//! "VNTB" (4 bytes)  version (1 byte, = 1)
+//! probe_id  sequence  campaign  created_unix_ms  dropped_batches
+//! label_count  { key value }*
+//! series_count {
+//!   target_name target_address metric_name window_start_ms window_end_ms
+//!   sent lost bytes
+//!   error_count { class_name count }*
+//!   duplicates reordered forward_lost backward_lost ipdv_sum_us ipdv_pairs
+//!   server_time_sum_us server_time_count
+//!   histogram_len histogram (HdrHistogram V2 + deflate)
+//! }*
+//! ```
+//!
+//! Names (metrics, error classes) travel as strings so a newer probe's
+//! unknown name is refused with its name, not misread as another.
+
+use crate::histogram::{decode_histogram, encode_histogram, HistogramError};
+use crate::labels::{LabelError, Labels, MAX_LABELS};
+use crate::metric::{ErrorClass, Metric, ParseNameError};
+use crate::record::{Batch, ErrorCounts, PathStats, Series, ServerTime, Target, Window};
+
+const MAGIC: &[u8; 4] = b"VNTB";
+const VERSION: u8 = 1;
+/// Largest encoded batch accepted.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+const MAX_SERIES: u64 = 20_000;
+const MAX_STRING: u64 = 256;
+const MAX_HISTOGRAM_BYTES: u64 = 256 * 1024;
+const MAX_ERROR_CLASSES: u64 = 64;
+
+/// Why bytes are not a valid batch. Each says what was wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input ended inside a field.
+    #[error("batch truncated while reading {0}")]
+    Truncated(&'static str),
+    /// Not a Vantage batch at all.
+    #[error("not a Vantage batch (bad magic bytes)")]
+    BadMagic,
+    /// A batch from a newer (or unknown) format version.
+    #[error("batch format version {0} is not supported (this build reads version {VERSION}); upgrade the receiver")]
+    UnsupportedVersion(u8),
+    /// A length or count above its limit.
+    #[error("{what} is {len}, above the limit of {max}")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// Declared size.
+        len: u64,
+        /// Limit.
+        max: u64,
+    },
+    /// A varint longer than 64 bits.
+    #[error("malformed integer in {0}")]
+    BadVarint(&'static str),
+    /// A string that is not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    BadUtf8(&'static str),
+    /// An unknown metric or error class.
+    #[error(transparent)]
+    UnknownName(#[from] ParseNameError),
+    /// A label that fails validation.
+    #[error("bad label: {0}")]
+    BadLabel(#[from] LabelError),
+    /// A histogram that does not decode.
+    #[error("bad histogram: {0}")]
+    Histogram(#[from] HistogramError),
+    /// Fields that decode but contradict each other.
+    #[error("inconsistent series {target}/{metric}: {reason}")]
+    Inconsistent {
+        /// Target name.
+        target: String,
+        /// Metric name.
+        metric: String,
+        /// Which invariant failed.
+        reason: String,
+    },
+    /// Bytes after the end of the batch.
+    #[error("{0} unexpected bytes after the batch")]
+    TrailingBytes(usize),
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn varint(&mut self, mut v: u64) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.0.push(byte);
+                return;
+            }
+            self.0.push(byte | 0x80);
+        }
+    }
+    fn string(&mut self, s: &str) {
+        self.varint(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError::Truncated(what));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.take(1, what)?[0];
+            let bits = u64::from(b & 0x7f);
+            if i == 9 && bits > 1 {
+                return Err(DecodeError::BadVarint(what));
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::BadVarint(what))
+    }
+    fn bounded(&mut self, what: &'static str, max: u64) -> Result<u64, DecodeError> {
+        let len = self.varint(what)?;
+        if len > max {
+            return Err(DecodeError::TooLarge { what, len, max });
+        }
+        Ok(len)
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let len = self.bounded(what, MAX_STRING)? as usize;
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| DecodeError::BadUtf8(what))
+    }
+}
+
+impl Batch {
+    /// Encodes the batch. Fails only if a histogram cannot be serialized.
+    pub fn encode(&self) -> Result<Vec<u8>, HistogramError> {
+        let mut out = Vec::with_capacity(256 + self.series.len() * 128);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        let mut w = Writer(&mut out);
+        w.string(&self.probe_id);
+        w.varint(self.sequence);
+        w.string(&self.campaign);
+        w.varint(self.created_unix_ms);
+        w.varint(self.dropped_batches);
+        w.varint(self.labels.len() as u64);
+        for (k, v) in self.labels.iter() {
+            w.string(k);
+            w.string(v);
+        }
+        w.varint(self.series.len() as u64);
+        let mut hist = Vec::new();
+        for s in &self.series {
+            w.string(&s.target.name);
+            w.string(&s.target.address);
+            w.string(s.metric.name());
+            w.varint(s.window.start_unix_ms);
+            w.varint(s.window.end_unix_ms);
+            w.varint(s.sent);
+            w.varint(s.lost);
+            w.varint(s.bytes);
+            w.varint(s.errors.len() as u64);
+            for (class, n) in &s.errors {
+                w.string(class.name());
+                w.varint(*n);
+            }
+            let p = &s.path;
+            for v in [
+                p.duplicates,
+                p.reordered,
+                p.forward_lost,
+                p.backward_lost,
+                p.ipdv_sum_us,
+                p.ipdv_pairs,
+                s.server_time.sum_us,
+                s.server_time.count,
+            ] {
+                w.varint(v);
+            }
+            hist.clear();
+            encode_histogram(&s.histogram, &mut hist)?;
+            w.varint(hist.len() as u64);
+            w.0.extend_from_slice(&hist);
+        }
+        Ok(out)
+    }
+
+    /// Decodes and validates a batch. Never panics, whatever the input.
+    pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        if bytes.len() > MAX_BATCH_BYTES {
+            return Err(DecodeError::TooLarge {
+                what: "batch",
+                len: bytes.len() as u64,
+                max: MAX_BATCH_BYTES as u64,
+            });
+        }
+        let mut r = Reader { rest: bytes };
+        if r.take(4, "magic")? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = r.take(1, "version")?[0];
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let probe_id = r.string("probe id")?;
+        let sequence = r.varint("sequence")?;
+        let campaign = r.string("campaign")?;
+        let created_unix_ms = r.varint("created time")?;
+        let dropped_batches = r.varint("dropped batches")?;
+        let n_labels = r.bounded("label count", MAX_LABELS as u64)?;
+        let mut labels = Labels::new();
+        for _ in 0..n_labels {
+            let k = r.string("label key")?;
+            let v = r.string("label value")?;
+            labels.insert(&k, &v)?;
+        }
+        let n_series = r.bounded("series count", MAX_SERIES)?;
+        let mut series = Vec::with_capacity(n_series.min(1024) as usize);
+        for _ in 0..n_series {
+            series.push(decode_series(&mut r)?);
+        }
+        if !r.rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(r.rest.len()));
+        }
+        Ok(Batch {
+            probe_id,
+            sequence,
+            campaign,
+            labels,
+            created_unix_ms,
+            dropped_batches,
+            series,
+        })
+    }
+}
+
+fn decode_series(r: &mut Reader<'_>) -> Result<Series, DecodeError> {
+    let target = Target {
+        name: r.string("target name")?,
+        address: r.string("target address")?,
+    };
+    let metric: Metric = r.string("metric")?.parse()?;
+    let window = Window {
+        start_unix_ms: r.varint("window start")?,
+        end_unix_ms: r.varint("window end")?,
+    };
+    let sent = r.varint("sent")?;
+    let lost = r.varint("lost")?;
+    let bytes = r.varint("bytes")?;
+    let n_errors = r.bounded("error class count", MAX_ERROR_CLASSES)?;
+    let mut errors = ErrorCounts::new();
+    for _ in 0..n_errors {
+        let class: ErrorClass = r.string("error class")?.parse()?;
+        let n = r.varint("error count")?;
+        *errors.entry(class).or_insert(0) += n;
+    }
+    let mut f = [0u64; 8];
+    for v in &mut f {
+        *v = r.varint("path statistics")?;
+    }
+    let hist_len = r.bounded("histogram length", MAX_HISTOGRAM_BYTES)? as usize;
+    let histogram = decode_histogram(r.take(hist_len, "histogram")?)?;
+    let series = Series {
+        target,
+        metric,
+        window,
+        histogram,
+        sent,
+        lost,
+        errors,
+        bytes,
+        path: PathStats {
+            duplicates: f[0],
+            reordered: f[1],
+            forward_lost: f[2],
+            backward_lost: f[3],
+            ipdv_sum_us: f[4],
+            ipdv_pairs: f[5],
+        },
+        server_time: ServerTime {
+            sum_us: f[6],
+            count: f[7],
+        },
+    };
+    series.check().map_err(|reason| DecodeError::Inconsistent {
+        target: series.target.name.clone(),
+        metric: series.metric.name().to_string(),
+        reason,
+    })?;
+    Ok(series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_batch(n_series: usize, values: &[u64]) -> Batch {
+        let mut labels = Labels::new();
+        labels.insert("phase", "before").unwrap();
+        labels.insert("country", "IN").unwrap();
+        labels.insert("region", "Mumbai").unwrap();
+        let series = (0..n_series)
+            .map(|i| {
+                let mut s = Series::new(
+                    Target {
+                        name: format!("dc{i}"),
+                        address: "127.0.0.1:4433".into(),
+                    },
+                    Metric::all().nth(i % 7).unwrap(),
+                    Window {
+                        start_unix_ms: 1_700_000_000_000,
+                        end_unix_ms: 1_700_000_060_000,
+                    },
+                );
+                for v in values {
+                    s.histogram.saturating_record(*v);
+                }
+                s.lost = 2;
+                s.errors.insert(ErrorClass::Refused, 3);
+                s.sent = s.histogram.len() + 5;
+                s.path.duplicates = 1;
+                s.path.ipdv_sum_us = 99;
+                s.path.ipdv_pairs = 4;
+                s.server_time = ServerTime {
+                    sum_us: 12,
+                    count: 3,
+                };
+                s.bytes = 1234;
+                s
+            })
+            .collect();
+        Batch {
+            probe_id: "p-0123456789abcdef".into(),
+            sequence: 42,
+            campaign: "move-2026".into(),
+            labels,
+            created_unix_ms: 1_700_000_061_000,
+            dropped_batches: 0,
+            series,
+        }
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let b = sample_batch(3, &[10, 200, 3000, 3000]);
+        let bytes = b.encode().unwrap();
+        assert_eq!(Batch::decode(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample_batch(2, &[10, 20]).encode().unwrap();
+        for n in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_and_wrong_version_are_refused() {
+        let mut bytes = sample_batch(1, &[10]).encode().unwrap();
+        bytes.push(0);
+        assert_eq!(Batch::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
+        bytes.pop();
+        bytes[4] = 9;
+        assert_eq!(
+            Batch::decode(&bytes),
+            Err(DecodeError::UnsupportedVersion(9))
+        );
+    }
+
+    #[test]
+    fn inconsistent_counts_are_refused() {
+        let mut b = sample_batch(1, &[10]);
+        b.series[0].sent += 1;
+        let err = Batch::decode(&b.encode().unwrap()).unwrap_err();
+        assert!(matches!(err, DecodeError::Inconsistent { .. }), "{err}");
+        let mut b = sample_batch(1, &[10]);
+        b.series[0].window.end_unix_ms = b.series[0].window.start_unix_ms;
+        assert!(Batch::decode(&b.encode().unwrap()).is_err());
+    }
+
+    #[test]
+    fn huge_declared_counts_are_refused_without_allocating() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION);
+        let mut w = Writer(&mut bytes);
+        w.string("p");
+        w.varint(1);
+        w.string("c");
+        w.varint(0);
+        w.varint(0);
+        w.varint(0);
+        w.varint(u64::MAX);
+        assert!(matches!(
+            Batch::decode(&bytes),
+            Err(DecodeError::TooLarge {
+                what: "series count",
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Batch::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_batches_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)
+        ) {
+            let mut bytes = sample_batch(2, &[5, 50, 500]).encode().unwrap();
+            for (i, b) in flips {
+                let at = i.index(bytes.len());
+                bytes[at] = b;
+            }
+            let _ = Batch::decode(&bytes);
+        }
+
+        #[test]
+        fn any_values_round_trip(values in proptest::collection::vec(1u64..4_000_000_000, 0..64), n in 0usize..4) {
+            let b = sample_batch(n, &values);
+            prop_assert_eq!(Batch::decode(&b.encode().unwrap()).unwrap(), b);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Vantage's record model and wire formats, shared by every side.
+//!
+//! This crate has no IO: no sockets, no files, no async runtime. It defines
+//! what a probe measures ([`Metric`], [`ErrorClass`]), what it ships
+//! ([`Batch`] of [`Series`] with HDR histograms), how a batch is encoded on
+//! the wire ([`Batch::encode`], [`Batch::decode`]), the QUIC echo messages
+//! ([`echo`]) and the STAMP packets of RFC 8762 ([`stamp`]). Every decoder
+//! returns a typed error on malformed, truncated or oversized input and never
+//! panics.
+#![warn(missing_docs, unreachable_pub)]
+
+mod codec;
+pub mod echo;
+mod histogram;
+mod labels;
+mod metric;
+mod record;
+pub mod stamp;
+
+pub use codec::{DecodeError, MAX_BATCH_BYTES};
+pub use histogram::{
+    decode_histogram, encode_histogram, new_latency_histogram, HistogramError, LatencyHistogram,
+    HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
+};
+pub use labels::{LabelError, Labels, MAX_LABELS};
+pub use metric::{ErrorClass, Metric, ParseNameError, Unit};
+pub use record::{Batch, ErrorCounts, PathStats, Series, ServerTime, Target, Window};

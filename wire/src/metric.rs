@@ -1,0 +1,257 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// What a series measures. Names are stable: they appear on the wire, in CSV
+/// and in reports, so a variant is never renamed once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// Round trip of a STAMP test packet to the responder's reflector.
+    UdpRtt,
+    /// A fresh QUIC connection until the handshake completes.
+    QuicHandshake,
+    /// One request/response on an established (warm) QUIC connection.
+    QuicRequest,
+    /// Handshake plus first request on a fresh QUIC connection.
+    QuicColdRequest,
+    /// TCP three-way handshake (connect call) to the responder.
+    TcpConnect,
+    /// TLS 1.3 handshake on a fresh TCP connection.
+    TlsHandshake,
+    /// One HTTP/1.1 request on a warm keep-alive TLS connection.
+    HttpsRequest,
+    /// DNS lookup of a real URL's host.
+    HttpDns,
+    /// TCP connect to a real URL's host.
+    HttpConnect,
+    /// TLS handshake with a real URL's host.
+    HttpTls,
+    /// Request sent until the first response byte.
+    HttpTtfb,
+    /// First response byte until the last.
+    HttpTransfer,
+    /// The whole request, DNS to last byte.
+    HttpTotal,
+    /// One photo upload, first byte until the responder's receipt.
+    PhotosyncUpload,
+    /// One photo download, request until the last byte.
+    PhotosyncDownload,
+    /// Bytes acknowledged per second over a sync batch.
+    PhotosyncGoodput,
+    /// `quic_request` measured while a photo sync runs.
+    LoadedRtt,
+}
+
+/// The unit a metric's histogram values are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds: every latency metric.
+    Microseconds,
+    /// Kilobits per second: throughput metrics.
+    KilobitsPerSecond,
+}
+
+impl Unit {
+    /// Short suffix used in column names, such as `us` in `p50_us`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Unit::Microseconds => "us",
+            Unit::KilobitsPerSecond => "kbps",
+        }
+    }
+}
+
+const METRICS: &[(Metric, &str)] = &[
+    (Metric::UdpRtt, "udp_rtt"),
+    (Metric::QuicHandshake, "quic_handshake"),
+    (Metric::QuicRequest, "quic_request"),
+    (Metric::QuicColdRequest, "quic_cold_request"),
+    (Metric::TcpConnect, "tcp_connect"),
+    (Metric::TlsHandshake, "tls_handshake"),
+    (Metric::HttpsRequest, "https_request"),
+    (Metric::HttpDns, "http_dns"),
+    (Metric::HttpConnect, "http_connect"),
+    (Metric::HttpTls, "http_tls"),
+    (Metric::HttpTtfb, "http_ttfb"),
+    (Metric::HttpTransfer, "http_transfer"),
+    (Metric::HttpTotal, "http_total"),
+    (Metric::PhotosyncUpload, "photosync_upload"),
+    (Metric::PhotosyncDownload, "photosync_download"),
+    (Metric::PhotosyncGoodput, "photosync_goodput"),
+    (Metric::LoadedRtt, "loaded_rtt"),
+];
+
+impl Metric {
+    /// Every metric, in a stable order.
+    pub fn all() -> impl Iterator<Item = Metric> {
+        METRICS.iter().map(|(m, _)| *m)
+    }
+
+    /// The stable name, as on the wire and in CSV.
+    pub fn name(self) -> &'static str {
+        METRICS
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("unknown")
+    }
+
+    /// The unit of this metric's histogram values.
+    pub fn unit(self) -> Unit {
+        match self {
+            Metric::PhotosyncGoodput => Unit::KilobitsPerSecond,
+            _ => Unit::Microseconds,
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not one of the known metrics or error classes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{name}`; known: {known}")]
+pub struct ParseNameError {
+    /// "metric" or "error class".
+    pub kind: &'static str,
+    /// The name as given.
+    pub name: String,
+    /// The known names, comma separated, for the message.
+    pub known: String,
+}
+
+impl FromStr for Metric {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        METRICS
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| ParseNameError {
+                kind: "metric",
+                name: s.to_string(),
+                known: METRICS
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// Why a measurement attempt did not produce a latency. Every attempt that
+/// fails is counted under exactly one class; nothing is dropped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorClass {
+    /// No answer before the timeout: counted as lost.
+    Timeout,
+    /// The peer refused the connection (TCP RST on connect, ICMP port unreachable).
+    Refused,
+    /// An established connection was reset or closed under the request.
+    Reset,
+    /// No route to the host or network.
+    Unreachable,
+    /// TLS failed: certificate, pin mismatch, handshake alert.
+    Tls,
+    /// The peer spoke, but not the expected protocol (bad message, bad status line).
+    Protocol,
+    /// The responder answered with an error status.
+    ServerError,
+    /// DNS lookup failed.
+    Dns,
+    /// An HTTP status other than the expected one.
+    HttpStatus,
+    /// Received data failed its integrity check.
+    Integrity,
+    /// The probe itself could not start the attempt in time (too many in flight).
+    ProbeOverload,
+    /// Any other local IO error.
+    Io,
+}
+
+const ERROR_CLASSES: &[(ErrorClass, &str)] = &[
+    (ErrorClass::Timeout, "timeout"),
+    (ErrorClass::Refused, "refused"),
+    (ErrorClass::Reset, "reset"),
+    (ErrorClass::Unreachable, "unreachable"),
+    (ErrorClass::Tls, "tls"),
+    (ErrorClass::Protocol, "protocol"),
+    (ErrorClass::ServerError, "server_error"),
+    (ErrorClass::Dns, "dns"),
+    (ErrorClass::HttpStatus, "http_status"),
+    (ErrorClass::Integrity, "integrity"),
+    (ErrorClass::ProbeOverload, "probe_overload"),
+    (ErrorClass::Io, "io"),
+];
+
+impl ErrorClass {
+    /// Every class, in a stable order.
+    pub fn all() -> impl Iterator<Item = ErrorClass> {
+        ERROR_CLASSES.iter().map(|(c, _)| *c)
+    }
+
+    /// The stable name, as on the wire and in CSV.
+    pub fn name(self) -> &'static str {
+        ERROR_CLASSES
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("unknown")
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ErrorClass {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ERROR_CLASSES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(c, _)| *c)
+            .ok_or_else(|| ParseNameError {
+                kind: "error class",
+                name: s.to_string(),
+                known: ERROR_CLASSES
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for m in Metric::all() {
+            assert!(seen.insert(m.name()), "duplicate name {}", m.name());
+            assert_eq!(m.name().parse::<Metric>().unwrap(), m);
+        }
+        assert_eq!(seen.len(), 17);
+    }
+
+    #[test]
+    fn unknown_metric_names_the_known_ones() {
+        let err = "udp_rt".parse::<Metric>().unwrap_err();
+        assert!(err.to_string().contains("udp_rtt"), "{err}");
+    }
+
+    #[test]
+    fn error_class_names_round_trip() {
+        for c in ErrorClass::all() {
+            assert_eq!(c.name().parse::<ErrorClass>().unwrap(), c);
+        }
+        assert!("bogus".parse::<ErrorClass>().is_err());
+    }
+}

@@ -1,0 +1,165 @@
+use crate::histogram::{new_latency_histogram, LatencyHistogram};
+use crate::labels::Labels;
+use crate::metric::{ErrorClass, Metric};
+use std::collections::BTreeMap;
+
+/// A data centre a probe measures: its name (`singapore`) and the address it
+/// was reached at (`203.0.113.7:4433`), so a report can tell which one answered.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Data-centre name, as configured on the probe.
+    pub name: String,
+    /// Address measured, `host:port`.
+    pub address: String,
+}
+
+/// The wall-clock interval a series covers, in milliseconds since the Unix
+/// epoch. Only labels the data: no duration is ever computed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    /// Start, inclusive, ms since the Unix epoch (UTC).
+    pub start_unix_ms: u64,
+    /// End, exclusive, ms since the Unix epoch (UTC).
+    pub end_unix_ms: u64,
+}
+
+/// Failed attempts by class. A sorted map so encodings are deterministic.
+pub type ErrorCounts = BTreeMap<ErrorClass, u64>;
+
+/// Path properties only a packet metric (`udp_rtt`) can see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathStats {
+    /// Replies received more than once.
+    pub duplicates: u64,
+    /// Replies that arrived after a reply to a later packet.
+    pub reordered: u64,
+    /// Lost packets that never reached the reflector (from its sequence numbers).
+    pub forward_lost: u64,
+    /// Lost packets whose reply was lost on the way back.
+    pub backward_lost: u64,
+    /// Sum of |RTT(n) − RTT(n−1)| over consecutive replies, µs (IPDV, RFC 3393).
+    pub ipdv_sum_us: u64,
+    /// Number of consecutive-reply pairs in `ipdv_sum_us`.
+    pub ipdv_pairs: u64,
+}
+
+impl PathStats {
+    /// Mean delay variation between consecutive packets (jitter), µs.
+    pub fn jitter_us(&self) -> Option<f64> {
+        (self.ipdv_pairs > 0).then(|| self.ipdv_sum_us as f64 / self.ipdv_pairs as f64)
+    }
+}
+
+/// Processing time the responder reported, kept apart from the network time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerTime {
+    /// Sum of reported server times, µs.
+    pub sum_us: u64,
+    /// Number of responses that reported one.
+    pub count: u64,
+}
+
+impl ServerTime {
+    /// Mean reported server time, µs.
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_us as f64 / self.count as f64)
+    }
+}
+
+/// One (target, metric, window): the histogram of successful measurements and
+/// the count of every attempt, so `sent = histogram.len() + lost + errors`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The data centre measured.
+    pub target: Target,
+    /// What was measured.
+    pub metric: Metric,
+    /// When the attempts were scheduled.
+    pub window: Window,
+    /// Successful measurements, in the metric's unit.
+    pub histogram: LatencyHistogram,
+    /// Attempts started in the window.
+    pub sent: u64,
+    /// Attempts that got no answer before their timeout.
+    pub lost: u64,
+    /// Attempts that failed otherwise, by class (never `timeout`).
+    pub errors: ErrorCounts,
+    /// Payload bytes moved, for throughput metrics.
+    pub bytes: u64,
+    /// Loss direction, reordering, duplicates and jitter (packet metrics).
+    pub path: PathStats,
+    /// Responder-reported processing time.
+    pub server_time: ServerTime,
+}
+
+impl Series {
+    /// An empty series for one target, metric and window.
+    pub fn new(target: Target, metric: Metric, window: Window) -> Self {
+        Series {
+            target,
+            metric,
+            window,
+            histogram: new_latency_histogram(),
+            sent: 0,
+            lost: 0,
+            errors: ErrorCounts::new(),
+            bytes: 0,
+            path: PathStats::default(),
+            server_time: ServerTime::default(),
+        }
+    }
+
+    /// Failed attempts other than timeouts.
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Checks the invariants a collector relies on; the message says which failed.
+    pub fn check(&self) -> Result<(), String> {
+        if self.window.end_unix_ms <= self.window.start_unix_ms {
+            return Err(format!(
+                "window ends ({}) before it starts ({})",
+                self.window.end_unix_ms, self.window.start_unix_ms
+            ));
+        }
+        if self.errors.contains_key(&ErrorClass::Timeout) {
+            return Err("timeouts belong in `lost`, not in `errors`".into());
+        }
+        let accounted = self
+            .histogram
+            .len()
+            .checked_add(self.lost)
+            .and_then(|n| n.checked_add(self.error_total()));
+        if accounted != Some(self.sent) {
+            return Err(format!(
+                "sent ({}) is not samples ({}) + lost ({}) + errors ({})",
+                self.sent,
+                self.histogram.len(),
+                self.lost,
+                self.error_total()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a probe ships: its identity, its labels, and the series of one or
+/// more windows. `(probe_id, sequence)` is unique and is the collector's
+/// de-duplication key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Stable probe identity, generated once and kept in the probe's state.
+    pub probe_id: String,
+    /// Per-probe sequence number, increasing, never reused.
+    pub sequence: u64,
+    /// Measurement campaign this batch belongs to.
+    pub campaign: String,
+    /// Where and how the probe measured.
+    pub labels: Labels,
+    /// When the batch was made, ms since the Unix epoch (a label, not a timer).
+    pub created_unix_ms: u64,
+    /// Earlier batches the probe had to drop (spool full) since its last batch.
+    pub dropped_batches: u64,
+    /// The measurements.
+    pub series: Vec<Series>,
+}
