@@ -1,1 +1,252 @@
-//! placeholder
+//! The Vantage responder: what runs in each data centre to answer probes.
+//!
+//! One [`Responder`] serves, on one address:
+//! - QUIC (ALPN `vantage/1`): the echo protocol of [`vantage_wire::echo`];
+//! - TCP + TLS 1.3 + HTTP/1.1: `GET /echo?bytes=N` and `GET /health`, with the
+//!   responder's own time in a `Server-Timing: app;dur=…` header;
+//! - UDP: a stateful STAMP session-reflector (RFC 8762, unauthenticated).
+//!
+//! Every limit (connections, request and response sizes, STAMP sessions) is
+//! enforced and every refusal or malformed input is counted in [`Stats`].
+#![warn(missing_docs, unreachable_pub)]
+
+mod https;
+mod quic;
+mod stall;
+mod stamp;
+mod stats;
+pub mod tls;
+
+pub use stamp::SessionTable;
+pub use stats::{Stats, StatsSnapshot};
+pub use tls::{Fingerprint, Identity, IdentityError};
+
+use stall::Stall;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Largest response body a request may ask for by default: 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u32 = 1024 * 1024;
+
+/// Limits that keep a responder's memory bounded under hostile clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Concurrent QUIC connections, and separately concurrent TCP connections.
+    pub max_connections: usize,
+    /// Concurrent streams per QUIC connection.
+    pub max_streams_per_connection: u32,
+    /// Largest response body a request may ask for.
+    pub max_response_bytes: u32,
+    /// Largest request padding accepted.
+    pub max_request_bytes: u32,
+    /// Time a client has to finish a TLS handshake or send request headers.
+    pub handshake_timeout: Duration,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// STAMP sessions tracked at once; beyond it packets are reflected statelessly.
+    pub max_stamp_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_streams_per_connection: 256,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_request_bytes: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_stamp_sessions: 4096,
+        }
+    }
+}
+
+/// Where and how a responder listens.
+#[derive(Debug, Clone)]
+pub struct ResponderConfig {
+    /// The one address all services bind to.
+    pub bind: IpAddr,
+    /// UDP port of the QUIC echo (0: any free port).
+    pub quic_port: u16,
+    /// TCP port of the HTTPS echo (0: any free port).
+    pub https_port: u16,
+    /// UDP port of the STAMP reflector (0: any free port).
+    pub stamp_port: u16,
+    /// Certificate and key.
+    pub identity: Identity,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// Default QUIC (UDP) and HTTPS (TCP) port.
+pub const DEFAULT_PORT: u16 = 4433;
+/// Default STAMP port: unprivileged, since 862 needs root.
+pub const DEFAULT_STAMP_PORT: u16 = 4862;
+
+impl ResponderConfig {
+    /// Loopback on ephemeral ports with a fresh in-memory certificate: what
+    /// `probe --local` and the tests use.
+    pub fn local() -> Result<Self, IdentityError> {
+        Ok(ResponderConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            quic_port: 0,
+            https_port: 0,
+            stamp_port: 0,
+            identity: Identity::generate(&["localhost".into(), "127.0.0.1".into(), "::1".into()])?,
+            limits: Limits::default(),
+        })
+    }
+}
+
+/// Why a responder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    /// A port could not be bound (in use, or privileged).
+    #[error("cannot listen on {proto} {addr}: {source} (choose another port, or stop what holds it)")]
+    Bind {
+        /// "QUIC (UDP)", "HTTPS (TCP)" or "STAMP (UDP)".
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The certificate or key is unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// QUIC configuration failed.
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+}
+
+/// A running responder. Dropping it without [`Responder::shutdown`] aborts its tasks.
+pub struct Responder {
+    quic_addr: SocketAddr,
+    https_addr: SocketAddr,
+    stamp_addr: SocketAddr,
+    fingerprint: Fingerprint,
+    stats: Arc<Stats>,
+    stall: Arc<Stall>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    quic_endpoint: quinn::Endpoint,
+}
+
+impl Responder {
+    /// Binds every service and starts serving. Needs a tokio runtime.
+    pub async fn start(config: ResponderConfig) -> Result<Self, ResponderError> {
+        let stats = Arc::new(Stats::default());
+        let stall = Arc::new(Stall::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let fingerprint = config.identity.fingerprint();
+        let mut tasks = JoinSet::new();
+
+        let quic_endpoint = quic::bind(&config)?;
+        let quic_addr = quic_endpoint.local_addr().map_err(|source| ResponderError::Bind {
+            proto: "QUIC (UDP)",
+            addr: SocketAddr::new(config.bind, config.quic_port),
+            source,
+        })?;
+        let https_listener = https::bind(&config).await?;
+        let https_addr = https_listener.local_addr().map_err(|source| ResponderError::Bind {
+            proto: "HTTPS (TCP)",
+            addr: SocketAddr::new(config.bind, config.https_port),
+            source,
+        })?;
+        let stamp_socket = stamp::bind(&config).await?;
+        let stamp_addr = stamp_socket.local_addr().map_err(|source| ResponderError::Bind {
+            proto: "STAMP (UDP)",
+            addr: SocketAddr::new(config.bind, config.stamp_port),
+            source,
+        })?;
+
+        let shared = Shared {
+            stats: stats.clone(),
+            stall: stall.clone(),
+            limits: config.limits.clone(),
+        };
+        tasks.spawn(quic::serve(quic_endpoint.clone(), shared.clone(), shutdown_rx.clone()));
+        let tls = Arc::new(config.identity.server_config(&[b"http/1.1"])?);
+        tasks.spawn(https::serve(https_listener, tls, shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(stamp::serve(stamp_socket, shared, shutdown_rx));
+        tracing::info!(%quic_addr, %https_addr, %stamp_addr, %fingerprint, "responder listening");
+        Ok(Responder {
+            quic_addr,
+            https_addr,
+            stamp_addr,
+            fingerprint,
+            stats,
+            stall,
+            shutdown,
+            tasks,
+            quic_endpoint,
+        })
+    }
+
+    /// Address of the QUIC echo.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+    /// Address of the HTTPS echo.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+    /// Address of the STAMP reflector.
+    pub fn stamp_addr(&self) -> SocketAddr {
+        self.stamp_addr
+    }
+    /// Fingerprint of the certificate served, for probes to pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    /// Counters of what was served and refused.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Holds every answer (QUIC, HTTPS and STAMP) until `duration` from now
+    /// has passed, as a responder stalled by a pause (GC, swap, a busy core)
+    /// would. The lab and the coordinated-omission tests use it.
+    pub fn inject_stall(&self, duration: Duration) {
+        self.stall.hold_for(duration);
+    }
+
+    /// Stops accepting, closes connections and waits for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.quic_endpoint.close(0u32.into(), b"responder shutting down");
+        // Bounded: every task watches the shutdown signal.
+        let wait = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), wait).await.is_err() {
+            self.tasks.abort_all();
+        }
+        self.quic_endpoint.wait_idle().await;
+    }
+}
+
+/// What every service task shares.
+#[derive(Clone)]
+struct Shared {
+    stats: Arc<Stats>,
+    stall: Arc<Stall>,
+    limits: Limits,
+}
+
+/// A static buffer of zeros response bodies are sliced from, so a response
+/// costs no allocation however large.
+static ZEROS: [u8; DEFAULT_MAX_RESPONSE_BYTES as usize] = [0; DEFAULT_MAX_RESPONSE_BYTES as usize];
+
+/// Writes `n` zero bytes via `write`, in slices of [`ZEROS`].
+fn zero_chunks(mut n: usize) -> impl Iterator<Item = &'static [u8]> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let take = n.min(ZEROS.len());
+        n -= take;
+        Some(&ZEROS[..take])
+    })
+}

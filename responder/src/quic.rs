@@ -1,0 +1,155 @@
+//! The QUIC echo service.
+
+use crate::stats::Stats;
+use crate::{zero_chunks, ResponderConfig, ResponderError, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{watch, Semaphore};
+use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
+
+pub(crate) fn bind(config: &ResponderConfig) -> Result<quinn::Endpoint, ResponderError> {
+    let tls = config.identity.server_config(&[echo::ALPN])?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| ResponderError::Quic(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(config.limits.max_streams_per_connection.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(quinn::IdleTimeout::try_from(config.limits.idle_timeout).ok());
+    server.transport_config(Arc::new(transport));
+    let addr = SocketAddr::new(config.bind, config.quic_port);
+    quinn::Endpoint::server(server, addr).map_err(|source| ResponderError::Bind {
+        proto: "QUIC (UDP)",
+        addr,
+        source,
+    })
+}
+
+pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = shutdown.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            Stats::bump(&shared.stats.quic_refused);
+            tracing::debug!(remote = %incoming.remote_address(), "QUIC connection refused: at the connection limit");
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    Stats::bump(&shared.stats.quic_handshake_failed);
+                    tracing::debug!(%remote, error = %e, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    Stats::bump(&shared.stats.quic_handshake_failed);
+                    tracing::debug!(%remote, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            Stats::bump(&shared.stats.quic_connections);
+            serve_connection(conn, shared).await;
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Shared) {
+    let remote = conn.remote_address();
+    // Streams are bounded by the transport's max_concurrent_bidi_streams.
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(why) = serve_stream(send, recv, &shared).await {
+                Stats::bump(&shared.stats.quic_bad_requests);
+                tracing::debug!(remote = %remote, %why, "QUIC echo request refused");
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: &Shared,
+) -> Result<(), String> {
+    let limits = &shared.limits;
+    let mut head = [0u8; echo::REQUEST_LEN];
+    tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head))
+        .await
+        .map_err(|_| "request header timed out".to_string())?
+        .map_err(|e| format!("reading request header: {e}"))?;
+    let request = match EchoRequest::decode(&head) {
+        Ok(r) => r,
+        Err(e) => {
+            answer(&mut send, EchoStatus::BadRequest, 0, 0).await;
+            return Err(e.to_string());
+        }
+    };
+    if request.padding_len > limits.max_request_bytes {
+        answer(&mut send, EchoStatus::TooLarge, 0, 0).await;
+        return Err(format!("request padding {} above limit", request.padding_len));
+    }
+    // Read the padding and the FIN, bounded: anything past the declared
+    // padding is a protocol error.
+    let mut left = request.padding_len as usize;
+    let mut sink = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(limits.handshake_timeout, recv.read(&mut sink))
+            .await
+            .map_err(|_| "request body timed out".to_string())?
+            .map_err(|e| format!("reading request body: {e}"))?;
+        match read {
+            Some(n) if n <= left => left -= n,
+            Some(_) => {
+                answer(&mut send, EchoStatus::BadRequest, 0, 0).await;
+                return Err("request longer than its declared padding".into());
+            }
+            None if left == 0 => break,
+            None => return Err("request shorter than its declared padding".into()),
+        }
+    }
+    let received = Instant::now();
+    shared.stall.wait().await;
+    if request.response_len > limits.max_response_bytes {
+        answer(&mut send, EchoStatus::TooLarge, 0, 0).await;
+        return Err(format!("response of {} bytes above limit", request.response_len));
+    }
+    let server_ns = received.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+    let header = EchoResponse {
+        status: EchoStatus::Ok,
+        server_time_ns: server_ns,
+        body_len: request.response_len,
+    };
+    send.write_all(&header.encode())
+        .await
+        .map_err(|e| format!("writing response: {e}"))?;
+    for chunk in zero_chunks(request.response_len as usize) {
+        send.write_all(chunk)
+            .await
+            .map_err(|e| format!("writing response body: {e}"))?;
+    }
+    let _ = send.finish();
+    Stats::bump(&shared.stats.quic_requests);
+    Ok(())
+}
+
+async fn answer(send: &mut quinn::SendStream, status: EchoStatus, server_time_ns: u64, body_len: u32) {
+    let header = EchoResponse {
+        status,
+        server_time_ns,
+        body_len,
+    };
+    let _ = send.write_all(&header.encode()).await;
+    let _ = send.finish();
+}

@@ -1,0 +1,142 @@
+//! The STAMP session-reflector (RFC 8762, unauthenticated, stateful).
+
+use crate::stats::Stats;
+use crate::{ResponderConfig, ResponderError, Shared};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use vantage_wire::stamp::{self, ErrorEstimate, NtpTimestamp, MAX_PACKET_LEN};
+
+/// The stateful reflector's sessions: one sequence counter per sender
+/// (RFC 8762 §4.3: a session is identified by the sender's address and
+/// port), so the sender can tell forward loss from backward loss. Plain
+/// state: time comes in as an argument.
+#[derive(Debug)]
+pub struct SessionTable<K> {
+    sessions: HashMap<K, (u32, Instant)>,
+    capacity: usize,
+    idle: Duration,
+}
+
+impl<K: Eq + Hash + Clone> SessionTable<K> {
+    /// A table of at most `capacity` sessions, forgetting those idle longer than `idle`.
+    pub fn new(capacity: usize, idle: Duration) -> Self {
+        SessionTable {
+            sessions: HashMap::new(),
+            capacity,
+            idle,
+        }
+    }
+
+    /// The reflector sequence number for the next packet of `peer`, or `None`
+    /// when the table is full of live sessions (reflect statelessly then).
+    pub fn next_sequence(&mut self, peer: &K, now: Instant) -> Option<u32> {
+        if let Some((seq, seen)) = self.sessions.get_mut(peer) {
+            let out = *seq;
+            *seq = seq.wrapping_add(1);
+            *seen = now;
+            return Some(out);
+        }
+        if self.sessions.len() >= self.capacity {
+            let idle = self.idle;
+            self.sessions.retain(|_, (_, seen)| now.duration_since(*seen) < idle);
+            if self.sessions.len() >= self.capacity {
+                return None;
+            }
+        }
+        self.sessions.insert(peer.clone(), (1, now));
+        Some(0)
+    }
+
+    /// Sessions tracked.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True when no session is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+pub(crate) async fn bind(config: &ResponderConfig) -> Result<UdpSocket, ResponderError> {
+    let addr = SocketAddr::new(config.bind, config.stamp_port);
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|source| ResponderError::Bind {
+            proto: "STAMP (UDP)",
+            addr,
+            source,
+        })
+}
+
+fn wall_now() -> NtpTimestamp {
+    NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+    let mut table = SessionTable::new(shared.limits.max_stamp_sessions, Duration::from_secs(300));
+    let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.changed() => break,
+        };
+        let t2 = wall_now();
+        let (len, peer) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier replies surface here; not fatal.
+                tracing::debug!(error = %e, "STAMP receive error");
+                continue;
+            }
+        };
+        let sender = match stamp::SenderPacket::decode(&buf[..len]) {
+            Ok(p) => p,
+            Err(e) => {
+                Stats::bump(&shared.stats.stamp_malformed);
+                tracing::debug!(%peer, error = %e, "not a STAMP test packet");
+                continue;
+            }
+        };
+        shared.stall.wait().await;
+        let seq = table.next_sequence(&peer, Instant::now()).unwrap_or_else(|| {
+            // Stateless mode (RFC 8762 §4.3): copy the sender's sequence.
+            Stats::bump(&shared.stats.stamp_stateless);
+            sender.sequence
+        });
+        // Sender TTL is not read from the socket yet: 255 marks "unknown".
+        match stamp::reflect(&buf[..len], seq, t2, wall_now(), ErrorEstimate::UNSYNCHRONIZED, 255) {
+            Ok(reply) => match socket.send_to(&reply, peer).await {
+                Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
+                Err(e) => tracing::debug!(%peer, error = %e, "STAMP reply not sent"),
+            },
+            Err(e) => {
+                Stats::bump(&shared.stats.stamp_malformed);
+                tracing::debug!(%peer, error = %e, "not a STAMP test packet");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_count_per_peer_and_fall_back_when_full() {
+        let t0 = Instant::now();
+        let mut t = SessionTable::new(2, Duration::from_secs(10));
+        assert_eq!(t.next_sequence(&"a", t0), Some(0));
+        assert_eq!(t.next_sequence(&"a", t0), Some(1));
+        assert_eq!(t.next_sequence(&"b", t0), Some(0));
+        assert_eq!(t.next_sequence(&"c", t0), None, "table full of live sessions");
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(t.next_sequence(&"b", later), Some(1));
+        assert_eq!(t.next_sequence(&"c", later), Some(0), "idle `a` was evicted");
+        assert_eq!(t.len(), 2);
+    }
+}

@@ -1,0 +1,66 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Counters of a responder, shared by its tasks.
+        #[derive(Default, Debug)]
+        pub struct Stats {
+            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A copy of [`Stats`] at one moment.
+        #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// `(name, value)` pairs, for logs and metrics.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// QUIC connections whose handshake completed.
+    quic_connections,
+    /// QUIC connection attempts refused at the connection limit.
+    quic_refused,
+    /// QUIC handshakes that failed or timed out.
+    quic_handshake_failed,
+    /// Echo requests answered over QUIC.
+    quic_requests,
+    /// QUIC streams with a malformed or oversized request.
+    quic_bad_requests,
+    /// TCP connections accepted.
+    tcp_connections,
+    /// TCP connections refused at the connection limit.
+    tcp_refused,
+    /// TLS handshakes that failed or timed out (garbage, half-open, wrong ALPN).
+    tls_failed,
+    /// HTTP requests answered.
+    http_requests,
+    /// HTTP requests refused (bad path, method or size) or connections that broke HTTP.
+    http_bad_requests,
+    /// STAMP test packets reflected.
+    stamp_reflected,
+    /// UDP datagrams on the STAMP port that are not STAMP test packets.
+    stamp_malformed,
+    /// STAMP packets reflected statelessly because the session table was full.
+    stamp_stateless,
+}
+
+impl Stats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
