@@ -1,1 +1,155 @@
-fn main() {}
+//! `vantage`: the command-line front end. It only composes the library
+//! crates: `serve` runs a responder, `probe` runs the probe.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use vantage_responder::{Identity, Limits, Responder, ResponderConfig};
+
+/// Vantage: measure what moving a service between data centres did to its users.
+#[derive(Parser, Debug)]
+#[command(name = "vantage", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a responder: QUIC echo, HTTPS echo and STAMP reflector on one address.
+    #[command(after_help = "Example:\n  vantage serve --bind 0.0.0.0 --cert-dir /var/lib/vantage/cert --name dc1.example.net\n\nIt prints the certificate fingerprint; give it to probes with --pin.")]
+    Serve(ServeArgs),
+    /// Measure request latency against data centres.
+    #[command(after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out")]
+    Probe(vantage_probe::ProbeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// QUIC (UDP) and HTTPS (TCP) port.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_PORT)]
+    port: u16,
+    /// HTTPS (TCP) port, when it differs from --port.
+    #[arg(long)]
+    https_port: Option<u16>,
+    /// STAMP (UDP) port; the IANA port 862 needs privileges.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_STAMP_PORT)]
+    stamp_port: u16,
+    /// Directory where a generated certificate is kept (made on first start).
+    #[arg(long, value_name = "DIR", default_value = "vantage-cert")]
+    cert_dir: PathBuf,
+    /// Certificate chain PEM file (instead of a generated one); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key PEM file for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// DNS names and IP addresses for a generated certificate; repeat for more.
+    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+    names: Vec<String>,
+    /// Largest response a request may ask for, bytes.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_MAX_RESPONSE_BYTES)]
+    max_response_bytes: u32,
+    /// Most concurrent connections per protocol.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print only errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Serve(a) => a.quiet,
+        Command::Probe(a) => a.quiet,
+    };
+    vantage_probe::init_logging(quiet);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Serve(args) => serve(args).await,
+                    Command::Probe(args) => probe(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if matches!(e.downcast_ref::<vantage_probe::RunError>(), Some(vantage_probe::RunError::BrokenPipe)) {
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key).context("loading the certificate")?,
+        _ => Identity::load_or_generate(&args.cert_dir, &args.names)
+            .with_context(|| format!("certificate in {}", args.cert_dir.display()))?,
+    };
+    let max_response_bytes = args.max_response_bytes.min(vantage_responder::DEFAULT_MAX_RESPONSE_BYTES);
+    let config = ResponderConfig {
+        bind: args.bind,
+        quic_port: args.port,
+        https_port: args.https_port.unwrap_or(args.port),
+        stamp_port: args.stamp_port,
+        identity,
+        limits: Limits {
+            max_response_bytes,
+            max_connections: args.max_connections,
+            ..Limits::default()
+        },
+    };
+    let responder = Responder::start(config).await?;
+    if !args.quiet {
+        println!("vantage responder");
+        println!("  quic   {} (ALPN vantage/1)", responder.quic_addr());
+        println!("  https  {} (GET /echo?bytes=N, /health)", responder.https_addr());
+        println!("  stamp  {} (RFC 8762 reflector)", responder.stamp_addr());
+        println!("  certificate {}", responder.fingerprint());
+        println!("probe with: --pin {}", responder.fingerprint());
+    }
+    let mut stop = vantage_probe::stop_on_signal();
+    match args.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        None => {
+            let _ = stop.changed().await;
+        }
+    }
+    let stats = responder.stats();
+    responder.shutdown().await;
+    if !args.quiet {
+        let line: Vec<String> = stats.pairs().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("served: {}", line.join(" "));
+    }
+    Ok(())
+}
+
+async fn probe(args: vantage_probe::ProbeArgs) -> anyhow::Result<()> {
+    let config = args.into_config().context("invalid probe configuration")?;
+    let stop = vantage_probe::stop_on_signal();
+    vantage_probe::run(config, stop).await?;
+    Ok(())
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! `vantage-probe`: the lean probe binary for test devices and VMs. Same
+//! probe as `vantage probe`, without the collector, chart or database code.
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Measure request latency (UDP/STAMP, QUIC, TCP + TLS, HTTPS) against data centres.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vantage-probe",
+    version,
+    after_help = "Examples:\n  vantage-probe --local --duration 10s --out ./probe-out\n  vantage-probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after"
+)]
+struct Cli {
+    #[command(flatten)]
+    probe: vantage_probe::ProbeArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    vantage_probe::init_logging(cli.probe.quiet);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if matches!(e.downcast_ref::<vantage_probe::RunError>(), Some(vantage_probe::RunError::BrokenPipe)) {
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.probe.into_config().context("invalid probe configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let stop = vantage_probe::stop_on_signal();
+        vantage_probe::run(config, stop).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,642 @@
+//! Probe configuration in two stages, as ripgrep does: [`ProbeArgs`] are the
+//! flags as parsed (and an optional TOML file), [`ProbeConfig`] is what the
+//! probe runs on, validated, with units parsed and conflicts resolved.
+
+use crate::schedule::Spacing;
+use crate::trust::Trust;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vantage_responder::Fingerprint;
+use vantage_wire::{Labels, Metric};
+
+/// The latency metrics this probe measures against a responder.
+pub const RESPONDER_METRICS: [Metric; 7] = [
+    Metric::UdpRtt,
+    Metric::QuicHandshake,
+    Metric::QuicRequest,
+    Metric::QuicColdRequest,
+    Metric::TcpConnect,
+    Metric::TlsHandshake,
+    Metric::HttpsRequest,
+];
+
+/// A measurement that runs on its own schedule. Cold measurements record
+/// two metrics from one attempt (the handshake and what follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Measurement {
+    /// STAMP test packets: `udp_rtt`.
+    UdpRtt,
+    /// A fresh QUIC connection and one request: `quic_handshake`, `quic_cold_request`.
+    QuicCold,
+    /// A request on a warm QUIC connection: `quic_request`.
+    QuicRequest,
+    /// A fresh TCP connection and TLS handshake: `tcp_connect`, `tls_handshake`.
+    TcpCold,
+    /// A request on a warm HTTPS connection: `https_request`.
+    HttpsRequest,
+}
+
+impl Measurement {
+    /// The measurement that records `metric`, if this probe measures it.
+    pub fn of(metric: Metric) -> Option<Self> {
+        Some(match metric {
+            Metric::UdpRtt => Measurement::UdpRtt,
+            Metric::QuicHandshake | Metric::QuicColdRequest => Measurement::QuicCold,
+            Metric::QuicRequest => Measurement::QuicRequest,
+            Metric::TcpConnect | Metric::TlsHandshake => Measurement::TcpCold,
+            Metric::HttpsRequest => Measurement::HttpsRequest,
+            _ => return None,
+        })
+    }
+
+    /// Default attempts per second: light enough for a phone, enough
+    /// samples per 60 s window for a p99.
+    pub fn default_rate(self) -> f64 {
+        match self {
+            Measurement::UdpRtt => 5.0,
+            Measurement::QuicRequest | Measurement::HttpsRequest => 2.0,
+            Measurement::QuicCold | Measurement::TcpCold => 0.5,
+        }
+    }
+}
+
+/// One data centre to measure.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Data-centre name (`singapore`).
+    pub name: String,
+    /// Host name or address, as given.
+    pub host: String,
+    /// QUIC (UDP) and HTTPS (TCP) port.
+    pub port: u16,
+    /// STAMP (UDP) port.
+    pub stamp_port: u16,
+    /// Name to send in TLS SNI and check against a CA-issued certificate.
+    pub server_name: String,
+    /// How to trust its certificate.
+    pub trust: Trust,
+}
+
+/// What the terminal shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A live summary table.
+    Table,
+    /// One JSON object per series per line on stdout.
+    Json,
+    /// Nothing but errors.
+    Quiet,
+}
+
+/// A validated probe configuration.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Probe id, or `None` to use the one kept in the state directory.
+    pub probe_id: Option<String>,
+    /// Campaign name.
+    pub campaign: String,
+    /// Labels for every batch.
+    pub labels: Labels,
+    /// Targets measured.
+    pub targets: Vec<TargetConfig>,
+    /// Measure against an in-process responder on loopback.
+    pub local: bool,
+    /// Measurements and their spacing.
+    pub schedules: BTreeMap<Measurement, Spacing>,
+    /// Metrics recorded (a cold measurement may record only one of its two).
+    pub metrics: Vec<Metric>,
+    /// An attempt not answered in this time is lost.
+    pub timeout: Duration,
+    /// Aggregation window.
+    pub window: Duration,
+    /// Stop after this long; `None` runs until Ctrl-C.
+    pub duration: Option<Duration>,
+    /// Echo response size, bytes.
+    pub response_bytes: u32,
+    /// Echo request padding, bytes.
+    pub request_bytes: u32,
+    /// Seed of the schedules' randomness.
+    pub seed: u64,
+    /// Where the probe id and sequence number are kept.
+    pub state_dir: PathBuf,
+    /// Local output directory.
+    pub out: Option<PathBuf>,
+    /// Terminal output.
+    pub display: Display,
+}
+
+/// Flags shared by `vantage probe` and `vantage-probe`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProbeArgs {
+    /// A data centre to measure, NAME=HOST:PORT (QUIC and HTTPS port); repeat for more.
+    #[arg(long = "target", value_name = "NAME=HOST:PORT")]
+    pub targets: Vec<String>,
+    /// TOML file with targets, labels and schedules (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Start a responder in this process on loopback and measure it: checks
+    /// that this machine can run the probe and shows its measurement floor.
+    #[arg(long)]
+    pub local: bool,
+    /// STAMP port of every --target [default: 4862].
+    #[arg(long, value_name = "PORT")]
+    pub stamp_port: Option<u16>,
+    /// Accept only a certificate with this SHA-256 fingerprint (as `vantage serve` prints); repeat to accept several.
+    #[arg(long = "pin", value_name = "sha256:HEX")]
+    pub pins: Vec<String>,
+    /// Verify certificates against the CAs in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "pins")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (no authentication; outputs are marked insecure).
+    #[arg(long, conflicts_with_all = ["pins", "ca_file"])]
+    pub insecure: bool,
+    /// A label for every batch, KEY=VALUE; repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Phase label, such as before or after.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Country label, ISO 3166-1 alpha-2 (IN, MY, US…).
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Region or city label.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Network type label (wifi, lte, 5g, wired…).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// ISP or ASN label.
+    #[arg(long)]
+    pub asn: Option<String>,
+    /// Device label.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Campaign name.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Probe id (default: generated once, kept in the state directory).
+    #[arg(long)]
+    pub probe_id: Option<String>,
+    /// Where the probe keeps its id and sequence number [default: ~/.local/state/vantage].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Metrics to measure, comma separated [default: all seven].
+    #[arg(long, value_delimiter = ',', value_name = "METRIC,...")]
+    pub metrics: Vec<String>,
+    /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
+    #[arg(long = "rate", value_name = "METRIC=RATE")]
+    pub rates: Vec<String>,
+    /// Space attempts equally instead of at random (Poisson).
+    #[arg(long)]
+    pub fixed_spacing: bool,
+    /// An attempt not answered in this time is lost [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Aggregation window, aligned to UTC [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<Duration>,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Echo response size in bytes [default: 64].
+    #[arg(long)]
+    pub response_bytes: Option<u32>,
+    /// Echo request padding in bytes [default: 0].
+    #[arg(long)]
+    pub request_bytes: Option<u32>,
+    /// Seed of the random schedule (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write series.csv and HdrHistogram logs to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON object per series per line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A configuration mistake, in words that say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Nothing to measure.
+    #[error("no target: give --target NAME=HOST:PORT, a --config file with [[target]], or --local")]
+    NoTarget,
+    /// A bad `--target`.
+    #[error("--target `{0}`: expected NAME=HOST:PORT, such as singapore=sg.example.net:4433")]
+    BadTarget(String),
+    /// Two targets with one name.
+    #[error("target name `{0}` is used twice; names identify data centres in reports")]
+    DuplicateTarget(String),
+    /// A target without a way to trust its certificate.
+    #[error("target `{0}`: no certificate trust given; add --pin sha256:… (printed by `vantage serve`), --ca-file FILE, or --insecure")]
+    NoTrust(String),
+    /// A bad fingerprint.
+    #[error(transparent)]
+    Pin(#[from] vantage_responder::tls::FingerprintError),
+    /// A bad label.
+    #[error(transparent)]
+    Label(#[from] vantage_wire::LabelError),
+    /// A bad metric name.
+    #[error("{0} (a probe measures {list})", list = RESPONDER_METRICS.map(|m| m.name()).join(", "))]
+    Metric(String),
+    /// A bad `--rate`.
+    #[error("--rate `{0}`: expected METRIC=RATE with RATE a positive number of attempts per second, at most 1000")]
+    BadRate(String),
+    /// Out-of-range durations.
+    #[error("{0}")]
+    Range(String),
+    /// The TOML file is unreadable or invalid.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The TOML configuration file. Every field is optional; flags override.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Probe id.
+    pub probe_id: Option<String>,
+    /// Campaign.
+    pub campaign: Option<String>,
+    /// Window, such as "60s".
+    pub window: Option<String>,
+    /// Timeout, such as "2s".
+    pub timeout: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Attempts per second by metric.
+    #[serde(default)]
+    pub rates: BTreeMap<String, f64>,
+    /// Metrics to measure.
+    pub metrics: Option<Vec<String>>,
+    /// Targets.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<FileTarget>,
+}
+
+/// A `[[target]]` of the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTarget {
+    /// Data-centre name.
+    pub name: String,
+    /// HOST:PORT of the QUIC and HTTPS services.
+    pub address: String,
+    /// STAMP port.
+    pub stamp_port: Option<u16>,
+    /// Pinned fingerprint.
+    pub pin: Option<String>,
+    /// CA file.
+    pub ca_file: Option<PathBuf>,
+    /// TLS server name, when it differs from the host.
+    pub server_name: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("vantage");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/vantage"),
+        None => PathBuf::from(".vantage-state"),
+    }
+}
+
+impl ProbeArgs {
+    /// Validates the flags (and the file they name) into a configuration.
+    pub fn into_config(self) -> Result<ProbeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let file_duration = |what: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+            v.as_deref()
+                .map(|s| {
+                    humantime::parse_duration(s)
+                        .map_err(|e| ConfigError::Range(format!("{what} `{s}` in the config file: {e}")))
+                })
+                .transpose()
+        };
+
+        let mut labels = Labels::new();
+        for (k, v) in &file.labels {
+            labels.insert(k, v)?;
+        }
+        for pair in &self.labels {
+            labels.insert_pair(pair)?;
+        }
+        for (key, v) in [
+            (Labels::PHASE, &self.phase),
+            (Labels::COUNTRY, &self.country),
+            (Labels::REGION, &self.region),
+            (Labels::NETWORK, &self.network),
+            (Labels::ASN, &self.asn),
+            (Labels::DEVICE, &self.device),
+        ] {
+            if let Some(v) = v {
+                labels.insert(key, v)?;
+            }
+        }
+
+        let pins = self
+            .pins
+            .iter()
+            .map(|p| p.parse::<Fingerprint>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let cli_trust = if self.insecure {
+            Some(Trust::Insecure)
+        } else if let Some(ca) = &self.ca_file {
+            Some(Trust::CaFile(ca.clone()))
+        } else if !pins.is_empty() {
+            Some(Trust::Pinned(pins))
+        } else {
+            None
+        };
+        let stamp_port = self.stamp_port.unwrap_or(vantage_responder::DEFAULT_STAMP_PORT);
+        let mut targets = Vec::new();
+        for t in &file.targets {
+            let (host, port) =
+                split_host_port(&t.address).ok_or_else(|| ConfigError::BadTarget(t.address.clone()))?;
+            let trust = match (&cli_trust, &t.pin, &t.ca_file) {
+                (Some(trust), _, _) => trust.clone(),
+                (None, Some(pin), _) => Trust::Pinned(vec![pin.parse()?]),
+                (None, None, Some(ca)) => Trust::CaFile(ca.clone()),
+                (None, None, None) => return Err(ConfigError::NoTrust(t.name.clone())),
+            };
+            targets.push(TargetConfig {
+                name: t.name.clone(),
+                server_name: t.server_name.clone().unwrap_or_else(|| host.clone()),
+                host,
+                port,
+                stamp_port: t.stamp_port.or(self.stamp_port).unwrap_or(stamp_port),
+                trust,
+            });
+        }
+        for spec in &self.targets {
+            let (name, addr) = spec
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadTarget(spec.clone()))?;
+            let (host, port) = split_host_port(addr).ok_or_else(|| ConfigError::BadTarget(spec.clone()))?;
+            if name.is_empty() {
+                return Err(ConfigError::BadTarget(spec.clone()));
+            }
+            let trust = cli_trust.clone().ok_or_else(|| ConfigError::NoTrust(name.to_string()))?;
+            targets.push(TargetConfig {
+                name: name.to_string(),
+                server_name: host.clone(),
+                host,
+                port,
+                stamp_port,
+                trust,
+            });
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &targets {
+            if !names.insert(t.name.clone()) {
+                return Err(ConfigError::DuplicateTarget(t.name.clone()));
+            }
+        }
+        if targets.is_empty() && !self.local {
+            return Err(ConfigError::NoTarget);
+        }
+
+        let metric_names: Vec<String> = if !self.metrics.is_empty() {
+            self.metrics.clone()
+        } else {
+            file.metrics.clone().unwrap_or_default()
+        };
+        let metrics: Vec<Metric> = if metric_names.is_empty() {
+            RESPONDER_METRICS.to_vec()
+        } else {
+            let mut out = Vec::new();
+            for n in &metric_names {
+                let m: Metric = n.trim().parse().map_err(|e: vantage_wire::ParseNameError| ConfigError::Metric(e.to_string()))?;
+                if Measurement::of(m).is_none() {
+                    return Err(ConfigError::Metric(format!("metric `{m}` is not measured by this probe yet")));
+                }
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+            out
+        };
+
+        let mut rates: BTreeMap<Measurement, f64> = BTreeMap::new();
+        let rate_pairs = file
+            .rates
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string(), format!("{k}={v}")))
+            .chain(self.rates.iter().map(|s| {
+                let (k, v) = s.split_once('=').unwrap_or((s, ""));
+                (k.to_string(), v.to_string(), s.clone())
+            }));
+        for (k, v, spec) in rate_pairs {
+            let m: Metric = k.trim().parse().map_err(|_| ConfigError::BadRate(spec.clone()))?;
+            let meas = Measurement::of(m).ok_or_else(|| ConfigError::BadRate(spec.clone()))?;
+            let rate: f64 = v.trim().parse().map_err(|_| ConfigError::BadRate(spec.clone()))?;
+            if !(rate > 0.0 && rate <= 1000.0) {
+                return Err(ConfigError::BadRate(spec));
+            }
+            rates.insert(meas, rate);
+        }
+        let schedules = metrics
+            .iter()
+            .filter_map(|m| Measurement::of(*m))
+            .map(|meas| {
+                let rate = rates.get(&meas).copied().unwrap_or(meas.default_rate());
+                let spacing = if self.fixed_spacing {
+                    Spacing::Fixed {
+                        interval: Duration::from_secs_f64(1.0 / rate),
+                    }
+                } else {
+                    Spacing::Poisson { rate_per_sec: rate }
+                };
+                (meas, spacing)
+            })
+            .collect();
+
+        let timeout = self
+            .timeout
+            .or(file_duration("timeout", &file.timeout)?)
+            .unwrap_or(Duration::from_secs(2));
+        let window = self
+            .window
+            .or(file_duration("window", &file.window)?)
+            .unwrap_or(Duration::from_secs(60));
+        if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(600) {
+            return Err(ConfigError::Range(format!(
+                "--timeout {timeout:?} is out of range: use 10ms to 10min"
+            )));
+        }
+        if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
+            return Err(ConfigError::Range(format!(
+                "--window {window:?} is out of range: use 1s to 24h"
+            )));
+        }
+        let response_bytes = self.response_bytes.unwrap_or(64);
+        if response_bytes > vantage_responder::DEFAULT_MAX_RESPONSE_BYTES {
+            return Err(ConfigError::Range(format!(
+                "--response-bytes {response_bytes} is above the responder's limit of {}",
+                vantage_responder::DEFAULT_MAX_RESPONSE_BYTES
+            )));
+        }
+        let request_bytes = self.request_bytes.unwrap_or(0);
+        if request_bytes > 64 * 1024 {
+            return Err(ConfigError::Range(format!(
+                "--request-bytes {request_bytes} is above the responder's limit of 65536"
+            )));
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(ProbeConfig {
+            probe_id: self.probe_id.or(file.probe_id),
+            campaign: self.campaign.or(file.campaign).unwrap_or_else(|| "default".into()),
+            labels,
+            targets,
+            local: self.local,
+            schedules,
+            metrics,
+            timeout,
+            window,
+            duration: self.duration,
+            response_bytes,
+            request_bytes,
+            seed,
+            state_dir: self.state_dir.unwrap_or_else(default_state_dir),
+            out: self.out,
+            display: if self.quiet {
+                Display::Quiet
+            } else if self.json {
+                Display::Json
+            } else {
+                Display::Table
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut ProbeArgs)) -> Result<ProbeConfig, ConfigError> {
+        let mut a = ProbeArgs::default();
+        f(&mut a);
+        a.into_config()
+    }
+
+    #[test]
+    fn a_target_needs_a_trust_decision() {
+        let err = args(|a| a.targets = vec!["sg=127.0.0.1:4433".into()]).unwrap_err();
+        assert!(err.to_string().contains("--pin"), "{err}");
+        let c = args(|a| {
+            a.targets = vec!["sg=127.0.0.1:4433".into(), "or=[::1]:5000".into()];
+            a.insecure = true;
+        })
+        .unwrap();
+        assert_eq!(c.targets[1].host, "::1");
+        assert_eq!(c.targets[1].port, 5000);
+        assert_eq!(c.targets[0].stamp_port, 4862);
+    }
+
+    #[test]
+    fn bad_flags_say_what_to_change() {
+        for (f, needle) in [
+            (Box::new(|a: &mut ProbeArgs| a.targets = vec!["sg127.0.0.1:1".into()]) as Box<dyn FnOnce(&mut ProbeArgs)>, "NAME=HOST:PORT"),
+            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.metrics = vec!["udp_rt".into()] }), "udp_rtt"),
+            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.rates = vec!["udp_rtt=0".into()] }), "METRIC=RATE"),
+            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.country = Some("India".into()) }), "alpha-2"),
+            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.pins = vec!["sha256:12".into()] }), "64 hex"),
+            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.window = Some(Duration::from_millis(5)) }), "--window"),
+            (Box::new(|_: &mut ProbeArgs| {}), "no target"),
+        ] {
+            let err = args(f).unwrap_err().to_string();
+            assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+    }
+
+    #[test]
+    fn rates_and_metrics_choose_the_schedules() {
+        let c = args(|a| {
+            a.local = true;
+            a.metrics = vec!["udp_rtt".into(), "tls_handshake".into()];
+            a.rates = vec!["tcp_connect=4".into()];
+        })
+        .unwrap();
+        assert_eq!(c.schedules.len(), 2);
+        assert_eq!(c.schedules[&Measurement::TcpCold], Spacing::Poisson { rate_per_sec: 4.0 });
+        assert_eq!(c.schedules[&Measurement::UdpRtt].rate_per_sec(), 5.0);
+    }
+
+    #[test]
+    fn config_file_targets_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.toml");
+        std::fs::write(
+            &path,
+            r#"
+campaign = "move"
+window = "30s"
+[labels]
+phase = "before"
+country = "in"
+[rates]
+udp_rtt = 20.0
+[[target]]
+name = "beijing"
+address = "127.0.0.1:4433"
+pin = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+stamp_port = 9000
+"#,
+        )
+        .unwrap();
+        let c = args(|a| {
+            a.config = Some(path.clone());
+            a.phase = Some("after".into());
+        })
+        .unwrap();
+        assert_eq!(c.labels.get("country"), Some("IN"));
+        assert_eq!(c.labels.get("phase"), Some("after"), "flags override the file");
+        assert_eq!(c.window, Duration::from_secs(30));
+        assert_eq!(c.targets[0].stamp_port, 9000);
+        assert!(matches!(c.targets[0].trust, Trust::Pinned(_)));
+        assert_eq!(c.schedules[&Measurement::UdpRtt].rate_per_sec(), 20.0);
+        std::fs::write(&path, "bogus_key = 1").unwrap();
+        let err = args(|a| a.config = Some(path.clone())).unwrap_err().to_string();
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+}

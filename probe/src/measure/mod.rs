@@ -1,0 +1,145 @@
+//! The IO layer: sockets, handshakes and timers. Each measurement runs on
+//! its schedule, sends one [`Event`] per attempt (or more for cold
+//! measurements that record two metrics), and leaves all counting to the
+//! recorder. Every attempt ends in a sample: measured, lost or failed.
+
+mod https;
+mod quic;
+mod udp;
+
+pub(crate) use https::{https_request, tcp_cold};
+pub(crate) use quic::{quic_client_endpoint, quic_cold, quic_warm};
+pub(crate) use udp::udp_rtt_job;
+
+use crate::recorder::{Outcome, Sample};
+use crate::schedule::Schedule;
+use crate::trust::TlsClient;
+use bytes::Bytes;
+use http_body_util::Empty;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use vantage_wire::echo::EchoRequest;
+use vantage_wire::{ErrorClass, Metric, PathStats};
+
+/// What measurement tasks tell the recorder.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// One attempt's outcome.
+    Sample(Sample),
+    /// Path statistics for the window of `intended`.
+    Path {
+        /// Target index.
+        target: usize,
+        /// Metric.
+        metric: Metric,
+        /// Intended time of the packet that revealed them.
+        intended: Instant,
+        /// The statistics.
+        delta: PathStats,
+    },
+}
+
+/// Everything the measurements of one target share.
+pub(crate) struct TargetCtx {
+    pub(crate) index: usize,
+    pub(crate) quic_addr: SocketAddr,
+    pub(crate) https_addr: SocketAddr,
+    pub(crate) stamp_addr: SocketAddr,
+    pub(crate) server_name: String,
+    pub(crate) https_tls: TlsClient,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) timeout: Duration,
+    pub(crate) request: EchoRequest,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) warm_quic: tokio::sync::Mutex<Option<quinn::Connection>>,
+    pub(crate) https_pool: Mutex<Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>>,
+}
+
+impl TargetCtx {
+    pub(crate) async fn emit(&self, metric: Metric, intended: Instant, outcome: Outcome) {
+        if let Outcome::Failed(class) = outcome {
+            tracing::debug!(target_index = self.index, %metric, %class, "attempt failed");
+        }
+        let _ = self
+            .events
+            .send(Event::Sample(Sample {
+                target: self.index,
+                metric,
+                intended,
+                outcome,
+            }))
+            .await;
+    }
+
+    pub(crate) async fn emit_error(&self, metric: Metric, intended: Instant, class: ErrorClass, detail: &(dyn std::fmt::Display + Sync)) {
+        tracing::debug!(target_index = self.index, %metric, %class, %detail, "attempt failed");
+        self.emit(metric, intended, Outcome::failed(class)).await;
+    }
+}
+
+/// Most attempts of one measurement in flight at once; beyond it an attempt
+/// is counted as `probe_overload` rather than queued, so a dead target
+/// cannot make the probe's memory grow.
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
+
+/// Runs `attempt` at every intended time of `schedule` until `stop`, each
+/// attempt in its own task (open loop: a slow answer delays nothing), then
+/// waits for the attempts in flight, each bounded by its timeout.
+pub(crate) async fn run_scheduled<F, Fut>(
+    ctx: Arc<TargetCtx>,
+    mut schedule: Schedule,
+    mut stop: watch::Receiver<bool>,
+    metrics: &'static [Metric],
+    mut attempt: F,
+) where
+    F: FnMut(Arc<TargetCtx>, Instant) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut in_flight = JoinSet::new();
+    while !*stop.borrow() {
+        let due = schedule.next_due();
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = stop.changed() => break,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+        }
+        let now = Instant::now();
+        while let Some(intended) = schedule.poll_due(now) {
+            if in_flight.len() >= MAX_IN_FLIGHT {
+                for m in metrics {
+                    ctx.emit(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload)).await;
+                }
+                continue;
+            }
+            in_flight.spawn(attempt(ctx.clone(), intended));
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// The class of a socket error.
+pub(crate) fn classify_io(e: &std::io::Error) -> ErrorClass {
+    use std::io::ErrorKind as K;
+    if let Some(inner) = e.get_ref() {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return ErrorClass::Tls;
+        }
+    }
+    match e.kind() {
+        K::ConnectionRefused => ErrorClass::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => ErrorClass::Reset,
+        K::TimedOut | K::WouldBlock => ErrorClass::Timeout,
+        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => ErrorClass::Unreachable,
+        K::InvalidData => ErrorClass::Tls,
+        _ => ErrorClass::Io,
+    }
+}
+
+/// Remaining time until `deadline`.
+pub(crate) fn until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}

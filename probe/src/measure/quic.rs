@@ -1,0 +1,168 @@
+//! `quic_handshake`, `quic_cold_request` and `quic_request` against the
+//! responder's QUIC echo.
+
+use super::{until, TargetCtx};
+use crate::recorder::Outcome;
+use crate::schedule::{latency_from, TIMER_SLACK};
+use crate::trust::TlsClient;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vantage_wire::echo::{EchoResponse, EchoStatus, RESPONSE_HEADER_LEN};
+use vantage_wire::{ErrorClass, Metric};
+
+/// A client endpoint trusting as `tls` says, for targets of `peer`'s family.
+pub(crate) fn quic_client_endpoint(tls: &TlsClient, peer: SocketAddr) -> Result<quinn::Endpoint, String> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.config.clone()).map_err(|e| e.to_string())?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok())
+        .keep_alive_interval(Some(Duration::from_secs(10)));
+    client.transport_config(Arc::new(transport));
+    let local: SocketAddr = if peer.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
+    use quinn::ConnectionError as E;
+    match e {
+        E::TimedOut => ErrorClass::Timeout,
+        E::Reset | E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => ErrorClass::Reset,
+        E::TransportError(t) => {
+            // Crypto errors (TLS alerts, certificate failures) are 0x100..=0x1ff.
+            let code = u64::from(t.code);
+            if (0x100..=0x1ff).contains(&code) {
+                ErrorClass::Tls
+            } else {
+                ErrorClass::Protocol
+            }
+        }
+        _ => ErrorClass::Protocol,
+    }
+}
+
+/// Connects with a deadline; the error says which class and why.
+async fn connect(ctx: &TargetCtx, deadline: Instant) -> Result<quinn::Connection, (ErrorClass, String)> {
+    let connecting = ctx
+        .endpoint
+        .connect(ctx.quic_addr, &ctx.server_name)
+        .map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+    match tokio::time::timeout(until(deadline), connecting).await {
+        Err(_) => Err((ErrorClass::Timeout, "handshake timed out".into())),
+        Ok(Err(e)) => Err((classify_connection(&e), e.to_string())),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// One echo request on `conn`: the responder's reported time on success.
+async fn echo(ctx: &TargetCtx, conn: &quinn::Connection, deadline: Instant) -> Result<(Duration, u64), (ErrorClass, String)> {
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| (classify_connection(&e), e.to_string()))?;
+        let write_err = |e: quinn::WriteError| match e {
+            quinn::WriteError::ConnectionLost(c) => (classify_connection(&c), c.to_string()),
+            other => (ErrorClass::Reset, other.to_string()),
+        };
+        send.write_all(&ctx.request.encode()).await.map_err(write_err)?;
+        let mut padding = ctx.request.padding_len as usize;
+        while padding > 0 {
+            let n = padding.min(PADDING.len());
+            send.write_all(&PADDING[..n]).await.map_err(write_err)?;
+            padding -= n;
+        }
+        let _ = send.finish();
+        let mut head = [0u8; RESPONSE_HEADER_LEN];
+        recv.read_exact(&mut head).await.map_err(|e| match e {
+            quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => (classify_connection(&c), c.to_string()),
+            other => (ErrorClass::Protocol, other.to_string()),
+        })?;
+        let response = EchoResponse::decode(&head).map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+        if response.status != EchoStatus::Ok {
+            return Err((ErrorClass::ServerError, format!("responder answered {:?}", response.status)));
+        }
+        let mut body = 0u64;
+        let mut buf = [0u8; 8192];
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => body += n as u64,
+                Ok(None) => break,
+                Err(quinn::ReadError::ConnectionLost(c)) => return Err((classify_connection(&c), c.to_string())),
+                Err(e) => return Err((ErrorClass::Reset, e.to_string())),
+            }
+        }
+        if body != u64::from(response.body_len) {
+            return Err((ErrorClass::Protocol, format!("body of {body} bytes, header said {}", response.body_len)));
+        }
+        Ok((Duration::from_nanos(response.server_time_ns), body + RESPONSE_HEADER_LEN as u64))
+    };
+    match tokio::time::timeout(until(deadline), exchange).await {
+        Err(_) => Err((ErrorClass::Timeout, "request timed out".into())),
+        Ok(r) => r,
+    }
+}
+
+static PADDING: [u8; 4096] = [0; 4096];
+
+/// A fresh connection and one request: `quic_handshake` and `quic_cold_request`.
+pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
+    let deadline = intended + ctx.timeout;
+    let started = Instant::now();
+    let conn = match connect(&ctx, deadline).await {
+        Ok(c) => c,
+        Err((class, why)) => {
+            for m in [Metric::QuicHandshake, Metric::QuicColdRequest] {
+                ctx.emit_error(m, intended, class, &why).await;
+            }
+            return;
+        }
+    };
+    let handshake = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+    ctx.emit(Metric::QuicHandshake, intended, Outcome::Measured { latency: handshake, server_time: None, bytes: 0 }).await;
+    match echo(&ctx, &conn, deadline).await {
+        Ok((server_time, bytes)) => {
+            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+            ctx.emit(Metric::QuicColdRequest, intended, Outcome::Measured { latency, server_time: Some(server_time), bytes }).await;
+        }
+        Err((class, why)) => ctx.emit_error(Metric::QuicColdRequest, intended, class, &why).await,
+    }
+    conn.close(0u32.into(), b"done");
+}
+
+/// One request on the warm connection: `quic_request`. A dead connection
+/// is replaced first; that request then also carries the handshake, as it
+/// would for an app.
+pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
+    let deadline = intended + ctx.timeout;
+    let started = Instant::now();
+    let conn = {
+        let mut slot = ctx.warm_quic.lock().await;
+        match slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            Some(c) => c.clone(),
+            None => match connect(&ctx, deadline).await {
+                Ok(c) => {
+                    *slot = Some(c.clone());
+                    c
+                }
+                Err((class, why)) => {
+                    *slot = None;
+                    drop(slot);
+                    ctx.emit_error(Metric::QuicRequest, intended, class, &why).await;
+                    return;
+                }
+            },
+        }
+    };
+    match echo(&ctx, &conn, deadline).await {
+        Ok((server_time, bytes)) => {
+            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+            ctx.emit(Metric::QuicRequest, intended, Outcome::Measured { latency, server_time: Some(server_time), bytes }).await;
+        }
+        Err((class, why)) => ctx.emit_error(Metric::QuicRequest, intended, class, &why).await,
+    }
+}

@@ -1,0 +1,501 @@
+//! Local output: `series.csv`, HdrHistogram interval logs, JSON lines and the
+//! summary table. Renderers are functions from data to bytes, so each format
+//! is tested without files; [`LocalOutput`] only puts bytes in files.
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+use vantage_wire::{Batch, Labels, Series};
+
+/// Version of the CSV columns and the JSON object, bumped on any change.
+pub const SERIES_SCHEMA: &str = "vantage.series/1";
+
+/// One series as a flat row: the columns of `series.csv` and the fields of
+/// each `--json` line. Durations are in µs (the `_us` suffix).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeriesRow {
+    /// Probe id.
+    pub probe_id: String,
+    /// Batch sequence number.
+    pub sequence: u64,
+    /// Campaign.
+    pub campaign: String,
+    /// Phase label.
+    pub phase: String,
+    /// Country label.
+    pub country: String,
+    /// Region label.
+    pub region: String,
+    /// Network label.
+    pub network: String,
+    /// ISP/ASN label.
+    pub asn: String,
+    /// Device label.
+    pub device: String,
+    /// Other labels, `k=v;k=v`.
+    pub labels: String,
+    /// Target (data centre) name.
+    pub target: String,
+    /// Target address.
+    pub target_address: String,
+    /// Metric name.
+    pub metric: String,
+    /// Window start, RFC 3339 UTC.
+    pub window_start: String,
+    /// Window end, RFC 3339 UTC.
+    pub window_end: String,
+    /// Successful samples.
+    pub count: u64,
+    /// Attempts.
+    pub sent: u64,
+    /// Attempts without an answer in time.
+    pub lost: u64,
+    /// Attempts failed otherwise.
+    pub errors: u64,
+    /// Failures by class, `class=n;class=n`.
+    pub error_classes: String,
+    /// Minimum, µs.
+    pub min_us: Option<u64>,
+    /// Median, µs.
+    pub p50_us: Option<u64>,
+    /// 90th percentile, µs.
+    pub p90_us: Option<u64>,
+    /// 99th percentile, µs.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile, µs.
+    pub p999_us: Option<u64>,
+    /// Maximum, µs.
+    pub max_us: Option<u64>,
+    /// Mean, µs.
+    pub mean_us: Option<f64>,
+    /// Mean responder-reported processing time, µs.
+    pub server_mean_us: Option<f64>,
+    /// Mean delay variation between consecutive packets (udp_rtt), µs.
+    pub jitter_us: Option<f64>,
+    /// Duplicated replies (udp_rtt).
+    pub duplicates: u64,
+    /// Reordered replies (udp_rtt).
+    pub reordered: u64,
+    /// Losses on the way out (udp_rtt).
+    pub forward_lost: u64,
+    /// Losses on the way back (udp_rtt).
+    pub backward_lost: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+fn rfc3339_ms(unix_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+}
+
+impl SeriesRow {
+    /// The row of one series of a batch.
+    pub fn new(batch: &Batch, s: &Series) -> Self {
+        let label = |k| batch.labels.get(k).unwrap_or("").to_string();
+        let h = &s.histogram;
+        let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p));
+        SeriesRow {
+            probe_id: batch.probe_id.clone(),
+            sequence: batch.sequence,
+            campaign: batch.campaign.clone(),
+            phase: label(Labels::PHASE),
+            country: label(Labels::COUNTRY),
+            region: label(Labels::REGION),
+            network: label(Labels::NETWORK),
+            asn: label(Labels::ASN),
+            device: label(Labels::DEVICE),
+            labels: batch.labels.extra_joined(),
+            target: s.target.name.clone(),
+            target_address: s.target.address.clone(),
+            metric: s.metric.name().to_string(),
+            window_start: rfc3339_ms(s.window.start_unix_ms),
+            window_end: rfc3339_ms(s.window.end_unix_ms),
+            count: h.len(),
+            sent: s.sent,
+            lost: s.lost,
+            errors: s.error_total(),
+            error_classes: s
+                .errors
+                .iter()
+                .map(|(c, n)| format!("{c}={n}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+            min_us: (!h.is_empty()).then(|| h.min()),
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: (!h.is_empty()).then(|| h.max()),
+            mean_us: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+            server_mean_us: s.server_time.mean_us().map(|v| (v * 10.0).round() / 10.0),
+            jitter_us: s.path.jitter_us().map(|v| (v * 10.0).round() / 10.0),
+            duplicates: s.path.duplicates,
+            reordered: s.path.reordered,
+            forward_lost: s.path.forward_lost,
+            backward_lost: s.path.backward_lost,
+            bytes: s.bytes,
+        }
+    }
+}
+
+/// Renders rows as CSV, with the header row when `header` is set.
+pub fn render_csv(rows: &[SeriesRow], header: bool) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new().has_headers(header).from_writer(Vec::new());
+    for r in rows {
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let _ = w.serialize(r);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+/// Renders one row as a JSON line with its schema.
+pub fn render_json_line(row: &SeriesRow) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        schema: &'static str,
+        #[serde(flatten)]
+        row: &'a SeriesRow,
+    }
+    let mut s = serde_json::to_string(&Line {
+        schema: SERIES_SCHEMA,
+        row,
+    })
+    .unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The header of an HdrHistogram interval log: timestamps are absolute
+/// (BaseTime 0), values in µs, `Interval_Max` in ms.
+pub fn render_hlog_header(series: &Series) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let start = UNIX_EPOCH + Duration::from_millis(series.window.start_unix_ms);
+    let _ = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "Vantage {} to {} ({}), values in microseconds",
+            series.metric, series.target.name, series.target.address
+        ))
+        .with_start_time(start)
+        .with_base_time(UNIX_EPOCH)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut ser);
+    out.extend_from_slice(b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n");
+    out
+}
+
+/// One interval line of an HdrHistogram log for a series.
+pub fn render_hlog_interval(series: &Series) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder.with_max_value_divisor(1000.0);
+    if let Ok(mut w) = builder.begin_log_with(&mut out, &mut ser) {
+        let start = Duration::from_millis(series.window.start_unix_ms);
+        let len = Duration::from_millis(series.window.end_unix_ms.saturating_sub(series.window.start_unix_ms));
+        let _ = w.write_histogram(&series.histogram, start, len, Tag::new(series.metric.name()));
+    }
+    // The builder wrote its divisor comment first: keep only the interval line.
+    let text = String::from_utf8_lossy(&out);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+/// The summary table: one line per (target, metric), latencies in ms.
+pub fn render_table<'a>(series: impl IntoIterator<Item = &'a Series>, note: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(note) = note {
+        out.push_str(note);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{:<12} {:<18} {:>7} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
+        "target", "metric", "count", "lost", "errors", "loss%", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    ));
+    for s in series {
+        let h = &s.histogram;
+        let pct = |q: f64| if h.is_empty() { "-".to_string() } else { ms(h.value_at_quantile(q)) };
+        let loss = if s.sent == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", 100.0 * (s.lost + s.error_total()) as f64 / s.sent as f64)
+        };
+        out.push_str(&format!(
+            "{:<12} {:<18} {:>7} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
+            s.target.name,
+            s.metric.name(),
+            h.len(),
+            s.lost,
+            s.error_total(),
+            loss,
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            if h.is_empty() { "-".to_string() } else { ms(h.max()) },
+        ));
+    }
+    out
+}
+
+/// Why local output failed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {path}: {source} (check free space and permissions; earlier windows are already on disk)")]
+pub struct OutputError {
+    /// The file.
+    pub path: PathBuf,
+    /// The IO error.
+    pub source: io::Error,
+}
+
+/// Files under `--out DIR`: `series.csv` (appended to, header once) and
+/// `hlog/TARGET.METRIC.hlog` per (target, metric).
+#[derive(Debug)]
+pub struct LocalOutput {
+    dir: PathBuf,
+    csv: File,
+    hlogs_started: HashSet<PathBuf>,
+}
+
+impl LocalOutput {
+    /// Opens (creating if needed) the output directory and `series.csv`.
+    pub fn open(dir: &Path) -> Result<Self, OutputError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutputError { path, source }
+        };
+        std::fs::create_dir_all(dir.join("hlog")).map_err(err(dir))?;
+        let csv_path = dir.join("series.csv");
+        let mut csv = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&csv_path)
+            .map_err(err(&csv_path))?;
+        if csv.metadata().map_err(err(&csv_path))?.len() == 0 {
+            // csv writes a header only with a first row: render it from an empty one.
+            let header = header_line();
+            csv.write_all(header.as_bytes()).map_err(err(&csv_path))?;
+        }
+        Ok(LocalOutput {
+            dir: dir.to_path_buf(),
+            csv,
+            hlogs_started: HashSet::new(),
+        })
+    }
+
+    /// Path of `series.csv`.
+    pub fn csv_path(&self) -> PathBuf {
+        self.dir.join("series.csv")
+    }
+
+    /// Appends a batch's rows and histogram intervals, flushed to disk.
+    pub fn write_batch(&mut self, batch: &Batch) -> Result<(), OutputError> {
+        let rows: Vec<_> = batch.series.iter().map(|s| SeriesRow::new(batch, s)).collect();
+        let csv_path = self.csv_path();
+        self.csv
+            .write_all(&render_csv(&rows, false))
+            .and_then(|_| self.csv.sync_data())
+            .map_err(|source| OutputError {
+                path: csv_path,
+                source,
+            })?;
+        for s in &batch.series {
+            let name = format!("{}.{}.hlog", sanitize(&s.target.name), s.metric.name());
+            let path = self.dir.join("hlog").join(name);
+            let fresh = !self.hlogs_started.contains(&path) && !path.exists();
+            let mut bytes = Vec::new();
+            if fresh {
+                bytes.extend_from_slice(&render_hlog_header(s));
+            }
+            bytes.extend_from_slice(&render_hlog_interval(s));
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&bytes))
+                .map_err(|source| OutputError {
+                    path: path.clone(),
+                    source,
+                })?;
+            self.hlogs_started.insert(path);
+        }
+        Ok(())
+    }
+}
+
+fn header_line() -> String {
+    let batch = Batch {
+        probe_id: String::new(),
+        sequence: 0,
+        campaign: String::new(),
+        labels: Labels::new(),
+        created_unix_ms: 0,
+        dropped_batches: 0,
+        series: Vec::new(),
+    };
+    let s = Series::new(
+        vantage_wire::Target {
+            name: String::new(),
+            address: String::new(),
+        },
+        vantage_wire::Metric::UdpRtt,
+        vantage_wire::Window {
+            start_unix_ms: 0,
+            end_unix_ms: 1,
+        },
+    );
+    let text = String::from_utf8(render_csv(&[SeriesRow::new(&batch, &s)], true)).unwrap_or_default();
+    text.lines().next().map(|l| format!("{l}\n")).unwrap_or_default()
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    use vantage_wire::{ErrorClass, Metric, Target, Window};
+
+    fn batch() -> Batch {
+        let mut labels = Labels::new();
+        labels.insert("phase", "before").unwrap();
+        labels.insert("country", "MY").unwrap();
+        labels.insert("rack", "r7").unwrap();
+        let mut s = Series::new(
+            Target {
+                name: "singapore".into(),
+                address: "127.0.0.1:4433".into(),
+            },
+            Metric::QuicRequest,
+            Window {
+                start_unix_ms: 1_700_000_040_000,
+                end_unix_ms: 1_700_000_100_000,
+            },
+        );
+        for v in [1000, 2000, 3000, 40_000] {
+            s.histogram.record(v).unwrap();
+        }
+        s.errors.insert(ErrorClass::Reset, 2);
+        s.lost = 1;
+        s.sent = 7;
+        Batch {
+            probe_id: "p-1".into(),
+            sequence: 3,
+            campaign: "c".into(),
+            labels,
+            created_unix_ms: 0,
+            dropped_batches: 0,
+            series: vec![s],
+        }
+    }
+
+    #[test]
+    fn csv_has_units_in_duration_columns_and_one_row_per_series() {
+        let b = batch();
+        let rows = vec![SeriesRow::new(&b, &b.series[0])];
+        let text = String::from_utf8(render_csv(&rows, true)).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        for col in ["probe_id", "country", "target", "metric", "window_start", "count", "lost", "errors", "min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"] {
+            assert!(header.split(',').any(|c| c == col), "no column {col} in {header}");
+        }
+        assert_eq!(header, header_line().trim_end());
+        let row = lines.next().unwrap();
+        assert!(row.contains("2023-11-14T22:14:00.000Z"), "{row}");
+        assert!(row.contains("reset=2"), "{row}");
+        assert!(row.contains(",rack=r7,"), "{row}");
+        assert_eq!(rows[0].p50_us, Some(2001));
+        assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn json_lines_carry_the_schema() {
+        let b = batch();
+        let line = render_json_line(&SeriesRow::new(&b, &b.series[0]));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["schema"], SERIES_SCHEMA);
+        assert_eq!(v["metric"], "quic_request");
+        assert_eq!(v["count"], 4);
+        assert!(line.ends_with('\n'));
+    }
+
+    #[test]
+    fn hlog_reads_back_with_the_hdrhistogram_log_reader() {
+        let b = batch();
+        let mut log = render_hlog_header(&b.series[0]);
+        log.extend(render_hlog_interval(&b.series[0]));
+        log.extend(render_hlog_interval(&b.series[0]));
+        let mut intervals = 0;
+        for entry in IntervalLogIterator::new(&log) {
+            match entry.expect("log parses") {
+                LogEntry::Interval(h) => {
+                    intervals += 1;
+                    assert_eq!(h.start_timestamp(), Duration::from_secs(1_700_000_040));
+                    assert_eq!(h.duration(), Duration::from_secs(60));
+                    assert_eq!(h.tag().map(|t| t.as_str().to_string()), Some("quic_request".into()));
+                    let bytes = base64_decode(h.encoded_histogram());
+                    let back: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+                    assert_eq!(back, b.series[0].histogram);
+                }
+                LogEntry::StartTime(t) => assert_eq!(t, Duration::from_secs(1_700_000_040)),
+                LogEntry::BaseTime(t) => assert_eq!(t, Duration::ZERO),
+            }
+        }
+        assert_eq!(intervals, 2);
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            acc = (acc << 6) | A.iter().position(|a| *a == c).unwrap() as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn table_shows_loss_and_percentiles_in_ms() {
+        let b = batch();
+        let t = render_table(&b.series, Some("note"));
+        assert!(t.starts_with("note\n"));
+        let line = t.lines().nth(2).unwrap();
+        assert!(line.contains("singapore") && line.contains("quic_request"), "{line}");
+        assert!(line.contains("42.9"), "3 of 7 failed: {line}");
+        assert!(line.contains("2.001"), "p50 in ms: {line}");
+    }
+
+    #[test]
+    fn local_output_appends_without_repeating_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let mut out = LocalOutput::open(dir.path()).unwrap();
+            out.write_batch(&batch()).unwrap();
+        }
+        let csv = std::fs::read_to_string(dir.path().join("series.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 3, "{csv}");
+        let hlog = std::fs::read_to_string(dir.path().join("hlog/singapore.quic_request.hlog")).unwrap();
+        assert_eq!(hlog.matches("StartTime:").count(), 1, "{hlog}");
+    }
+}

@@ -1,0 +1,331 @@
+//! Aggregation of attempt outcomes into per-window series. Plain code: time
+//! comes in as an argument.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use vantage_wire::{ErrorClass, Metric, PathStats, Series, Target, Window};
+
+/// The result of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// Answered: the value to record (a latency) and what the responder said.
+    Measured {
+        /// Latency counted from the intended start.
+        latency: Duration,
+        /// Responder-reported processing time, if any.
+        server_time: Option<Duration>,
+        /// Payload bytes moved.
+        bytes: u64,
+    },
+    /// No answer before the timeout.
+    Lost,
+    /// Failed with this class (never `Timeout`: that is `Lost`).
+    Failed(ErrorClass),
+}
+
+impl Outcome {
+    /// A failure of class `class`; a timeout becomes `Lost`.
+    pub fn failed(class: ErrorClass) -> Self {
+        if class == ErrorClass::Timeout {
+            Outcome::Lost
+        } else {
+            Outcome::Failed(class)
+        }
+    }
+}
+
+/// One attempt's outcome, with what it measured and when it was meant to start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Index of the target in the probe's configuration.
+    pub target: usize,
+    /// The metric.
+    pub metric: Metric,
+    /// When the attempt was meant to start: decides its window.
+    pub intended: Instant,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Maps the monotonic clock to wall-clock labels. Read once at start, so a
+/// wall-clock step during a run moves no window and times no request.
+#[derive(Debug, Clone, Copy)]
+pub struct WallAnchor {
+    instant: Instant,
+    unix: Duration,
+}
+
+impl WallAnchor {
+    /// Ties `instant` to `unix` (time since the Unix epoch).
+    pub fn new(instant: Instant, unix: Duration) -> Self {
+        WallAnchor { instant, unix }
+    }
+
+    /// Reads both clocks now.
+    pub fn now() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        WallAnchor::new(Instant::now(), unix)
+    }
+
+    /// Wall-clock label of a monotonic instant, ms since the Unix epoch.
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        let unix = match at.checked_duration_since(self.instant) {
+            Some(after) => self.unix + after,
+            None => self.unix.saturating_sub(self.instant - at),
+        };
+        unix.as_millis() as u64
+    }
+}
+
+/// Collects samples into one [`Series`] per (target, metric, window), with
+/// windows aligned to UTC multiples of the window length so series from
+/// different probes line up.
+#[derive(Debug)]
+pub struct Recorder {
+    anchor: WallAnchor,
+    window_ms: u64,
+    grace: Duration,
+    targets: Vec<Target>,
+    run_start_ms: u64,
+    open: BTreeMap<(u64, usize, Metric), Series>,
+    totals: BTreeMap<(usize, Metric), Series>,
+}
+
+impl Recorder {
+    /// A recorder for `targets`, windows of `window`, closing a window
+    /// `grace` after its end (at least the attempt timeout, so every attempt
+    /// of a window has its outcome when the window closes).
+    pub fn new(anchor: WallAnchor, start: Instant, window: Duration, grace: Duration, targets: Vec<Target>) -> Self {
+        Recorder {
+            anchor,
+            window_ms: window.as_millis().max(1) as u64,
+            grace,
+            targets,
+            run_start_ms: anchor.unix_ms(start),
+            open: BTreeMap::new(),
+            totals: BTreeMap::new(),
+        }
+    }
+
+    fn window_of(&self, index: u64) -> Window {
+        Window {
+            start_unix_ms: (index * self.window_ms).max(self.run_start_ms),
+            end_unix_ms: (index + 1) * self.window_ms,
+        }
+    }
+
+    fn entry(&mut self, target: usize, metric: Metric, intended: Instant) -> Option<(&mut Series, &mut Series)> {
+        let index = self.anchor.unix_ms(intended) / self.window_ms;
+        let window = self.window_of(index);
+        let t = self.targets.get(target)?.clone();
+        let s = self
+            .open
+            .entry((index, target, metric))
+            .or_insert_with(|| Series::new(t.clone(), metric, window));
+        let total = self.totals.entry((target, metric)).or_insert_with(|| {
+            Series::new(
+                t,
+                metric,
+                Window {
+                    start_unix_ms: window.start_unix_ms,
+                    end_unix_ms: window.end_unix_ms,
+                },
+            )
+        });
+        total.window.end_unix_ms = total.window.end_unix_ms.max(window.end_unix_ms);
+        Some((s, total))
+    }
+
+    /// Counts one attempt.
+    pub fn record(&mut self, sample: &Sample) {
+        let Some((s, total)) = self.entry(sample.target, sample.metric, sample.intended) else {
+            tracing::error!(target = sample.target, "sample for an unknown target index");
+            return;
+        };
+        for s in [s, total] {
+            s.sent += 1;
+            match sample.outcome {
+                Outcome::Measured {
+                    latency,
+                    server_time,
+                    bytes,
+                } => {
+                    s.histogram
+                        .saturating_record((latency.as_micros() as u64).max(1));
+                    s.bytes += bytes;
+                    if let Some(st) = server_time {
+                        s.server_time.sum_us += st.as_micros() as u64;
+                        s.server_time.count += 1;
+                    }
+                }
+                Outcome::Lost => s.lost += 1,
+                Outcome::Failed(class) => *s.errors.entry(class).or_insert(0) += 1,
+            }
+        }
+    }
+
+    /// Adds path statistics (duplicates, reordering, loss direction, jitter)
+    /// to the window of `intended`.
+    pub fn record_path(&mut self, target: usize, metric: Metric, intended: Instant, delta: PathStats) {
+        if let Some((s, total)) = self.entry(target, metric, intended) {
+            for s in [s, total] {
+                let p = &mut s.path;
+                p.duplicates += delta.duplicates;
+                p.reordered += delta.reordered;
+                p.forward_lost += delta.forward_lost;
+                p.backward_lost += delta.backward_lost;
+                p.ipdv_sum_us += delta.ipdv_sum_us;
+                p.ipdv_pairs += delta.ipdv_pairs;
+            }
+        }
+    }
+
+    /// Series of every window that ended at least `grace` before `now`.
+    pub fn poll_closed(&mut self, now: Instant) -> Vec<Series> {
+        let now_ms = self.anchor.unix_ms(now);
+        let grace_ms = self.grace.as_millis() as u64;
+        let closed: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.window.end_unix_ms + grace_ms <= now_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        closed.into_iter().filter_map(|k| self.open.remove(&k)).collect()
+    }
+
+    /// Closes every window at `now` (the end of a run): the last window ends
+    /// at `now` rather than at its boundary, since nothing after was measured.
+    pub fn finish(&mut self, now: Instant) -> Vec<Series> {
+        let now_ms = self.anchor.unix_ms(now);
+        std::mem::take(&mut self.open)
+            .into_values()
+            .map(|mut s| {
+                if s.window.end_unix_ms > now_ms {
+                    s.window.end_unix_ms = now_ms.max(s.window.start_unix_ms + 1);
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// Everything recorded so far, per (target, metric), for the live table.
+    pub fn totals(&self) -> impl Iterator<Item = &Series> {
+        self.totals.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{latency_from, Schedule, Spacing, TIMER_SLACK};
+
+    fn target() -> Vec<Target> {
+        vec![Target {
+            name: "dc".into(),
+            address: "127.0.0.1:1".into(),
+        }]
+    }
+
+    #[test]
+    fn windows_align_to_utc_boundaries_and_count_every_outcome() {
+        let t0 = Instant::now();
+        // The run starts 10.5 s into a minute.
+        let anchor = WallAnchor::new(t0, Duration::from_millis(1_700_000_010_500));
+        let mut r = Recorder::new(anchor, t0, Duration::from_secs(60), Duration::from_secs(2), target());
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let m = Metric::QuicRequest;
+        let measured = Outcome::Measured {
+            latency: Duration::from_millis(5),
+            server_time: Some(Duration::from_micros(20)),
+            bytes: 64,
+        };
+        for (when, outcome) in [
+            (1.0, measured),
+            (2.0, Outcome::Lost),
+            (3.0, Outcome::failed(ErrorClass::Refused)),
+            (48.0, measured), // 1_700_000_058.5: still the first minute
+            (50.0, measured), // 1_700_000_060.5: the next minute
+        ] {
+            r.record(&Sample {
+                target: 0,
+                metric: m,
+                intended: at(when),
+                outcome,
+            });
+        }
+        assert!(r.poll_closed(at(50.0)).is_empty(), "grace not over yet");
+        let closed = r.poll_closed(at(51.6));
+        assert_eq!(closed.len(), 1);
+        let s = &closed[0];
+        assert_eq!(s.window.start_unix_ms, 1_700_000_010_500, "first window starts with the run");
+        assert_eq!(s.window.end_unix_ms, 1_700_000_040_000 + 20_000);
+        assert_eq!((s.sent, s.histogram.len(), s.lost), (4, 2, 1));
+        assert_eq!(s.errors.get(&ErrorClass::Refused), Some(&1));
+        assert_eq!(s.bytes, 128);
+        assert_eq!(s.server_time.count, 2);
+        s.check().unwrap();
+        let last = r.finish(at(55.0));
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].window.start_unix_ms, 1_700_000_060_000);
+        assert_eq!(last[0].window.end_unix_ms, 1_700_000_065_500, "cut at the stop");
+        let total = r.totals().next().unwrap();
+        assert_eq!(total.sent, 5);
+    }
+
+    #[test]
+    fn a_timeout_class_is_counted_as_lost() {
+        assert_eq!(Outcome::failed(ErrorClass::Timeout), Outcome::Lost);
+    }
+
+    /// Coordinated omission, with a fake clock: at 100 requests/s, the
+    /// responder stalls once for 500 ms. Every request scheduled during the
+    /// stall must carry the wait it suffered, so p99 is far above 400 ms, both
+    /// when requests overlap (open loop) and when the probe itself is blocked
+    /// and sends late (a single serial connection).
+    #[test]
+    fn a_500ms_stall_shows_up_in_p99() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let network = ms(1);
+        let stall = (t0 + ms(2000), t0 + ms(2500));
+        // The responder answers at its stall's end if the request arrives during it.
+        let answer = |arrive: Instant| {
+            if arrive >= stall.0 && arrive < stall.1 {
+                stall.1 + network / 2
+            } else {
+                arrive + network / 2
+            }
+        };
+        for serial in [false, true] {
+            let mut sched = Schedule::new(Spacing::Poisson { rate_per_sec: 100.0 }, t0, 3);
+            let mut r = Recorder::new(WallAnchor::new(t0, Duration::from_secs(1_700_000_000)), t0, ms(60_000), ms(2000), target());
+            let mut busy_until = t0;
+            while let Some(intended) = sched.poll_due(t0 + ms(5000)) {
+                // A serial client cannot send before its previous answer.
+                let started = if serial { intended.max(busy_until) } else { intended };
+                let done = answer(started + network / 2);
+                busy_until = done;
+                r.record(&Sample {
+                    target: 0,
+                    metric: Metric::QuicRequest,
+                    intended,
+                    outcome: Outcome::Measured {
+                        latency: latency_from(intended, started, done, TIMER_SLACK),
+                        server_time: None,
+                        bytes: 0,
+                    },
+                });
+            }
+            let s = &r.finish(t0 + ms(5000))[0];
+            let p99 = s.histogram.value_at_quantile(0.99);
+            let p50 = s.histogram.value_at_quantile(0.50);
+            assert!(p99 > 430_000, "serial={serial}: p99 {p99} µs hides the stall");
+            assert!(p50 < 2_000, "serial={serial}: p50 {p50} µs");
+            // Every request scheduled during the stall waited for its end.
+            let during = s.histogram.iter_recorded().filter(|v| v.value_iterated_to() > 10_000).map(|v| v.count_at_value()).sum::<u64>();
+            assert!(during >= 40, "serial={serial}: only {during} slow samples");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The STAMP session-sender's bookkeeping: which packets are in flight, which
+//! replies are duplicates or reordered, which packets are lost and in which
+//! direction, and the delay variation between consecutive replies. Plain
+//! code: time comes in as an argument; the socket lives in `measure`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use vantage_wire::stamp::{ErrorEstimate, NtpTimestamp, ReflectorPacket, SenderPacket};
+use vantage_wire::PathStats;
+
+/// What a reply meant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reply {
+    /// A first reply to a packet in flight.
+    Answered {
+        /// When the packet was meant to be sent (decides its window).
+        intended: Instant,
+        /// When it was actually sent.
+        started: Instant,
+        /// Time the reflector held it (T3 − T2, both on its clock).
+        reflector_time: Duration,
+        /// Path statistics this reply reveals.
+        path: PathStats,
+    },
+    /// A second reply to a packet already answered.
+    Duplicate {
+        /// The original packet's intended time.
+        intended: Instant,
+    },
+    /// A reply to a packet already counted lost (past its timeout), or to
+    /// no packet of this session.
+    Unexpected,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    intended: Instant,
+    started: Instant,
+}
+
+/// One STAMP session seen from the sender.
+#[derive(Debug)]
+pub struct StampSender {
+    timeout: Duration,
+    next_sequence: u32,
+    in_flight: BTreeMap<u32, InFlight>,
+    answered: BTreeMap<u32, Instant>,
+    expired: BTreeSet<u32>,
+    highest_answered: Option<u32>,
+    /// Last in-order reply: (sender seq, reflector seq, rtt).
+    last: Option<(u32, u32, Duration)>,
+}
+
+/// How many answered sequence numbers are remembered to spot duplicates.
+const REMEMBERED: usize = 4096;
+
+impl StampSender {
+    /// A session whose packets are lost after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        StampSender {
+            timeout,
+            next_sequence: 0,
+            in_flight: BTreeMap::new(),
+            answered: BTreeMap::new(),
+            expired: BTreeSet::new(),
+            highest_answered: None,
+            last: None,
+        }
+    }
+
+    /// Makes the next test packet, sent at `started` for the attempt meant
+    /// for `intended`; `wall` is the wall-clock time for its T1 timestamp.
+    pub fn on_send(&mut self, intended: Instant, started: Instant, wall: Duration) -> SenderPacket {
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.in_flight.insert(sequence, InFlight { intended, started });
+        SenderPacket {
+            sequence,
+            timestamp: NtpTimestamp::from_unix(wall),
+            error_estimate: ErrorEstimate::UNSYNCHRONIZED,
+        }
+    }
+
+    /// Forgets a packet that could not be sent at all (counted by the caller).
+    pub fn on_send_failed(&mut self, sequence: u32) {
+        self.in_flight.remove(&sequence);
+    }
+
+    /// Accounts for a reply received at `now`.
+    pub fn on_reply(&mut self, reply: &ReflectorPacket, now: Instant) -> Reply {
+        let seq = reply.sender_sequence;
+        let Some(sent) = self.in_flight.remove(&seq) else {
+            return match self.answered.get(&seq) {
+                Some(&intended) => Reply::Duplicate { intended },
+                None => Reply::Unexpected,
+            };
+        };
+        let rtt = now.saturating_duration_since(sent.started);
+        let mut path = PathStats::default();
+        if matches!(self.highest_answered, Some(h) if h > seq) {
+            path.reordered = 1;
+        } else {
+            if let Some((last_s, last_r, last_rtt)) = self.last {
+                let gap_sent = seq.wrapping_sub(last_s).wrapping_sub(1);
+                let gap_reflected = reply.sequence.wrapping_sub(last_r).wrapping_sub(1).min(gap_sent);
+                // Packets between the two replies that the reflector saw
+                // came back lost; the others never reached it.
+                path.backward_lost = u64::from(gap_reflected);
+                path.forward_lost = u64::from(gap_sent - gap_reflected);
+                if gap_sent == 0 {
+                    path.ipdv_sum_us = rtt.abs_diff(last_rtt).as_micros() as u64;
+                    path.ipdv_pairs = 1;
+                }
+            }
+            self.last = Some((seq, reply.sequence, rtt));
+            self.highest_answered = Some(seq);
+        }
+        self.answered.insert(seq, sent.intended);
+        while self.answered.len() > REMEMBERED {
+            self.answered.pop_first();
+        }
+        let reflector_time = reply
+            .timestamp
+            .to_unix()
+            .saturating_sub(reply.receive_timestamp.to_unix());
+        Reply::Answered {
+            intended: sent.intended,
+            started: sent.started,
+            reflector_time,
+            path,
+        }
+    }
+
+    /// Packets whose timeout has passed at `now`: each is lost, returned
+    /// with its intended time, once.
+    pub fn poll_expired(&mut self, now: Instant) -> Vec<Instant> {
+        let timeout = self.timeout;
+        let gone: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.intended + timeout <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        gone.into_iter()
+            .filter_map(|s| {
+                self.expired.insert(s);
+                if self.expired.len() > REMEMBERED {
+                    self.expired.pop_first();
+                }
+                self.in_flight.remove(&s).map(|f| f.intended)
+            })
+            .collect()
+    }
+
+    /// When the earliest packet in flight times out.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.in_flight.values().map(|f| f.intended + self.timeout).min()
+    }
+
+    /// Packets in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_wire::stamp;
+
+    fn reflect(p: &SenderPacket, reflector_seq: u32) -> ReflectorPacket {
+        let bytes = stamp::reflect(
+            &p.encode(),
+            reflector_seq,
+            NtpTimestamp::from_unix(Duration::from_secs(10)),
+            NtpTimestamp::from_unix(Duration::from_secs(10) + Duration::from_micros(30)),
+            ErrorEstimate::UNSYNCHRONIZED,
+            64,
+        )
+        .unwrap();
+        ReflectorPacket::decode(&bytes).unwrap()
+    }
+
+    #[test]
+    fn loss_direction_duplicates_reordering_and_jitter() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = StampSender::new(ms(1000));
+        let p: Vec<_> = (0..6u64)
+            .map(|i| s.on_send(t0 + ms(10 * i), t0 + ms(10 * i), Duration::ZERO))
+            .collect();
+        // 0 answered (reflector seq 0) after 5 ms.
+        let r = s.on_reply(&reflect(&p[0], 0), t0 + ms(5));
+        let Reply::Answered { reflector_time, path, .. } = r else { panic!("{r:?}") };
+        assert_eq!(path, PathStats::default());
+        assert!(reflector_time.abs_diff(Duration::from_micros(30)) < Duration::from_micros(1));
+        // 1 answered after 7 ms: IPDV 2 ms.
+        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[1], 1), t0 + ms(17)) else { panic!() };
+        assert_eq!((path.ipdv_sum_us, path.ipdv_pairs), (2000, 1));
+        // 2 never reaches the reflector; 3 reaches it (seq 2) but its reply is
+        // lost; 4 comes back with reflector seq 3.
+        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[4], 3), t0 + ms(45)) else { panic!() };
+        assert_eq!((path.forward_lost, path.backward_lost), (1, 1));
+        assert_eq!(path.ipdv_pairs, 0, "not consecutive");
+        // 4 again: a duplicate.
+        assert!(matches!(s.on_reply(&reflect(&p[4], 4), t0 + ms(46)), Reply::Duplicate { .. }));
+        // 2 and 3 time out, 5 is still in flight.
+        assert_eq!(s.poll_expired(t0 + ms(1035)), vec![t0 + ms(20), t0 + ms(30)]);
+        assert_eq!(s.in_flight(), 1);
+        assert_eq!(s.next_expiry(), Some(t0 + ms(1050)));
+        // A late reply for 2 is not counted again.
+        assert_eq!(s.on_reply(&reflect(&p[2], 5), t0 + ms(1040)), Reply::Unexpected);
+    }
+
+    #[test]
+    fn reordered_replies_are_counted() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = StampSender::new(ms(1000));
+        let a = s.on_send(t0, t0, Duration::ZERO);
+        let b = s.on_send(t0 + ms(1), t0 + ms(1), Duration::ZERO);
+        assert!(matches!(s.on_reply(&reflect(&b, 1), t0 + ms(3)), Reply::Answered { path: PathStats { reordered: 0, .. }, .. }));
+        assert!(matches!(s.on_reply(&reflect(&a, 0), t0 + ms(4)), Reply::Answered { path: PathStats { reordered: 1, .. }, .. }));
+    }
+}

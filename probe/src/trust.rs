@@ -1,0 +1,181 @@
+//! How the probe decides to trust a responder's certificate: a pinned
+//! SHA-256 fingerprint, a CA file, or (only when asked explicitly) nothing.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use vantage_responder::Fingerprint;
+
+/// The trust decision for one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Accept only a leaf certificate with one of these fingerprints.
+    Pinned(Vec<Fingerprint>),
+    /// Verify the chain against the CA certificates in this PEM file.
+    CaFile(PathBuf),
+    /// Accept any certificate. Every output of such a run says so.
+    Insecure,
+}
+
+/// Why a TLS client configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The CA file is unreadable or holds no certificate.
+    #[error("CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A rustls client configuration together with what its pin verifier saw.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// The configuration to connect with.
+    pub config: Arc<rustls::ClientConfig>,
+    pin: Option<Arc<PinVerifier>>,
+}
+
+impl TlsClient {
+    /// Builds a TLS 1.3-only client offering `alpn`.
+    pub fn new(trust: &Trust, alpn: &[&[u8]]) -> Result<Self, TrustError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let (mut config, pin) = match trust {
+            Trust::CaFile(path) => {
+                let err = |reason: String| TrustError::CaFile {
+                    path: path.clone(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_pemfile_certs(&pem).map_err(err)? {
+                    roots.add(cert)?;
+                }
+                if roots.is_empty() {
+                    return Err(err("no certificate in the file".into()));
+                }
+                (builder.with_root_certificates(roots).with_no_client_auth(), None)
+            }
+            Trust::Pinned(pins) => {
+                let v = Arc::new(PinVerifier {
+                    pins: pins.clone(),
+                    provider: provider.clone(),
+                    accept_any: false,
+                    mismatch: Mutex::new(None),
+                });
+                (
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(v.clone())
+                        .with_no_client_auth(),
+                    Some(v),
+                )
+            }
+            Trust::Insecure => {
+                let v = Arc::new(PinVerifier {
+                    pins: Vec::new(),
+                    provider,
+                    accept_any: true,
+                    mismatch: Mutex::new(None),
+                });
+                (
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(v)
+                        .with_no_client_auth(),
+                    None,
+                )
+            }
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(TlsClient {
+            config: Arc::new(config),
+            pin,
+        })
+    }
+
+    /// The fingerprint presented by a server that failed the pin, if any did.
+    pub fn pin_mismatch(&self) -> Option<Fingerprint> {
+        self.pin.as_ref().and_then(|p| p.mismatch.lock().ok().and_then(|m| *m))
+    }
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate file: {e}"))
+}
+
+/// Accepts a leaf certificate by its SHA-256 fingerprint. Names and expiry
+/// are not checked (the pin is the identity), but the handshake signature
+/// is, so the server must hold the pinned certificate's key.
+#[derive(Debug)]
+struct PinVerifier {
+    pins: Vec<Fingerprint>,
+    provider: Arc<CryptoProvider>,
+    accept_any: bool,
+    mismatch: Mutex<Option<Fingerprint>>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = Fingerprint::of(end_entity.as_ref());
+        if self.accept_any || self.pins.contains(&presented) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        if let Ok(mut m) = self.mismatch.lock() {
+            *m = Some(presented);
+        }
+        let expected = self
+            .pins
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(rustls::Error::General(format!(
+            "certificate pin mismatch: the server presented {presented}, expected {expected}; \
+             check --pin against the fingerprint `vantage serve` prints"
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
