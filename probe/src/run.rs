@@ -290,6 +290,7 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
             }
         }
     }
+    let endpoints: Vec<quinn::Endpoint> = contexts.iter().map(|c| c.endpoint.clone()).collect();
     drop(contexts);
 
     let mut output = config.out.as_deref().map(LocalOutput::open).transpose()?;
@@ -381,6 +382,14 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
         } else {
             terminal.write(&table)?;
         }
+    }
+    // Tell responders the connections are done rather than leave them to
+    // time out; bounded, since a responder may be gone.
+    for e in &endpoints {
+        e.close(0u32.into(), b"probe done");
+    }
+    for e in &endpoints {
+        let _ = tokio::time::timeout(Duration::from_millis(500), e.wait_idle()).await;
     }
     if let Some(r) = local_responder {
         r.shutdown().await;

@@ -150,7 +150,21 @@ impl Responder {
             addr: SocketAddr::new(config.bind, config.quic_port),
             source,
         })?;
-        let https_listener = https::bind(&config).await?;
+        // With both ports left to the system, serve HTTPS on the QUIC port
+        // number when it is free, so one HOST:PORT names the whole responder.
+        let https_listener = match (config.quic_port, config.https_port) {
+            (0, 0) => {
+                let same = ResponderConfig {
+                    https_port: quic_addr.port(),
+                    ..config.clone()
+                };
+                match https::bind(&same).await {
+                    Ok(l) => l,
+                    Err(_) => https::bind(&config).await?,
+                }
+            }
+            _ => https::bind(&config).await?,
+        };
         let https_addr = https_listener.local_addr().map_err(|source| ResponderError::Bind {
             proto: "HTTPS (TCP)",
             addr: SocketAddr::new(config.bind, config.https_port),
@@ -223,7 +237,10 @@ impl Responder {
         if tokio::time::timeout(Duration::from_secs(5), wait).await.is_err() {
             self.tasks.abort_all();
         }
-        self.quic_endpoint.wait_idle().await;
+        // Lets the CONNECTION_CLOSE frames go out. Bounded: a peer that
+        // vanished mid-handshake would otherwise hold this until its idle
+        // timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.quic_endpoint.wait_idle()).await;
     }
 }
 
