@@ -1,0 +1,227 @@
+//! The responder on 127.0.0.1 against real clients, well-behaved and not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use vantage_responder::{Limits, Responder, ResponderConfig};
+use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
+use vantage_wire::stamp::{ErrorEstimate, NtpTimestamp, ReflectorPacket, SenderPacket};
+
+fn client_tls(config: &ResponderConfig, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(config.identity.certs[0].clone()).unwrap();
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(c)
+}
+
+async fn https_get(config: &ResponderConfig, responder: &Responder, path: &str) -> std::io::Result<(String, Vec<u8>)> {
+    let tcp = TcpStream::connect(responder.https_addr()).await?;
+    let connector = tokio_rustls::TlsConnector::from(client_tls(config, b"http/1.1"));
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await?;
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers") + 4;
+    Ok((String::from_utf8_lossy(&raw[..split]).to_string(), raw[split..].to_vec()))
+}
+
+fn quic_client(config: &ResponderConfig) -> quinn::Endpoint {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(config, echo::ALPN)).unwrap();
+    let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    e
+}
+
+async fn quic_echo(conn: &quinn::Connection, request: &[u8]) -> (EchoResponse, usize) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(request).await.unwrap();
+    send.finish().unwrap();
+    let all = recv.read_to_end(10 << 20).await.unwrap();
+    (EchoResponse::decode(&all).unwrap(), all.len() - echo::RESPONSE_HEADER_LEN)
+}
+
+#[tokio::test]
+async fn stamp_reflector_conversation() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config).await.unwrap();
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 2048];
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    for (i, socket) in [&a, &a, &b, &a].into_iter().enumerate() {
+        let t1 = now();
+        let mut packet = SenderPacket {
+            sequence: 100 + i as u32,
+            timestamp: NtpTimestamp::from_unix(t1),
+            error_estimate: ErrorEstimate::UNSYNCHRONIZED,
+        }
+        .encode()
+        .to_vec();
+        if i == 3 {
+            packet.extend_from_slice(&[0x5a; 56]); // padded to 100 octets
+        }
+        socket.send_to(&packet, responder.stamp_addr()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(n, packet.len(), "reflected at the test packet's length");
+        let reply = ReflectorPacket::decode(&buf[..n]).unwrap();
+        assert_eq!(reply.sender_sequence, 100 + i as u32);
+        assert_eq!(reply.sender_timestamp, NtpTimestamp::from_unix(t1));
+        // Stateful: a's packets are its session's 0, 1, 2; b's first is 0.
+        let expected_seq = [0, 1, 0, 2][i];
+        assert_eq!(reply.sequence, expected_seq, "packet {i}");
+        let (t2, t3) = (reply.receive_timestamp.to_unix(), reply.timestamp.to_unix());
+        assert!(t2 <= t3, "T2 {t2:?} after T3 {t3:?}");
+        assert!(t2 >= t1 - Duration::from_millis(5) && t3 <= now() + Duration::from_millis(5));
+        // MBZ octets stay zero.
+        assert_eq!(&buf[14..16], &[0, 0]);
+        assert_eq!(&buf[38..40], &[0, 0]);
+        assert_eq!(&buf[41..44], &[0, 0, 0]);
+        if i == 3 {
+            assert!(buf[44..n].iter().all(|b| *b == 0x5a));
+        }
+    }
+    // A datagram too short for STAMP: no reply, counted, reflector keeps going.
+    a.send_to(&[1, 2, 3], responder.stamp_addr()).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(200), a.recv(&mut buf)).await.is_err());
+    let stats = responder.stats();
+    assert_eq!(stats.stamp_malformed, 1);
+    assert_eq!(stats.stamp_reflected, 4);
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn quic_and_https_echo_answer_with_the_bytes_asked_and_server_time() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let endpoint = quic_client(&config);
+    let conn = endpoint.connect(responder.quic_addr(), "localhost").unwrap().await.unwrap();
+    let mut req = EchoRequest { response_len: 3000, padding_len: 500 }.encode().to_vec();
+    req.extend_from_slice(&[0; 500]);
+    let (resp, body) = quic_echo(&conn, &req).await;
+    assert_eq!((resp.status, resp.body_len, body), (EchoStatus::Ok, 3000, 3000));
+    assert!(resp.server_time_ns < 1_000_000_000);
+
+    let (head, body) = https_get(&config, &responder, "/echo?bytes=1234").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("server-timing: app;dur="), "{head}");
+    assert_eq!(body.len(), 1234);
+    let (head, body) = https_get(&config, &responder, "/health").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200") && body == b"ok\n", "{head}");
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_counted_and_harmless() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let endpoint = quic_client(&config);
+    let conn = endpoint.connect(responder.quic_addr(), "localhost").unwrap().await.unwrap();
+    // Not an echo request.
+    let (resp, _) = quic_echo(&conn, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(resp.status, EchoStatus::BadRequest);
+    // More than the response limit.
+    let (resp, body) = quic_echo(&conn, &EchoRequest { response_len: u32::MAX, padding_len: 0 }.encode()).await;
+    assert_eq!((resp.status, body), (EchoStatus::TooLarge, 0));
+    // Padding beyond what the header declared.
+    let mut req = EchoRequest { response_len: 1, padding_len: 2 }.encode().to_vec();
+    req.extend_from_slice(&[0; 50]);
+    let (resp, _) = quic_echo(&conn, &req).await;
+    assert_eq!(resp.status, EchoStatus::BadRequest);
+    // The same connection still works.
+    let (resp, body) = quic_echo(&conn, &EchoRequest { response_len: 10, padding_len: 0 }.encode()).await;
+    assert_eq!((resp.status, body), (EchoStatus::Ok, 10));
+
+    let (head, _) = https_get(&config, &responder, "/echo?bytes=99999999").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let (head, _) = https_get(&config, &responder, "/echo?bytes=lots").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (head, _) = https_get(&config, &responder, "/nope").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // Garbage datagrams on the QUIC port are dropped by quinn.
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for len in [1usize, 50, 1200] {
+        udp.send_to(&vec![0xff; len], responder.quic_addr()).await.unwrap();
+    }
+    let stats = responder.stats();
+    assert_eq!(stats.quic_bad_requests, 3);
+    assert_eq!(stats.http_bad_requests, 3);
+    // Still serving.
+    let (resp, _) = quic_echo(&conn, &EchoRequest { response_len: 1, padding_len: 0 }.encode()).await;
+    assert_eq!(resp.status, EchoStatus::Ok);
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_half_open_and_floods_are_bounded() {
+    let mut config = ResponderConfig::local().unwrap();
+    config.limits = Limits {
+        max_connections: 4,
+        handshake_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+
+    // Plain HTTP on the TLS port.
+    let mut tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut sink)).await;
+    drop(tcp);
+
+    // Half-open: connect and say nothing; the handshake timeout ends them.
+    let silent: Vec<TcpStream> = futures_join(4, || TcpStream::connect(responder.https_addr())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A flood while the four slots are held: refused, not queued.
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(TcpStream::connect(responder.https_addr()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during = responder.stats();
+    assert!(during.tcp_refused >= 15, "{during:?}");
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = responder.stats();
+    assert!(after.tls_failed >= 5, "garbage + 4 half-open: {after:?}");
+    drop(silent);
+
+    // QUIC flood beyond the connection limit.
+    let endpoint = quic_client(&config);
+    let mut conns = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        match endpoint.connect(responder.quic_addr(), "localhost").unwrap().await {
+            Ok(c) => conns.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(conns.len(), 4);
+    assert_eq!(refused, 4);
+    assert_eq!(responder.stats().quic_refused, 4);
+    drop(conns);
+
+    // After all that, a normal client is served.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (head, _) = https_get(&config, &responder, "/health").await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    responder.shutdown().await;
+}
+
+async fn futures_join<F, Fut>(n: usize, f: F) -> Vec<TcpStream>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(f().await.unwrap());
+    }
+    out
+}
