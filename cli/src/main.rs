@@ -19,11 +19,15 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a responder: QUIC echo, HTTPS echo and STAMP reflector on one address.
-    #[command(after_help = "Example:\n  vantage serve --bind 0.0.0.0 --cert-dir /var/lib/vantage/cert --name dc1.example.net\n\nIt prints the certificate fingerprint; give it to probes with --pin.")]
+    #[command(
+        after_help = "Example:\n  vantage serve --bind 0.0.0.0 --cert-dir /var/lib/vantage/cert --name dc1.example.net\n\nIt prints the certificate fingerprint; give it to probes with --pin."
+    )]
     Serve(ServeArgs),
     /// Measure request latency against data centres.
-    #[command(after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out")]
-    Probe(vantage_probe::ProbeArgs),
+    #[command(
+        after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out"
+    )]
+    Probe(Box<vantage_probe::ProbeArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,14 +86,17 @@ fn main() -> std::process::ExitCode {
             rt.block_on(async {
                 match cli.command {
                     Command::Serve(args) => serve(args).await,
-                    Command::Probe(args) => probe(args).await,
+                    Command::Probe(args) => probe(*args).await,
                 }
             })
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            if matches!(e.downcast_ref::<vantage_probe::RunError>(), Some(vantage_probe::RunError::BrokenPipe)) {
+            if matches!(
+                e.downcast_ref::<vantage_probe::RunError>(),
+                Some(vantage_probe::RunError::BrokenPipe)
+            ) {
                 return std::process::ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
@@ -100,11 +107,15 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key).context("loading the certificate")?,
+        (Some(cert), Some(key)) => {
+            Identity::from_pem_files(cert, key).context("loading the certificate")?
+        }
         _ => Identity::load_or_generate(&args.cert_dir, &args.names)
             .with_context(|| format!("certificate in {}", args.cert_dir.display()))?,
     };
-    let max_response_bytes = args.max_response_bytes.min(vantage_responder::DEFAULT_MAX_RESPONSE_BYTES);
+    let max_response_bytes = args
+        .max_response_bytes
+        .min(vantage_responder::DEFAULT_MAX_RESPONSE_BYTES);
     let config = ResponderConfig {
         bind: args.bind,
         quic_port: args.port,
@@ -121,7 +132,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.quiet {
         println!("vantage responder");
         println!("  quic   {} (ALPN vantage/1)", responder.quic_addr());
-        println!("  https  {} (GET /echo?bytes=N, /health)", responder.https_addr());
+        println!(
+            "  https  {} (GET /echo?bytes=N, /health)",
+            responder.https_addr()
+        );
         println!("  stamp  {} (RFC 8762 reflector)", responder.stamp_addr());
         println!("  certificate {}", responder.fingerprint());
         println!("probe with: --pin {}", responder.fingerprint());
@@ -141,7 +155,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stats = responder.stats();
     responder.shutdown().await;
     if !args.quiet {
-        let line: Vec<String> = stats.pairs().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line: Vec<String> = stats
+            .pairs()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("served: {}", line.join(" "));
     }
     Ok(())

@@ -224,7 +224,9 @@ pub struct ProbeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Nothing to measure.
-    #[error("no target: give --target NAME=HOST:PORT, a --config file with [[target]], or --local")]
+    #[error(
+        "no target: give --target NAME=HOST:PORT, a --config file with [[target]], or --local"
+    )]
     NoTarget,
     /// A bad `--target`.
     #[error("--target `{0}`: expected NAME=HOST:PORT, such as singapore=sg.example.net:4433")]
@@ -339,14 +341,16 @@ impl ProbeArgs {
             Some(p) => ConfigFile::load(p)?,
             None => ConfigFile::default(),
         };
-        let file_duration = |what: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
-            v.as_deref()
-                .map(|s| {
-                    humantime::parse_duration(s)
-                        .map_err(|e| ConfigError::Range(format!("{what} `{s}` in the config file: {e}")))
-                })
-                .transpose()
-        };
+        let file_duration =
+            |what: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+                v.as_deref()
+                    .map(|s| {
+                        humantime::parse_duration(s).map_err(|e| {
+                            ConfigError::Range(format!("{what} `{s}` in the config file: {e}"))
+                        })
+                    })
+                    .transpose()
+            };
 
         let mut labels = Labels::new();
         for (k, v) in &file.labels {
@@ -382,11 +386,13 @@ impl ProbeArgs {
         } else {
             None
         };
-        let stamp_port = self.stamp_port.unwrap_or(vantage_responder::DEFAULT_STAMP_PORT);
+        let stamp_port = self
+            .stamp_port
+            .unwrap_or(vantage_responder::DEFAULT_STAMP_PORT);
         let mut targets = Vec::new();
         for t in &file.targets {
-            let (host, port) =
-                split_host_port(&t.address).ok_or_else(|| ConfigError::BadTarget(t.address.clone()))?;
+            let (host, port) = split_host_port(&t.address)
+                .ok_or_else(|| ConfigError::BadTarget(t.address.clone()))?;
             let trust = match (&cli_trust, &t.pin, &t.ca_file) {
                 (Some(trust), _, _) => trust.clone(),
                 (None, Some(pin), _) => Trust::Pinned(vec![pin.parse()?]),
@@ -406,11 +412,14 @@ impl ProbeArgs {
             let (name, addr) = spec
                 .split_once('=')
                 .ok_or_else(|| ConfigError::BadTarget(spec.clone()))?;
-            let (host, port) = split_host_port(addr).ok_or_else(|| ConfigError::BadTarget(spec.clone()))?;
+            let (host, port) =
+                split_host_port(addr).ok_or_else(|| ConfigError::BadTarget(spec.clone()))?;
             if name.is_empty() {
                 return Err(ConfigError::BadTarget(spec.clone()));
             }
-            let trust = cli_trust.clone().ok_or_else(|| ConfigError::NoTrust(name.to_string()))?;
+            let trust = cli_trust
+                .clone()
+                .ok_or_else(|| ConfigError::NoTrust(name.to_string()))?;
             targets.push(TargetConfig {
                 name: name.to_string(),
                 server_name: host.clone(),
@@ -440,9 +449,16 @@ impl ProbeArgs {
         } else {
             let mut out = Vec::new();
             for n in &metric_names {
-                let m: Metric = n.trim().parse().map_err(|e: vantage_wire::ParseNameError| ConfigError::Metric(e.to_string()))?;
+                let m: Metric = n
+                    .trim()
+                    .parse()
+                    .map_err(|e: vantage_wire::ParseNameError| {
+                        ConfigError::Metric(e.to_string())
+                    })?;
                 if Measurement::of(m).is_none() {
-                    return Err(ConfigError::Metric(format!("metric `{m}` is not measured by this probe yet")));
+                    return Err(ConfigError::Metric(format!(
+                        "metric `{m}` is not measured by this probe yet"
+                    )));
                 }
                 if !out.contains(&m) {
                     out.push(m);
@@ -461,9 +477,15 @@ impl ProbeArgs {
                 (k.to_string(), v.to_string(), s.clone())
             }));
         for (k, v, spec) in rate_pairs {
-            let m: Metric = k.trim().parse().map_err(|_| ConfigError::BadRate(spec.clone()))?;
+            let m: Metric = k
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::BadRate(spec.clone()))?;
             let meas = Measurement::of(m).ok_or_else(|| ConfigError::BadRate(spec.clone()))?;
-            let rate: f64 = v.trim().parse().map_err(|_| ConfigError::BadRate(spec.clone()))?;
+            let rate: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::BadRate(spec.clone()))?;
             if !(rate > 0.0 && rate <= 1000.0) {
                 return Err(ConfigError::BadRate(spec));
             }
@@ -524,7 +546,10 @@ impl ProbeArgs {
         });
         Ok(ProbeConfig {
             probe_id: self.probe_id.or(file.probe_id),
-            campaign: self.campaign.or(file.campaign).unwrap_or_else(|| "default".into()),
+            campaign: self
+                .campaign
+                .or(file.campaign)
+                .unwrap_or_else(|| "default".into()),
             labels,
             targets,
             local: self.local,
@@ -576,12 +601,46 @@ mod tests {
     #[test]
     fn bad_flags_say_what_to_change() {
         for (f, needle) in [
-            (Box::new(|a: &mut ProbeArgs| a.targets = vec!["sg127.0.0.1:1".into()]) as Box<dyn FnOnce(&mut ProbeArgs)>, "NAME=HOST:PORT"),
-            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.metrics = vec!["udp_rt".into()] }), "udp_rtt"),
-            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.rates = vec!["udp_rtt=0".into()] }), "METRIC=RATE"),
-            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.country = Some("India".into()) }), "alpha-2"),
-            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.pins = vec!["sha256:12".into()] }), "64 hex"),
-            (Box::new(|a: &mut ProbeArgs| { a.local = true; a.window = Some(Duration::from_millis(5)) }), "--window"),
+            (
+                Box::new(|a: &mut ProbeArgs| a.targets = vec!["sg127.0.0.1:1".into()])
+                    as Box<dyn FnOnce(&mut ProbeArgs)>,
+                "NAME=HOST:PORT",
+            ),
+            (
+                Box::new(|a: &mut ProbeArgs| {
+                    a.local = true;
+                    a.metrics = vec!["udp_rt".into()]
+                }),
+                "udp_rtt",
+            ),
+            (
+                Box::new(|a: &mut ProbeArgs| {
+                    a.local = true;
+                    a.rates = vec!["udp_rtt=0".into()]
+                }),
+                "METRIC=RATE",
+            ),
+            (
+                Box::new(|a: &mut ProbeArgs| {
+                    a.local = true;
+                    a.country = Some("India".into())
+                }),
+                "alpha-2",
+            ),
+            (
+                Box::new(|a: &mut ProbeArgs| {
+                    a.local = true;
+                    a.pins = vec!["sha256:12".into()]
+                }),
+                "64 hex",
+            ),
+            (
+                Box::new(|a: &mut ProbeArgs| {
+                    a.local = true;
+                    a.window = Some(Duration::from_millis(5))
+                }),
+                "--window",
+            ),
             (Box::new(|_: &mut ProbeArgs| {}), "no target"),
         ] {
             let err = args(f).unwrap_err().to_string();
@@ -598,7 +657,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.schedules.len(), 2);
-        assert_eq!(c.schedules[&Measurement::TcpCold], Spacing::Poisson { rate_per_sec: 4.0 });
+        assert_eq!(
+            c.schedules[&Measurement::TcpCold],
+            Spacing::Poisson { rate_per_sec: 4.0 }
+        );
         assert_eq!(c.schedules[&Measurement::UdpRtt].rate_per_sec(), 5.0);
     }
 
@@ -630,13 +692,19 @@ stamp_port = 9000
         })
         .unwrap();
         assert_eq!(c.labels.get("country"), Some("IN"));
-        assert_eq!(c.labels.get("phase"), Some("after"), "flags override the file");
+        assert_eq!(
+            c.labels.get("phase"),
+            Some("after"),
+            "flags override the file"
+        );
         assert_eq!(c.window, Duration::from_secs(30));
         assert_eq!(c.targets[0].stamp_port, 9000);
         assert!(matches!(c.targets[0].trust, Trust::Pinned(_)));
         assert_eq!(c.schedules[&Measurement::UdpRtt].rate_per_sec(), 20.0);
         std::fs::write(&path, "bogus_key = 1").unwrap();
-        let err = args(|a| a.config = Some(path.clone())).unwrap_err().to_string();
+        let err = args(|a| a.config = Some(path.clone()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus_key"), "{err}");
     }
 }

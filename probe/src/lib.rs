@@ -18,7 +18,9 @@ mod stamp_session;
 mod state;
 mod trust;
 
-pub use config::{ConfigError, Display, Measurement, ProbeArgs, ProbeConfig, TargetConfig, RESPONDER_METRICS};
+pub use config::{
+    ConfigError, Display, Measurement, ProbeArgs, ProbeConfig, TargetConfig, RESPONDER_METRICS,
+};
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};
 pub use run::{run, stop_on_signal, RunError, RunSummary};

@@ -22,7 +22,10 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            if matches!(e.downcast_ref::<vantage_probe::RunError>(), Some(vantage_probe::RunError::BrokenPipe)) {
+            if matches!(
+                e.downcast_ref::<vantage_probe::RunError>(),
+                Some(vantage_probe::RunError::BrokenPipe)
+            ) {
                 return std::process::ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
@@ -32,7 +35,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.probe.into_config().context("invalid probe configuration")?;
+    let config = cli
+        .probe
+        .into_config()
+        .context("invalid probe configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -145,7 +145,9 @@ impl SeriesRow {
 
 /// Renders rows as CSV, with the header row when `header` is set.
 pub fn render_csv(rows: &[SeriesRow], header: bool) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new().has_headers(header).from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(header)
+        .from_writer(Vec::new());
     for r in rows {
         // Serializing plain strings and numbers into a Vec cannot fail.
         let _ = w.serialize(r);
@@ -197,8 +199,18 @@ pub fn render_hlog_interval(series: &Series) -> Vec<u8> {
     builder.with_max_value_divisor(1000.0);
     if let Ok(mut w) = builder.begin_log_with(&mut out, &mut ser) {
         let start = Duration::from_millis(series.window.start_unix_ms);
-        let len = Duration::from_millis(series.window.end_unix_ms.saturating_sub(series.window.start_unix_ms));
-        let _ = w.write_histogram(&series.histogram, start, len, Tag::new(series.metric.name()));
+        let len = Duration::from_millis(
+            series
+                .window
+                .end_unix_ms
+                .saturating_sub(series.window.start_unix_ms),
+        );
+        let _ = w.write_histogram(
+            &series.histogram,
+            start,
+            len,
+            Tag::new(series.metric.name()),
+        );
     }
     // The builder wrote its divisor comment first: keep only the interval line.
     let text = String::from_utf8_lossy(&out);
@@ -214,7 +226,10 @@ fn ms(us: u64) -> String {
 }
 
 /// The summary table: one line per (target, metric), latencies in ms.
-pub fn render_table<'a>(series: impl IntoIterator<Item = &'a Series>, note: Option<&str>) -> String {
+pub fn render_table<'a>(
+    series: impl IntoIterator<Item = &'a Series>,
+    note: Option<&str>,
+) -> String {
     let mut out = String::new();
     if let Some(note) = note {
         out.push_str(note);
@@ -222,15 +237,33 @@ pub fn render_table<'a>(series: impl IntoIterator<Item = &'a Series>, note: Opti
     }
     out.push_str(&format!(
         "{:<12} {:<18} {:>7} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
-        "target", "metric", "count", "lost", "errors", "loss%", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "target",
+        "metric",
+        "count",
+        "lost",
+        "errors",
+        "loss%",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms"
     ));
     for s in series {
         let h = &s.histogram;
-        let pct = |q: f64| if h.is_empty() { "-".to_string() } else { ms(h.value_at_quantile(q)) };
+        let pct = |q: f64| {
+            if h.is_empty() {
+                "-".to_string()
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
         let loss = if s.sent == 0 {
             "-".to_string()
         } else {
-            format!("{:.1}", 100.0 * (s.lost + s.error_total()) as f64 / s.sent as f64)
+            format!(
+                "{:.1}",
+                100.0 * (s.lost + s.error_total()) as f64 / s.sent as f64
+            )
         };
         out.push_str(&format!(
             "{:<12} {:<18} {:>7} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
@@ -243,7 +276,11 @@ pub fn render_table<'a>(series: impl IntoIterator<Item = &'a Series>, note: Opti
             pct(0.5),
             pct(0.9),
             pct(0.99),
-            if h.is_empty() { "-".to_string() } else { ms(h.max()) },
+            if h.is_empty() {
+                "-".to_string()
+            } else {
+                ms(h.max())
+            },
         ));
     }
     out
@@ -301,7 +338,11 @@ impl LocalOutput {
 
     /// Appends a batch's rows and histogram intervals, flushed to disk.
     pub fn write_batch(&mut self, batch: &Batch) -> Result<(), OutputError> {
-        let rows: Vec<_> = batch.series.iter().map(|s| SeriesRow::new(batch, s)).collect();
+        let rows: Vec<_> = batch
+            .series
+            .iter()
+            .map(|s| SeriesRow::new(batch, s))
+            .collect();
         let csv_path = self.csv_path();
         self.csv
             .write_all(&render_csv(&rows, false))
@@ -355,13 +396,23 @@ fn header_line() -> String {
             end_unix_ms: 1,
         },
     );
-    let text = String::from_utf8(render_csv(&[SeriesRow::new(&batch, &s)], true)).unwrap_or_default();
-    text.lines().next().map(|l| format!("{l}\n")).unwrap_or_default()
+    let text =
+        String::from_utf8(render_csv(&[SeriesRow::new(&batch, &s)], true)).unwrap_or_default();
+    text.lines()
+        .next()
+        .map(|l| format!("{l}\n"))
+        .unwrap_or_default()
 }
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -412,8 +463,27 @@ mod tests {
         let text = String::from_utf8(render_csv(&rows, true)).unwrap();
         let mut lines = text.lines();
         let header = lines.next().unwrap();
-        for col in ["probe_id", "country", "target", "metric", "window_start", "count", "lost", "errors", "min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"] {
-            assert!(header.split(',').any(|c| c == col), "no column {col} in {header}");
+        for col in [
+            "probe_id",
+            "country",
+            "target",
+            "metric",
+            "window_start",
+            "count",
+            "lost",
+            "errors",
+            "min_us",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "mean_us",
+        ] {
+            assert!(
+                header.split(',').any(|c| c == col),
+                "no column {col} in {header}"
+            );
         }
         assert_eq!(header, header_line().trim_end());
         let row = lines.next().unwrap();
@@ -448,9 +518,13 @@ mod tests {
                     intervals += 1;
                     assert_eq!(h.start_timestamp(), Duration::from_secs(1_700_000_040));
                     assert_eq!(h.duration(), Duration::from_secs(60));
-                    assert_eq!(h.tag().map(|t| t.as_str().to_string()), Some("quic_request".into()));
+                    assert_eq!(
+                        h.tag().map(|t| t.as_str().to_string()),
+                        Some("quic_request".into())
+                    );
                     let bytes = base64_decode(h.encoded_histogram());
-                    let back: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+                    let back: hdrhistogram::Histogram<u64> =
+                        Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
                     assert_eq!(back, b.series[0].histogram);
                 }
                 LogEntry::StartTime(t) => assert_eq!(t, Duration::from_secs(1_700_000_040)),
@@ -481,7 +555,10 @@ mod tests {
         let t = render_table(&b.series, Some("note"));
         assert!(t.starts_with("note\n"));
         let line = t.lines().nth(2).unwrap();
-        assert!(line.contains("singapore") && line.contains("quic_request"), "{line}");
+        assert!(
+            line.contains("singapore") && line.contains("quic_request"),
+            "{line}"
+        );
         assert!(line.contains("42.9"), "3 of 7 failed: {line}");
         assert!(line.contains("2.001"), "p50 in ms: {line}");
     }
@@ -495,7 +572,8 @@ mod tests {
         }
         let csv = std::fs::read_to_string(dir.path().join("series.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3, "{csv}");
-        let hlog = std::fs::read_to_string(dir.path().join("hlog/singapore.quic_request.hlog")).unwrap();
+        let hlog =
+            std::fs::read_to_string(dir.path().join("hlog/singapore.quic_request.hlog")).unwrap();
         assert_eq!(hlog.matches("StartTime:").count(), 1, "{hlog}");
     }
 }

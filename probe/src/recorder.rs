@@ -97,7 +97,13 @@ impl Recorder {
     /// A recorder for `targets`, windows of `window`, closing a window
     /// `grace` after its end (at least the attempt timeout, so every attempt
     /// of a window has its outcome when the window closes).
-    pub fn new(anchor: WallAnchor, start: Instant, window: Duration, grace: Duration, targets: Vec<Target>) -> Self {
+    pub fn new(
+        anchor: WallAnchor,
+        start: Instant,
+        window: Duration,
+        grace: Duration,
+        targets: Vec<Target>,
+    ) -> Self {
         Recorder {
             anchor,
             window_ms: window.as_millis().max(1) as u64,
@@ -116,7 +122,12 @@ impl Recorder {
         }
     }
 
-    fn entry(&mut self, target: usize, metric: Metric, intended: Instant) -> Option<(&mut Series, &mut Series)> {
+    fn entry(
+        &mut self,
+        target: usize,
+        metric: Metric,
+        intended: Instant,
+    ) -> Option<(&mut Series, &mut Series)> {
         let index = self.anchor.unix_ms(intended) / self.window_ms;
         let window = self.window_of(index);
         let t = self.targets.get(target)?.clone();
@@ -168,7 +179,13 @@ impl Recorder {
 
     /// Adds path statistics (duplicates, reordering, loss direction, jitter)
     /// to the window of `intended`.
-    pub fn record_path(&mut self, target: usize, metric: Metric, intended: Instant, delta: PathStats) {
+    pub fn record_path(
+        &mut self,
+        target: usize,
+        metric: Metric,
+        intended: Instant,
+        delta: PathStats,
+    ) {
         if let Some((s, total)) = self.entry(target, metric, intended) {
             for s in [s, total] {
                 let p = &mut s.path;
@@ -192,7 +209,10 @@ impl Recorder {
             .filter(|(_, s)| s.window.end_unix_ms + grace_ms <= now_ms)
             .map(|(k, _)| *k)
             .collect();
-        closed.into_iter().filter_map(|k| self.open.remove(&k)).collect()
+        closed
+            .into_iter()
+            .filter_map(|k| self.open.remove(&k))
+            .collect()
     }
 
     /// Closes every window at `now` (the end of a run): the last window ends
@@ -233,7 +253,13 @@ mod tests {
         let t0 = Instant::now();
         // The run starts 10.5 s into a minute.
         let anchor = WallAnchor::new(t0, Duration::from_millis(1_700_000_010_500));
-        let mut r = Recorder::new(anchor, t0, Duration::from_secs(60), Duration::from_secs(2), target());
+        let mut r = Recorder::new(
+            anchor,
+            t0,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            target(),
+        );
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
         let m = Metric::QuicRequest;
         let measured = Outcome::Measured {
@@ -259,7 +285,10 @@ mod tests {
         let closed = r.poll_closed(at(51.6));
         assert_eq!(closed.len(), 1);
         let s = &closed[0];
-        assert_eq!(s.window.start_unix_ms, 1_700_000_010_500, "first window starts with the run");
+        assert_eq!(
+            s.window.start_unix_ms, 1_700_000_010_500,
+            "first window starts with the run"
+        );
         assert_eq!(s.window.end_unix_ms, 1_700_000_040_000 + 20_000);
         assert_eq!((s.sent, s.histogram.len(), s.lost), (4, 2, 1));
         assert_eq!(s.errors.get(&ErrorClass::Refused), Some(&1));
@@ -269,7 +298,10 @@ mod tests {
         let last = r.finish(at(55.0));
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].window.start_unix_ms, 1_700_000_060_000);
-        assert_eq!(last[0].window.end_unix_ms, 1_700_000_065_500, "cut at the stop");
+        assert_eq!(
+            last[0].window.end_unix_ms, 1_700_000_065_500,
+            "cut at the stop"
+        );
         let total = r.totals().next().unwrap();
         assert_eq!(total.sent, 5);
     }
@@ -299,12 +331,28 @@ mod tests {
             }
         };
         for serial in [false, true] {
-            let mut sched = Schedule::new(Spacing::Poisson { rate_per_sec: 100.0 }, t0, 3);
-            let mut r = Recorder::new(WallAnchor::new(t0, Duration::from_secs(1_700_000_000)), t0, ms(60_000), ms(2000), target());
+            let mut sched = Schedule::new(
+                Spacing::Poisson {
+                    rate_per_sec: 100.0,
+                },
+                t0,
+                3,
+            );
+            let mut r = Recorder::new(
+                WallAnchor::new(t0, Duration::from_secs(1_700_000_000)),
+                t0,
+                ms(60_000),
+                ms(2000),
+                target(),
+            );
             let mut busy_until = t0;
             while let Some(intended) = sched.poll_due(t0 + ms(5000)) {
                 // A serial client cannot send before its previous answer.
-                let started = if serial { intended.max(busy_until) } else { intended };
+                let started = if serial {
+                    intended.max(busy_until)
+                } else {
+                    intended
+                };
                 let done = answer(started + network / 2);
                 busy_until = done;
                 r.record(&Sample {
@@ -321,10 +369,18 @@ mod tests {
             let s = &r.finish(t0 + ms(5000))[0];
             let p99 = s.histogram.value_at_quantile(0.99);
             let p50 = s.histogram.value_at_quantile(0.50);
-            assert!(p99 > 430_000, "serial={serial}: p99 {p99} µs hides the stall");
+            assert!(
+                p99 > 430_000,
+                "serial={serial}: p99 {p99} µs hides the stall"
+            );
             assert!(p50 < 2_000, "serial={serial}: p50 {p50} µs");
             // Every request scheduled during the stall waited for its end.
-            let during = s.histogram.iter_recorded().filter(|v| v.value_iterated_to() > 10_000).map(|v| v.count_at_value()).sum::<u64>();
+            let during = s
+                .histogram
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() > 10_000)
+                .map(|v| v.count_at_value())
+                .sum::<u64>();
             assert!(during >= 40, "serial={serial}: only {during} slow samples");
         }
     }

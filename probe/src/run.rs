@@ -123,7 +123,9 @@ async fn preflight(t: &ResolvedTarget, tls: &TlsClient) -> Result<(), RunError> 
         let tcp = tokio::net::TcpStream::connect(t.https).await?;
         let name = rustls::pki_types::ServerName::try_from(t.config.server_name.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, tcp).await?;
+        tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await?;
         Ok::<_, std::io::Error>(())
     };
     let result = tokio::time::timeout(Duration::from_secs(5), attempt).await;
@@ -132,13 +134,21 @@ async fn preflight(t: &ResolvedTarget, tls: &TlsClient) -> Result<(), RunError> 
             target: t.config.name.clone(),
             address: t.https,
             presented,
-            expected: pins.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or "),
+            expected: pins
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
         });
     }
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(target = %t.config.name, address = %t.https, error = %e, "target not reachable yet; measuring anyway, failures are counted"),
-        Err(_) => tracing::warn!(target = %t.config.name, address = %t.https, "target did not answer within 5 s; measuring anyway, failures are counted"),
+        Ok(Err(e)) => {
+            tracing::warn!(target = %t.config.name, address = %t.https, error = %e, "target not reachable yet; measuring anyway, failures are counted")
+        }
+        Err(_) => {
+            tracing::warn!(target = %t.config.name, address = %t.https, "target did not answer within 5 s; measuring anyway, failures are counted")
+        }
     }
     Ok(())
 }
@@ -177,14 +187,18 @@ impl Terminal {
 
 /// Runs the probe until `stop` turns true or the configured duration ends,
 /// then closes the last window, writes it, and returns what was measured.
-pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result<RunSummary, RunError> {
+pub async fn run(
+    config: ProbeConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<RunSummary, RunError> {
     let mut state = ProbeState::open(&config.state_dir, config.probe_id.as_deref())?;
     let mut labels = config.labels.clone();
     let mut local_responder = None;
     let mut targets_cfg = config.targets.clone();
     let mut resolved = Vec::new();
     if config.local {
-        let responder = Responder::start(ResponderConfig::local().map_err(ResponderError::from)?).await?;
+        let responder =
+            Responder::start(ResponderConfig::local().map_err(ResponderError::from)?).await?;
         resolved.push(ResolvedTarget {
             config: TargetConfig {
                 name: "local".into(),
@@ -226,10 +240,11 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
         let https_tls = TlsClient::new(&t.config.trust, &[b"http/1.1"]).map_err(trust_err)?;
         let quic_tls = TlsClient::new(&t.config.trust, &[echo::ALPN]).map_err(trust_err)?;
         preflight(t, &https_tls).await?;
-        let endpoint = measure::quic_client_endpoint(&quic_tls, t.quic).map_err(|reason| RunError::Quic {
-            target: t.config.name.clone(),
-            reason,
-        })?;
+        let endpoint =
+            measure::quic_client_endpoint(&quic_tls, t.quic).map_err(|reason| RunError::Quic {
+                target: t.config.name.clone(),
+                reason,
+            })?;
         contexts.push(Arc::new(TargetCtx {
             index,
             quic_addr: t.quic,
@@ -266,7 +281,9 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
     let mut seed = config.seed;
     for ctx in &contexts {
         for (&measurement, &spacing) in &config.schedules {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let schedule = Schedule::new(spacing, start, seed);
             let (ctx, stop) = (ctx.clone(), jobs_stop_rx.clone());
             match measurement {
@@ -275,17 +292,41 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
                 }
                 Measurement::QuicCold => {
                     const M: &[Metric] = &[Metric::QuicHandshake, Metric::QuicColdRequest];
-                    jobs.spawn(measure::run_scheduled(ctx, schedule, stop, M, measure::quic_cold));
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        M,
+                        measure::quic_cold,
+                    ));
                 }
                 Measurement::QuicRequest => {
-                    jobs.spawn(measure::run_scheduled(ctx, schedule, stop, &[Metric::QuicRequest], measure::quic_warm));
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        &[Metric::QuicRequest],
+                        measure::quic_warm,
+                    ));
                 }
                 Measurement::TcpCold => {
                     const M: &[Metric] = &[Metric::TcpConnect, Metric::TlsHandshake];
-                    jobs.spawn(measure::run_scheduled(ctx, schedule, stop, M, measure::tcp_cold));
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        M,
+                        measure::tcp_cold,
+                    ));
                 }
                 Measurement::HttpsRequest => {
-                    jobs.spawn(measure::run_scheduled(ctx, schedule, stop, &[Metric::HttpsRequest], measure::https_request));
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        &[Metric::HttpsRequest],
+                        measure::https_request,
+                    ));
                 }
             }
         }
@@ -308,7 +349,11 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_draw = Instant::now();
 
-    let write_out = |series: Vec<Series>, state: &mut ProbeState, terminal: &mut Terminal, output: &mut Option<LocalOutput>| -> Result<u64, RunError> {
+    let write_out = |series: Vec<Series>,
+                     state: &mut ProbeState,
+                     terminal: &mut Terminal,
+                     output: &mut Option<LocalOutput>|
+     -> Result<u64, RunError> {
         let series: Vec<Series> = series.into_iter().filter(keep).collect();
         if series.is_empty() {
             return Ok(0);
@@ -326,7 +371,11 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
             out.write_batch(&batch)?;
         }
         if terminal.display == Display::Json {
-            let text: String = batch.series.iter().map(|s| render_json_line(&SeriesRow::new(&batch, s))).collect();
+            let text: String = batch
+                .series
+                .iter()
+                .map(|s| render_json_line(&SeriesRow::new(&batch, s)))
+                .collect();
             terminal.write(&text)?;
         }
         Ok(1)
@@ -369,7 +418,12 @@ pub async fn run(config: ProbeConfig, mut stop: watch::Receiver<bool>) -> Result
     while let Ok(event) = events.try_recv() {
         match event {
             Event::Sample(s) => recorder.record(&s),
-            Event::Path { target, metric, intended, delta } => recorder.record_path(target, metric, intended, delta),
+            Event::Path {
+                target,
+                metric,
+                intended,
+                delta,
+            } => recorder.record_path(target, metric, intended, delta),
         }
     }
     let last = recorder.finish(Instant::now());
@@ -408,14 +462,15 @@ pub fn stop_on_signal() -> watch::Receiver<bool> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    let _ = tx.send(true);
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -100,7 +100,12 @@ pub const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// at `started` and completed at `completed`: counted from
 /// `min(started, intended + slack)`, i.e. from the intended time except for
 /// at most `slack` of timer lateness.
-pub fn latency_from(intended: Instant, started: Instant, completed: Instant, slack: Duration) -> Duration {
+pub fn latency_from(
+    intended: Instant,
+    started: Instant,
+    completed: Instant,
+    slack: Duration,
+) -> Duration {
     let origin = started.min(intended + slack);
     completed.saturating_duration_since(origin)
 }
@@ -112,7 +117,13 @@ mod tests {
     #[test]
     fn poisson_rate_is_what_was_asked() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(Spacing::Poisson { rate_per_sec: 100.0 }, t0, 7);
+        let mut s = Schedule::new(
+            Spacing::Poisson {
+                rate_per_sec: 100.0,
+            },
+            t0,
+            7,
+        );
         let end = t0 + Duration::from_secs(100);
         let mut n = 0;
         let mut gaps = Vec::new();
@@ -127,7 +138,11 @@ mod tests {
         // Exponential gaps: sd equals the mean (10 ms).
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
-        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "cv {}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "cv {}",
+            var.sqrt() / mean
+        );
     }
 
     #[test]
@@ -164,8 +179,14 @@ mod tests {
         // On time.
         assert_eq!(latency_from(t0, t0, t0 + ms(40), TIMER_SLACK), ms(40));
         // 1 ms of timer lateness is not charged.
-        assert_eq!(latency_from(t0, t0 + ms(1), t0 + ms(41), TIMER_SLACK), ms(40));
+        assert_eq!(
+            latency_from(t0, t0 + ms(1), t0 + ms(41), TIMER_SLACK),
+            ms(40)
+        );
         // A 300 ms stall is charged, less the slack.
-        assert_eq!(latency_from(t0, t0 + ms(300), t0 + ms(340), TIMER_SLACK), ms(338));
+        assert_eq!(
+            latency_from(t0, t0 + ms(300), t0 + ms(340), TIMER_SLACK),
+            ms(338)
+        );
     }
 }

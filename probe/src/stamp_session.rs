@@ -73,7 +73,8 @@ impl StampSender {
     pub fn on_send(&mut self, intended: Instant, started: Instant, wall: Duration) -> SenderPacket {
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        self.in_flight.insert(sequence, InFlight { intended, started });
+        self.in_flight
+            .insert(sequence, InFlight { intended, started });
         SenderPacket {
             sequence,
             timestamp: NtpTimestamp::from_unix(wall),
@@ -102,7 +103,11 @@ impl StampSender {
         } else {
             if let Some((last_s, last_r, last_rtt)) = self.last {
                 let gap_sent = seq.wrapping_sub(last_s).wrapping_sub(1);
-                let gap_reflected = reply.sequence.wrapping_sub(last_r).wrapping_sub(1).min(gap_sent);
+                let gap_reflected = reply
+                    .sequence
+                    .wrapping_sub(last_r)
+                    .wrapping_sub(1)
+                    .min(gap_sent);
                 // Packets between the two replies that the reflector saw
                 // came back lost; the others never reached it.
                 path.backward_lost = u64::from(gap_reflected);
@@ -154,7 +159,10 @@ impl StampSender {
 
     /// When the earliest packet in flight times out.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.in_flight.values().map(|f| f.intended + self.timeout).min()
+        self.in_flight
+            .values()
+            .map(|f| f.intended + self.timeout)
+            .min()
     }
 
     /// Packets in flight.
@@ -191,25 +199,45 @@ mod tests {
             .collect();
         // 0 answered (reflector seq 0) after 5 ms.
         let r = s.on_reply(&reflect(&p[0], 0), t0 + ms(5));
-        let Reply::Answered { reflector_time, path, .. } = r else { panic!("{r:?}") };
+        let Reply::Answered {
+            reflector_time,
+            path,
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
         assert_eq!(path, PathStats::default());
         assert!(reflector_time.abs_diff(Duration::from_micros(30)) < Duration::from_micros(1));
         // 1 answered after 7 ms: IPDV 2 ms.
-        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[1], 1), t0 + ms(17)) else { panic!() };
+        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[1], 1), t0 + ms(17)) else {
+            panic!()
+        };
         assert_eq!((path.ipdv_sum_us, path.ipdv_pairs), (2000, 1));
         // 2 never reaches the reflector; 3 reaches it (seq 2) but its reply is
         // lost; 4 comes back with reflector seq 3.
-        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[4], 3), t0 + ms(45)) else { panic!() };
+        let Reply::Answered { path, .. } = s.on_reply(&reflect(&p[4], 3), t0 + ms(45)) else {
+            panic!()
+        };
         assert_eq!((path.forward_lost, path.backward_lost), (1, 1));
         assert_eq!(path.ipdv_pairs, 0, "not consecutive");
         // 4 again: a duplicate.
-        assert!(matches!(s.on_reply(&reflect(&p[4], 4), t0 + ms(46)), Reply::Duplicate { .. }));
+        assert!(matches!(
+            s.on_reply(&reflect(&p[4], 4), t0 + ms(46)),
+            Reply::Duplicate { .. }
+        ));
         // 2 and 3 time out, 5 is still in flight.
-        assert_eq!(s.poll_expired(t0 + ms(1035)), vec![t0 + ms(20), t0 + ms(30)]);
+        assert_eq!(
+            s.poll_expired(t0 + ms(1035)),
+            vec![t0 + ms(20), t0 + ms(30)]
+        );
         assert_eq!(s.in_flight(), 1);
         assert_eq!(s.next_expiry(), Some(t0 + ms(1050)));
         // A late reply for 2 is not counted again.
-        assert_eq!(s.on_reply(&reflect(&p[2], 5), t0 + ms(1040)), Reply::Unexpected);
+        assert_eq!(
+            s.on_reply(&reflect(&p[2], 5), t0 + ms(1040)),
+            Reply::Unexpected
+        );
     }
 
     #[test]
@@ -219,7 +247,19 @@ mod tests {
         let mut s = StampSender::new(ms(1000));
         let a = s.on_send(t0, t0, Duration::ZERO);
         let b = s.on_send(t0 + ms(1), t0 + ms(1), Duration::ZERO);
-        assert!(matches!(s.on_reply(&reflect(&b, 1), t0 + ms(3)), Reply::Answered { path: PathStats { reordered: 0, .. }, .. }));
-        assert!(matches!(s.on_reply(&reflect(&a, 0), t0 + ms(4)), Reply::Answered { path: PathStats { reordered: 1, .. }, .. }));
+        assert!(matches!(
+            s.on_reply(&reflect(&b, 1), t0 + ms(3)),
+            Reply::Answered {
+                path: PathStats { reordered: 0, .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.on_reply(&reflect(&a, 0), t0 + ms(4)),
+            Reply::Answered {
+                path: PathStats { reordered: 1, .. },
+                ..
+            }
+        ));
     }
 }

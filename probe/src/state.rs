@@ -37,7 +37,10 @@ pub enum StateError {
 }
 
 fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Writes a file so that after a crash it holds either the old or the new
@@ -83,7 +86,12 @@ impl ProbeState {
                     write_durably(&id_path, id.as_bytes()).map_err(io(&id_path))?;
                     id
                 }
-                Err(e) => return Err(StateError::Io { path: id_path, source: e }),
+                Err(e) => {
+                    return Err(StateError::Io {
+                        path: id_path,
+                        source: e,
+                    })
+                }
             },
         };
         let seq_path = dir.join(format!("sequence.{probe_id}"));
@@ -93,7 +101,12 @@ impl ProbeState {
                 reason: format!("`{}` is not a number", s.trim()),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(StateError::Io { path: seq_path, source: e }),
+            Err(e) => {
+                return Err(StateError::Io {
+                    path: seq_path,
+                    source: e,
+                })
+            }
         };
         Ok(ProbeState {
             dir: dir.to_path_buf(),
@@ -139,7 +152,10 @@ mod tests {
     #[test]
     fn configured_ids_are_checked_and_corruption_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(ProbeState::open(dir.path(), Some("a b")), Err(StateError::BadProbeId(_))));
+        assert!(matches!(
+            ProbeState::open(dir.path(), Some("a b")),
+            Err(StateError::BadProbeId(_))
+        ));
         let mut s = ProbeState::open(dir.path(), Some("vm-mumbai-1")).unwrap();
         assert_eq!(s.take_sequence().unwrap(), 1);
         std::fs::write(dir.path().join("sequence.vm-mumbai-1"), "garbage").unwrap();

@@ -64,7 +64,10 @@ impl TlsClient {
                 if roots.is_empty() {
                     return Err(err("no certificate in the file".into()));
                 }
-                (builder.with_root_certificates(roots).with_no_client_auth(), None)
+                (
+                    builder.with_root_certificates(roots).with_no_client_auth(),
+                    None,
+                )
             }
             Trust::Pinned(pins) => {
                 let v = Arc::new(PinVerifier {
@@ -107,7 +110,9 @@ impl TlsClient {
 
     /// The fingerprint presented by a server that failed the pin, if any did.
     pub fn pin_mismatch(&self) -> Option<Fingerprint> {
-        self.pin.as_ref().and_then(|p| p.mismatch.lock().ok().and_then(|m| *m))
+        self.pin
+            .as_ref()
+            .and_then(|p| p.mismatch.lock().ok().and_then(|m| *m))
     }
 }
 
@@ -163,7 +168,12 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -172,10 +182,17 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -10,7 +10,11 @@ use vantage_responder::{Responder, ResponderConfig};
 use vantage_wire::Metric;
 
 fn args_for(responder: &Responder, state: &Path) -> ProbeArgs {
-    assert_eq!(responder.quic_addr().port(), responder.https_addr().port(), "one port for QUIC and HTTPS");
+    assert_eq!(
+        responder.quic_addr().port(),
+        responder.https_addr().port(),
+        "one port for QUIC and HTTPS"
+    );
     ProbeArgs {
         targets: vec![format!("dc=127.0.0.1:{}", responder.quic_addr().port())],
         stamp_port: Some(responder.stamp_addr().port()),
@@ -29,13 +33,19 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
         })
         .collect()
 }
 
 fn num(row: &BTreeMap<String, String>, col: &str) -> u64 {
-    row[col].parse().unwrap_or_else(|_| panic!("{col} = {:?}", row[col]))
+    row[col]
+        .parse()
+        .unwrap_or_else(|_| panic!("{col} = {:?}", row[col]))
 }
 
 /// Every metric is measured with sensible counts and no loss; then the
@@ -46,15 +56,25 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let config = ResponderConfig::local().unwrap();
     let responder = Responder::start(config.clone()).await.unwrap();
-    let (quic, https, stamp) = (responder.quic_addr(), responder.https_addr(), responder.stamp_addr());
+    let (quic, https, stamp) = (
+        responder.quic_addr(),
+        responder.https_addr(),
+        responder.stamp_addr(),
+    );
     let mut args = args_for(&responder, dir.path());
     args.window = Some(Duration::from_secs(1));
     args.timeout = Some(Duration::from_millis(500));
     args.duration = Some(Duration::from_secs(10));
     args.out = Some(dir.path().join("out"));
-    args.rates = ["udp_rtt=40", "quic_request=20", "https_request=20", "quic_handshake=10", "tcp_connect=10"]
-        .map(String::from)
-        .to_vec();
+    args.rates = [
+        "udp_rtt=40",
+        "quic_request=20",
+        "https_request=20",
+        "quic_handshake=10",
+        "tcp_connect=10",
+    ]
+    .map(String::from)
+    .to_vec();
     args.country = Some("IN".into());
     args.phase = Some("before".into());
     let config_probe = args.into_config().unwrap();
@@ -79,31 +99,63 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
     restarted.shutdown().await;
 
     let rows = read_csv(&dir.path().join("out/series.csv"));
-    assert!(summary.batches >= 8, "one batch per 1 s window, got {}", summary.batches);
-    let ts = |row: &BTreeMap<String, String>, col: &str| humantime::parse_rfc3339(&row[col]).unwrap();
+    assert!(
+        summary.batches >= 8,
+        "one batch per 1 s window, got {}",
+        summary.batches
+    );
+    let ts =
+        |row: &BTreeMap<String, String>, col: &str| humantime::parse_rfc3339(&row[col]).unwrap();
     let metrics = vantage_probe::RESPONDER_METRICS;
     for m in metrics {
         let of_metric: Vec<_> = rows.iter().filter(|r| r["metric"] == m.name()).collect();
         for r in &of_metric {
             assert_eq!(r["country"], "IN");
             assert_eq!(r["phase"], "before");
-            assert_eq!(num(r, "sent"), num(r, "count") + num(r, "lost") + num(r, "errors"), "{r:?}");
+            assert_eq!(
+                num(r, "sent"),
+                num(r, "count") + num(r, "lost") + num(r, "errors"),
+                "{r:?}"
+            );
         }
         // Before the outage (windows ending 0.6 s before it): no loss at all.
-        let before: Vec<_> = of_metric.iter().filter(|r| ts(r, "window_end") + Duration::from_millis(600) <= down_at).collect();
+        let before: Vec<_> = of_metric
+            .iter()
+            .filter(|r| ts(r, "window_end") + Duration::from_millis(600) <= down_at)
+            .collect();
         let counted: u64 = before.iter().map(|r| num(r, "count")).sum();
-        assert!(counted >= 3, "{m}: only {counted} samples before the outage");
+        assert!(
+            counted >= 3,
+            "{m}: only {counted} samples before the outage"
+        );
         for r in &before {
-            assert_eq!((num(r, "lost"), num(r, "errors")), (0, 0), "{m} lost before the outage: {r:?}");
-            assert!(num(r, "p50_us") > 0 && num(r, "p50_us") < 100_000, "{m}: p50 {} µs on loopback", r["p50_us"]);
+            assert_eq!(
+                (num(r, "lost"), num(r, "errors")),
+                (0, 0),
+                "{m} lost before the outage: {r:?}"
+            );
+            assert!(
+                num(r, "p50_us") > 0 && num(r, "p50_us") < 100_000,
+                "{m}: p50 {} µs on loopback",
+                r["p50_us"]
+            );
         }
         // During the outage: failures, counted by class.
         let during: Vec<_> = of_metric
             .iter()
-            .filter(|r| ts(r, "window_start") >= down_at + Duration::from_millis(300) && ts(r, "window_end") <= back_at)
+            .filter(|r| {
+                ts(r, "window_start") >= down_at + Duration::from_millis(300)
+                    && ts(r, "window_end") <= back_at
+            })
             .collect();
-        let failed: u64 = during.iter().map(|r| num(r, "lost") + num(r, "errors")).sum();
-        assert!(failed > 0, "{m}: no failure counted while the responder was down: {during:?}");
+        let failed: u64 = during
+            .iter()
+            .map(|r| num(r, "lost") + num(r, "errors"))
+            .sum();
+        assert!(
+            failed > 0,
+            "{m}: no failure counted while the responder was down: {during:?}"
+        );
         // After it came back: measured again.
         let after: u64 = of_metric
             .iter()
@@ -118,9 +170,16 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
         .filter(|r| r["metric"] == "tcp_connect")
         .filter(|r| r["error_classes"].contains("refused="))
         .count() as u64;
-    assert!(refused > 0, "tcp_connect failures should be classed `refused`");
+    assert!(
+        refused > 0,
+        "tcp_connect failures should be classed `refused`"
+    );
     // udp_rtt losses are losses (no answer), not errors.
-    let udp_lost: u64 = rows.iter().filter(|r| r["metric"] == "udp_rtt").map(|r| num(r, "lost")).sum();
+    let udp_lost: u64 = rows
+        .iter()
+        .filter(|r| r["metric"] == "udp_rtt")
+        .map(|r| num(r, "lost"))
+        .sum();
     assert!(udp_lost > 0);
     // Histogram logs exist for each metric.
     for m in metrics {
@@ -134,7 +193,9 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500ms_responder_stall_shows_in_p99() {
     let dir = tempfile::tempdir().unwrap();
-    let responder = Responder::start(ResponderConfig::local().unwrap()).await.unwrap();
+    let responder = Responder::start(ResponderConfig::local().unwrap())
+        .await
+        .unwrap();
     let mut args = args_for(&responder, dir.path());
     args.metrics = vec!["quic_request".into()];
     args.rates = vec!["quic_request=100".into()];
@@ -147,22 +208,38 @@ async fn a_500ms_responder_stall_shows_in_p99() {
     responder.inject_stall(Duration::from_millis(500));
     let summary = probe.await.unwrap().unwrap();
     responder.shutdown().await;
-    let s = summary.totals.iter().find(|s| s.metric == Metric::QuicRequest).unwrap();
+    let s = summary
+        .totals
+        .iter()
+        .find(|s| s.metric == Metric::QuicRequest)
+        .unwrap();
     let h = &s.histogram;
     assert!(h.len() >= 300, "{} samples", h.len());
     assert_eq!(s.lost + s.error_total(), 0);
     let p99 = h.value_at_quantile(0.99);
     let p50 = h.value_at_quantile(0.50);
     assert!(p99 > 400_000, "p99 {p99} µs hides the 500 ms stall");
-    assert!(p50 < 50_000, "p50 {p50} µs: the stall should touch only ~1/8 of requests");
-    let slow = h.iter_recorded().filter(|v| v.value_iterated_to() > 100_000).map(|v| v.count_at_value()).sum::<u64>();
-    assert!(slow >= 35, "only {slow} requests carry the stall; ~50 were scheduled during it");
+    assert!(
+        p50 < 50_000,
+        "p50 {p50} µs: the stall should touch only ~1/8 of requests"
+    );
+    let slow = h
+        .iter_recorded()
+        .filter(|v| v.value_iterated_to() > 100_000)
+        .map(|v| v.count_at_value())
+        .sum::<u64>();
+    assert!(
+        slow >= 35,
+        "only {slow} requests carry the stall; ~50 were scheduled during it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_pin_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let responder = Responder::start(ResponderConfig::local().unwrap()).await.unwrap();
+    let responder = Responder::start(ResponderConfig::local().unwrap())
+        .await
+        .unwrap();
     let mut args = args_for(&responder, dir.path());
     let wrong = "sha256:".to_string() + &"ab".repeat(32);
     args.pins = vec![wrong.clone()];
@@ -179,14 +256,20 @@ async fn a_wrong_pin_fails_with_a_clear_message() {
 
 fn responder_fingerprint_hex(msg: &str) -> String {
     // The message names the presented fingerprint: sha256: and 64 hex digits.
-    let at = msg.find("presented sha256:").expect("presented fingerprint in the message");
+    let at = msg
+        .find("presented sha256:")
+        .expect("presented fingerprint in the message");
     msg[at + 10..at + 10 + 71].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_file_is_trusted_and_insecure_runs_are_marked() {
     let dir = tempfile::tempdir().unwrap();
-    let identity = vantage_responder::Identity::load_or_generate(&dir.path().join("cert"), &["localhost".into()]).unwrap();
+    let identity = vantage_responder::Identity::load_or_generate(
+        &dir.path().join("cert"),
+        &["localhost".into()],
+    )
+    .unwrap();
     let responder = Responder::start(ResponderConfig {
         identity,
         ..ResponderConfig::local().unwrap()
@@ -201,9 +284,16 @@ async fn a_ca_file_is_trusted_and_insecure_runs_are_marked() {
     args.rates = vec!["tls_handshake=20".into(), "quic_request=20".into()];
     args.duration = Some(Duration::from_millis(1500));
     let (_tx, stop) = watch::channel(false);
-    let summary = run(args.clone().into_config().unwrap(), stop).await.unwrap();
+    let summary = run(args.clone().into_config().unwrap(), stop)
+        .await
+        .unwrap();
     for s in &summary.totals {
-        assert!(s.histogram.len() > 5, "{}: {} samples", s.metric, s.histogram.len());
+        assert!(
+            s.histogram.len() > 5,
+            "{}: {} samples",
+            s.metric,
+            s.histogram.len()
+        );
         assert_eq!(s.error_total() + s.lost, 0, "{}: {:?}", s.metric, s.errors);
     }
 
@@ -215,5 +305,8 @@ async fn a_ca_file_is_trusted_and_insecure_runs_are_marked() {
     responder.shutdown().await;
     let rows = read_csv(&dir.path().join("insecure/series.csv"));
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| r["labels"].contains("tls=insecure")), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["labels"].contains("tls=insecure")),
+        "{rows:?}"
+    );
 }

@@ -60,7 +60,12 @@ pub(crate) async fn serve(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                shared.limits.handshake_timeout,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     Stats::bump(&shared.stats.tls_failed);
@@ -109,7 +114,10 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         Stats::bump(&shared.stats.http_bad_requests);
-        return reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::from_static(b"GET or HEAD only\n"));
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"GET or HEAD only\n"),
+        );
     }
     match req.uri().path() {
         "/health" => {
@@ -129,12 +137,18 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
                 Some(Ok(n)) => n,
                 Some(Err(_)) => {
                     Stats::bump(&shared.stats.http_bad_requests);
-                    return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"bytes= takes a number\n"));
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        Bytes::from_static(b"bytes= takes a number\n"),
+                    );
                 }
             };
             if n > shared.limits.max_response_bytes || n as usize > ZEROS.len() {
                 Stats::bump(&shared.stats.http_bad_requests);
-                return reply(StatusCode::PAYLOAD_TOO_LARGE, Bytes::from_static(b"bytes= above the responder's limit\n"));
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Bytes::from_static(b"bytes= above the responder's limit\n"),
+                );
             }
             shared.stall.wait().await;
             Stats::bump(&shared.stats.http_requests);
@@ -147,7 +161,10 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         }
         _ => {
             Stats::bump(&shared.stats.http_bad_requests);
-            reply(StatusCode::NOT_FOUND, Bytes::from_static(b"try /echo?bytes=N or /health\n"))
+            reply(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"try /echo?bytes=N or /health\n"),
+            )
         }
     }
 }

@@ -105,7 +105,9 @@ impl ResponderConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ResponderError {
     /// A port could not be bound (in use, or privileged).
-    #[error("cannot listen on {proto} {addr}: {source} (choose another port, or stop what holds it)")]
+    #[error(
+        "cannot listen on {proto} {addr}: {source} (choose another port, or stop what holds it)"
+    )]
     Bind {
         /// "QUIC (UDP)", "HTTPS (TCP)" or "STAMP (UDP)".
         proto: &'static str,
@@ -145,11 +147,13 @@ impl Responder {
         let mut tasks = JoinSet::new();
 
         let quic_endpoint = quic::bind(&config)?;
-        let quic_addr = quic_endpoint.local_addr().map_err(|source| ResponderError::Bind {
-            proto: "QUIC (UDP)",
-            addr: SocketAddr::new(config.bind, config.quic_port),
-            source,
-        })?;
+        let quic_addr = quic_endpoint
+            .local_addr()
+            .map_err(|source| ResponderError::Bind {
+                proto: "QUIC (UDP)",
+                addr: SocketAddr::new(config.bind, config.quic_port),
+                source,
+            })?;
         // With both ports left to the system, serve HTTPS on the QUIC port
         // number when it is free, so one HOST:PORT names the whole responder.
         let https_listener = match (config.quic_port, config.https_port) {
@@ -165,26 +169,39 @@ impl Responder {
             }
             _ => https::bind(&config).await?,
         };
-        let https_addr = https_listener.local_addr().map_err(|source| ResponderError::Bind {
-            proto: "HTTPS (TCP)",
-            addr: SocketAddr::new(config.bind, config.https_port),
-            source,
-        })?;
+        let https_addr = https_listener
+            .local_addr()
+            .map_err(|source| ResponderError::Bind {
+                proto: "HTTPS (TCP)",
+                addr: SocketAddr::new(config.bind, config.https_port),
+                source,
+            })?;
         let stamp_socket = stamp::bind(&config).await?;
-        let stamp_addr = stamp_socket.local_addr().map_err(|source| ResponderError::Bind {
-            proto: "STAMP (UDP)",
-            addr: SocketAddr::new(config.bind, config.stamp_port),
-            source,
-        })?;
+        let stamp_addr = stamp_socket
+            .local_addr()
+            .map_err(|source| ResponderError::Bind {
+                proto: "STAMP (UDP)",
+                addr: SocketAddr::new(config.bind, config.stamp_port),
+                source,
+            })?;
 
         let shared = Shared {
             stats: stats.clone(),
             stall: stall.clone(),
             limits: config.limits.clone(),
         };
-        tasks.spawn(quic::serve(quic_endpoint.clone(), shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(quic::serve(
+            quic_endpoint.clone(),
+            shared.clone(),
+            shutdown_rx.clone(),
+        ));
         let tls = Arc::new(config.identity.server_config(&[b"http/1.1"])?);
-        tasks.spawn(https::serve(https_listener, tls, shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(https::serve(
+            https_listener,
+            tls,
+            shared.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(stamp::serve(stamp_socket, shared, shutdown_rx));
         tracing::info!(%quic_addr, %https_addr, %stamp_addr, %fingerprint, "responder listening");
         Ok(Responder {
@@ -231,10 +248,14 @@ impl Responder {
     /// Stops accepting, closes connections and waits for every task.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.quic_endpoint.close(0u32.into(), b"responder shutting down");
+        self.quic_endpoint
+            .close(0u32.into(), b"responder shutting down");
         // Bounded: every task watches the shutdown signal.
         let wait = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), wait).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
             self.tasks.abort_all();
         }
         // Lets the CONNECTION_CLOSE frames go out. Bounded: a peer that

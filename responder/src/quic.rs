@@ -27,7 +27,11 @@ pub(crate) fn bind(config: &ResponderConfig) -> Result<quinn::Endpoint, Responde
     })
 }
 
-pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    endpoint: quinn::Endpoint,
+    shared: Shared,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
     loop {
         let incoming = tokio::select! {
@@ -98,7 +102,10 @@ async fn serve_stream(
     };
     if request.padding_len > limits.max_request_bytes {
         answer(&mut send, EchoStatus::TooLarge, 0, 0).await;
-        return Err(format!("request padding {} above limit", request.padding_len));
+        return Err(format!(
+            "request padding {} above limit",
+            request.padding_len
+        ));
     }
     // Read the padding and the FIN, bounded: anything past the declared
     // padding is a protocol error.
@@ -123,7 +130,10 @@ async fn serve_stream(
     shared.stall.wait().await;
     if request.response_len > limits.max_response_bytes {
         answer(&mut send, EchoStatus::TooLarge, 0, 0).await;
-        return Err(format!("response of {} bytes above limit", request.response_len));
+        return Err(format!(
+            "response of {} bytes above limit",
+            request.response_len
+        ));
     }
     let server_ns = received.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
     let header = EchoResponse {
@@ -144,7 +154,12 @@ async fn serve_stream(
     Ok(())
 }
 
-async fn answer(send: &mut quinn::SendStream, status: EchoStatus, server_time_ns: u64, body_len: u32) {
+async fn answer(
+    send: &mut quinn::SendStream,
+    status: EchoStatus,
+    server_time_ns: u64,
+    body_len: u32,
+) {
     let header = EchoResponse {
         status,
         server_time_ns,

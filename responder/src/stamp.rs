@@ -42,7 +42,8 @@ impl<K: Eq + Hash + Clone> SessionTable<K> {
         }
         if self.sessions.len() >= self.capacity {
             let idle = self.idle;
-            self.sessions.retain(|_, (_, seen)| now.duration_since(*seen) < idle);
+            self.sessions
+                .retain(|_, (_, seen)| now.duration_since(*seen) < idle);
             if self.sessions.len() >= self.capacity {
                 return None;
             }
@@ -74,7 +75,11 @@ pub(crate) async fn bind(config: &ResponderConfig) -> Result<UdpSocket, Responde
 }
 
 fn wall_now() -> NtpTimestamp {
-    NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+    NtpTimestamp::from_unix(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
@@ -103,13 +108,22 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch
             }
         };
         shared.stall.wait().await;
-        let seq = table.next_sequence(&peer, Instant::now()).unwrap_or_else(|| {
-            // Stateless mode (RFC 8762 §4.3): copy the sender's sequence.
-            Stats::bump(&shared.stats.stamp_stateless);
-            sender.sequence
-        });
+        let seq = table
+            .next_sequence(&peer, Instant::now())
+            .unwrap_or_else(|| {
+                // Stateless mode (RFC 8762 §4.3): copy the sender's sequence.
+                Stats::bump(&shared.stats.stamp_stateless);
+                sender.sequence
+            });
         // Sender TTL is not read from the socket yet: 255 marks "unknown".
-        match stamp::reflect(&buf[..len], seq, t2, wall_now(), ErrorEstimate::UNSYNCHRONIZED, 255) {
+        match stamp::reflect(
+            &buf[..len],
+            seq,
+            t2,
+            wall_now(),
+            ErrorEstimate::UNSYNCHRONIZED,
+            255,
+        ) {
             Ok(reply) => match socket.send_to(&reply, peer).await {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
                 Err(e) => tracing::debug!(%peer, error = %e, "STAMP reply not sent"),
@@ -133,10 +147,18 @@ mod tests {
         assert_eq!(t.next_sequence(&"a", t0), Some(0));
         assert_eq!(t.next_sequence(&"a", t0), Some(1));
         assert_eq!(t.next_sequence(&"b", t0), Some(0));
-        assert_eq!(t.next_sequence(&"c", t0), None, "table full of live sessions");
+        assert_eq!(
+            t.next_sequence(&"c", t0),
+            None,
+            "table full of live sessions"
+        );
         let later = t0 + Duration::from_secs(11);
         assert_eq!(t.next_sequence(&"b", later), Some(1));
-        assert_eq!(t.next_sequence(&"c", later), Some(0), "idle `a` was evicted");
+        assert_eq!(
+            t.next_sequence(&"c", later),
+            Some(0),
+            "idle `a` was evicted"
+        );
         assert_eq!(t.len(), 2);
     }
 }

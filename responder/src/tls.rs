@@ -58,9 +58,7 @@ impl Identity {
         let certified = rcgen::generate_simple_self_signed(names.to_vec())?;
         Ok(Identity {
             certs: vec![certified.cert.der().clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                certified.key_pair.serialize_der(),
-            )),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der())),
         })
     }
 
@@ -218,8 +216,7 @@ mod tests {
         let s = f.to_string();
         assert!(s.starts_with("sha256:2cf24dba5fb0a30e"), "{s}");
         assert_eq!(s.parse::<Fingerprint>().unwrap(), f);
-        let colons: String = s[7..]
-            .as_bytes()
+        let colons: String = s.as_bytes()[7..]
             .chunks(2)
             .map(|c| std::str::from_utf8(c).unwrap().to_ascii_uppercase())
             .collect::<Vec<_>>()

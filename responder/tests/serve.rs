@@ -11,28 +11,47 @@ use vantage_wire::stamp::{ErrorEstimate, NtpTimestamp, ReflectorPacket, SenderPa
 fn client_tls(config: &ResponderConfig, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(config.identity.certs[0].clone()).unwrap();
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     c.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(c)
 }
 
-async fn https_get(config: &ResponderConfig, responder: &Responder, path: &str) -> std::io::Result<(String, Vec<u8>)> {
+async fn https_get(
+    config: &ResponderConfig,
+    responder: &Responder,
+    path: &str,
+) -> std::io::Result<(String, Vec<u8>)> {
     let tcp = TcpStream::connect(responder.https_addr()).await?;
     let connector = tokio_rustls::TlsConnector::from(client_tls(config, b"http/1.1"));
-    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await?;
-    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut raw = Vec::new();
     tls.read_to_end(&mut raw).await?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers") + 4;
-    Ok((String::from_utf8_lossy(&raw[..split]).to_string(), raw[split..].to_vec()))
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    Ok((
+        String::from_utf8_lossy(&raw[..split]).to_string(),
+        raw[split..].to_vec(),
+    ))
 }
 
 fn quic_client(config: &ResponderConfig) -> quinn::Endpoint {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(config, echo::ALPN)).unwrap();
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(config, echo::ALPN)).unwrap();
     let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     e.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     e
@@ -43,7 +62,10 @@ async fn quic_echo(conn: &quinn::Connection, request: &[u8]) -> (EchoResponse, u
     send.write_all(request).await.unwrap();
     send.finish().unwrap();
     let all = recv.read_to_end(10 << 20).await.unwrap();
-    (EchoResponse::decode(&all).unwrap(), all.len() - echo::RESPONSE_HEADER_LEN)
+    (
+        EchoResponse::decode(&all).unwrap(),
+        all.len() - echo::RESPONSE_HEADER_LEN,
+    )
 }
 
 #[tokio::test]
@@ -66,8 +88,14 @@ async fn stamp_reflector_conversation() {
         if i == 3 {
             packet.extend_from_slice(&[0x5a; 56]); // padded to 100 octets
         }
-        socket.send_to(&packet, responder.stamp_addr()).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await.unwrap().unwrap();
+        socket
+            .send_to(&packet, responder.stamp_addr())
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(n, packet.len(), "reflected at the test packet's length");
         let reply = ReflectorPacket::decode(&buf[..n]).unwrap();
         assert_eq!(reply.sender_sequence, 100 + i as u32);
@@ -88,7 +116,11 @@ async fn stamp_reflector_conversation() {
     }
     // A datagram too short for STAMP: no reply, counted, reflector keeps going.
     a.send_to(&[1, 2, 3], responder.stamp_addr()).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(200), a.recv(&mut buf)).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.recv(&mut buf))
+            .await
+            .is_err()
+    );
     let stats = responder.stats();
     assert_eq!(stats.stamp_malformed, 1);
     assert_eq!(stats.stamp_reflected, 4);
@@ -100,19 +132,40 @@ async fn quic_and_https_echo_answer_with_the_bytes_asked_and_server_time() {
     let config = ResponderConfig::local().unwrap();
     let responder = Responder::start(config.clone()).await.unwrap();
     let endpoint = quic_client(&config);
-    let conn = endpoint.connect(responder.quic_addr(), "localhost").unwrap().await.unwrap();
-    let mut req = EchoRequest { response_len: 3000, padding_len: 500 }.encode().to_vec();
+    let conn = endpoint
+        .connect(responder.quic_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut req = EchoRequest {
+        response_len: 3000,
+        padding_len: 500,
+    }
+    .encode()
+    .to_vec();
     req.extend_from_slice(&[0; 500]);
     let (resp, body) = quic_echo(&conn, &req).await;
-    assert_eq!((resp.status, resp.body_len, body), (EchoStatus::Ok, 3000, 3000));
+    assert_eq!(
+        (resp.status, resp.body_len, body),
+        (EchoStatus::Ok, 3000, 3000)
+    );
     assert!(resp.server_time_ns < 1_000_000_000);
 
-    let (head, body) = https_get(&config, &responder, "/echo?bytes=1234").await.unwrap();
+    let (head, body) = https_get(&config, &responder, "/echo?bytes=1234")
+        .await
+        .unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("server-timing: app;dur="), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("server-timing: app;dur="),
+        "{head}"
+    );
     assert_eq!(body.len(), 1234);
     let (head, body) = https_get(&config, &responder, "/health").await.unwrap();
-    assert!(head.starts_with("HTTP/1.1 200") && body == b"ok\n", "{head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body == b"ok\n",
+        "{head}"
+    );
     responder.shutdown().await;
 }
 
@@ -121,25 +174,54 @@ async fn bad_requests_are_refused_counted_and_harmless() {
     let config = ResponderConfig::local().unwrap();
     let responder = Responder::start(config.clone()).await.unwrap();
     let endpoint = quic_client(&config);
-    let conn = endpoint.connect(responder.quic_addr(), "localhost").unwrap().await.unwrap();
+    let conn = endpoint
+        .connect(responder.quic_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
     // Not an echo request.
     let (resp, _) = quic_echo(&conn, b"GET / HTTP/1.1\r\n\r\n").await;
     assert_eq!(resp.status, EchoStatus::BadRequest);
     // More than the response limit.
-    let (resp, body) = quic_echo(&conn, &EchoRequest { response_len: u32::MAX, padding_len: 0 }.encode()).await;
+    let (resp, body) = quic_echo(
+        &conn,
+        &EchoRequest {
+            response_len: u32::MAX,
+            padding_len: 0,
+        }
+        .encode(),
+    )
+    .await;
     assert_eq!((resp.status, body), (EchoStatus::TooLarge, 0));
     // Padding beyond what the header declared.
-    let mut req = EchoRequest { response_len: 1, padding_len: 2 }.encode().to_vec();
+    let mut req = EchoRequest {
+        response_len: 1,
+        padding_len: 2,
+    }
+    .encode()
+    .to_vec();
     req.extend_from_slice(&[0; 50]);
     let (resp, _) = quic_echo(&conn, &req).await;
     assert_eq!(resp.status, EchoStatus::BadRequest);
     // The same connection still works.
-    let (resp, body) = quic_echo(&conn, &EchoRequest { response_len: 10, padding_len: 0 }.encode()).await;
+    let (resp, body) = quic_echo(
+        &conn,
+        &EchoRequest {
+            response_len: 10,
+            padding_len: 0,
+        }
+        .encode(),
+    )
+    .await;
     assert_eq!((resp.status, body), (EchoStatus::Ok, 10));
 
-    let (head, _) = https_get(&config, &responder, "/echo?bytes=99999999").await.unwrap();
+    let (head, _) = https_get(&config, &responder, "/echo?bytes=99999999")
+        .await
+        .unwrap();
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-    let (head, _) = https_get(&config, &responder, "/echo?bytes=lots").await.unwrap();
+    let (head, _) = https_get(&config, &responder, "/echo?bytes=lots")
+        .await
+        .unwrap();
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     let (head, _) = https_get(&config, &responder, "/nope").await.unwrap();
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -147,13 +229,23 @@ async fn bad_requests_are_refused_counted_and_harmless() {
     // Garbage datagrams on the QUIC port are dropped by quinn.
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for len in [1usize, 50, 1200] {
-        udp.send_to(&vec![0xff; len], responder.quic_addr()).await.unwrap();
+        udp.send_to(&vec![0xff; len], responder.quic_addr())
+            .await
+            .unwrap();
     }
     let stats = responder.stats();
     assert_eq!(stats.quic_bad_requests, 3);
     assert_eq!(stats.http_bad_requests, 3);
     // Still serving.
-    let (resp, _) = quic_echo(&conn, &EchoRequest { response_len: 1, padding_len: 0 }.encode()).await;
+    let (resp, _) = quic_echo(
+        &conn,
+        &EchoRequest {
+            response_len: 1,
+            padding_len: 0,
+        }
+        .encode(),
+    )
+    .await;
     assert_eq!(resp.status, EchoStatus::Ok);
     responder.shutdown().await;
 }
@@ -170,13 +262,16 @@ async fn garbage_half_open_and_floods_are_bounded() {
 
     // Plain HTTP on the TLS port.
     let mut tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut sink)).await;
     drop(tcp);
 
     // Half-open: connect and say nothing; the handshake timeout ends them.
-    let silent: Vec<TcpStream> = futures_join(4, || TcpStream::connect(responder.https_addr())).await;
+    let silent: Vec<TcpStream> =
+        futures_join(4, || TcpStream::connect(responder.https_addr())).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A flood while the four slots are held: refused, not queued.
     let mut flood = Vec::new();
@@ -197,7 +292,11 @@ async fn garbage_half_open_and_floods_are_bounded() {
     let mut conns = Vec::new();
     let mut refused = 0;
     for _ in 0..8 {
-        match endpoint.connect(responder.quic_addr(), "localhost").unwrap().await {
+        match endpoint
+            .connect(responder.quic_addr(), "localhost")
+            .unwrap()
+            .await
+        {
             Ok(c) => conns.push(c),
             Err(_) => refused += 1,
         }

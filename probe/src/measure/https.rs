@@ -17,7 +17,12 @@ use vantage_wire::{ErrorClass, Metric};
 type Failure = (ErrorClass, String);
 
 fn server_name(ctx: &TargetCtx) -> Result<ServerName<'static>, Failure> {
-    ServerName::try_from(ctx.server_name.clone()).map_err(|e| (ErrorClass::Tls, format!("server name `{}`: {e}", ctx.server_name)))
+    ServerName::try_from(ctx.server_name.clone()).map_err(|e| {
+        (
+            ErrorClass::Tls,
+            format!("server name `{}`: {e}", ctx.server_name),
+        )
+    })
 }
 
 async fn tcp(ctx: &TargetCtx, deadline: Instant) -> Result<TcpStream, Failure> {
@@ -37,7 +42,12 @@ async fn tls(
     deadline: Instant,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
     let connector = tokio_rustls::TlsConnector::from(ctx.https_tls.config.clone());
-    match tokio::time::timeout(until(deadline), connector.connect(server_name(ctx)?, stream)).await {
+    match tokio::time::timeout(
+        until(deadline),
+        connector.connect(server_name(ctx)?, stream),
+    )
+    .await
+    {
         Err(_) => Err((ErrorClass::Timeout, "TLS handshake timed out".into())),
         Ok(Err(e)) => {
             let class = match classify_io(&e) {
@@ -66,21 +76,54 @@ pub(crate) async fn tcp_cold(ctx: Arc<TargetCtx>, intended: Instant) {
     };
     let connected = Instant::now();
     let connect = latency_from(intended, started, connected, TIMER_SLACK);
-    ctx.emit(Metric::TcpConnect, intended, Outcome::Measured { latency: connect, server_time: None, bytes: 0 }).await;
+    ctx.emit(
+        Metric::TcpConnect,
+        intended,
+        Outcome::Measured {
+            latency: connect,
+            server_time: None,
+            bytes: 0,
+        },
+    )
+    .await;
     match tls(&ctx, stream, deadline).await {
         Ok(mut s) => {
             let latency = connected.elapsed();
-            ctx.emit(Metric::TlsHandshake, intended, Outcome::Measured { latency, server_time: None, bytes: 0 }).await;
-            let _ = tokio::time::timeout(Duration::from_millis(100), tokio::io::AsyncWriteExt::shutdown(&mut s)).await;
+            ctx.emit(
+                Metric::TlsHandshake,
+                intended,
+                Outcome::Measured {
+                    latency,
+                    server_time: None,
+                    bytes: 0,
+                },
+            )
+            .await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                tokio::io::AsyncWriteExt::shutdown(&mut s),
+            )
+            .await;
         }
-        Err((class, why)) => ctx.emit_error(Metric::TlsHandshake, intended, class, &why).await,
+        Err((class, why)) => {
+            ctx.emit_error(Metric::TlsHandshake, intended, class, &why)
+                .await
+        }
     }
 }
 
-async fn new_sender(ctx: &TargetCtx, deadline: Instant) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+async fn new_sender(
+    ctx: &TargetCtx,
+    deadline: Instant,
+) -> Result<SendRequest<Empty<Bytes>>, Failure> {
     let stream = tcp(ctx, deadline).await?;
     let stream = tls(ctx, stream, deadline).await?;
-    let (sender, conn) = match tokio::time::timeout(until(deadline), hyper::client::conn::http1::handshake(TokioIo::new(stream))).await {
+    let (sender, conn) = match tokio::time::timeout(
+        until(deadline),
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    {
         Err(_) => return Err((ErrorClass::Timeout, "HTTP handshake timed out".into())),
         Ok(Err(e)) => return Err((classify_hyper(&e), e.to_string())),
         Ok(Ok(pair)) => pair,
@@ -148,7 +191,10 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
         Err(e) => return ctx.emit_error(M, intended, ErrorClass::Protocol, &e).await,
     };
     let exchange = async {
-        let response = sender.send_request(request).await.map_err(|e| (classify_hyper(&e), e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| (classify_hyper(&e), e.to_string()))?;
         let status = response.status();
         let server_time = response
             .headers()
@@ -164,17 +210,33 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
             }
         }
         if !status.is_success() {
-            let class = if status.is_server_error() { ErrorClass::ServerError } else { ErrorClass::HttpStatus };
+            let class = if status.is_server_error() {
+                ErrorClass::ServerError
+            } else {
+                ErrorClass::HttpStatus
+            };
             return Err((class, format!("HTTP status {status}")));
         }
         Ok::<_, Failure>((server_time, bytes))
     };
     match tokio::time::timeout(until(deadline), exchange).await {
-        Err(_) => ctx.emit_error(M, intended, ErrorClass::Timeout, &"request timed out").await,
+        Err(_) => {
+            ctx.emit_error(M, intended, ErrorClass::Timeout, &"request timed out")
+                .await
+        }
         Ok(Err((class, why))) => ctx.emit_error(M, intended, class, &why).await,
         Ok(Ok((server_time, bytes))) => {
             let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-            ctx.emit(M, intended, Outcome::Measured { latency, server_time, bytes }).await;
+            ctx.emit(
+                M,
+                intended,
+                Outcome::Measured {
+                    latency,
+                    server_time,
+                    bytes,
+                },
+            )
+            .await;
             let mut pool = ctx.https_pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < POOL {
                 pool.push(sender);
@@ -199,7 +261,10 @@ mod tests {
 
     #[test]
     fn server_timing_is_read_in_ms() {
-        assert_eq!(parse_server_timing("app;dur=1.5"), Some(Duration::from_micros(1500)));
+        assert_eq!(
+            parse_server_timing("app;dur=1.5"),
+            Some(Duration::from_micros(1500))
+        );
         assert_eq!(parse_server_timing("app"), None);
         assert_eq!(parse_server_timing("app;dur=-3"), None);
         assert_eq!(parse_server_timing("app;dur=NaN"), None);

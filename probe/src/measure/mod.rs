@@ -75,7 +75,13 @@ impl TargetCtx {
             .await;
     }
 
-    pub(crate) async fn emit_error(&self, metric: Metric, intended: Instant, class: ErrorClass, detail: &(dyn std::fmt::Display + Sync)) {
+    pub(crate) async fn emit_error(
+        &self,
+        metric: Metric,
+        intended: Instant,
+        class: ErrorClass,
+        detail: &(dyn std::fmt::Display + Sync),
+    ) {
         tracing::debug!(target_index = self.index, %metric, %class, %detail, "attempt failed");
         self.emit(metric, intended, Outcome::failed(class)).await;
     }
@@ -111,7 +117,8 @@ pub(crate) async fn run_scheduled<F, Fut>(
         while let Some(intended) = schedule.poll_due(now) {
             if in_flight.len() >= MAX_IN_FLIGHT {
                 for m in metrics {
-                    ctx.emit(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload)).await;
+                    ctx.emit(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload))
+                        .await;
                 }
                 continue;
             }
@@ -131,7 +138,11 @@ pub(crate) fn classify_io(e: &std::io::Error) -> ErrorClass {
     }
     match e.kind() {
         K::ConnectionRefused => ErrorClass::Refused,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => ErrorClass::Reset,
+        K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::UnexpectedEof
+        | K::NotConnected => ErrorClass::Reset,
         K::TimedOut | K::WouldBlock => ErrorClass::Timeout,
         K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => ErrorClass::Unreachable,
         K::InvalidData => ErrorClass::Tls,

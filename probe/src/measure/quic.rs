@@ -12,8 +12,12 @@ use vantage_wire::echo::{EchoResponse, EchoStatus, RESPONSE_HEADER_LEN};
 use vantage_wire::{ErrorClass, Metric};
 
 /// A client endpoint trusting as `tls` says, for targets of `peer`'s family.
-pub(crate) fn quic_client_endpoint(tls: &TlsClient, peer: SocketAddr) -> Result<quinn::Endpoint, String> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.config.clone()).map_err(|e| e.to_string())?;
+pub(crate) fn quic_client_endpoint(
+    tls: &TlsClient,
+    peer: SocketAddr,
+) -> Result<quinn::Endpoint, String> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.config.clone())
+        .map_err(|e| e.to_string())?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -34,7 +38,9 @@ fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
     use quinn::ConnectionError as E;
     match e {
         E::TimedOut => ErrorClass::Timeout,
-        E::Reset | E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => ErrorClass::Reset,
+        E::Reset | E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => {
+            ErrorClass::Reset
+        }
         E::TransportError(t) => {
             // Crypto errors (TLS alerts, certificate failures) are 0x100..=0x1ff.
             let code = u64::from(t.code);
@@ -49,7 +55,10 @@ fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
 }
 
 /// Connects with a deadline; the error says which class and why.
-async fn connect(ctx: &TargetCtx, deadline: Instant) -> Result<quinn::Connection, (ErrorClass, String)> {
+async fn connect(
+    ctx: &TargetCtx,
+    deadline: Instant,
+) -> Result<quinn::Connection, (ErrorClass, String)> {
     let connecting = ctx
         .endpoint
         .connect(ctx.quic_addr, &ctx.server_name)
@@ -62,14 +71,23 @@ async fn connect(ctx: &TargetCtx, deadline: Instant) -> Result<quinn::Connection
 }
 
 /// One echo request on `conn`: the responder's reported time on success.
-async fn echo(ctx: &TargetCtx, conn: &quinn::Connection, deadline: Instant) -> Result<(Duration, u64), (ErrorClass, String)> {
+async fn echo(
+    ctx: &TargetCtx,
+    conn: &quinn::Connection,
+    deadline: Instant,
+) -> Result<(Duration, u64), (ErrorClass, String)> {
     let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| (classify_connection(&e), e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| (classify_connection(&e), e.to_string()))?;
         let write_err = |e: quinn::WriteError| match e {
             quinn::WriteError::ConnectionLost(c) => (classify_connection(&c), c.to_string()),
             other => (ErrorClass::Reset, other.to_string()),
         };
-        send.write_all(&ctx.request.encode()).await.map_err(write_err)?;
+        send.write_all(&ctx.request.encode())
+            .await
+            .map_err(write_err)?;
         let mut padding = ctx.request.padding_len as usize;
         while padding > 0 {
             let n = padding.min(PADDING.len());
@@ -79,12 +97,18 @@ async fn echo(ctx: &TargetCtx, conn: &quinn::Connection, deadline: Instant) -> R
         let _ = send.finish();
         let mut head = [0u8; RESPONSE_HEADER_LEN];
         recv.read_exact(&mut head).await.map_err(|e| match e {
-            quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => (classify_connection(&c), c.to_string()),
+            quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => {
+                (classify_connection(&c), c.to_string())
+            }
             other => (ErrorClass::Protocol, other.to_string()),
         })?;
-        let response = EchoResponse::decode(&head).map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+        let response =
+            EchoResponse::decode(&head).map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
         if response.status != EchoStatus::Ok {
-            return Err((ErrorClass::ServerError, format!("responder answered {:?}", response.status)));
+            return Err((
+                ErrorClass::ServerError,
+                format!("responder answered {:?}", response.status),
+            ));
         }
         let mut body = 0u64;
         let mut buf = [0u8; 8192];
@@ -92,14 +116,22 @@ async fn echo(ctx: &TargetCtx, conn: &quinn::Connection, deadline: Instant) -> R
             match recv.read(&mut buf).await {
                 Ok(Some(n)) => body += n as u64,
                 Ok(None) => break,
-                Err(quinn::ReadError::ConnectionLost(c)) => return Err((classify_connection(&c), c.to_string())),
+                Err(quinn::ReadError::ConnectionLost(c)) => {
+                    return Err((classify_connection(&c), c.to_string()))
+                }
                 Err(e) => return Err((ErrorClass::Reset, e.to_string())),
             }
         }
         if body != u64::from(response.body_len) {
-            return Err((ErrorClass::Protocol, format!("body of {body} bytes, header said {}", response.body_len)));
+            return Err((
+                ErrorClass::Protocol,
+                format!("body of {body} bytes, header said {}", response.body_len),
+            ));
         }
-        Ok((Duration::from_nanos(response.server_time_ns), body + RESPONSE_HEADER_LEN as u64))
+        Ok((
+            Duration::from_nanos(response.server_time_ns),
+            body + RESPONSE_HEADER_LEN as u64,
+        ))
     };
     match tokio::time::timeout(until(deadline), exchange).await {
         Err(_) => Err((ErrorClass::Timeout, "request timed out".into())),
@@ -123,13 +155,34 @@ pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
         }
     };
     let handshake = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-    ctx.emit(Metric::QuicHandshake, intended, Outcome::Measured { latency: handshake, server_time: None, bytes: 0 }).await;
+    ctx.emit(
+        Metric::QuicHandshake,
+        intended,
+        Outcome::Measured {
+            latency: handshake,
+            server_time: None,
+            bytes: 0,
+        },
+    )
+    .await;
     match echo(&ctx, &conn, deadline).await {
         Ok((server_time, bytes)) => {
             let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-            ctx.emit(Metric::QuicColdRequest, intended, Outcome::Measured { latency, server_time: Some(server_time), bytes }).await;
+            ctx.emit(
+                Metric::QuicColdRequest,
+                intended,
+                Outcome::Measured {
+                    latency,
+                    server_time: Some(server_time),
+                    bytes,
+                },
+            )
+            .await;
         }
-        Err((class, why)) => ctx.emit_error(Metric::QuicColdRequest, intended, class, &why).await,
+        Err((class, why)) => {
+            ctx.emit_error(Metric::QuicColdRequest, intended, class, &why)
+                .await
+        }
     }
     conn.close(0u32.into(), b"done");
 }
@@ -152,7 +205,8 @@ pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
                 Err((class, why)) => {
                     *slot = None;
                     drop(slot);
-                    ctx.emit_error(Metric::QuicRequest, intended, class, &why).await;
+                    ctx.emit_error(Metric::QuicRequest, intended, class, &why)
+                        .await;
                     return;
                 }
             },
@@ -161,8 +215,20 @@ pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
     match echo(&ctx, &conn, deadline).await {
         Ok((server_time, bytes)) => {
             let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-            ctx.emit(Metric::QuicRequest, intended, Outcome::Measured { latency, server_time: Some(server_time), bytes }).await;
+            ctx.emit(
+                Metric::QuicRequest,
+                intended,
+                Outcome::Measured {
+                    latency,
+                    server_time: Some(server_time),
+                    bytes,
+                },
+            )
+            .await;
         }
-        Err((class, why)) => ctx.emit_error(Metric::QuicRequest, intended, class, &why).await,
+        Err((class, why)) => {
+            ctx.emit_error(Metric::QuicRequest, intended, class, &why)
+                .await
+        }
     }
 }

@@ -24,12 +24,18 @@ async fn open_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 fn wall() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Sends STAMP test packets on `schedule` and accounts for every one:
 /// answered, duplicated, lost (after the timeout) or failed to send.
-pub(crate) async fn udp_rtt_job(ctx: Arc<TargetCtx>, mut schedule: Schedule, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn udp_rtt_job(
+    ctx: Arc<TargetCtx>,
+    mut schedule: Schedule,
+    mut stop: watch::Receiver<bool>,
+) {
     const M: Metric = Metric::UdpRtt;
     let mut session = StampSender::new(ctx.timeout);
     let mut socket: Option<UdpSocket> = None;
