@@ -39,8 +39,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .probe
         .into_config()
         .context("invalid probe configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the probe does little work per attempt, and a single
+    // thread saves the cross-core wake-ups that would add to every
+    // measured latency (and memory on small devices).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
