@@ -16,6 +16,7 @@ mod stall;
 mod stamp;
 mod stats;
 pub mod tls;
+mod ttl;
 
 pub use stamp::SessionTable;
 pub use stats::{Stats, StatsSnapshot};

@@ -83,15 +83,22 @@ fn wall_now() -> NtpTimestamp {
 }
 
 pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+    let ttl_known = match crate::ttl::enable(&socket) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read received TTLs; STAMP replies will carry Ses-Sender TTL 255");
+            false
+        }
+    };
     let mut table = SessionTable::new(shared.limits.max_stamp_sessions, Duration::from_secs(300));
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     loop {
         let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
+            r = crate::ttl::recv_from(&socket, &mut buf) => r,
             _ = shutdown.changed() => break,
         };
         let t2 = wall_now();
-        let (len, peer) = match received {
+        let (len, peer, ttl) = match received {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors from earlier replies surface here; not fatal.
@@ -115,14 +122,15 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch
                 Stats::bump(&shared.stats.stamp_stateless);
                 sender.sequence
             });
-        // Sender TTL is not read from the socket yet: 255 marks "unknown".
+        // 255 when the kernel did not say (non-Linux, or the option failed).
+        let ttl = ttl.filter(|_| ttl_known).unwrap_or(255);
         match stamp::reflect(
             &buf[..len],
             seq,
             t2,
             wall_now(),
             ErrorEstimate::UNSYNCHRONIZED,
-            255,
+            ttl,
         ) {
             Ok(reply) => match socket.send_to(&reply, peer).await {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),

@@ -74,6 +74,8 @@ async fn stamp_reflector_conversation() {
     let responder = Responder::start(config).await.unwrap();
     let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    a.set_ttl(37).unwrap();
+    b.set_ttl(99).unwrap();
     let mut buf = [0u8; 2048];
     let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     for (i, socket) in [&a, &a, &b, &a].into_iter().enumerate() {
@@ -103,6 +105,8 @@ async fn stamp_reflector_conversation() {
         // Stateful: a's packets are its session's 0, 1, 2; b's first is 0.
         let expected_seq = [0, 1, 0, 2][i];
         assert_eq!(reply.sequence, expected_seq, "packet {i}");
+        // Ses-Sender TTL: the TTL the test packet arrived with.
+        assert_eq!(reply.sender_ttl, [37, 37, 99, 37][i], "packet {i}");
         let (t2, t3) = (reply.receive_timestamp.to_unix(), reply.timestamp.to_unix());
         assert!(t2 <= t3, "T2 {t2:?} after T3 {t3:?}");
         assert!(t2 >= t1 - Duration::from_millis(5) && t3 <= now() + Duration::from_millis(5));
