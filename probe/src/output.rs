@@ -490,7 +490,7 @@ mod tests {
         assert!(row.contains("2023-11-14T22:14:00.000Z"), "{row}");
         assert!(row.contains("reset=2"), "{row}");
         assert!(row.contains(",rack=r7,"), "{row}");
-        assert_eq!(rows[0].p50_us, Some(2001));
+        assert_eq!(rows[0].p50_us, Some(2000));
         assert_eq!(lines.next(), None);
     }
 
@@ -550,6 +550,21 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_match_the_checked_in_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/series.schema.json")).unwrap();
+        let b = batch();
+        let line: serde_json::Value =
+            serde_json::from_str(&render_json_line(&SeriesRow::new(&b, &b.series[0]))).unwrap();
+        let mut keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        let mut props: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        keys.sort();
+        props.sort();
+        assert_eq!(keys, props, "docs/series.schema.json and SeriesRow differ");
+        assert_eq!(schema["properties"]["schema"]["const"], SERIES_SCHEMA);
+    }
+
+    #[test]
     fn table_shows_loss_and_percentiles_in_ms() {
         let b = batch();
         let t = render_table(&b.series, Some("note"));
@@ -560,7 +575,7 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("42.9"), "3 of 7 failed: {line}");
-        assert!(line.contains("2.001"), "p50 in ms: {line}");
+        assert!(line.contains("2.000"), "p50 in ms: {line}");
     }
 
     #[test]

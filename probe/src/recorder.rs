@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn windows_align_to_utc_boundaries_and_count_every_outcome() {
         let t0 = Instant::now();
-        // The run starts 10.5 s into a minute.
-        let anchor = WallAnchor::new(t0, Duration::from_millis(1_700_000_010_500));
+        // The run starts 10.5 s into the minute that begins at 1_700_000_040 s.
+        let anchor = WallAnchor::new(t0, Duration::from_millis(1_700_000_050_500));
         let mut r = Recorder::new(
             anchor,
             t0,
@@ -271,8 +271,8 @@ mod tests {
             (1.0, measured),
             (2.0, Outcome::Lost),
             (3.0, Outcome::failed(ErrorClass::Refused)),
-            (48.0, measured), // 1_700_000_058.5: still the first minute
-            (50.0, measured), // 1_700_000_060.5: the next minute
+            (48.0, measured), // 1_700_000_098.5: still the first minute
+            (50.0, measured), // 1_700_000_100.5: the next minute
         ] {
             r.record(&Sample {
                 target: 0,
@@ -286,10 +286,10 @@ mod tests {
         assert_eq!(closed.len(), 1);
         let s = &closed[0];
         assert_eq!(
-            s.window.start_unix_ms, 1_700_000_010_500,
+            s.window.start_unix_ms, 1_700_000_050_500,
             "first window starts with the run"
         );
-        assert_eq!(s.window.end_unix_ms, 1_700_000_040_000 + 20_000);
+        assert_eq!(s.window.end_unix_ms, 1_700_000_100_000);
         assert_eq!((s.sent, s.histogram.len(), s.lost), (4, 2, 1));
         assert_eq!(s.errors.get(&ErrorClass::Refused), Some(&1));
         assert_eq!(s.bytes, 128);
@@ -297,9 +297,9 @@ mod tests {
         s.check().unwrap();
         let last = r.finish(at(55.0));
         assert_eq!(last.len(), 1);
-        assert_eq!(last[0].window.start_unix_ms, 1_700_000_060_000);
+        assert_eq!(last[0].window.start_unix_ms, 1_700_000_100_000);
         assert_eq!(
-            last[0].window.end_unix_ms, 1_700_000_065_500,
+            last[0].window.end_unix_ms, 1_700_000_105_500,
             "cut at the stop"
         );
         let total = r.totals().next().unwrap();

@@ -203,7 +203,8 @@ impl Responder {
             shared.clone(),
             shutdown_rx.clone(),
         ));
-        tasks.spawn(stamp::serve(stamp_socket, shared, shutdown_rx));
+        tasks.spawn(stamp::serve(stamp_socket, shared, shutdown_rx.clone()));
+        tasks.spawn(report_refusals(stats.clone(), shutdown_rx));
         tracing::info!(%quic_addr, %https_addr, %stamp_addr, %fingerprint, "responder listening");
         Ok(Responder {
             quic_addr,
@@ -263,6 +264,32 @@ impl Responder {
         // vanished mid-handshake would otherwise hold this until its idle
         // timeout.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.quic_endpoint.wait_idle()).await;
+    }
+}
+
+/// Logs, once a minute, what the responder refused or could not parse, so
+/// an operator sees bad clients without a log line per packet.
+async fn report_refusals(stats: Arc<Stats>, mut shutdown: watch::Receiver<bool>) {
+    let mut last = stats.snapshot();
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = stats.snapshot();
+        let grown: Vec<String> = now
+            .refusals()
+            .iter()
+            .zip(last.refusals())
+            .filter(|((_, n), (_, l))| n > l)
+            .map(|((name, n), (_, l))| format!("{name}+{}", n - l))
+            .collect();
+        if !grown.is_empty() {
+            tracing::warn!(counts = %grown.join(" "), "refused or malformed in the last minute");
+        }
+        last = now;
     }
 }
 

@@ -59,6 +59,22 @@ counters! {
     stamp_stateless,
 }
 
+impl StatsSnapshot {
+    /// The counters of refusals, failures and malformed input.
+    pub fn refusals(&self) -> [(&'static str, u64); 8] {
+        [
+            ("quic_refused", self.quic_refused),
+            ("quic_handshake_failed", self.quic_handshake_failed),
+            ("quic_bad_requests", self.quic_bad_requests),
+            ("tcp_refused", self.tcp_refused),
+            ("tls_failed", self.tls_failed),
+            ("http_bad_requests", self.http_bad_requests),
+            ("stamp_malformed", self.stamp_malformed),
+            ("stamp_stateless", self.stamp_stateless),
+        ]
+    }
+}
+
 impl Stats {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
