@@ -282,6 +282,10 @@ pub struct ConfigFile {
     pub rates: BTreeMap<String, f64>,
     /// Metrics to measure.
     pub metrics: Option<Vec<String>>,
+    /// `"poisson"` (default) or `"fixed"`.
+    pub spacing: Option<String>,
+    /// Echo response size in bytes.
+    pub response_bytes: Option<u32>,
     /// Targets.
     #[serde(default, rename = "target")]
     pub targets: Vec<FileTarget>,
@@ -491,12 +495,21 @@ impl ProbeArgs {
             }
             rates.insert(meas, rate);
         }
+        let fixed = match file.spacing.as_deref() {
+            None | Some("poisson") => self.fixed_spacing,
+            Some("fixed") => true,
+            Some(other) => {
+                return Err(ConfigError::Range(format!(
+                    "spacing `{other}` in the config file: use \"poisson\" or \"fixed\""
+                )))
+            }
+        };
         let schedules = metrics
             .iter()
             .filter_map(|m| Measurement::of(*m))
             .map(|meas| {
                 let rate = rates.get(&meas).copied().unwrap_or(meas.default_rate());
-                let spacing = if self.fixed_spacing {
+                let spacing = if fixed {
                     Spacing::Fixed {
                         interval: Duration::from_secs_f64(1.0 / rate),
                     }
@@ -525,7 +538,7 @@ impl ProbeArgs {
                 "--window {window:?} is out of range: use 1s to 24h"
             )));
         }
-        let response_bytes = self.response_bytes.unwrap_or(64);
+        let response_bytes = self.response_bytes.or(file.response_bytes).unwrap_or(64);
         if response_bytes > vantage_responder::DEFAULT_MAX_RESPONSE_BYTES {
             return Err(ConfigError::Range(format!(
                 "--response-bytes {response_bytes} is above the responder's limit of {}",
@@ -673,6 +686,7 @@ mod tests {
             r#"
 campaign = "move"
 window = "30s"
+spacing = "fixed"
 [labels]
 phase = "before"
 country = "in"
@@ -700,7 +714,12 @@ stamp_port = 9000
         assert_eq!(c.window, Duration::from_secs(30));
         assert_eq!(c.targets[0].stamp_port, 9000);
         assert!(matches!(c.targets[0].trust, Trust::Pinned(_)));
-        assert_eq!(c.schedules[&Measurement::UdpRtt].rate_per_sec(), 20.0);
+        assert_eq!(
+            c.schedules[&Measurement::UdpRtt],
+            Spacing::Fixed {
+                interval: Duration::from_millis(50)
+            }
+        );
         std::fs::write(&path, "bogus_key = 1").unwrap();
         let err = args(|a| a.config = Some(path.clone()))
             .unwrap_err()
