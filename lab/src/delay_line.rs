@@ -1,0 +1,223 @@
+//! Releasing packets on time. tokio's timer wakes up to a millisecond late,
+//! which would be a large error on a 5 ms path; a delay line is a dedicated
+//! thread that waits on its queue with a timeout until shortly before the
+//! next release, then spins to the exact instant. Its lateness is recorded
+//! in [`TimingStats`] so the lab states its own error.
+
+use hdrhistogram::Histogram;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long before a release the thread stops sleeping and spins. Longer
+/// than a typical wake-up on a busy 2-core VM, short enough to cost little.
+const SPIN: Duration = Duration::from_micros(300);
+
+/// Lateness of every release, in nanoseconds.
+#[derive(Debug)]
+pub struct TimingStats {
+    late_ns: Mutex<Histogram<u64>>,
+}
+
+impl Default for TimingStats {
+    fn default() -> Self {
+        TimingStats {
+            late_ns: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                    .expect("constant bounds are valid"),
+            ),
+        }
+    }
+}
+
+impl TimingStats {
+    fn record(&self, late: Duration) {
+        if let Ok(mut h) = self.late_ns.lock() {
+            h.saturating_record((late.as_nanos() as u64).max(1));
+        }
+    }
+
+    /// Lateness at quantile `q` (0..=1), and the number of releases.
+    pub fn lateness(&self, q: f64) -> (Duration, u64) {
+        match self.late_ns.lock() {
+            Ok(h) if !h.is_empty() => (Duration::from_nanos(h.value_at_quantile(q)), h.len()),
+            _ => (Duration::ZERO, 0),
+        }
+    }
+}
+
+/// What a delay line carries.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// Bytes to hand to the sink.
+    Bytes(Vec<u8>),
+    /// The end of a stream.
+    Fin,
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    item: Item,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A thread that hands each item to its sink at the item's instant, in
+/// time order (ties in arrival order).
+pub(crate) struct DelayLine {
+    tx: Option<mpsc::SyncSender<(Instant, Item)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DelayLine {
+    /// Starts a delay line holding at most `capacity` items; `push` blocks
+    /// beyond that, which is how a stream relay pushes back on its sender.
+    pub(crate) fn spawn<S>(
+        name: &str,
+        capacity: usize,
+        timing: Arc<TimingStats>,
+        mut sink: S,
+    ) -> io::Result<Self>
+    where
+        S: FnMut(Item) -> io::Result<()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel::<(Instant, Item)>(capacity);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
+                let mut seq = 0u64;
+                let mut open = true;
+                loop {
+                    let next = heap.peek().map(|Reverse(e)| e.at);
+                    let received = match next {
+                        None if open => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        None => break,
+                        Some(at) => {
+                            let wait = at
+                                .saturating_duration_since(Instant::now())
+                                .saturating_sub(SPIN);
+                            if open && !wait.is_zero() {
+                                rx.recv_timeout(wait)
+                            } else {
+                                Err(RecvTimeoutError::Timeout)
+                            }
+                        }
+                    };
+                    match received {
+                        Ok((at, item)) => {
+                            heap.push(Reverse(Entry { at, seq, item }));
+                            seq += 1;
+                            while let Ok((at, item)) = rx.try_recv() {
+                                heap.push(Reverse(Entry { at, seq, item }));
+                                seq += 1;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => open = false,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                    // Release everything due, spinning over the last stretch.
+                    while let Some(Reverse(top)) = heap.peek() {
+                        let now = Instant::now();
+                        if top.at <= now {
+                            let Some(Reverse(e)) = heap.pop() else { break };
+                            timing.record(now - e.at);
+                            if let Err(err) = sink(e.item) {
+                                tracing::debug!(error = %err, "delay line sink closed");
+                                return;
+                            }
+                        } else if top.at - now <= SPIN {
+                            std::hint::spin_loop();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            })?;
+        Ok(DelayLine {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `item` for release at `at`. Blocks while the line is full;
+    /// fails once the sink has closed.
+    pub(crate) fn push(&self, at: Instant, item: Item) -> Result<(), ()> {
+        match &self.tx {
+            Some(tx) => tx.send((at, item)).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Queues without blocking: `false` when the line is full or closed.
+    pub(crate) fn try_push(&self, at: Instant, item: Item) -> bool {
+        match &self.tx {
+            Some(tx) => !matches!(
+                tx.try_send((at, item)),
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+            ),
+            None => false,
+        }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread release what it holds and end.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_in_time_order_and_on_time() {
+        let timing = Arc::new(TimingStats::default());
+        let (out_tx, out_rx) = mpsc::channel();
+        let line = DelayLine::spawn("test", 64, timing.clone(), move |item| {
+            if let Item::Bytes(b) = item {
+                let _ = out_tx.send((b[0], Instant::now()));
+            }
+            Ok(())
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
+            line.push(t0 + Duration::from_millis(ms), Item::Bytes(vec![i as u8]))
+                .unwrap();
+        }
+        drop(line);
+        let got: Vec<(u8, Instant)> = out_rx.iter().collect();
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        for (id, at) in got {
+            let due = t0 + Duration::from_millis([30, 10, 20][id as usize]);
+            assert!(at >= due, "released early");
+        }
+        assert_eq!(timing.lateness(0.5).1, 3);
+    }
+}

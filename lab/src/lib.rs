@@ -1,0 +1,20 @@
+//! The Vantage lab: emulated network paths on loopback, so the whole
+//! pipeline runs on one machine and the probe can be checked against what
+//! the path injected.
+//!
+//! [`path`] is the path model (delay, jitter, loss, bandwidth, MTU) as
+//! plain code; [`UdpRelay`] and [`TcpRelay`] carry real traffic through it,
+//! releasing packets from dedicated threads that sleep and then spin, so
+//! they are on time to well under a millisecond ([`TimingStats`]).
+#![warn(missing_docs, unreachable_pub)]
+
+mod delay_line;
+mod link;
+pub mod path;
+mod tcp_relay;
+mod udp_relay;
+
+pub use delay_line::TimingStats;
+pub use link::{EmulatedPath, PathSpec, Upstream};
+pub use tcp_relay::TcpRelay;
+pub use udp_relay::UdpRelay;

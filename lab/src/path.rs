@@ -1,0 +1,471 @@
+//! The path model: what one direction of an emulated path does to each
+//! packet. Plain code: time comes in as an argument and randomness from a
+//! seed, so the same seed gives the same pattern and tests need no sockets.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use std::time::{Duration, Instant};
+
+/// Delay variation added to the fixed delay of each packet.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Jitter {
+    /// No variation.
+    #[default]
+    None,
+    /// Uniform in `[-half_width, +half_width]` around the delay (as netem's
+    /// `delay D J`), clipped so a packet never arrives before it was sent.
+    Uniform {
+        /// Half the width of the interval.
+        half_width: Duration,
+    },
+    /// Normal with this standard deviation around the delay, clipped at zero delay.
+    Normal {
+        /// Standard deviation.
+        sd: Duration,
+    },
+}
+
+/// Which packets are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Loss {
+    /// None.
+    #[default]
+    None,
+    /// Each packet independently with probability `p`.
+    Bernoulli {
+        /// Loss probability, 0..=1.
+        p: f64,
+    },
+    /// Gilbert–Elliott: a good and a bad state, each with its own loss
+    /// probability, switching after each packet with the given probabilities.
+    GilbertElliott {
+        /// Probability of moving from good to bad after a packet.
+        p_good_to_bad: f64,
+        /// Probability of moving from bad to good after a packet.
+        p_bad_to_good: f64,
+        /// Loss probability in the good state.
+        loss_good: f64,
+        /// Loss probability in the bad state.
+        loss_bad: f64,
+    },
+}
+
+impl Loss {
+    /// Long-run loss rate.
+    pub fn mean_rate(&self) -> f64 {
+        match *self {
+            Loss::None => 0.0,
+            Loss::Bernoulli { p } => p,
+            Loss::GilbertElliott {
+                p_good_to_bad,
+                p_bad_to_good,
+                loss_good,
+                loss_bad,
+            } => {
+                let bad = p_good_to_bad / (p_good_to_bad + p_bad_to_good).max(f64::MIN_POSITIVE);
+                bad * loss_bad + (1.0 - bad) * loss_good
+            }
+        }
+    }
+}
+
+/// One direction of a path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectionSpec {
+    /// Fixed one-way propagation delay.
+    pub delay: Duration,
+    /// Variation around it.
+    pub jitter: Jitter,
+    /// Let jitter reorder packets (off: a packet never overtakes an earlier one).
+    pub reorder: bool,
+    /// Packet loss (datagram relays only; a byte stream does not lose).
+    pub loss: Loss,
+    /// Bottleneck rate in bits per second; `None` for no cap.
+    pub rate_bps: Option<u64>,
+    /// Bytes the bottleneck queue holds before it drops (datagrams) or
+    /// stops reading (streams).
+    pub queue_bytes: usize,
+    /// Largest datagram carried; larger ones are dropped.
+    pub mtu: Option<usize>,
+}
+
+impl Default for DirectionSpec {
+    fn default() -> Self {
+        DirectionSpec {
+            delay: Duration::ZERO,
+            jitter: Jitter::None,
+            reorder: false,
+            loss: Loss::None,
+            rate_bps: None,
+            queue_bytes: 256 * 1024,
+            mtu: None,
+        }
+    }
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Random loss.
+    Lost,
+    /// The bottleneck queue was full.
+    QueueFull,
+    /// Larger than the path MTU.
+    TooBig,
+}
+
+/// What happens to one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered at this instant.
+    Deliver(Instant),
+    /// Dropped.
+    Drop(Drop),
+}
+
+/// Counters of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionCounters {
+    /// Packets (or stream chunks) offered.
+    pub offered: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Dropped by random loss.
+    pub lost: u64,
+    /// Dropped at a full queue.
+    pub queue_drops: u64,
+    /// Dropped for size.
+    pub too_big: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+}
+
+/// The state of one direction: its bottleneck, its loss state, its random stream.
+#[derive(Debug)]
+pub struct Direction {
+    spec: DirectionSpec,
+    rng: StdRng,
+    bad_state: bool,
+    link_free_at: Option<Instant>,
+    last_delivery: Option<Instant>,
+    counters: DirectionCounters,
+}
+
+impl Direction {
+    /// A direction following `spec`, its randomness seeded by `seed`.
+    pub fn new(spec: DirectionSpec, seed: u64) -> Self {
+        Direction {
+            spec,
+            rng: StdRng::seed_from_u64(seed),
+            bad_state: false,
+            link_free_at: None,
+            last_delivery: None,
+            counters: DirectionCounters::default(),
+        }
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &DirectionSpec {
+        &self.spec
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> DirectionCounters {
+        self.counters
+    }
+
+    fn lose(&mut self) -> bool {
+        match self.spec.loss {
+            Loss::None => false,
+            Loss::Bernoulli { p } => self.rng.gen::<f64>() < p,
+            Loss::GilbertElliott {
+                p_good_to_bad,
+                p_bad_to_good,
+                loss_good,
+                loss_bad,
+            } => {
+                let p = if self.bad_state { loss_bad } else { loss_good };
+                let lost = self.rng.gen::<f64>() < p;
+                let switch = if self.bad_state {
+                    p_bad_to_good
+                } else {
+                    p_good_to_bad
+                };
+                if self.rng.gen::<f64>() < switch {
+                    self.bad_state = !self.bad_state;
+                }
+                lost
+            }
+        }
+    }
+
+    fn delay_sample(&mut self) -> Duration {
+        let d = self.spec.delay.as_secs_f64();
+        let v = match self.spec.jitter {
+            Jitter::None => d,
+            Jitter::Uniform { half_width } => {
+                let h = half_width.as_secs_f64();
+                d + self.rng.gen_range(-h..=h)
+            }
+            Jitter::Normal { sd } => match Normal::new(d, sd.as_secs_f64()) {
+                Ok(n) => n.sample(&mut self.rng),
+                Err(_) => d,
+            },
+        };
+        Duration::from_secs_f64(v.max(0.0))
+    }
+
+    /// Time the bottleneck needs to send `bytes`.
+    fn serialization(&self, bytes: usize) -> Duration {
+        match self.spec.rate_bps {
+            Some(rate) if rate > 0 => Duration::from_secs_f64(bytes as f64 * 8.0 / rate as f64),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Bytes waiting in the bottleneck queue at `now`.
+    pub fn backlog_bytes(&self, now: Instant) -> usize {
+        match (self.spec.rate_bps, self.link_free_at) {
+            (Some(rate), Some(free)) if free > now => {
+                ((free - now).as_secs_f64() * rate as f64 / 8.0) as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// When the queue will have drained to `bytes` or fewer (for a stream
+    /// relay that must wait instead of dropping).
+    pub fn room_at(&self, now: Instant, bytes: usize) -> Instant {
+        let excess = (self.backlog_bytes(now) + bytes).saturating_sub(self.spec.queue_bytes);
+        now + self.serialization(excess)
+    }
+
+    /// Decides the fate of a datagram of `size` bytes arriving at `now`.
+    pub fn handle_datagram(&mut self, now: Instant, size: usize) -> Verdict {
+        self.counters.offered += 1;
+        if self.spec.mtu.is_some_and(|mtu| size > mtu) {
+            self.counters.too_big += 1;
+            return Verdict::Drop(Drop::TooBig);
+        }
+        if self.spec.rate_bps.is_some() && self.backlog_bytes(now) + size > self.spec.queue_bytes {
+            self.counters.queue_drops += 1;
+            return Verdict::Drop(Drop::QueueFull);
+        }
+        // Loss is decided before the queue so a lost packet uses no capacity.
+        if self.lose() {
+            self.counters.lost += 1;
+            return Verdict::Drop(Drop::Lost);
+        }
+        Verdict::Deliver(self.schedule(now, size))
+    }
+
+    /// When a chunk of a byte stream arriving at `now` is delivered: no
+    /// loss and no reordering, whatever the spec says.
+    pub fn handle_stream(&mut self, now: Instant, size: usize) -> Instant {
+        self.counters.offered += 1;
+        let at = self.schedule(now, size);
+        at.max(self.last_delivery.unwrap_or(at))
+    }
+
+    fn schedule(&mut self, now: Instant, size: usize) -> Instant {
+        let start = self.link_free_at.map_or(now, |f| f.max(now));
+        let sent = start + self.serialization(size);
+        if self.spec.rate_bps.is_some() {
+            self.link_free_at = Some(sent);
+        }
+        let mut at = sent + self.delay_sample();
+        if !self.spec.reorder {
+            if let Some(last) = self.last_delivery {
+                at = at.max(last);
+            }
+        }
+        self.last_delivery = Some(self.last_delivery.map_or(at, |l| l.max(at)));
+        self.counters.delivered += 1;
+        self.counters.bytes += size as u64;
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn fixed_delay_delivers_exactly() {
+        let t0 = Instant::now();
+        let mut d = Direction::new(
+            DirectionSpec {
+                delay: ms(40),
+                ..Default::default()
+            },
+            1,
+        );
+        assert_eq!(d.handle_datagram(t0, 100), Verdict::Deliver(t0 + ms(40)));
+        assert_eq!(
+            d.handle_datagram(t0 + ms(1), 100),
+            Verdict::Deliver(t0 + ms(41))
+        );
+    }
+
+    #[test]
+    fn same_seed_same_pattern() {
+        let spec = DirectionSpec {
+            delay: ms(10),
+            jitter: Jitter::Uniform { half_width: ms(5) },
+            loss: Loss::Bernoulli { p: 0.2 },
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let run = |seed| {
+            let mut d = Direction::new(spec.clone(), seed);
+            (0..200)
+                .map(|i| d.handle_datagram(t0 + ms(20 * i), 64))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn bernoulli_loss_rate() {
+        let mut d = Direction::new(
+            DirectionSpec {
+                loss: Loss::Bernoulli { p: 0.05 },
+                ..Default::default()
+            },
+            3,
+        );
+        let t0 = Instant::now();
+        let n = 100_000;
+        for i in 0..n {
+            d.handle_datagram(t0 + Duration::from_micros(i), 64);
+        }
+        let rate = d.counters().lost as f64 / n as f64;
+        // sd = sqrt(.05 * .95 / 1e5) = 0.00069; 4 sd.
+        assert!((rate - 0.05).abs() < 0.0028, "{rate}");
+    }
+
+    #[test]
+    fn gilbert_elliott_losses_come_in_bursts() {
+        let loss = Loss::GilbertElliott {
+            p_good_to_bad: 0.01,
+            p_bad_to_good: 0.2,
+            loss_good: 0.0,
+            loss_bad: 0.8,
+        };
+        let mut d = Direction::new(
+            DirectionSpec {
+                loss,
+                ..Default::default()
+            },
+            11,
+        );
+        let t0 = Instant::now();
+        let lost: Vec<bool> = (0..200_000u64)
+            .map(|i| {
+                matches!(
+                    d.handle_datagram(t0 + Duration::from_micros(i), 64),
+                    Verdict::Drop(_)
+                )
+            })
+            .collect();
+        let rate = lost.iter().filter(|l| **l).count() as f64 / lost.len() as f64;
+        assert!(
+            (rate - loss.mean_rate()).abs() < 0.005,
+            "{rate} vs {}",
+            loss.mean_rate()
+        );
+        // Burstiness: a loss is far more likely right after a loss.
+        let after_loss = lost.windows(2).filter(|w| w[0]).count() as f64;
+        let both = lost.windows(2).filter(|w| w[0] && w[1]).count() as f64;
+        assert!(
+            both / after_loss > 3.0 * rate,
+            "P(loss | loss) {} vs {rate}",
+            both / after_loss
+        );
+    }
+
+    #[test]
+    fn no_reordering_unless_asked() {
+        let spec = DirectionSpec {
+            delay: ms(50),
+            jitter: Jitter::Uniform { half_width: ms(20) },
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut d = Direction::new(spec.clone(), 5);
+        let mut last = t0;
+        for i in 0..1000 {
+            let Verdict::Deliver(at) = d.handle_datagram(t0 + ms(i), 64) else {
+                panic!()
+            };
+            assert!(at >= last);
+            last = at;
+        }
+        let mut r = Direction::new(
+            DirectionSpec {
+                reorder: true,
+                ..spec
+            },
+            5,
+        );
+        let times: Vec<Instant> = (0..1000)
+            .map(|i| match r.handle_datagram(t0 + ms(i), 64) {
+                Verdict::Deliver(at) => at,
+                v => panic!("{v:?}"),
+            })
+            .collect();
+        assert!(
+            times.windows(2).any(|w| w[1] < w[0]),
+            "reordering allowed but none happened"
+        );
+    }
+
+    #[test]
+    fn bandwidth_paces_and_tail_drops() {
+        // 8 Mbit/s = 1 byte per µs; 10 000-byte queue.
+        let spec = DirectionSpec {
+            rate_bps: Some(8_000_000),
+            queue_bytes: 10_000,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut d = Direction::new(spec, 1);
+        // A burst of 20 packets of 1000 bytes at once: 10 fit, the rest drop.
+        let verdicts: Vec<_> = (0..20).map(|_| d.handle_datagram(t0, 1000)).collect();
+        let delivered: Vec<Instant> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Deliver(at) => Some(*at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered.len(), 10);
+        assert_eq!(d.counters().queue_drops, 10);
+        // Each leaves 1 ms after the previous.
+        for (i, at) in delivered.iter().enumerate() {
+            assert_eq!(*at, t0 + ms(i as u64 + 1));
+        }
+        assert_eq!(d.backlog_bytes(t0), 10_000);
+        assert_eq!(d.room_at(t0, 1000), t0 + ms(1));
+    }
+
+    #[test]
+    fn mtu_drops_big_datagrams() {
+        let mut d = Direction::new(
+            DirectionSpec {
+                mtu: Some(1200),
+                ..Default::default()
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        assert_eq!(d.handle_datagram(t0, 1201), Verdict::Drop(Drop::TooBig));
+        assert!(matches!(d.handle_datagram(t0, 1200), Verdict::Deliver(_)));
+    }
+}
