@@ -28,6 +28,47 @@ enum Command {
         after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out"
     )]
     Probe(Box<vantage_probe::ProbeArgs>),
+    /// Emulated network paths on this machine: run a scenario's phase end to end.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Start a scenario's responders, emulated paths and one probe per country, for one phase.
+    #[command(
+        after_help = "Examples:\n  vantage lab run --phase before --duration 30s --out lab-out\n  vantage lab run --scenario my.toml --phase after --duration 2m --out lab-out\n\nEverything it writes is labelled simulated=true."
+    )]
+    Run(LabRunArgs),
+    /// Print the built-in default scenario (a starting point for your own).
+    Scenario,
+}
+
+#[derive(clap::Args, Debug)]
+struct LabRunArgs {
+    /// Scenario file (default: the built-in Beijing → Singapore/Oregon move).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Phase to run, as named in the scenario (the default has before and after).
+    #[arg(long)]
+    phase: String,
+    /// How long the probes measure.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    duration: Duration,
+    /// Output directory: one subdirectory per country.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Aggregation window of the probes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    window: Duration,
+    /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
+    #[arg(long = "rate", value_name = "METRIC=RATE")]
+    rates: Vec<String>,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +116,10 @@ fn main() -> std::process::ExitCode {
     let quiet = match &cli.command {
         Command::Serve(a) => a.quiet,
         Command::Probe(a) => a.quiet,
+        Command::Lab {
+            command: LabCommand::Run(a),
+        } => a.quiet,
+        Command::Lab { .. } => false,
     };
     vantage_probe::init_logging(quiet);
     // The probe runs on one thread, as `vantage-probe` does: fewer
@@ -83,7 +128,7 @@ fn main() -> std::process::ExitCode {
         Command::Probe(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve(_) | Command::Lab { .. } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build(),
@@ -95,6 +140,15 @@ fn main() -> std::process::ExitCode {
                 match cli.command {
                     Command::Serve(args) => serve(args).await,
                     Command::Probe(args) => probe(*args).await,
+                    Command::Lab {
+                        command: LabCommand::Run(args),
+                    } => lab_run(args).await,
+                    Command::Lab {
+                        command: LabCommand::Scenario,
+                    } => {
+                        print!("{}", vantage_lab::scenario::DEFAULT_SCENARIO);
+                        Ok(())
+                    }
                 }
             })
         });
@@ -177,5 +231,48 @@ async fn probe(args: vantage_probe::ProbeArgs) -> anyhow::Result<()> {
     let config = args.into_config().context("invalid probe configuration")?;
     let stop = vantage_probe::stop_on_signal();
     vantage_probe::run(config, stop).await?;
+    Ok(())
+}
+
+async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => vantage_lab::Scenario::load(path)?,
+        None => vantage_lab::Scenario::default_scenario(),
+    };
+    let options = vantage_lab::LabOptions {
+        scenario,
+        phase: args.phase.clone(),
+        duration: args.duration,
+        out: args.out.clone(),
+        window: args.window,
+        rates: args.rates.clone(),
+    };
+    if !args.quiet {
+        eprintln!(
+            "SIMULATED: lab scenario `{}`, phase `{}`, {} on emulated paths…",
+            options.scenario.name,
+            args.phase,
+            humantime::format_duration(args.duration)
+        );
+    }
+    let stop = vantage_probe::stop_on_signal();
+    let summary = vantage_lab::run_lab(options, stop).await?;
+    if !args.quiet {
+        println!("SIMULATED (vantage lab): phase {}", args.phase);
+        for (country, run) in &summary.countries {
+            println!("\ncountry {country}");
+            print!("{}", vantage_probe::output::render_table(&run.totals, None));
+        }
+        let (p50, p99, n) = summary.relay_lateness;
+        println!(
+            "\nrelay release lateness: p50 {:.1} µs, p99 {:.1} µs over {n} packets",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        println!(
+            "output: {}/<country>/series.csv (labelled simulated=true)",
+            args.out.display()
+        );
+    }
     Ok(())
 }

@@ -11,10 +11,14 @@
 mod delay_line;
 mod link;
 pub mod path;
+mod run;
+pub mod scenario;
 mod tcp_relay;
 mod udp_relay;
 
 pub use delay_line::TimingStats;
 pub use link::{EmulatedPath, PathSpec, Upstream};
+pub use run::{run_lab, LabError, LabOptions, LabSummary};
+pub use scenario::{Phase, Scenario, ScenarioError};
 pub use tcp_relay::TcpRelay;
 pub use udp_relay::UdpRelay;

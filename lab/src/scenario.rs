@@ -1,0 +1,354 @@
+//! Scenario files: countries, data centres, the emulated path between each
+//! pair, and the phases (which data centre serves each country). The default
+//! scenario ships in `lab/scenarios/default.toml`.
+
+use crate::link::PathSpec;
+use crate::path::{DirectionSpec, Jitter, Loss};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// The default scenario: Beijing to Singapore and Oregon, users in IN, MY, ID, US.
+pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Name, used as the campaign of every batch.
+    pub name: String,
+    /// One line on what it shows.
+    pub description: String,
+    /// Seed of every path's loss and jitter.
+    pub seed: u64,
+    /// Countries (ISO 3166-1 alpha-2) and their region label.
+    pub countries: BTreeMap<String, String>,
+    /// Data-centre names.
+    pub datacenters: BTreeSet<String>,
+    /// The path from each country to each data centre.
+    pub paths: BTreeMap<(String, String), PathSpec>,
+    /// Phases by name.
+    pub phases: BTreeMap<String, Phase>,
+}
+
+/// One phase: who serves whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// The data centre serving each country.
+    pub serve: BTreeMap<String, String>,
+    /// Measure every data centre from every country, not only the serving one
+    /// (for a country × data-centre matrix).
+    pub measure_all: bool,
+}
+
+impl Phase {
+    /// The data centres a country's probe measures in this phase.
+    pub fn targets_of<'a>(&'a self, country: &str, scenario: &'a Scenario) -> Vec<&'a str> {
+        if self.measure_all {
+            scenario.datacenters.iter().map(String::as_str).collect()
+        } else {
+            self.serve
+                .get(country)
+                .map(|dc| vec![dc.as_str()])
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Why a scenario is unusable, saying where.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Not readable.
+    #[error("scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a scenario.
+    #[error("scenario: {0}")]
+    Parse(String),
+    /// Valid TOML, inconsistent content.
+    #[error("scenario: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    seed: u64,
+    #[serde(rename = "country")]
+    countries: Vec<FileCountry>,
+    #[serde(rename = "datacenter")]
+    datacenters: Vec<FileDatacenter>,
+    #[serde(rename = "path")]
+    paths: Vec<FilePath>,
+    #[serde(rename = "phase")]
+    phases: Vec<FilePhase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCountry {
+    code: String,
+    #[serde(default)]
+    region: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatacenter {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePath {
+    country: String,
+    datacenter: String,
+    delay_ms: f64,
+    #[serde(default)]
+    jitter_ms: f64,
+    #[serde(default)]
+    loss: f64,
+    down_mbps: Option<f64>,
+    up_mbps: Option<f64>,
+    /// Bottleneck queue in ms of the link's rate (default 100 ms).
+    queue_ms: Option<f64>,
+    mtu: Option<usize>,
+    #[serde(default)]
+    reorder: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePhase {
+    name: String,
+    serve: BTreeMap<String, String>,
+    #[serde(default)]
+    measure_all: bool,
+}
+
+fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioError> {
+    let where_ = || format!("path {} → {}", p.country, p.datacenter);
+    let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+    if !finite_nonneg(p.delay_ms) || !finite_nonneg(p.jitter_ms) || p.delay_ms > 10_000.0 {
+        return Err(ScenarioError::Invalid(format!(
+            "{}: delay_ms and jitter_ms must be between 0 and 10000",
+            where_()
+        )));
+    }
+    if !(0.0..1.0).contains(&p.loss) {
+        return Err(ScenarioError::Invalid(format!(
+            "{}: loss is a probability, 0 ≤ loss < 1",
+            where_()
+        )));
+    }
+    let rate_bps = match mbps {
+        None => None,
+        Some(m) if m.is_finite() && m > 0.0 => Some((m * 1e6) as u64),
+        Some(_) => {
+            return Err(ScenarioError::Invalid(format!(
+                "{}: bandwidth must be positive Mbit/s",
+                where_()
+            )))
+        }
+    };
+    let queue_ms = p.queue_ms.unwrap_or(100.0).max(1.0);
+    let queue_bytes = rate_bps.map_or(256 * 1024, |r| {
+        ((r as f64 * queue_ms / 1e3 / 8.0) as usize).max(16 * 1024)
+    });
+    Ok(DirectionSpec {
+        delay: Duration::from_secs_f64(p.delay_ms / 1e3),
+        jitter: if p.jitter_ms > 0.0 {
+            Jitter::Uniform {
+                half_width: Duration::from_secs_f64(p.jitter_ms / 1e3),
+            }
+        } else {
+            Jitter::None
+        },
+        reorder: p.reorder,
+        loss: if p.loss > 0.0 {
+            Loss::Bernoulli { p: p.loss }
+        } else {
+            Loss::None
+        },
+        rate_bps,
+        queue_bytes,
+        mtu: p.mtu,
+    })
+}
+
+impl Scenario {
+    /// The built-in default scenario.
+    pub fn default_scenario() -> Self {
+        // The shipped file is tested to parse; see the tests below.
+        Self::parse(DEFAULT_SCENARIO)
+            .unwrap_or_else(|e| panic!("the built-in scenario is broken: {e}"))
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates scenario TOML.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let f: File = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
+        let mut countries = BTreeMap::new();
+        for c in &f.countries {
+            let code = c.code.to_ascii_uppercase();
+            if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                return invalid(format!(
+                    "country `{}` is not an ISO 3166-1 alpha-2 code",
+                    c.code
+                ));
+            }
+            if countries.insert(code.clone(), c.region.clone()).is_some() {
+                return invalid(format!("country {code} is listed twice"));
+            }
+        }
+        let mut datacenters = BTreeSet::new();
+        for d in &f.datacenters {
+            let ok = !d.name.is_empty()
+                && d.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return invalid(format!(
+                    "data centre `{}`: use letters, digits, `-` and `_`",
+                    d.name
+                ));
+            }
+            if !datacenters.insert(d.name.clone()) {
+                return invalid(format!("data centre {} is listed twice", d.name));
+            }
+        }
+        let mut paths = BTreeMap::new();
+        for p in &f.paths {
+            let country = p.country.to_ascii_uppercase();
+            if !countries.contains_key(&country) {
+                return invalid(format!("path from unknown country {}", p.country));
+            }
+            if !datacenters.contains(&p.datacenter) {
+                return invalid(format!("path to unknown data centre {}", p.datacenter));
+            }
+            let spec = PathSpec {
+                up: direction(p, p.up_mbps)?,
+                down: direction(p, p.down_mbps)?,
+            };
+            if paths
+                .insert((country.clone(), p.datacenter.clone()), spec)
+                .is_some()
+            {
+                return invalid(format!("path {country} → {} is listed twice", p.datacenter));
+            }
+        }
+        let mut phases = BTreeMap::new();
+        for ph in &f.phases {
+            let mut serve = BTreeMap::new();
+            for (c, dc) in &ph.serve {
+                let c = c.to_ascii_uppercase();
+                if !countries.contains_key(&c) {
+                    return invalid(format!("phase {}: unknown country {c}", ph.name));
+                }
+                if !datacenters.contains(dc) {
+                    return invalid(format!("phase {}: unknown data centre {dc}", ph.name));
+                }
+                serve.insert(c, dc.clone());
+            }
+            for c in countries.keys() {
+                if !serve.contains_key(c) {
+                    return invalid(format!("phase {}: no data centre serves {c}", ph.name));
+                }
+            }
+            let phase = Phase {
+                serve,
+                measure_all: ph.measure_all,
+            };
+            if phases.insert(ph.name.clone(), phase).is_some() {
+                return invalid(format!("phase {} is listed twice", ph.name));
+            }
+        }
+        let scenario = Scenario {
+            name: f.name,
+            description: f.description,
+            seed: f.seed,
+            countries,
+            datacenters,
+            paths,
+            phases,
+        };
+        for (name, phase) in &scenario.phases {
+            for c in scenario.countries.keys() {
+                for dc in phase.targets_of(c, &scenario) {
+                    if !scenario.paths.contains_key(&(c.clone(), dc.to_string())) {
+                        return invalid(format!(
+                            "phase {name} needs a path {c} → {dc}, and there is none"
+                        ));
+                    }
+                }
+            }
+        }
+        if scenario.phases.is_empty() {
+            return invalid("no [[phase]]".into());
+        }
+        Ok(scenario)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_scenario_tells_the_design_story() {
+        let s = Scenario::default_scenario();
+        assert_eq!(
+            s.countries.keys().collect::<Vec<_>>(),
+            ["ID", "IN", "MY", "US"]
+        );
+        assert_eq!(
+            s.datacenters.iter().collect::<Vec<_>>(),
+            ["beijing", "oregon", "singapore"]
+        );
+        let before = &s.phases["before"];
+        assert!(before.serve.values().all(|dc| dc == "beijing"));
+        let after = &s.phases["after"];
+        for c in ["IN", "MY", "ID"] {
+            assert_eq!(after.serve[c], "singapore");
+        }
+        assert_eq!(after.serve["US"], "oregon");
+        // Moving closer lowers delay for every country.
+        for c in s.countries.keys() {
+            let d = |dc: &str| s.paths[&(c.clone(), dc.to_string())].up.delay;
+            assert!(d(&after.serve[c]) < d(&before.serve[c]), "{c}");
+        }
+        assert_eq!(s.paths.len(), 12);
+    }
+
+    #[test]
+    fn inconsistent_scenarios_say_what_is_wrong() {
+        let base = DEFAULT_SCENARIO;
+        for (from, to, needle) in [
+            ("code = \"IN\"", "code = \"IND\"", "alpha-2"),
+            ("serve = { IN = \"singapore\",", "serve = { IN = \"mars\",", "unknown data centre mars"),
+            ("loss = 0.01\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "loss = 1.5\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "probability"),
+            ("seed = 2026", "seed = 2026\nbogus = 1", "bogus"),
+        ] {
+            assert!(base.contains(from), "fixture drifted: {from}");
+            let err = Scenario::parse(&base.replacen(from, to, 1)).unwrap_err().to_string();
+            assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+    }
+}
