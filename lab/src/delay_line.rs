@@ -50,13 +50,115 @@ impl TimingStats {
     }
 }
 
+/// Asks for real-time scheduling (SCHED_FIFO) for the calling thread, so a
+/// release wakes up on time even when both cores are busy with the probes
+/// and responders of a lab run. Needs CAP_SYS_NICE; without it the thread
+/// keeps normal scheduling and the lateness statistics show the difference.
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: plain syscall on the calling thread with a valid parameter.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "release thread keeps normal scheduling");
+        }
+    }
+}
+
 /// What a delay line carries.
-#[derive(Debug)]
 pub(crate) enum Item {
-    /// Bytes to hand to the sink.
+    /// Bytes for a test's own sink.
+    #[cfg(test)]
     Bytes(Vec<u8>),
-    /// The end of a stream.
-    Fin,
+    /// A chunk of a relayed byte stream.
+    Chunk {
+        sink: Arc<crate::tcp_relay::StreamSink>,
+        bytes: Vec<u8>,
+    },
+    /// The end of a relayed byte stream.
+    ChunkFin {
+        sink: Arc<crate::tcp_relay::StreamSink>,
+    },
+    /// A datagram to send on its socket.
+    Datagram {
+        socket: Arc<std::net::UdpSocket>,
+        to: Option<std::net::SocketAddr>,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The lab's release clock: one thread that sends every relayed datagram at
+/// its instant (one spinning thread, not one per flow, so flows do not
+/// compete for the two cores at their release times), and the record of
+/// how late every release was, stream chunks included.
+pub struct ReleaseClock {
+    timing: Arc<TimingStats>,
+    datagrams: DelayLine,
+}
+
+impl ReleaseClock {
+    /// Starts the release thread.
+    pub fn start() -> io::Result<Arc<Self>> {
+        let timing = Arc::new(TimingStats::default());
+        let datagrams = DelayLine::spawn("lab-release", 65_536, timing.clone(), true, |item| {
+            match item {
+                Item::Datagram { socket, to, bytes } => {
+                    // A datagram the kernel refuses is lost, as on a real path.
+                    let _ = match to {
+                        Some(to) => socket.send_to(&bytes, to),
+                        None => socket.send(&bytes),
+                    };
+                }
+                Item::Chunk { sink, bytes } => sink.release(Some(bytes)),
+                Item::ChunkFin { sink } => sink.release(None),
+                #[cfg(test)]
+                Item::Bytes(_) => {}
+            }
+            Ok(())
+        })?;
+        Ok(Arc::new(ReleaseClock { timing, datagrams }))
+    }
+
+    /// Lateness of datagram releases at quantile `q`, and how many there were.
+    pub fn lateness(&self, q: f64) -> (Duration, u64) {
+        self.timing.lateness(q)
+    }
+
+    /// Releases a stream chunk (or, with `None`, the stream's end) at `at`.
+    /// Blocks while the release queue is full.
+    pub(crate) fn stream_at(
+        &self,
+        at: Instant,
+        sink: &Arc<crate::tcp_relay::StreamSink>,
+        bytes: Option<Vec<u8>>,
+    ) -> bool {
+        let sink = sink.clone();
+        let item = match bytes {
+            Some(bytes) => Item::Chunk { sink, bytes },
+            None => Item::ChunkFin { sink },
+        };
+        self.datagrams.push(at, item).is_ok()
+    }
+
+    /// Sends `bytes` on `socket` (to `to`, or its connected peer) at `at`;
+    /// `false` if the release queue is full (the datagram is dropped).
+    pub(crate) fn send_at(
+        &self,
+        at: Instant,
+        socket: &Arc<std::net::UdpSocket>,
+        to: Option<std::net::SocketAddr>,
+        bytes: Vec<u8>,
+    ) -> bool {
+        self.datagrams.try_push(
+            at,
+            Item::Datagram {
+                socket: socket.clone(),
+                to,
+                bytes,
+            },
+        )
+    }
 }
 
 struct Entry {
@@ -91,11 +193,12 @@ pub(crate) struct DelayLine {
 
 impl DelayLine {
     /// Starts a delay line holding at most `capacity` items; `push` blocks
-    /// beyond that, which is how a stream relay pushes back on its sender.
+    /// beyond that. With `realtime`, asks for SCHED_FIFO (see `raise_priority`).
     pub(crate) fn spawn<S>(
         name: &str,
         capacity: usize,
         timing: Arc<TimingStats>,
+        realtime: bool,
         mut sink: S,
     ) -> io::Result<Self>
     where
@@ -105,6 +208,9 @@ impl DelayLine {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                if realtime {
+                    raise_priority();
+                }
                 let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
                 let mut seq = 0u64;
                 let mut open = true;
@@ -199,7 +305,7 @@ mod tests {
     fn releases_in_time_order_and_on_time() {
         let timing = Arc::new(TimingStats::default());
         let (out_tx, out_rx) = mpsc::channel();
-        let line = DelayLine::spawn("test", 64, timing.clone(), move |item| {
+        let line = DelayLine::spawn("test", 64, timing.clone(), false, move |item| {
             if let Item::Bytes(b) = item {
                 let _ = out_tx.send((b[0], Instant::now()));
             }

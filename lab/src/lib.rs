@@ -16,7 +16,7 @@ pub mod scenario;
 mod tcp_relay;
 mod udp_relay;
 
-pub use delay_line::TimingStats;
+pub use delay_line::{ReleaseClock, TimingStats};
 pub use link::{EmulatedPath, PathSpec, Upstream};
 pub use run::{run_lab, LabError, LabOptions, LabSummary};
 pub use scenario::{Phase, Scenario, ScenarioError};

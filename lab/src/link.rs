@@ -2,7 +2,7 @@
 //! its QUIC (UDP), HTTPS (TCP) and STAMP (UDP) ports, all sharing the
 //! path's two directions, as traffic on one route shares its bottleneck.
 
-use crate::delay_line::TimingStats;
+use crate::delay_line::ReleaseClock;
 use crate::path::{Direction, DirectionCounters, DirectionSpec};
 use crate::tcp_relay::TcpRelay;
 use crate::udp_relay::UdpRelay;
@@ -46,7 +46,7 @@ impl EmulatedPath {
         upstream: Upstream,
         spec: &PathSpec,
         seed: u64,
-        timing: Arc<TimingStats>,
+        clock: Arc<ReleaseClock>,
     ) -> io::Result<Self> {
         let up = Arc::new(Mutex::new(Direction::new(spec.up.clone(), seed)));
         let down = Arc::new(Mutex::new(Direction::new(
@@ -58,18 +58,18 @@ impl EmulatedPath {
         let mut last_err = None;
         for _ in 0..20 {
             let quic =
-                UdpRelay::start(any, upstream.quic, up.clone(), down.clone(), timing.clone())?;
+                UdpRelay::start(any, upstream.quic, up.clone(), down.clone(), clock.clone())?;
             let same = SocketAddr::new(any.ip(), quic.addr().port());
             match TcpRelay::start(
                 same,
                 upstream.https,
                 up.clone(),
                 down.clone(),
-                timing.clone(),
+                clock.clone(),
             ) {
                 Ok(https) => {
                     let stamp =
-                        UdpRelay::start(any, upstream.stamp, up.clone(), down.clone(), timing)?;
+                        UdpRelay::start(any, upstream.stamp, up.clone(), down.clone(), clock)?;
                     return Ok(EmulatedPath {
                         quic,
                         stamp,

@@ -1,12 +1,11 @@
 //! `vantage lab run`: a scenario's responders, paths and probes on
 //! loopback, for one phase. Everything it writes is marked simulated.
 
-use crate::delay_line::TimingStats;
+use crate::delay_line::ReleaseClock;
 use crate::link::{EmulatedPath, Upstream};
 use crate::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use vantage_probe::{ProbeArgs, RunError, RunSummary};
@@ -152,7 +151,11 @@ pub async fn run_lab(
         }
     }
 
-    let timing = Arc::new(TimingStats::default());
+    let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
+        country: "-".into(),
+        datacenter: "-".into(),
+        source,
+    })?;
     let mut paths = Vec::new();
     let mut probes = Vec::new();
     for (i, (country, region)) in scenario.countries.iter().enumerate() {

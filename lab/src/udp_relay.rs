@@ -2,7 +2,7 @@
 //! through a path model, one upstream socket per client (so the responder
 //! sees one peer per client, as on a real path).
 
-use crate::delay_line::{DelayLine, Item, TimingStats};
+use crate::delay_line::ReleaseClock;
 use crate::path::{Direction, Verdict};
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +31,7 @@ impl UdpRelay {
         upstream: SocketAddr,
         forward: Arc<Mutex<Direction>>,
         backward: Arc<Mutex<Direction>>,
-        timing: Arc<TimingStats>,
+        clock: Arc<ReleaseClock>,
     ) -> io::Result<Self> {
         let front = Arc::new(UdpSocket::bind(listen)?);
         front.set_read_timeout(Some(POLL))?;
@@ -55,7 +55,7 @@ impl UdpRelay {
                     if sessions.len() >= MAX_SESSIONS {
                         continue;
                     }
-                    match Session::open(client, upstream, &front, &backward, &timing, &stop2) {
+                    match Session::open(client, upstream, &front, &backward, &clock, &stop2) {
                         Ok(s) => {
                             sessions.insert(client, s);
                         }
@@ -67,7 +67,7 @@ impl UdpRelay {
                 }
                 let verdict = forward.lock().map(|mut d| d.handle_datagram(now, n));
                 if let (Ok(Verdict::Deliver(at)), Some(s)) = (verdict, sessions.get(&client)) {
-                    s.forward.try_push(at, Item::Bytes(buf[..n].to_vec()));
+                    clock.send_at(at, &s.upstream, None, buf[..n].to_vec());
                 }
             }
             for (_, s) in sessions {
@@ -97,7 +97,7 @@ impl Drop for UdpRelay {
 }
 
 struct Session {
-    forward: DelayLine,
+    upstream: Arc<UdpSocket>,
     receiver: JoinHandle<()>,
 }
 
@@ -107,7 +107,7 @@ impl Session {
         upstream: SocketAddr,
         front: &Arc<UdpSocket>,
         backward: &Arc<Mutex<Direction>>,
-        timing: &Arc<TimingStats>,
+        clock: &Arc<ReleaseClock>,
         stop: &Arc<AtomicBool>,
     ) -> io::Result<Self> {
         let local: SocketAddr = if upstream.is_ipv6() {
@@ -120,57 +120,37 @@ impl Session {
         let up = Arc::new(UdpSocket::bind(local)?);
         up.connect(upstream)?;
         up.set_read_timeout(Some(POLL))?;
-        let up_send = up.clone();
-        let forward = DelayLine::spawn("udp-fwd", 8192, timing.clone(), move |item| {
-            if let Item::Bytes(b) = item {
-                // A refused datagram is the responder's business, not the relay's.
-                let _ = up_send.send(&b);
-            }
-            Ok(())
-        })?;
-        let front = front.clone();
-        let backward = backward.clone();
-        let timing = timing.clone();
-        let stop = stop.clone();
+        let (front, backward, clock, stop, up2) = (
+            front.clone(),
+            backward.clone(),
+            clock.clone(),
+            stop.clone(),
+            up.clone(),
+        );
         let receiver = std::thread::Builder::new()
             .name("udp-back".into())
             .spawn(move || {
-                let front_send = front.clone();
-                let Ok(back) = DelayLine::spawn("udp-back-line", 8192, timing, move |item| {
-                    if let Item::Bytes(b) = item {
-                        let _ = front_send.send_to(&b, client);
-                    }
-                    Ok(())
-                }) else {
-                    return;
-                };
                 let mut buf = vec![0u8; 65_536];
                 while !stop.load(Ordering::Relaxed) {
-                    let n = match up.recv(&mut buf) {
+                    let n = match up2.recv(&mut buf) {
                         Ok(n) => n,
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) =>
-                        {
-                            continue
-                        }
                         Err(_) => continue,
                     };
                     let now = Instant::now();
                     if let Ok(Verdict::Deliver(at)) =
                         backward.lock().map(|mut d| d.handle_datagram(now, n))
                     {
-                        back.try_push(at, Item::Bytes(buf[..n].to_vec()));
+                        clock.send_at(at, &front, Some(client), buf[..n].to_vec());
                     }
                 }
             })?;
-        Ok(Session { forward, receiver })
+        Ok(Session {
+            upstream: up,
+            receiver,
+        })
     }
 
     fn close(self) {
-        drop(self.forward);
         let _ = self.receiver.join();
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use vantage_lab::path::{DirectionSpec, Jitter, Loss};
-use vantage_lab::{EmulatedPath, PathSpec, TimingStats, Upstream};
+use vantage_lab::{EmulatedPath, PathSpec, ReleaseClock, Upstream};
 use vantage_probe::{run, ProbeArgs, RunSummary};
 use vantage_responder::{Responder, ResponderConfig};
 use vantage_wire::{Metric, Series};
@@ -19,7 +19,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Bench {
     responder: Responder,
-    timing: Arc<TimingStats>,
+    timing: Arc<ReleaseClock>,
 }
 
 impl Bench {
@@ -28,7 +28,7 @@ impl Bench {
             responder: Responder::start(ResponderConfig::local().unwrap())
                 .await
                 .unwrap(),
-            timing: Arc::new(TimingStats::default()),
+            timing: ReleaseClock::start().unwrap(),
         }
     }
 
@@ -297,13 +297,13 @@ fn bandwidth_cap_holds_for_a_bulk_transfer() {
     };
     let up = Arc::new(Mutex::new(Direction::new(spec.clone(), 1)));
     let down = Arc::new(Mutex::new(Direction::new(spec, 2)));
-    let timing = Arc::new(TimingStats::default());
+    let clock = ReleaseClock::start().unwrap();
     let relay = TcpRelay::start(
         "127.0.0.1:0".parse().unwrap(),
         sink_addr,
         up.clone(),
         down,
-        timing,
+        clock,
     )
     .unwrap();
     let mut client = std::net::TcpStream::connect(relay.addr()).unwrap();
