@@ -116,6 +116,10 @@ struct FilePath {
     jitter_ms: f64,
     #[serde(default)]
     loss: f64,
+    /// Bursty loss instead of `loss`: a Gilbert–Elliott model.
+    burst_loss: Option<FileBurstLoss>,
+    /// `"uniform"` (default: ± jitter_ms) or `"normal"` (sd jitter_ms).
+    jitter_dist: Option<String>,
     down_mbps: Option<f64>,
     up_mbps: Option<f64>,
     /// Bottleneck queue in ms of the link's rate (default 100 ms).
@@ -123,6 +127,16 @@ struct FilePath {
     mtu: Option<usize>,
     #[serde(default)]
     reorder: bool,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct FileBurstLoss {
+    p_good_to_bad: f64,
+    p_bad_to_good: f64,
+    #[serde(default)]
+    loss_good: f64,
+    loss_bad: f64,
 }
 
 #[derive(Deserialize)]
@@ -135,29 +149,50 @@ struct FilePhase {
 }
 
 fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioError> {
-    let where_ = || format!("path {} → {}", p.country, p.datacenter);
+    let invalid = |what: String| {
+        Err(ScenarioError::Invalid(format!(
+            "path {} → {}: {what}",
+            p.country, p.datacenter
+        )))
+    };
     let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
     if !finite_nonneg(p.delay_ms) || !finite_nonneg(p.jitter_ms) || p.delay_ms > 10_000.0 {
-        return Err(ScenarioError::Invalid(format!(
-            "{}: delay_ms and jitter_ms must be between 0 and 10000",
-            where_()
-        )));
+        return invalid("delay_ms and jitter_ms must be between 0 and 10000".into());
     }
     if !(0.0..1.0).contains(&p.loss) {
-        return Err(ScenarioError::Invalid(format!(
-            "{}: loss is a probability, 0 ≤ loss < 1",
-            where_()
-        )));
+        return invalid("loss is a probability, 0 ≤ loss < 1".into());
     }
+    let loss = match p.burst_loss {
+        Some(b) => {
+            let probs = [b.p_good_to_bad, b.p_bad_to_good, b.loss_good, b.loss_bad];
+            if probs.iter().any(|v| !(0.0..=1.0).contains(v)) || p.loss > 0.0 {
+                return invalid("burst_loss takes probabilities between 0 and 1, and replaces loss (give one of them)".into());
+            }
+            Loss::GilbertElliott {
+                p_good_to_bad: b.p_good_to_bad,
+                p_bad_to_good: b.p_bad_to_good,
+                loss_good: b.loss_good,
+                loss_bad: b.loss_bad,
+            }
+        }
+        None if p.loss > 0.0 => Loss::Bernoulli { p: p.loss },
+        None => Loss::None,
+    };
+    let width = Duration::from_secs_f64(p.jitter_ms / 1e3);
+    let jitter = match (p.jitter_ms > 0.0, p.jitter_dist.as_deref()) {
+        (false, _) => Jitter::None,
+        (true, None | Some("uniform")) => Jitter::Uniform { half_width: width },
+        (true, Some("normal")) => Jitter::Normal { sd: width },
+        (true, Some(other)) => {
+            return invalid(format!(
+                "jitter_dist `{other}`: use \"uniform\" or \"normal\""
+            ))
+        }
+    };
     let rate_bps = match mbps {
         None => None,
         Some(m) if m.is_finite() && m > 0.0 => Some((m * 1e6) as u64),
-        Some(_) => {
-            return Err(ScenarioError::Invalid(format!(
-                "{}: bandwidth must be positive Mbit/s",
-                where_()
-            )))
-        }
+        Some(_) => return invalid("bandwidth must be positive Mbit/s".into()),
     };
     let queue_ms = p.queue_ms.unwrap_or(100.0).max(1.0);
     let queue_bytes = rate_bps.map_or(256 * 1024, |r| {
@@ -165,19 +200,9 @@ fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioE
     });
     Ok(DirectionSpec {
         delay: Duration::from_secs_f64(p.delay_ms / 1e3),
-        jitter: if p.jitter_ms > 0.0 {
-            Jitter::Uniform {
-                half_width: Duration::from_secs_f64(p.jitter_ms / 1e3),
-            }
-        } else {
-            Jitter::None
-        },
+        jitter,
         reorder: p.reorder,
-        loss: if p.loss > 0.0 {
-            Loss::Bernoulli { p: p.loss }
-        } else {
-            Loss::None
-        },
+        loss,
         rate_bps,
         queue_bytes,
         mtu: p.mtu,
@@ -335,6 +360,24 @@ mod tests {
             assert!(d(&after.serve[c]) < d(&before.serve[c]), "{c}");
         }
         assert_eq!(s.paths.len(), 12);
+    }
+
+    #[test]
+    fn burst_loss_and_normal_jitter_are_read() {
+        let text = DEFAULT_SCENARIO.replacen(
+            "loss = 0.01\ndown_mbps = 8",
+            "burst_loss = { p_good_to_bad = 0.01, p_bad_to_good = 0.3, loss_bad = 0.5 }\njitter_dist = \"normal\"\ndown_mbps = 8",
+            1,
+        );
+        let s = Scenario::parse(&text).unwrap();
+        let p = &s.paths[&("IN".to_string(), "beijing".to_string())];
+        assert!(matches!(p.up.loss, Loss::GilbertElliott { loss_bad, .. } if loss_bad == 0.5));
+        assert_eq!(
+            p.down.jitter,
+            Jitter::Normal {
+                sd: Duration::from_millis(6)
+            }
+        );
     }
 
     #[test]
