@@ -4,7 +4,8 @@
 //! what a probe measures ([`Metric`], [`ErrorClass`]), what it ships
 //! ([`Batch`] of [`Series`] with HDR histograms), how a batch is encoded on
 //! the wire ([`Batch::encode`], [`Batch::decode`]), the QUIC echo messages
-//! ([`echo`]) and the STAMP packets of RFC 8762 ([`stamp`]). Every decoder
+//! ([`echo`]), the STAMP packets of RFC 8762 ([`stamp`]) and the batch
+//! upload protocol between probes and collectors ([`upload`]). Every decoder
 //! returns a typed error on malformed, truncated or oversized input and never
 //! panics.
 #![warn(missing_docs, unreachable_pub)]
@@ -16,6 +17,7 @@ mod labels;
 mod metric;
 mod record;
 pub mod stamp;
+pub mod upload;
 
 pub use codec::{DecodeError, MAX_BATCH_BYTES};
 pub use histogram::{

@@ -1,0 +1,594 @@
+//! Where batches live. Ingest and queries see only the [`Store`] trait, so a
+//! second backend (PostgreSQL, for many collectors sharing one database) can
+//! be added without touching them. [`SqliteStore`] is the embedded default.
+
+use crate::select::{Selector, StoredSeries};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use vantage_wire::{
+    decode_histogram, encode_histogram, Batch, ErrorClass, ErrorCounts, Labels, PathStats, Series,
+    ServerTime, Target, Window,
+};
+
+/// What storing one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// New: stored now.
+    Stored,
+    /// `(probe id, sequence)` was already stored: nothing written.
+    Duplicate,
+}
+
+/// A store failure. Ingest answers `unavailable`, so the probe retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// A stored row does not decode (the file was changed by hand, or is corrupt).
+    #[error("database {path}: stored data is corrupt: {reason}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A probe token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// The probe it belongs to.
+    pub probe_id: String,
+    /// When it was revoked, if it was.
+    pub revoked_unix_ms: Option<u64>,
+}
+
+/// A batch store.
+pub trait Store: Send {
+    /// Stores every batch not yet stored, in one durable transaction, and
+    /// says for each whether it was new. `raw` is the batch as received.
+    fn insert_batches(
+        &mut self,
+        batches: &[(&Batch, &[u8])],
+        received_unix_ms: u64,
+    ) -> Result<Vec<Inserted>, StoreError>;
+    /// The probe a token hash belongs to, if it exists and is not revoked.
+    fn token_probe(&mut self, hash: &str) -> Result<Option<String>, StoreError>;
+    /// Adds a token hash for a probe.
+    fn add_token(&mut self, probe_id: &str, hash: &str, now_unix_ms: u64)
+        -> Result<(), StoreError>;
+    /// Revokes every token of a probe; returns how many were live.
+    fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError>;
+    /// Every token, for listing.
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Stored series matching `selector`.
+    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError>;
+    /// Batches stored.
+    fn batch_count(&mut self) -> Result<u64, StoreError>;
+    /// The raw bytes of a stored batch, as received.
+    fn batch_bytes(&mut self, probe_id: &str, sequence: u64)
+        -> Result<Option<Vec<u8>>, StoreError>;
+    /// A cheap query, for health checks.
+    fn ping(&mut self) -> Result<(), StoreError>;
+}
+
+/// SQLite in WAL mode with `synchronous=FULL`: a commit returns only after
+/// the WAL is fsynced, so a batch acknowledged after its commit survives a
+/// crash *and* a power loss (with the default `NORMAL`, WAL mode can lose
+/// the last commits on power loss, which would break "never lose an
+/// acknowledged batch").
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batches (
+    probe_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    campaign TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    received_unix_ms INTEGER NOT NULL,
+    dropped_batches INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (probe_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    probe_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    campaign TEXT NOT NULL,
+    phase TEXT, country TEXT, region TEXT, network TEXT, asn TEXT, device TEXT,
+    labels TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_address TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    sent INTEGER NOT NULL, lost INTEGER NOT NULL, errors TEXT NOT NULL, bytes INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL, reordered INTEGER NOT NULL,
+    forward_lost INTEGER NOT NULL, backward_lost INTEGER NOT NULL,
+    ipdv_sum_us INTEGER NOT NULL, ipdv_pairs INTEGER NOT NULL,
+    server_sum_us INTEGER NOT NULL, server_count INTEGER NOT NULL,
+    histogram BLOB NOT NULL,
+    PRIMARY KEY (probe_id, sequence, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    probe_id TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    revoked_unix_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_by_probe ON tokens (probe_id);
+";
+
+fn labels_text(l: &Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn errors_text(e: &ErrorCounts) -> String {
+    e.iter()
+        .map(|(c, n)| format!("{c}={n}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn i(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn insert_batches(
+        &mut self,
+        batches: &[(&Batch, &[u8])],
+        received_unix_ms: u64,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut out = Vec::with_capacity(batches.len());
+        {
+            let mut insert_batch = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO batches VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(&err)?;
+            let mut insert_series = tx
+                .prepare_cached(
+                    "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                )
+                .map_err(&err)?;
+            let mut hist = Vec::new();
+            for (b, raw) in batches {
+                let labels = labels_text(&b.labels);
+                let changed = insert_batch
+                    .execute(params![
+                        b.probe_id,
+                        i(b.sequence),
+                        b.campaign,
+                        labels,
+                        i(b.created_unix_ms),
+                        i(received_unix_ms),
+                        i(b.dropped_batches),
+                        raw
+                    ])
+                    .map_err(&err)?;
+                if changed == 0 {
+                    out.push(Inserted::Duplicate);
+                    continue;
+                }
+                let l = |k| b.labels.get(k);
+                for (idx, s) in b.series.iter().enumerate() {
+                    hist.clear();
+                    encode_histogram(&s.histogram, &mut hist).map_err(|e| StoreError::Corrupt {
+                        path: PathBuf::new(),
+                        reason: e.to_string(),
+                    })?;
+                    insert_series
+                        .execute(params![
+                            b.probe_id,
+                            i(b.sequence),
+                            idx as i64,
+                            b.campaign,
+                            l("phase"),
+                            l("country"),
+                            l("region"),
+                            l("network"),
+                            l("asn"),
+                            l("device"),
+                            labels,
+                            s.target.name,
+                            s.target.address,
+                            s.metric.name(),
+                            i(s.window.start_unix_ms),
+                            i(s.window.end_unix_ms),
+                            i(s.sent),
+                            i(s.lost),
+                            errors_text(&s.errors),
+                            i(s.bytes),
+                            i(s.path.duplicates),
+                            i(s.path.reordered),
+                            i(s.path.forward_lost),
+                            i(s.path.backward_lost),
+                            i(s.path.ipdv_sum_us),
+                            i(s.path.ipdv_pairs),
+                            i(s.server_time.sum_us),
+                            i(s.server_time.count),
+                            hist
+                        ])
+                        .map_err(&err)?;
+                }
+                out.push(Inserted::Stored);
+            }
+        }
+        tx.commit().map_err(&err)?;
+        Ok(out)
+    }
+
+    fn token_probe(&mut self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT probe_id FROM tokens WHERE hash = ?1 AND revoked_unix_ms IS NULL",
+            )
+            .and_then(|mut st| st.query_row([hash], |r| r.get(0)).optional())
+            .map_err(self.err())
+    }
+
+    fn add_token(
+        &mut self,
+        probe_id: &str,
+        hash: &str,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tokens VALUES (?1, ?2, ?3, NULL)",
+                params![hash, probe_id, i(now_unix_ms)],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tokens SET revoked_unix_ms = ?2 WHERE probe_id = ?1 AND revoked_unix_ms IS NULL",
+                params![probe_id, i(now_unix_ms)],
+            )
+            .map_err(self.err())
+    }
+
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT hash, probe_id, revoked_unix_ms FROM tokens ORDER BY probe_id, created_unix_ms")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(TokenRecord {
+                    hash: r.get(0)?,
+                    probe_id: r.get(1)?,
+                    revoked_unix_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
+        // Narrow in SQL on the indexed, well-known columns; the selector
+        // itself decides in the end (other labels, alternatives, time).
+        let mut sql = String::from(
+            "SELECT probe_id, sequence, campaign, labels, target, target_address, metric, window_start, window_end, \
+             sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
+             server_sum_us, server_count, histogram FROM series WHERE 1=1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        for col in ["country", "phase", "metric", "target", "campaign"] {
+            if let Some(vs) = selector.equals.get(col) {
+                let marks: Vec<String> = vs
+                    .iter()
+                    .map(|v| {
+                        args.push(v.clone());
+                        format!("?{}", args.len())
+                    })
+                    .collect();
+                sql.push_str(&format!(" AND {col} IN ({})", marks.join(",")));
+            }
+        }
+        sql.push_str(" ORDER BY probe_id, sequence, idx");
+        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
+        let raw: Vec<RawRow> = st
+            .query_map(rusqlite::params_from_iter(args.iter()), RawRow::read)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        drop(st);
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let row = r.into_series().map_err(|e| self.corrupt(e))?;
+            if selector.matches(&row) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn batch_count(&mut self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    fn batch_bytes(
+        &mut self,
+        probe_id: &str,
+        sequence: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT body FROM batches WHERE probe_id = ?1 AND sequence = ?2",
+                params![probe_id, i(sequence)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(self.err())
+    }
+}
+
+struct RawRow {
+    probe_id: String,
+    sequence: i64,
+    campaign: String,
+    labels: String,
+    target: String,
+    target_address: String,
+    metric: String,
+    n: [i64; 14],
+    errors: String,
+    histogram: Vec<u8>,
+}
+
+impl RawRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let mut n = [0i64; 14];
+        // window_start, window_end, sent, lost, [errors], bytes, duplicates, reordered,
+        // forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, server_sum_us, server_count
+        let cols = [7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20];
+        for (slot, col) in cols.iter().enumerate() {
+            n[slot] = r.get(*col)?;
+        }
+        Ok(RawRow {
+            probe_id: r.get(0)?,
+            sequence: r.get(1)?,
+            campaign: r.get(2)?,
+            labels: r.get(3)?,
+            target: r.get(4)?,
+            target_address: r.get(5)?,
+            metric: r.get(6)?,
+            n,
+            errors: r.get(11)?,
+            histogram: r.get(21)?,
+        })
+    }
+
+    fn into_series(self) -> Result<StoredSeries, String> {
+        let mut labels = Labels::new();
+        for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
+            labels.insert_pair(pair).map_err(|e| e.to_string())?;
+        }
+        let mut errors = ErrorCounts::new();
+        for pair in self.errors.split(';').filter(|p| !p.is_empty()) {
+            let (c, n) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("error counts `{}`", self.errors))?;
+            let class: ErrorClass = c
+                .parse()
+                .map_err(|e: vantage_wire::ParseNameError| e.to_string())?;
+            errors.insert(class, n.parse().map_err(|_| format!("error count `{n}`"))?);
+        }
+        let u = |v: i64| v.max(0) as u64;
+        let n = self.n;
+        let series = Series {
+            target: Target {
+                name: self.target,
+                address: self.target_address,
+            },
+            metric: self
+                .metric
+                .parse()
+                .map_err(|e: vantage_wire::ParseNameError| e.to_string())?,
+            window: Window {
+                start_unix_ms: u(n[0]),
+                end_unix_ms: u(n[1]),
+            },
+            histogram: decode_histogram(&self.histogram).map_err(|e| e.to_string())?,
+            sent: u(n[2]),
+            lost: u(n[3]),
+            errors,
+            bytes: u(n[4]),
+            path: PathStats {
+                duplicates: u(n[5]),
+                reordered: u(n[6]),
+                forward_lost: u(n[7]),
+                backward_lost: u(n[8]),
+                ipdv_sum_us: u(n[9]),
+                ipdv_pairs: u(n[10]),
+            },
+            server_time: ServerTime {
+                sum_us: u(n[11]),
+                count: u(n[12]),
+            },
+        };
+        Ok(StoredSeries {
+            probe_id: self.probe_id,
+            sequence: u(self.sequence),
+            campaign: self.campaign,
+            labels,
+            series,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_wire::Metric;
+
+    pub(crate) fn batch(probe: &str, seq: u64, country: &str, values: &[u64]) -> Batch {
+        let mut labels = Labels::new();
+        labels.insert("country", country).unwrap();
+        labels.insert("phase", "before").unwrap();
+        labels.insert("rack", "r1").unwrap();
+        let mut s = Series::new(
+            Target {
+                name: "sg".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            Metric::QuicRequest,
+            Window {
+                start_unix_ms: 60_000 * seq,
+                end_unix_ms: 60_000 * (seq + 1),
+            },
+        );
+        for v in values {
+            s.histogram.record(*v).unwrap();
+        }
+        s.errors.insert(ErrorClass::Reset, 1);
+        s.sent = values.len() as u64 + 1;
+        s.path.ipdv_pairs = 2;
+        Batch {
+            probe_id: probe.into(),
+            sequence: seq,
+            campaign: "c".into(),
+            labels,
+            created_unix_ms: 1,
+            dropped_batches: 0,
+            series: vec![s],
+        }
+    }
+
+    #[test]
+    fn stores_once_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let a = batch("p1", 1, "IN", &[100, 200]);
+        let b = batch("p1", 2, "MY", &[300]);
+        let (ra, rb) = (a.encode().unwrap(), b.encode().unwrap());
+        let out = store
+            .insert_batches(&[(&a, &ra), (&b, &rb), (&a, &ra)], 5)
+            .unwrap();
+        assert_eq!(
+            out,
+            [Inserted::Stored, Inserted::Stored, Inserted::Duplicate]
+        );
+        assert_eq!(
+            store.insert_batches(&[(&a, &ra)], 6).unwrap(),
+            [Inserted::Duplicate]
+        );
+        assert_eq!(store.batch_count().unwrap(), 2);
+        let rows = store.select(&"country=IN".parse().unwrap()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].series, a.series[0]);
+        assert_eq!(rows[0].labels, a.labels);
+        let rows = store.select(&"rack=r1".parse().unwrap()).unwrap();
+        assert_eq!(rows.len(), 2, "non-indexed labels select too");
+        assert_eq!(
+            store.batch_bytes("p1", 2).unwrap().as_deref(),
+            Some(&rb[..])
+        );
+    }
+
+    #[test]
+    fn tokens_are_kept_as_hashes_and_revoked_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        store.add_token("p1", "h1", 1).unwrap();
+        assert_eq!(store.token_probe("h1").unwrap().as_deref(), Some("p1"));
+        assert_eq!(store.token_probe("h2").unwrap(), None);
+        assert_eq!(store.revoke_tokens("p1", 2).unwrap(), 1);
+        assert_eq!(store.token_probe("h1").unwrap(), None);
+        assert_eq!(store.tokens().unwrap()[0].revoked_unix_ms, Some(2));
+    }
+
+    #[test]
+    fn the_database_runs_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "FULL");
+    }
+}
