@@ -1,0 +1,166 @@
+//! Renderings of merged groups: CSV and JSON lines (one row per group with
+//! count, loss and percentiles) and an HdrHistogram interval log of the
+//! merged histograms. Functions from data to bytes.
+
+use crate::select::Group;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use serde::Serialize;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Version of the export columns.
+pub const EXPORT_SCHEMA: &str = "vantage.group/1";
+
+/// One merged group as a row. Durations in µs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupRow {
+    /// `key=value;…` of the grouping.
+    pub group: String,
+    /// Metric of the group (when grouped by metric, else of its first series).
+    pub metric: String,
+    /// Probes that contributed.
+    pub probes: usize,
+    /// Series merged.
+    pub series: usize,
+    /// Earliest window start, RFC 3339.
+    pub window_start: String,
+    /// Latest window end, RFC 3339.
+    pub window_end: String,
+    /// Samples.
+    pub count: u64,
+    /// Attempts.
+    pub sent: u64,
+    /// Lost attempts.
+    pub lost: u64,
+    /// Failed attempts.
+    pub errors: u64,
+    /// (lost + errors) / sent.
+    pub loss_rate: Option<f64>,
+    /// Percentiles and extremes, µs.
+    pub min_us: Option<u64>,
+    /// Median.
+    pub p50_us: Option<u64>,
+    /// 90th percentile.
+    pub p90_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile.
+    pub p999_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+    /// Mean.
+    pub mean_us: Option<f64>,
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+impl GroupRow {
+    /// The row of a group, named by its grouping keys.
+    pub fn new(keys: &[String], g: &Group) -> Self {
+        let s = &g.merged;
+        let h = &s.histogram;
+        let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p));
+        GroupRow {
+            group: keys
+                .iter()
+                .zip(&g.key)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+            metric: s.metric.name().to_string(),
+            probes: g.probes.len(),
+            series: g.series,
+            window_start: rfc3339(s.window.start_unix_ms),
+            window_end: rfc3339(s.window.end_unix_ms),
+            count: h.len(),
+            sent: s.sent,
+            lost: s.lost,
+            errors: s.error_total(),
+            loss_rate: (s.sent > 0).then(|| (s.lost + s.error_total()) as f64 / s.sent as f64),
+            min_us: (!h.is_empty()).then(|| h.min()),
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: (!h.is_empty()).then(|| h.max()),
+            mean_us: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+        }
+    }
+}
+
+/// CSV with a header row.
+pub fn render_csv(rows: &[GroupRow]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        let _ = w.serialize(r);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+/// One JSON object per line, with the schema.
+pub fn render_json(rows: &[GroupRow]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        schema: &'static str,
+        #[serde(flatten)]
+        row: &'a GroupRow,
+    }
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(s) = serde_json::to_string(&Line {
+            schema: EXPORT_SCHEMA,
+            row,
+        }) {
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// An HdrHistogram interval log: one interval per group, tagged with the
+/// group, values in µs, timestamps absolute.
+pub fn render_hlog(keys: &[String], groups: &[Group]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let start = groups
+        .iter()
+        .map(|g| g.merged.window.start_unix_ms)
+        .min()
+        .unwrap_or(0);
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("Vantage export: merged histograms, values in microseconds")
+        .with_start_time(UNIX_EPOCH + Duration::from_millis(start))
+        .with_base_time(UNIX_EPOCH)
+        .with_max_value_divisor(1000.0);
+    if let Ok(mut w) = builder.begin_log_with(&mut out, &mut ser) {
+        for g in groups {
+            let s = &g.merged;
+            let tag: String = keys
+                .iter()
+                .zip(&g.key)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";")
+                .chars()
+                .map(|c| {
+                    if c == ',' || c.is_whitespace() {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let _ = w.write_histogram(
+                &s.histogram,
+                Duration::from_millis(s.window.start_unix_ms),
+                Duration::from_millis(s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms)),
+                Tag::new(&tag),
+            );
+        }
+    }
+    out
+}

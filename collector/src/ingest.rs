@@ -1,0 +1,226 @@
+//! Ingest: authenticate, validate, store once, then acknowledge. The store
+//! is written by one thread that commits whatever batches are waiting in
+//! one transaction (group commit), and each batch is acknowledged only
+//! after the commit that holds it has returned.
+
+use crate::metrics::Metrics;
+use crate::store::{Inserted, Store};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use vantage_wire::upload::{Ack, AckStatus};
+use vantage_wire::{Batch, MAX_BATCH_BYTES};
+
+/// Most batches committed in one transaction.
+const GROUP: usize = 256;
+/// How far in the future a timestamp may be before the batch is refused
+/// (a probe whose clock is that wrong labels its windows wrongly).
+pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(600);
+
+/// SHA-256 of a token, hex: what the store keeps instead of the token.
+pub fn hash_token(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random token: `vt_` and 64 hex digits (256 bits).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "vt_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+struct WriteJob {
+    batch: Batch,
+    raw: Vec<u8>,
+    reply: oneshot::Sender<Result<Inserted, String>>,
+}
+
+/// The ingest path, shared by the QUIC and HTTPS listeners.
+pub struct Ingest {
+    writer: mpsc::Sender<WriteJob>,
+    auth: Mutex<Box<dyn Store>>,
+    metrics: Arc<Metrics>,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Ingest {
+    /// Starts the writer thread on `writer` (the store batches go to) and
+    /// answers token look-ups from `auth` (a second handle on the same
+    /// store, so look-ups do not wait for commits).
+    pub fn start(
+        mut writer: Box<dyn Store>,
+        auth: Box<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<WriteJob>(4 * GROUP);
+        let m = metrics.clone();
+        std::thread::Builder::new().name("collector-writer".into()).spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let started = Instant::now();
+                let result = {
+                    let items: Vec<(&Batch, &[u8])> = jobs.iter().map(|j| (&j.batch, j.raw.as_slice())).collect();
+                    writer.insert_batches(&items, now_unix_ms())
+                };
+                m.commit(started.elapsed());
+                match result {
+                    Ok(outcomes) => {
+                        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "store commit failed; {} batches answered unavailable", jobs.len());
+                        for job in jobs {
+                            let _ = job.reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Ingest {
+            writer: tx,
+            auth: Mutex::new(auth),
+            metrics,
+        })
+    }
+
+    /// The collector's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// True when the store answers.
+    pub fn healthy(&self) -> bool {
+        self.auth
+            .lock()
+            .map(|mut s| s.ping().is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Handles one upload: `token` as presented, `body` the batch bytes.
+    pub async fn handle(&self, token: Option<&str>, body: &[u8]) -> Ack {
+        let (ack, series, probe) = self.decide(token, body).await;
+        self.metrics.count(ack.status, series);
+        if let Some(p) = probe.filter(|_| ack.status.is_ack()) {
+            self.metrics.seen(&p, now_unix_ms());
+        }
+        if !ack.status.is_ack() {
+            tracing::info!(status = ack.status.name(), reason = %ack.reason, "batch refused");
+        }
+        ack
+    }
+
+    async fn decide(&self, token: Option<&str>, body: &[u8]) -> (Ack, usize, Option<String>) {
+        let refuse = |status, reason: String| (Ack { status, reason }, 0, None);
+        if body.len() > MAX_BATCH_BYTES {
+            return refuse(
+                AckStatus::TooLarge,
+                format!(
+                    "batch of {} bytes, the limit is {MAX_BATCH_BYTES}",
+                    body.len()
+                ),
+            );
+        }
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return refuse(
+                AckStatus::Unauthorized,
+                "no token: start the probe with --token (from `vantage collect token add`)".into(),
+            );
+        };
+        let owner = match self
+            .auth
+            .lock()
+            .map(|mut s| s.token_probe(&hash_token(token)))
+        {
+            Ok(Ok(owner)) => owner,
+            Ok(Err(e)) => {
+                return refuse(AckStatus::Unavailable, format!("token check failed: {e}"))
+            }
+            Err(_) => return refuse(AckStatus::Unavailable, "token check failed".into()),
+        };
+        let Some(owner) = owner else {
+            return refuse(AckStatus::Unauthorized, "unknown or revoked token".into());
+        };
+        let batch = match Batch::decode(body) {
+            Ok(b) => b,
+            Err(e) => return refuse(AckStatus::Invalid, e.to_string()),
+        };
+        if batch.probe_id != owner {
+            return refuse(
+                AckStatus::Forbidden,
+                format!(
+                    "this token belongs to probe `{owner}`, not `{}`",
+                    batch.probe_id
+                ),
+            );
+        }
+        let limit = now_unix_ms() + MAX_CLOCK_AHEAD.as_millis() as u64;
+        let latest = batch
+            .series
+            .iter()
+            .map(|s| s.window.end_unix_ms)
+            .chain([batch.created_unix_ms])
+            .max()
+            .unwrap_or(0);
+        if latest > limit {
+            return refuse(
+                AckStatus::Invalid,
+                format!(
+                    "timestamp {} is more than {} s in the future: check the probe's clock",
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(latest)),
+                    MAX_CLOCK_AHEAD.as_secs()
+                ),
+            );
+        }
+        let series = batch.series.len();
+        let (reply, answer) = oneshot::channel();
+        if self
+            .writer
+            .send(WriteJob {
+                batch,
+                raw: body.to_vec(),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return refuse(AckStatus::Unavailable, "store writer stopped".into());
+        }
+        match answer.await {
+            Ok(Ok(Inserted::Stored)) => (
+                Ack {
+                    status: AckStatus::Stored,
+                    reason: String::new(),
+                },
+                series,
+                Some(owner),
+            ),
+            Ok(Ok(Inserted::Duplicate)) => (
+                Ack {
+                    status: AckStatus::Duplicate,
+                    reason: "already stored".into(),
+                },
+                series,
+                Some(owner),
+            ),
+            Ok(Err(e)) => refuse(AckStatus::Unavailable, format!("store: {e}")),
+            Err(_) => refuse(AckStatus::Unavailable, "store writer stopped".into()),
+        }
+    }
+}

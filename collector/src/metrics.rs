@@ -1,0 +1,167 @@
+//! Counters of a collector, rendered in the Prometheus text format at
+//! `/metrics`, so it can be watched with the tools operators already run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use vantage_wire::upload::AckStatus;
+
+/// What the collector did, since it started.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    series: AtomicU64,
+    commits: AtomicU64,
+    commit_ns: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    last_seen: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    pub(crate) fn count(&self, status: AckStatus, series: usize) {
+        match status {
+            AckStatus::Stored => {
+                self.stored.fetch_add(1, Ordering::Relaxed);
+                self.series.fetch_add(series as u64, Ordering::Relaxed);
+            }
+            AckStatus::Duplicate => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            refused => {
+                if let Ok(mut m) = self.refused.lock() {
+                    *m.entry(refused.name()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn commit(&self, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn seen(&self, probe: &str, unix_ms: u64) {
+        if let Ok(mut m) = self.last_seen.lock() {
+            // Bounded by the number of probes with valid tokens.
+            m.insert(probe.to_string(), unix_ms);
+        }
+    }
+
+    /// Batches stored.
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Duplicate batches acknowledged without storing.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Refusals by reason.
+    pub fn refused(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        counter(
+            "vantage_collector_batches_stored_total",
+            "Batches stored.",
+            self.stored(),
+        );
+        counter(
+            "vantage_collector_batches_duplicate_total",
+            "Batches received again and acknowledged without storing.",
+            self.duplicates(),
+        );
+        counter(
+            "vantage_collector_series_stored_total",
+            "Series stored.",
+            self.series.load(Ordering::Relaxed),
+        );
+        counter(
+            "vantage_collector_store_commits_total",
+            "Store transactions committed.",
+            self.commits.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vantage_collector_store_commit_seconds_total Time spent committing to the store.\n# TYPE vantage_collector_store_commit_seconds_total counter\nvantage_collector_store_commit_seconds_total {:.6}",
+            self.commit_ns.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "# HELP vantage_collector_batches_refused_total Batches refused, by reason.\n# TYPE vantage_collector_batches_refused_total counter");
+        for (reason, n) in self.refused() {
+            let _ = writeln!(
+                out,
+                "vantage_collector_batches_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP vantage_collector_probe_last_seen_seconds When a probe's last batch arrived, Unix time.\n# TYPE vantage_collector_probe_last_seen_seconds gauge");
+        if let Ok(m) = self.last_seen.lock() {
+            for (probe, ms) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "vantage_collector_probe_last_seen_seconds{{probe=\"{}\"}} {:.3}",
+                    escape(probe),
+                    *ms as f64 / 1e3
+                );
+            }
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.count(AckStatus::Stored, 3);
+        m.count(AckStatus::Duplicate, 3);
+        m.count(AckStatus::Unauthorized, 0);
+        m.count(AckStatus::Unauthorized, 0);
+        m.seen("lab-in", 1_700_000_000_000);
+        m.commit(Duration::from_millis(2));
+        let text = m.render();
+        for line in [
+            "vantage_collector_batches_stored_total 1",
+            "vantage_collector_batches_duplicate_total 1",
+            "vantage_collector_series_stored_total 3",
+            "vantage_collector_batches_refused_total{reason=\"unauthorized\"} 2",
+            "vantage_collector_probe_last_seen_seconds{probe=\"lab-in\"} 1700000000.000",
+            "vantage_collector_store_commit_seconds_total 0.002000",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
+        // Every sample line belongs to a declared metric.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} undeclared"
+            );
+        }
+    }
+}
