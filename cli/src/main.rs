@@ -28,11 +28,114 @@ enum Command {
         after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out"
     )]
     Probe(Box<vantage_probe::ProbeArgs>),
+    /// Run a collector: receive batches from probes (QUIC, HTTPS fallback) into a database.
+    #[command(
+        after_help = "Examples:\n  vantage collect --listen 0.0.0.0:4434 --db vantage.db --cert-dir /var/lib/vantage/collector-cert\n  vantage collect token add --db vantage.db --probe vm-mumbai-1\n  vantage collect token revoke --db vantage.db --probe vm-mumbai-1"
+    )]
+    Collect(CollectArgs),
+    /// Select stored series, merge them by group, and write CSV, JSON lines or an HdrHistogram log.
+    #[command(
+        after_help = "Examples:\n  vantage export --db vantage.db --select country=IN,phase=before --format csv\n  vantage export --db vantage.db --select metric=udp_rtt --group-by country,target --format hlog > udp.hlog"
+    )]
+    Export(ExportArgs),
     /// Emulated network paths on this machine: run a scenario's phase end to end.
     Lab {
         #[command(subcommand)]
         command: LabCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct CollectArgs {
+    #[command(subcommand)]
+    command: Option<CollectCommand>,
+    /// Address for QUIC (UDP) and HTTPS (TCP); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:4434")]
+    listen: std::net::SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+    db: PathBuf,
+    /// Directory where a generated certificate is kept.
+    #[arg(long, value_name = "DIR", default_value = "vantage-collector-cert")]
+    cert_dir: PathBuf,
+    /// Certificate chain PEM file (instead of a generated one); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key PEM file for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// DNS names and IP addresses for a generated certificate; repeat for more.
+    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+    names: Vec<String>,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print only errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum CollectCommand {
+    /// Probe tokens: each probe has its own; the collector keeps only hashes.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a token for a probe and print it (once: only its hash is kept).
+    Add {
+        /// The probe's id (its --probe-id).
+        #[arg(long)]
+        probe: String,
+        /// Database file.
+        #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+        db: PathBuf,
+    },
+    /// Revoke every token of a probe, at once.
+    Revoke {
+        /// The probe's id.
+        #[arg(long)]
+        probe: String,
+        /// Database file.
+        #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+        db: PathBuf,
+    },
+    /// List token hashes and their probes.
+    List {
+        /// Database file.
+        #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+        db: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// Database file.
+    #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+    db: PathBuf,
+    /// Which series: key=value[,key=value…] over labels and probe, campaign, target, metric.
+    #[arg(long, default_value = "")]
+    select: String,
+    /// Grouping keys, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string(), "target".to_string(), "metric".to_string()])]
+    group_by: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: ExportFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    /// One row per group with count, loss and percentiles.
+    Csv,
+    /// The same rows as JSON lines.
+    Json,
+    /// The merged histograms as an HdrHistogram interval log.
+    Hlog,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +223,8 @@ fn main() -> std::process::ExitCode {
             command: LabCommand::Run(a),
         } => a.quiet,
         Command::Lab { .. } => false,
+        Command::Collect(a) => a.quiet,
+        Command::Export(_) => true,
     };
     vantage_probe::init_logging(quiet);
     // The probe runs on one thread, as `vantage-probe` does: fewer
@@ -128,10 +233,12 @@ fn main() -> std::process::ExitCode {
         Command::Probe(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Command::Serve(_) | Command::Lab { .. } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
+        Command::Serve(_) | Command::Lab { .. } | Command::Collect(_) | Command::Export(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        }
     };
     let result = runtime
         .context("starting the async runtime")
@@ -140,6 +247,8 @@ fn main() -> std::process::ExitCode {
                 match cli.command {
                     Command::Serve(args) => serve(args).await,
                     Command::Probe(args) => probe(*args).await,
+                    Command::Collect(args) => collect(args).await,
+                    Command::Export(args) => export(args),
                     Command::Lab {
                         command: LabCommand::Run(args),
                     } => lab_run(args).await,
@@ -275,4 +384,126 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn collect(args: CollectArgs) -> anyhow::Result<()> {
+    use vantage_collector::Store;
+    if let Some(CollectCommand::Token { command }) = args.command {
+        match command {
+            TokenCommand::Add { probe, db } => {
+                let mut store = vantage_collector::SqliteStore::open(&db)?;
+                let token = vantage_collector::new_token();
+                store.add_token(
+                    &probe,
+                    &vantage_collector::hash_token(&token),
+                    now_unix_ms(),
+                )?;
+                println!("{token}");
+                eprintln!("token for probe `{probe}` (shown once; the collector keeps only its hash): give it to the probe with --token");
+            }
+            TokenCommand::Revoke { probe, db } => {
+                let mut store = vantage_collector::SqliteStore::open(&db)?;
+                let n = store.revoke_tokens(&probe, now_unix_ms())?;
+                if n == 0 {
+                    anyhow::bail!("probe `{probe}` has no live token in {}", db.display());
+                }
+                println!("revoked {n} token(s) of probe `{probe}`");
+            }
+            TokenCommand::List { db } => {
+                let mut store = vantage_collector::SqliteStore::open(&db)?;
+                for t in store.tokens()? {
+                    let state = if t.revoked_unix_ms.is_some() {
+                        "revoked"
+                    } else {
+                        "live"
+                    };
+                    println!("{} {} sha256:{}…", t.probe_id, state, &t.hash[..16]);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            Identity::from_pem_files(cert, key).context("loading the certificate")?
+        }
+        _ => Identity::load_or_generate(&args.cert_dir, &args.names)
+            .with_context(|| format!("certificate in {}", args.cert_dir.display()))?,
+    };
+    let collector = vantage_collector::Collector::start(vantage_collector::CollectorConfig {
+        listen: args.listen,
+        identity,
+        db: args.db.clone(),
+        max_connections: 4096,
+    })
+    .await?;
+    if !args.quiet {
+        println!("vantage collector");
+        println!(
+            "  quic   {} (ALPN vantage-collect/1)",
+            collector.quic_addr()
+        );
+        println!(
+            "  https  {} (POST /v1/batches, GET /metrics, GET /health)",
+            collector.https_addr()
+        );
+        println!("  db     {}", args.db.display());
+        println!("  certificate {}", collector.fingerprint());
+        println!("probe with: --collector-pin {}", collector.fingerprint());
+    }
+    let mut stop = vantage_probe::stop_on_signal();
+    match args.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        None => {
+            let _ = stop.changed().await;
+        }
+    }
+    collector.shutdown().await;
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use vantage_collector::Store;
+    if !args.db.exists() {
+        anyhow::bail!(
+            "database {} does not exist (run `vantage collect --db …` first)",
+            args.db.display()
+        );
+    }
+    let selector: vantage_collector::Selector = args.select.parse()?;
+    let mut store = vantage_collector::SqliteStore::open(&args.db)?;
+    let rows = store.select(&selector)?;
+    let groups = vantage_collector::merge_groups(&rows, &args.group_by);
+    let bytes = match args.format {
+        ExportFormat::Csv | ExportFormat::Json => {
+            let rows: Vec<_> = groups
+                .iter()
+                .map(|g| vantage_collector::export::GroupRow::new(&args.group_by, g))
+                .collect();
+            if matches!(args.format, ExportFormat::Csv) {
+                vantage_collector::export::render_csv(&rows)
+            } else {
+                vantage_collector::export::render_json(&rows)
+            }
+        }
+        ExportFormat::Hlog => vantage_collector::export::render_hlog(&args.group_by, &groups),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing the export"),
+    }
 }

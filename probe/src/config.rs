@@ -125,6 +125,19 @@ pub struct ProbeConfig {
     pub out: Option<PathBuf>,
     /// Terminal output.
     pub display: Display,
+    /// Send batches to a collector.
+    pub upload: Option<UploadConfig>,
+}
+
+/// Where batches go, and where they wait until the collector has them.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// The collector.
+    pub target: crate::upload::CollectorTarget,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool size cap, bytes.
+    pub spool_max_bytes: u64,
 }
 
 /// Flags shared by `vantage probe` and `vantage-probe`.
@@ -218,6 +231,24 @@ pub struct ProbeArgs {
     /// Print one JSON object per series per line instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Send batches to this collector, HOST:PORT (QUIC, HTTPS where UDP is blocked).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    pub collector: Option<String>,
+    /// This probe's collector token (from `vantage collect token add --probe ID`).
+    #[arg(long, requires = "collector")]
+    pub token: Option<String>,
+    /// Accept only a collector certificate with this fingerprint (as `vantage collect` prints).
+    #[arg(long = "collector-pin", value_name = "sha256:HEX")]
+    pub collector_pins: Vec<String>,
+    /// Verify the collector's certificate against the CAs in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "collector_pins")]
+    pub collector_ca_file: Option<PathBuf>,
+    /// Where batches wait for the collector [default: STATE_DIR/spool].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size cap in bytes; beyond it the oldest batches are dropped and counted [default: 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub spool_max_bytes: Option<u64>,
 }
 
 /// A configuration mistake, in words that say what to change.
@@ -252,6 +283,9 @@ pub enum ConfigError {
     /// Out-of-range durations.
     #[error("{0}")]
     Range(String),
+    /// A collector without a way to trust it.
+    #[error("--collector needs --collector-pin sha256:… (printed by `vantage collect`) or --collector-ca-file FILE")]
+    NoCollectorTrust,
     /// The TOML file is unreadable or invalid.
     #[error("config file {path}: {reason}")]
     File {
@@ -557,7 +591,42 @@ impl ProbeArgs {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
         });
+        let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
+        let upload = match (&self.collector, &self.token) {
+            (Some(addr), Some(token)) => {
+                let (host, port) = split_host_port(addr)
+                    .ok_or_else(|| ConfigError::BadTarget(format!("collector={addr}")))?;
+                let trust = if let Some(ca) = &self.collector_ca_file {
+                    Trust::CaFile(ca.clone())
+                } else if !self.collector_pins.is_empty() {
+                    Trust::Pinned(
+                        self.collector_pins
+                            .iter()
+                            .map(|p| p.parse())
+                            .collect::<Result<Vec<_>, _>>()?,
+                    )
+                } else {
+                    return Err(ConfigError::NoCollectorTrust);
+                };
+                Some(UploadConfig {
+                    target: crate::upload::CollectorTarget {
+                        server_name: host.clone(),
+                        host,
+                        port,
+                        trust,
+                        token: token.clone(),
+                    },
+                    spool_dir: self
+                        .spool_dir
+                        .clone()
+                        .unwrap_or_else(|| state_dir.join("spool")),
+                    spool_max_bytes: self.spool_max_bytes.unwrap_or(64 << 20),
+                })
+            }
+            _ => None,
+        };
         Ok(ProbeConfig {
+            upload,
             probe_id: self.probe_id.or(file.probe_id),
             campaign: self
                 .campaign
@@ -574,7 +643,7 @@ impl ProbeArgs {
             response_bytes,
             request_bytes,
             seed,
-            state_dir: self.state_dir.unwrap_or_else(default_state_dir),
+            state_dir,
             out: self.out,
             display: if self.quiet {
                 Display::Quiet

@@ -14,9 +14,11 @@ pub mod output;
 mod recorder;
 mod run;
 mod schedule;
+pub mod spool;
 mod stamp_session;
 mod state;
 mod trust;
+pub mod upload;
 
 pub use config::{
     ConfigError, Display, Measurement, ProbeArgs, ProbeConfig, TargetConfig, RESPONDER_METRICS,

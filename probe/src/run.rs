@@ -70,6 +70,9 @@ pub enum RunError {
         /// What was pinned.
         expected: String,
     },
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     /// Standard output was closed (`| head`): not an error for the user.
     #[error("standard output closed")]
     BrokenPipe,
@@ -89,6 +92,8 @@ pub struct RunSummary {
     pub totals: Vec<Series>,
     /// `series.csv`, if written.
     pub csv: Option<PathBuf>,
+    /// What the uploader did, when a collector was configured.
+    pub upload: Option<crate::upload::UploadStats>,
 }
 
 struct ResolvedTarget {
@@ -335,6 +340,32 @@ pub async fn run(
     drop(contexts);
 
     let mut output = config.out.as_deref().map(LocalOutput::open).transpose()?;
+    let (uploader_stop, uploader_stop_rx) = watch::channel(false);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let (spool, uploader) = match &config.upload {
+        Some(u) => {
+            let spool = Arc::new(Mutex::new(crate::spool::Spool::open(
+                &u.spool_dir,
+                u.spool_max_bytes,
+            )?));
+            let uploader = crate::upload::Uploader::new(u.target.clone()).map_err(|source| {
+                RunError::Trust {
+                    target: "collector".into(),
+                    source,
+                }
+            })?;
+            let task = tokio::spawn(crate::upload::run_uploader(
+                uploader,
+                spool.clone(),
+                notify.clone(),
+                uploader_stop_rx,
+                Duration::from_secs(5),
+                Duration::from_secs(1),
+            ));
+            (Some(spool), Some(task))
+        }
+        None => (None, None),
+    };
     let live = config.display == Display::Table && std::io::stdout().is_terminal();
     let mut terminal = Terminal {
         display: config.display,
@@ -358,15 +389,40 @@ pub async fn run(
         if series.is_empty() {
             return Ok(0);
         }
+        let reported = spool
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.pending_drops()))
+            .unwrap_or(0);
         let batch = Batch {
             probe_id: state.probe_id().to_string(),
             sequence: state.take_sequence()?,
             campaign: config.campaign.clone(),
             labels: labels.clone(),
             created_unix_ms: anchor.unix_ms(Instant::now()),
-            dropped_batches: 0,
+            dropped_batches: reported,
             series,
         };
+        if let Some(spool) = &spool {
+            match batch.encode() {
+                Ok(bytes) => {
+                    let pushed = spool
+                        .lock()
+                        .map_err(|_| "spool lock poisoned".to_string())
+                        .and_then(|mut s| {
+                            s.push(batch.sequence, &bytes, reported)
+                                .map_err(|e| e.to_string())
+                        });
+                    match pushed {
+                        Ok(_) => notify.notify_one(),
+                        // Keep measuring: local output still has the batch.
+                        Err(e) => {
+                            tracing::error!(sequence = batch.sequence, error = %e, "batch not spooled for the collector")
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "batch could not be encoded"),
+            }
+        }
         if let Some(out) = output.as_mut() {
             out.write_batch(&batch)?;
         }
@@ -448,11 +504,17 @@ pub async fn run(
     if let Some(r) = local_responder {
         r.shutdown().await;
     }
+    let _ = uploader_stop.send(true);
+    let upload = match uploader {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
     Ok(RunSummary {
         probe_id: state.probe_id().to_string(),
         batches,
         totals,
         csv: output.map(|o| o.csv_path()),
+        upload,
     })
 }
 

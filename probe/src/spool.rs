@@ -1,0 +1,250 @@
+//! The spool: batches waiting for the collector, one file each, written
+//! durably before they are sent and deleted only when the collector has
+//! acknowledged them. It survives restarts and reboots; when it reaches its
+//! size cap it drops the oldest batches and counts them, and the next batch
+//! reports the count (`dropped_batches`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Why the spool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file operation failed.
+    #[error("spool {path}: {source} (check free space and permissions of --spool-dir)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// One batch is larger than the whole spool.
+    #[error(
+        "a batch of {size} bytes does not fit a spool of {cap} bytes; raise --spool-max-bytes"
+    )]
+    TooBig {
+        /// Batch size.
+        size: u64,
+        /// Spool cap.
+        cap: u64,
+    },
+}
+
+/// A directory of batches waiting for acknowledgement.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    cap_bytes: u64,
+    files: BTreeMap<u64, u64>,
+    pending_drops: u64,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, capped at `cap_bytes`.
+    /// Leftovers of an interrupted write (`*.tmp`) are removed: they were
+    /// never acknowledged by anyone, and their batch is still in memory or
+    /// was never complete.
+    pub fn open(dir: &Path, cap_bytes: u64) -> Result<Self, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+            } else if let Some(seq) = name
+                .strip_suffix(".batch")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let len = entry.metadata().map_err(io_err(&path))?.len();
+                files.insert(seq, len);
+            }
+        }
+        let drops_path = dir.join("dropped");
+        let pending_drops = std::fs::read_to_string(&drops_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            cap_bytes,
+            files,
+            pending_drops,
+        })
+    }
+
+    fn path_of(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.batch"))
+    }
+
+    /// Drops not yet reported in a batch.
+    pub fn pending_drops(&self) -> u64 {
+        self.pending_drops
+    }
+
+    fn save_drops(&self) -> Result<(), SpoolError> {
+        let path = self.dir.join("dropped");
+        write_durably(&path, self.pending_drops.to_string().as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Stores batch `seq` durably. `reported` is how many earlier drops the
+    /// batch itself reports (its `dropped_batches`); they are cleared. If the
+    /// spool is over its cap, the oldest batches are deleted first; returns
+    /// how many, which the next batch will report.
+    pub fn push(&mut self, seq: u64, bytes: &[u8], reported: u64) -> Result<u64, SpoolError> {
+        let size = bytes.len() as u64;
+        if size > self.cap_bytes {
+            return Err(SpoolError::TooBig {
+                size,
+                cap: self.cap_bytes,
+            });
+        }
+        let mut dropped = 0;
+        while self.bytes() + size > self.cap_bytes {
+            let Some((&oldest, _)) = self.files.iter().next() else {
+                break;
+            };
+            self.remove(oldest)?;
+            dropped += 1;
+        }
+        let path = self.path_of(seq);
+        write_durably(&path, bytes).map_err(io_err(&path))?;
+        self.files.insert(seq, size);
+        self.pending_drops = self.pending_drops.saturating_sub(reported) + dropped;
+        self.save_drops()?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                cap = self.cap_bytes,
+                "spool full: dropped the oldest batches; the next batch reports them"
+            );
+        }
+        Ok(dropped)
+    }
+
+    /// The oldest batch waiting, with its bytes.
+    pub fn oldest(&self) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+        let Some((&seq, _)) = self.files.iter().next() else {
+            return Ok(None);
+        };
+        let path = self.path_of(seq);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        Ok(Some((seq, bytes)))
+    }
+
+    /// Deletes an acknowledged (or dropped) batch.
+    pub fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let path = self.path_of(seq);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::Io { path, source: e }),
+        }
+        self.files.remove(&seq);
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
+    }
+
+    /// Moves a batch the collector will never accept out of the way (kept
+    /// in `rejected/`, not deleted, so nothing measured is lost silently).
+    pub fn reject(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let rejected = self.dir.join("rejected");
+        std::fs::create_dir_all(&rejected).map_err(io_err(&rejected))?;
+        let from = self.path_of(seq);
+        let to = rejected.join(format!("{seq:020}.batch"));
+        std::fs::rename(&from, &to).map_err(io_err(&from))?;
+        self.files.remove(&seq);
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> u64 {
+        self.files.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_survive_reopening_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(2, b"two", 0).unwrap();
+        s.push(1, b"one", 0).unwrap();
+        std::fs::write(dir.path().join("00000000000000000003.tmp"), b"half").unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.oldest().unwrap(), Some((1, b"one".to_vec())));
+        s.remove(1).unwrap();
+        assert_eq!(s.oldest().unwrap(), Some((2, b"two".to_vec())));
+        assert!(!dir.path().join("00000000000000000003.tmp").exists());
+    }
+
+    #[test]
+    fn a_full_spool_drops_oldest_and_counts_for_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 10).unwrap();
+        assert_eq!(s.push(1, b"aaaa", 0).unwrap(), 0);
+        assert_eq!(s.push(2, b"bbbb", 0).unwrap(), 0);
+        assert_eq!(s.push(3, b"cccc", 0).unwrap(), 1, "oldest dropped");
+        assert_eq!(s.pending_drops(), 1);
+        drop(s);
+        let mut s = Spool::open(dir.path(), 10).unwrap();
+        assert_eq!(s.pending_drops(), 1, "the count survives a restart");
+        assert_eq!(s.oldest().unwrap().unwrap().0, 2);
+        // Batch 4 reports the one drop; pushing it drops batch 2.
+        assert_eq!(s.push(4, b"dddd", 1).unwrap(), 1);
+        assert_eq!(s.pending_drops(), 1);
+        assert!(matches!(
+            s.push(5, &[0; 11], 0),
+            Err(SpoolError::TooBig { .. })
+        ));
+    }
+
+    #[test]
+    fn rejected_batches_are_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 100).unwrap();
+        s.push(7, b"bad", 0).unwrap();
+        s.reject(7).unwrap();
+        assert!(s.is_empty());
+        assert!(dir
+            .path()
+            .join("rejected/00000000000000000007.batch")
+            .exists());
+    }
+}
