@@ -220,10 +220,7 @@ pub async fn run_uploader(
             s.oldest()
                 .map_err(|e| tracing::error!(error = %e, "spool read failed"))
         });
-        let next = match next {
-            Ok(n) => n,
-            Err(()) => None,
-        };
+        let next = next.unwrap_or_default();
         let Some((seq, bytes)) = next else {
             if deadline.is_some() {
                 return stats;
