@@ -51,9 +51,16 @@ pub struct Uploader {
     https_tls: TlsClient,
     conn: Option<quinn::Connection>,
     avoid_quic_until: Option<Instant>,
+    quic_timeout: Duration,
 }
 
 impl Uploader {
+    /// How long a QUIC handshake may take before HTTPS is tried (default 5 s).
+    pub fn with_quic_timeout(mut self, timeout: Duration) -> Self {
+        self.quic_timeout = timeout;
+        self
+    }
+
     /// Prepares TLS for both transports; connects lazily.
     pub fn new(target: CollectorTarget) -> Result<Self, TrustError> {
         Ok(Uploader {
@@ -63,6 +70,7 @@ impl Uploader {
             endpoint: None,
             conn: None,
             avoid_quic_until: None,
+            quic_timeout: CONNECT_TIMEOUT,
         })
     }
 
@@ -117,7 +125,7 @@ impl Uploader {
                 let connecting = endpoint
                     .connect(addr, &self.target.server_name)
                     .map_err(|e| e.to_string())?;
-                let c = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                let c = tokio::time::timeout(self.quic_timeout, connecting)
                     .await
                     .map_err(|_| "QUIC handshake timed out".to_string())?
                     .map_err(|e| e.to_string())?;
