@@ -115,7 +115,15 @@ impl Uploader {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
             };
             let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
-            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+            // A collector that died mid-exchange is noticed within seconds,
+            // and the batch is retried, instead of waiting out a long idle timeout.
+            let mut transport = quinn::TransportConfig::default();
+            transport
+                .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(5)).ok())
+                .keep_alive_interval(Some(Duration::from_secs(2)));
+            client.transport_config(Arc::new(transport));
+            endpoint.set_default_client_config(client);
             self.endpoint = Some(endpoint);
         }
         let conn = match self.conn.as_ref().filter(|c| c.close_reason().is_none()) {
