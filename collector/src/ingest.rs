@@ -4,7 +4,7 @@
 //! after the commit that holds it has returned.
 
 use crate::metrics::Metrics;
-use crate::store::{Inserted, Store};
+use crate::store::{Incoming, Inserted, Store};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +35,7 @@ pub fn new_token() -> String {
 struct WriteJob {
     batch: Batch,
     raw: Vec<u8>,
+    histograms: Vec<std::ops::Range<usize>>,
     reply: oneshot::Sender<Result<Inserted, String>>,
 }
 
@@ -74,7 +75,14 @@ impl Ingest {
                 }
                 let started = Instant::now();
                 let result = {
-                    let items: Vec<(&Batch, &[u8])> = jobs.iter().map(|j| (&j.batch, j.raw.as_slice())).collect();
+                    let items: Vec<Incoming<'_>> = jobs
+                        .iter()
+                        .map(|j| Incoming {
+                            batch: &j.batch,
+                            raw: &j.raw,
+                            histograms: &j.histograms,
+                        })
+                        .collect();
                     writer.insert_batches(&items, now_unix_ms())
                 };
                 m.commit(started.elapsed());
@@ -157,7 +165,7 @@ impl Ingest {
         let Some(owner) = owner else {
             return refuse(AckStatus::Unauthorized, "unknown or revoked token".into());
         };
-        let batch = match Batch::decode(body) {
+        let (batch, histograms) = match Batch::decode_indexed(body) {
             Ok(b) => b,
             Err(e) => return refuse(AckStatus::Invalid, e.to_string()),
         };
@@ -195,6 +203,7 @@ impl Ingest {
             .send(WriteJob {
                 batch,
                 raw: body.to_vec(),
+                histograms,
                 reply,
             })
             .await

@@ -19,4 +19,4 @@ pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
 pub use metrics::Metrics;
 pub use select::{merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries};
 pub use server::{Collector, CollectorConfig, CollectorError};
-pub use store::{Inserted, SqliteStore, Store, StoreError, TokenRecord};
+pub use store::{Incoming, Inserted, SqliteStore, Store, StoreError, TokenRecord};

@@ -19,6 +19,20 @@ pub enum Inserted {
     Duplicate,
 }
 
+/// One batch to store: decoded, as received, and where each series'
+/// encoded histogram lies in the received bytes (from
+/// `Batch::decode_indexed`), so it is stored without encoding it again.
+/// An empty `histograms` makes the store encode them.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The decoded batch.
+    pub batch: &'a Batch,
+    /// The bytes as received.
+    pub raw: &'a [u8],
+    /// Histogram ranges in `raw`, one per series, or empty.
+    pub histograms: &'a [std::ops::Range<usize>],
+}
+
 /// A store failure. Ingest answers `unavailable`, so the probe retries.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,7 +71,7 @@ pub trait Store: Send {
     /// says for each whether it was new. `raw` is the batch as received.
     fn insert_batches(
         &mut self,
-        batches: &[(&Batch, &[u8])],
+        batches: &[Incoming<'_>],
         received_unix_ms: u64,
     ) -> Result<Vec<Inserted>, StoreError>;
     /// The probe a token hash belongs to, if it exists and is not revoked.
@@ -189,7 +203,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn insert_batches(
         &mut self,
-        batches: &[(&Batch, &[u8])],
+        batches: &[Incoming<'_>],
         received_unix_ms: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
         let path = self.path.clone();
@@ -212,7 +226,8 @@ impl Store for SqliteStore {
                 )
                 .map_err(&err)?;
             let mut hist = Vec::new();
-            for (b, raw) in batches {
+            for item in batches {
+                let (b, raw) = (item.batch, item.raw);
                 let labels = labels_text(&b.labels);
                 let changed = insert_batch
                     .execute(params![
@@ -232,11 +247,20 @@ impl Store for SqliteStore {
                 }
                 let l = |k| b.labels.get(k);
                 for (idx, s) in b.series.iter().enumerate() {
-                    hist.clear();
-                    encode_histogram(&s.histogram, &mut hist).map_err(|e| StoreError::Corrupt {
-                        path: PathBuf::new(),
-                        reason: e.to_string(),
-                    })?;
+                    let stored_hist: &[u8] =
+                        match item.histograms.get(idx).and_then(|r| raw.get(r.clone())) {
+                            Some(bytes) => bytes,
+                            None => {
+                                hist.clear();
+                                encode_histogram(&s.histogram, &mut hist).map_err(|e| {
+                                    StoreError::Corrupt {
+                                        path: PathBuf::new(),
+                                        reason: e.to_string(),
+                                    }
+                                })?;
+                                &hist
+                            }
+                        };
                     insert_series
                         .execute(params![
                             b.probe_id,
@@ -267,7 +291,7 @@ impl Store for SqliteStore {
                             i(s.path.ipdv_pairs),
                             i(s.server_time.sum_us),
                             i(s.server_time.count),
-                            hist
+                            stored_hist
                         ])
                         .map_err(&err)?;
                 }
@@ -540,15 +564,28 @@ mod tests {
         let a = batch("p1", 1, "IN", &[100, 200]);
         let b = batch("p1", 2, "MY", &[300]);
         let (ra, rb) = (a.encode().unwrap(), b.encode().unwrap());
+        let (_, ranges) = Batch::decode_indexed(&ra).unwrap();
+        let item = |batch, raw, histograms| Incoming {
+            batch,
+            raw,
+            histograms,
+        };
         let out = store
-            .insert_batches(&[(&a, &ra), (&b, &rb), (&a, &ra)], 5)
+            .insert_batches(
+                &[
+                    item(&a, &ra, &ranges),
+                    item(&b, &rb, &[]),
+                    item(&a, &ra, &ranges),
+                ],
+                5,
+            )
             .unwrap();
         assert_eq!(
             out,
             [Inserted::Stored, Inserted::Stored, Inserted::Duplicate]
         );
         assert_eq!(
-            store.insert_batches(&[(&a, &ra)], 6).unwrap(),
+            store.insert_batches(&[item(&a, &ra, &[])], 6).unwrap(),
             [Inserted::Duplicate]
         );
         assert_eq!(store.batch_count().unwrap(), 2);

@@ -206,6 +206,15 @@ impl Batch {
 
     /// Decodes and validates a batch. Never panics, whatever the input.
     pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        Self::decode_indexed(bytes).map(|(b, _)| b)
+    }
+
+    /// Decodes like [`Batch::decode`], and also returns where each series'
+    /// encoded histogram lies in `bytes`, so a store can keep those bytes
+    /// as they came instead of encoding the histogram again.
+    pub fn decode_indexed(
+        bytes: &[u8],
+    ) -> Result<(Batch, Vec<std::ops::Range<usize>>), DecodeError> {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(DecodeError::TooLarge {
                 what: "batch",
@@ -235,13 +244,18 @@ impl Batch {
         }
         let n_series = r.bounded("series count", MAX_SERIES)?;
         let mut series = Vec::with_capacity(n_series.min(1024) as usize);
+        let mut ranges = Vec::with_capacity(n_series.min(1024) as usize);
         for _ in 0..n_series {
-            series.push(decode_series(&mut r)?);
+            // The histogram is a series' last field.
+            let (s, hist_len) = decode_series(&mut r)?;
+            let end = bytes.len() - r.rest.len();
+            series.push(s);
+            ranges.push(end - hist_len..end);
         }
         if !r.rest.is_empty() {
             return Err(DecodeError::TrailingBytes(r.rest.len()));
         }
-        Ok(Batch {
+        let batch = Batch {
             probe_id,
             sequence,
             campaign,
@@ -249,11 +263,12 @@ impl Batch {
             created_unix_ms,
             dropped_batches,
             series,
-        })
+        };
+        Ok((batch, ranges))
     }
 }
 
-fn decode_series(r: &mut Reader<'_>) -> Result<Series, DecodeError> {
+fn decode_series(r: &mut Reader<'_>) -> Result<(Series, usize), DecodeError> {
     let target = Target {
         name: r.string("target name")?,
         address: r.string("target address")?,
@@ -306,7 +321,7 @@ fn decode_series(r: &mut Reader<'_>) -> Result<Series, DecodeError> {
         metric: series.metric.name().to_string(),
         reason,
     })?;
-    Ok(series)
+    Ok((series, hist_len))
 }
 
 #[cfg(test)]
@@ -365,6 +380,18 @@ mod tests {
         let b = sample_batch(3, &[10, 200, 3000, 3000]);
         let bytes = b.encode().unwrap();
         assert_eq!(Batch::decode(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn indexed_decoding_points_at_each_histogram() {
+        let b = sample_batch(3, &[10, 200, 3000]);
+        let bytes = b.encode().unwrap();
+        let (back, ranges) = Batch::decode_indexed(&bytes).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(ranges.len(), 3);
+        for (s, r) in b.series.iter().zip(ranges) {
+            assert_eq!(crate::decode_histogram(&bytes[r]).unwrap(), s.histogram);
+        }
     }
 
     #[test]
