@@ -38,6 +38,11 @@ enum Command {
         after_help = "Examples:\n  vantage export --db vantage.db --select country=IN,phase=before --format csv\n  vantage export --db vantage.db --select metric=udp_rtt --group-by country,target --format hlog > udp.hlog"
     )]
     Export(ExportArgs),
+    /// Compare a baseline with a candidate, with confidence intervals, and judge claims.
+    #[command(
+        after_help = "Examples:\n  vantage report --db vantage.db --baseline phase=before --candidate phase=after --out report \\\n      --claim 'IN quic_cold_request p50 decreases by >= 350ms'\n  vantage report --db vantage.db --baseline target=beijing --candidate target=singapore --group-by country --out report\n\nClaim grammar: SUBJECT METRIC pNN (decreases|increases) by OP NUMBER(us|ms|s|%), or SUBJECT METRIC pNN ratio OP NUMBER, or ... ratio between A and B."
+    )]
+    Report(ReportArgs),
     /// Emulated network paths on this machine: run a scenario's phase end to end.
     Lab {
         #[command(subcommand)]
@@ -126,6 +131,40 @@ struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     format: ExportFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// Database file.
+    #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+    db: PathBuf,
+    /// Baseline selector, such as phase=before or target=beijing.
+    #[arg(long)]
+    baseline: String,
+    /// Candidate selector, such as phase=after or target=singapore.
+    #[arg(long)]
+    candidate: String,
+    /// Grouping keys besides the metric, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string()])]
+    group_by: Vec<String>,
+    /// A claim to judge; repeat for more.
+    #[arg(long = "claim", value_name = "CLAIM")]
+    claims: Vec<String>,
+    /// A file of claims, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    claims_file: Option<PathBuf>,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 1000)]
+    resamples: usize,
+    /// Seed of the resampling (reports are reproducible).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory: report.json, comparison.csv, summary.txt.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -225,6 +264,7 @@ fn main() -> std::process::ExitCode {
         Command::Lab { .. } => false,
         Command::Collect(a) => a.quiet,
         Command::Export(_) => true,
+        Command::Report(a) => a.quiet,
     };
     vantage_probe::init_logging(quiet);
     // The probe runs on one thread, as `vantage-probe` does: fewer
@@ -233,12 +273,14 @@ fn main() -> std::process::ExitCode {
         Command::Probe(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Command::Serve(_) | Command::Lab { .. } | Command::Collect(_) | Command::Export(_) => {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-        }
+        Command::Serve(_)
+        | Command::Lab { .. }
+        | Command::Collect(_)
+        | Command::Export(_)
+        | Command::Report(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
     };
     let result = runtime
         .context("starting the async runtime")
@@ -249,6 +291,7 @@ fn main() -> std::process::ExitCode {
                     Command::Probe(args) => probe(*args).await,
                     Command::Collect(args) => collect(args).await,
                     Command::Export(args) => export(args),
+                    Command::Report(args) => report(args),
                     Command::Lab {
                         command: LabCommand::Run(args),
                     } => lab_run(args).await,
@@ -506,4 +549,71 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing the export"),
     }
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    use vantage_collector::Store;
+    if !args.db.exists() {
+        anyhow::bail!(
+            "database {} does not exist (run `vantage collect --db …` first)",
+            args.db.display()
+        );
+    }
+    let mut texts = args.claims.clone();
+    if let Some(f) = &args.claims_file {
+        let body = std::fs::read_to_string(f)
+            .with_context(|| format!("reading claims from {}", f.display()))?;
+        texts.extend(
+            body.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    let claims = texts
+        .iter()
+        .map(|t| t.parse::<vantage_reports::claim::Claim>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let baseline: vantage_collector::Selector = args.baseline.parse()?;
+    let candidate: vantage_collector::Selector = args.candidate.parse()?;
+    let mut store = vantage_collector::SqliteStore::open(&args.db)?;
+    let (b, c) = (store.select(&baseline)?, store.select(&candidate)?);
+    if b.is_empty() || c.is_empty() {
+        anyhow::bail!(
+            "nothing to compare: {} series match --baseline {}, {} match --candidate {}",
+            b.len(),
+            args.baseline,
+            c.len(),
+            args.candidate
+        );
+    }
+    let options = vantage_reports::ReportOptions {
+        baseline: args.baseline.clone(),
+        candidate: args.candidate.clone(),
+        group_by: args.group_by.clone(),
+        resamples: args.resamples,
+        seed: args.seed,
+        claims,
+        ..Default::default()
+    };
+    let r = vantage_reports::build_report(&b, &c, &options);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let text = vantage_reports::render_text(&r);
+    for (name, bytes) in [
+        ("report.json", vantage_reports::render_json(&r)),
+        ("comparison.csv", vantage_reports::render_csv(&r)),
+        ("summary.txt", text.clone().into_bytes()),
+    ] {
+        let path = args.out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !args.quiet {
+        print!("{text}");
+        println!(
+            "written: {}/report.json, comparison.csv, summary.txt",
+            args.out.display()
+        );
+    }
+    Ok(())
 }

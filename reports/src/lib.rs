@@ -1,0 +1,640 @@
+//! Vantage reports: a baseline compared with a candidate (two phases, or two
+//! data centres measured at the same time), per group, with bootstrap
+//! confidence intervals, and verdicts on the claims a stakeholder states.
+//!
+//! Methods, in short: each side is a set of (probe, window) series from
+//! the store; percentiles are taken over all of a side's samples together;
+//! their intervals come from a bootstrap that resamples whole series, since
+//! requests within one series share the probe's network and the minute's
+//! conditions and are not independent. Too few series or samples give
+//! "insufficient data", never a verdict.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod claim;
+pub mod stats;
+
+use claim::{claimed_interval, verdict, Claim, Verdict};
+use serde::Serialize;
+use stats::{bootstrap, quantiles, Interval, Unit};
+use std::collections::{BTreeMap, BTreeSet};
+use vantage_collector::StoredSeries;
+
+/// Version of `report.json`, bumped on any change of its fields.
+pub const REPORT_SCHEMA: &str = "vantage.report/1";
+/// The percentiles every group reports.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// How to compare.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// The baseline's selector, as text (for the report).
+    pub baseline: String,
+    /// The candidate's selector, as text.
+    pub candidate: String,
+    /// Grouping keys besides the metric (default: country).
+    pub group_by: Vec<String>,
+    /// Bootstrap resamples.
+    pub resamples: usize,
+    /// Confidence of the intervals (0.95).
+    pub confidence: f64,
+    /// Seed of the resampling.
+    pub seed: u64,
+    /// Fewest samples per side for a comparison.
+    pub min_samples: u64,
+    /// Fewest (probe, window) series per side.
+    pub min_series: usize,
+    /// Claims to judge.
+    pub claims: Vec<Claim>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            baseline: String::new(),
+            candidate: String::new(),
+            group_by: vec!["country".into()],
+            resamples: 1000,
+            confidence: 0.95,
+            seed: 1,
+            min_samples: 30,
+            min_series: 3,
+            claims: Vec::new(),
+        }
+    }
+}
+
+/// One side of a comparison.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Side {
+    /// Samples.
+    pub samples: u64,
+    /// (probe, window) series.
+    pub series: usize,
+    /// Distinct probes.
+    pub probes: usize,
+    /// Attempts.
+    pub sent: u64,
+    /// (lost + errors) / sent.
+    pub loss_rate: Option<f64>,
+    /// p50, p90, p99, p99.9 in the metric's unit (µs, or kbit/s for goodput).
+    pub percentiles: Vec<Option<u64>>,
+}
+
+/// One percentile compared.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PercentileComparison {
+    /// The percentile, such as 50 or 99.9.
+    pub percentile: f64,
+    /// candidate − baseline.
+    pub difference: Interval,
+    /// candidate / baseline.
+    pub ratio: Interval,
+}
+
+/// A group's comparison.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupComparison {
+    /// Grouping key values.
+    pub key: BTreeMap<String, String>,
+    /// The key values besides the metric, `/`-joined: what claims name.
+    pub subject: String,
+    /// The metric.
+    pub metric: String,
+    /// Its unit.
+    pub unit: String,
+    /// `ok` or `insufficient_data`.
+    pub status: String,
+    /// Why the data is insufficient, if it is.
+    pub reason: Option<String>,
+    /// Baseline.
+    pub baseline: Side,
+    /// Candidate.
+    pub candidate: Side,
+    /// Per percentile, when the data suffices.
+    pub percentiles: Vec<PercentileComparison>,
+}
+
+/// A claim and its verdict.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClaimResult {
+    /// The claim.
+    pub claim: Claim,
+    /// Per matching group: its subject, the claimed statistic's interval and verdict.
+    pub groups: Vec<ClaimGroup>,
+    /// Holds only if it holds for every matching group.
+    pub verdict: Verdict,
+}
+
+/// A claim judged on one group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClaimGroup {
+    /// The group's subject.
+    pub subject: String,
+    /// The claimed statistic (µs, fraction or ratio, per the claim).
+    pub statistic: Option<Interval>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: &'static str,
+    /// Baseline selector.
+    pub baseline: String,
+    /// Candidate selector.
+    pub candidate: String,
+    /// Grouping keys (the metric is always one more).
+    pub group_by: Vec<String>,
+    /// Bootstrap resamples.
+    pub resamples: usize,
+    /// Interval confidence.
+    pub confidence: f64,
+    /// True when any series came from the lab (label simulated=true).
+    pub simulated: bool,
+    /// Probes on each side.
+    pub probes: (usize, usize),
+    /// Every group.
+    pub groups: Vec<GroupComparison>,
+    /// Every claim.
+    pub claims: Vec<ClaimResult>,
+}
+
+struct Gathered<'a> {
+    units: Vec<Unit>,
+    rows: Vec<&'a StoredSeries>,
+}
+
+fn side(g: Option<&Gathered<'_>>) -> Side {
+    let Some(g) = g else {
+        return Side {
+            samples: 0,
+            series: 0,
+            probes: 0,
+            sent: 0,
+            loss_rate: None,
+            percentiles: vec![None; QUANTILES.len()],
+        };
+    };
+    let sent: u64 = g.rows.iter().map(|r| r.series.sent).sum();
+    let failed: u64 = g
+        .rows
+        .iter()
+        .map(|r| r.series.lost + r.series.error_total())
+        .sum();
+    let q = quantiles(&g.units, &QUANTILES);
+    Side {
+        samples: g.units.iter().map(Unit::samples).sum(),
+        series: g.rows.len(),
+        probes: g
+            .rows
+            .iter()
+            .map(|r| r.probe_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        sent,
+        loss_rate: (sent > 0).then(|| failed as f64 / sent as f64),
+        percentiles: match q {
+            Some(v) => v.into_iter().map(Some).collect(),
+            None => vec![None; QUANTILES.len()],
+        },
+    }
+}
+
+fn gather<'a>(rows: &'a [StoredSeries], keys: &[String]) -> BTreeMap<Vec<String>, Gathered<'a>> {
+    let mut out: BTreeMap<Vec<String>, Gathered<'a>> = BTreeMap::new();
+    for row in rows {
+        let mut key: Vec<String> = keys
+            .iter()
+            .map(|k| row.key(k).unwrap_or("-").to_string())
+            .collect();
+        key.push(row.series.metric.name().to_string());
+        let g = out.entry(key).or_insert_with(|| Gathered {
+            units: Vec::new(),
+            rows: Vec::new(),
+        });
+        g.units.push(Unit::from_histogram(&row.series.histogram));
+        g.rows.push(row);
+    }
+    out
+}
+
+/// Compares `baseline` with `candidate` as `options` say.
+pub fn build_report(
+    baseline: &[StoredSeries],
+    candidate: &[StoredSeries],
+    options: &ReportOptions,
+) -> Report {
+    let keys = &options.group_by;
+    let (b, c) = (gather(baseline, keys), gather(candidate, keys));
+    let all_keys: BTreeSet<&Vec<String>> = b.keys().chain(c.keys()).collect();
+    let mut groups = Vec::new();
+    let mut units_by_group: BTreeMap<(String, String), (&[Unit], &[Unit])> = BTreeMap::new();
+    for (n, key) in all_keys.into_iter().enumerate() {
+        let (bg, cg) = (b.get(key), c.get(key));
+        let (bs, cs) = (side(bg), side(cg));
+        let metric = key.last().cloned().unwrap_or_default();
+        let subject = key[..key.len() - 1].join("/");
+        let unit = metric
+            .parse::<vantage_wire::Metric>()
+            .map(|m| m.unit().suffix().to_string())
+            .unwrap_or_else(|_| "us".into());
+        let short = [
+            (bs.series < options.min_series || cs.series < options.min_series).then(|| {
+                format!(
+                    "fewer than {} series on a side ({} vs {})",
+                    options.min_series, bs.series, cs.series
+                )
+            }),
+            (bs.samples < options.min_samples || cs.samples < options.min_samples).then(|| {
+                format!(
+                    "fewer than {} samples on a side ({} vs {})",
+                    options.min_samples, bs.samples, cs.samples
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        let mut percentiles = Vec::new();
+        if short.is_empty() {
+            if let (Some(bg), Some(cg)) = (bg, cg) {
+                let seed = options.seed.wrapping_add(n as u64);
+                if let Some(iv) = bootstrap(
+                    &bg.units,
+                    &cg.units,
+                    &QUANTILES,
+                    options.resamples,
+                    options.confidence,
+                    seed,
+                ) {
+                    for (q, (d, r)) in QUANTILES.iter().zip(iv) {
+                        percentiles.push(PercentileComparison {
+                            percentile: q * 100.0,
+                            difference: d,
+                            ratio: r,
+                        });
+                    }
+                }
+                units_by_group.insert((subject.clone(), metric.clone()), (&bg.units, &cg.units));
+            }
+        }
+        let mut k: BTreeMap<String, String> =
+            keys.iter().cloned().zip(key.iter().cloned()).collect();
+        k.insert("metric".into(), metric.clone());
+        groups.push(GroupComparison {
+            key: k,
+            subject,
+            metric,
+            unit,
+            status: if short.is_empty() {
+                "ok".into()
+            } else {
+                "insufficient_data".into()
+            },
+            reason: (!short.is_empty()).then(|| short.join("; ")),
+            baseline: bs,
+            candidate: cs,
+            percentiles,
+        });
+    }
+    let claims = options
+        .claims
+        .iter()
+        .map(|claim| {
+            let matching: Vec<&GroupComparison> = groups
+                .iter()
+                .filter(|g| {
+                    g.metric == claim.metric.name()
+                        && (claim.subject == "*" || g.subject.eq_ignore_ascii_case(&claim.subject))
+                })
+                .collect();
+            let judged: Vec<ClaimGroup> = matching
+                .iter()
+                .map(|g| {
+                    let Some((bu, cu)) = units_by_group.get(&(g.subject.clone(), g.metric.clone()))
+                    else {
+                        return ClaimGroup {
+                            subject: g.subject.clone(),
+                            statistic: None,
+                            verdict: Verdict::InsufficientData,
+                        };
+                    };
+                    let iv = bootstrap(
+                        bu,
+                        cu,
+                        &[claim.quantile],
+                        options.resamples,
+                        options.confidence,
+                        options.seed ^ 0xc1a1,
+                    );
+                    match iv.and_then(|v| v.into_iter().next()) {
+                        Some((d, r)) => {
+                            let s = claimed_interval(
+                                &claim.change,
+                                (d.estimate, d.low, d.high),
+                                (r.estimate, r.low, r.high),
+                            );
+                            ClaimGroup {
+                                subject: g.subject.clone(),
+                                statistic: Some(Interval {
+                                    estimate: s.0,
+                                    low: s.1,
+                                    high: s.2,
+                                }),
+                                verdict: verdict(&claim.change, s),
+                            }
+                        }
+                        None => ClaimGroup {
+                            subject: g.subject.clone(),
+                            statistic: None,
+                            verdict: Verdict::InsufficientData,
+                        },
+                    }
+                })
+                .collect();
+            let overall = if judged.is_empty() {
+                Verdict::NoData
+            } else if judged.iter().all(|g| g.verdict == Verdict::Holds) {
+                Verdict::Holds
+            } else if judged.iter().any(|g| g.verdict == Verdict::Fails) {
+                Verdict::Fails
+            } else if judged
+                .iter()
+                .any(|g| g.verdict == Verdict::InsufficientData)
+            {
+                Verdict::InsufficientData
+            } else {
+                Verdict::Inconclusive
+            };
+            ClaimResult {
+                claim: claim.clone(),
+                groups: judged,
+                verdict: overall,
+            }
+        })
+        .collect();
+    let probes = |rows: &[StoredSeries]| {
+        rows.iter()
+            .map(|r| r.probe_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    Report {
+        schema: REPORT_SCHEMA,
+        baseline: options.baseline.clone(),
+        candidate: options.candidate.clone(),
+        group_by: keys.clone(),
+        resamples: options.resamples,
+        confidence: options.confidence,
+        simulated: baseline
+            .iter()
+            .chain(candidate)
+            .any(|r| r.labels.get("simulated") == Some("true")),
+        probes: (probes(baseline), probes(candidate)),
+        groups,
+        claims,
+    }
+}
+
+/// `report.json`.
+pub fn render_json(report: &Report) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(report).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// `comparison.csv`: one row per group and percentile.
+pub fn render_csv(report: &Report) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record([
+        "subject",
+        "metric",
+        "unit",
+        "status",
+        "percentile",
+        "baseline",
+        "candidate",
+        "difference",
+        "difference_low",
+        "difference_high",
+        "ratio",
+        "ratio_low",
+        "ratio_high",
+        "baseline_samples",
+        "candidate_samples",
+        "baseline_series",
+        "candidate_series",
+        "baseline_loss_rate",
+        "candidate_loss_rate",
+    ]);
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let rate = |v: Option<f64>| v.map(|v| format!("{v:.5}")).unwrap_or_default();
+    for g in &report.groups {
+        for (i, q) in QUANTILES.iter().enumerate() {
+            let pc = g.percentiles.get(i);
+            let f = |v: Option<f64>| {
+                v.filter(|v| v.is_finite())
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_default()
+            };
+            let _ = w.write_record([
+                g.subject.clone(),
+                g.metric.clone(),
+                g.unit.clone(),
+                g.status.clone(),
+                format!("{}", q * 100.0),
+                opt(g.baseline.percentiles[i]),
+                opt(g.candidate.percentiles[i]),
+                f(pc.map(|p| p.difference.estimate)),
+                f(pc.map(|p| p.difference.low)),
+                f(pc.map(|p| p.difference.high)),
+                f(pc.map(|p| p.ratio.estimate)),
+                f(pc.map(|p| p.ratio.low)),
+                f(pc.map(|p| p.ratio.high)),
+                g.baseline.samples.to_string(),
+                g.candidate.samples.to_string(),
+                g.baseline.series.to_string(),
+                g.candidate.series.to_string(),
+                rate(g.baseline.loss_rate),
+                rate(g.candidate.loss_rate),
+            ]);
+        }
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+/// A terminal summary: verdicts first, then p50 and p99 per group.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    if report.simulated {
+        out.push_str("SIMULATED DATA (vantage lab): these numbers describe emulated paths, not a real network.\n");
+    }
+    out.push_str(&format!(
+        "baseline {} ({} probes) vs candidate {} ({} probes); {:.0} % intervals, {} resamples of whole series\n",
+        report.baseline, report.probes.0, report.candidate, report.probes.1, report.confidence * 100.0, report.resamples
+    ));
+    for c in &report.claims {
+        out.push_str(&format!("claim: {} — {}\n", c.claim.text, c.verdict));
+        for g in &c.groups {
+            if let Some(s) = g.statistic {
+                out.push_str(&format!(
+                    "  {}: {:.3} [{:.3}, {:.3}] → {}\n",
+                    g.subject, s.estimate, s.low, s.high, g.verdict
+                ));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\n{:<14} {:<18} {:>12} {:>12} {:>26} {:>12} {:>12} {:>26}\n",
+        "group",
+        "metric",
+        "p50 base",
+        "p50 cand",
+        "p50 diff [95% CI]",
+        "p99 base",
+        "p99 cand",
+        "p99 diff [95% CI]"
+    ));
+    for g in &report.groups {
+        let v = |s: &Side, i: usize| {
+            s.percentiles[i]
+                .map(|v| format!("{:.2}", v as f64 / 1e3))
+                .unwrap_or("-".into())
+        };
+        let d = |i: usize| {
+            g.percentiles
+                .get(i)
+                .map(|p| {
+                    format!(
+                        "{:+.2} [{:+.2},{:+.2}]",
+                        p.difference.estimate / 1e3,
+                        p.difference.low / 1e3,
+                        p.difference.high / 1e3
+                    )
+                })
+                .unwrap_or_else(|| "insufficient data".into())
+        };
+        out.push_str(&format!(
+            "{:<14} {:<18} {:>12} {:>12} {:>26} {:>12} {:>12} {:>26}\n",
+            g.subject,
+            g.metric,
+            v(&g.baseline, 0),
+            v(&g.candidate, 0),
+            d(0),
+            v(&g.baseline, 2),
+            v(&g.candidate, 2),
+            d(2)
+        ));
+    }
+    out.push_str("(latencies in ms)\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use vantage_wire::{Labels, Metric, Series, Target, Window};
+
+    fn rows(
+        country: &str,
+        phase: &str,
+        probes: usize,
+        windows: u64,
+        base_us: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<StoredSeries> {
+        let mut out = Vec::new();
+        for p in 0..probes {
+            for w in 0..windows {
+                let mut labels = Labels::new();
+                labels.insert("country", country).unwrap();
+                labels.insert("phase", phase).unwrap();
+                let mut s = Series::new(
+                    Target {
+                        name: "dc".into(),
+                        address: "a".into(),
+                    },
+                    Metric::QuicColdRequest,
+                    Window {
+                        start_unix_ms: w * 60_000,
+                        end_unix_ms: (w + 1) * 60_000,
+                    },
+                );
+                for _ in 0..50 {
+                    s.histogram
+                        .record(base_us + rng.gen_range(0..20_000))
+                        .unwrap();
+                }
+                s.sent = 50;
+                out.push(StoredSeries {
+                    probe_id: format!("{country}-{p}"),
+                    sequence: w,
+                    campaign: "c".into(),
+                    labels,
+                    series: s,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_clear_drop_holds_a_small_one_fails_and_thin_data_gets_no_verdict() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let before: Vec<_> = rows("IN", "before", 3, 10, 460_000, &mut rng)
+            .into_iter()
+            .chain(rows("MY", "before", 1, 2, 220_000, &mut rng))
+            .collect();
+        let after: Vec<_> = rows("IN", "after", 3, 10, 100_000, &mut rng)
+            .into_iter()
+            .chain(rows("MY", "after", 1, 2, 20_000, &mut rng))
+            .collect();
+        let options = ReportOptions {
+            baseline: "phase=before".into(),
+            candidate: "phase=after".into(),
+            resamples: 300,
+            claims: vec![
+                "IN quic_cold_request p50 decreases by >= 350ms"
+                    .parse()
+                    .unwrap(),
+                "IN quic_cold_request p50 decreases by >= 400ms"
+                    .parse()
+                    .unwrap(),
+                "MY quic_cold_request p50 decreases by >= 100ms"
+                    .parse()
+                    .unwrap(),
+                "ID quic_cold_request p50 decreases by >= 1ms"
+                    .parse()
+                    .unwrap(),
+            ],
+            ..ReportOptions::default()
+        };
+        let r = build_report(&before, &after, &options);
+        let verdicts: Vec<Verdict> = r.claims.iter().map(|c| c.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Holds,
+                Verdict::Fails,
+                Verdict::InsufficientData,
+                Verdict::NoData
+            ]
+        );
+        let my = r.groups.iter().find(|g| g.subject == "MY").unwrap();
+        assert_eq!(my.status, "insufficient_data");
+        assert!(
+            my.percentiles.is_empty(),
+            "no interval on insufficient data"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&render_json(&r)).unwrap();
+        assert_eq!(json["schema"], REPORT_SCHEMA);
+        assert_eq!(json["claims"][0]["verdict"], "holds");
+        let csv = String::from_utf8(render_csv(&r)).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 2 * QUANTILES.len());
+        assert!(render_text(&r)
+            .contains("claim: IN quic_cold_request p50 decreases by >= 350ms — holds"));
+    }
+}
