@@ -161,6 +161,9 @@ pub struct Report {
     pub claims: Vec<ClaimResult>,
 }
 
+/// The resampling units of (baseline, candidate) of one group.
+type SidesUnits<'a> = (&'a [Unit], &'a [Unit]);
+
 struct Gathered<'a> {
     units: Vec<Unit>,
     rows: Vec<&'a StoredSeries>,
@@ -230,7 +233,7 @@ pub fn build_report(
     let (b, c) = (gather(baseline, keys), gather(candidate, keys));
     let all_keys: BTreeSet<&Vec<String>> = b.keys().chain(c.keys()).collect();
     let mut groups = Vec::new();
-    let mut units_by_group: BTreeMap<(String, String), (&[Unit], &[Unit])> = BTreeMap::new();
+    let mut units_by_group: BTreeMap<(String, String), SidesUnits<'_>> = BTreeMap::new();
     for (n, key) in all_keys.into_iter().enumerate() {
         let (bg, cg) = (b.get(key), c.get(key));
         let (bs, cs) = (side(bg), side(cg));
