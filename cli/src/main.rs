@@ -208,6 +208,9 @@ struct LabRunArgs {
     /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
     #[arg(long = "rate", value_name = "METRIC=RATE")]
     rates: Vec<String>,
+    /// Also run a collector storing into this SQLite file; the probes upload to it (then `vantage report`).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -398,6 +401,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         window: args.window,
         rates: args.rates.clone(),
+        db: args.db.clone(),
     };
     if !args.quiet {
         eprintln!(

@@ -27,6 +27,9 @@ pub struct LabOptions {
     pub window: Duration,
     /// Extra `--rate METRIC=R` for every probe.
     pub rates: Vec<String>,
+    /// Also run a collector on loopback storing into this SQLite file, with
+    /// a token per country's probe, and have the probes upload to it.
+    pub db: Option<PathBuf>,
 }
 
 /// Why a lab run failed.
@@ -68,6 +71,9 @@ pub enum LabError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The lab's collector failed.
+    #[error("collector: {0}")]
+    Collector(String),
     /// A probe's generated configuration was refused.
     #[error("probe configuration for {country}: {source}")]
     ProbeConfig {
@@ -151,6 +157,22 @@ pub async fn run_lab(
         }
     }
 
+    let collector = match &options.db {
+        Some(db) => Some(
+            vantage_collector::Collector::start(vantage_collector::CollectorConfig {
+                listen: "127.0.0.1:0"
+                    .parse()
+                    .map_err(|_| LabError::Collector("address".into()))?,
+                identity: vantage_responder::Identity::generate(&["localhost".into()])
+                    .map_err(|e| LabError::Collector(e.to_string()))?,
+                db: db.clone(),
+                max_connections: 256,
+            })
+            .await
+            .map_err(|e| LabError::Collector(e.to_string()))?,
+        ),
+        None => None,
+    };
     let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
         country: "-".into(),
         datacenter: "-".into(),
@@ -209,6 +231,18 @@ pub async fn run_lab(
             seed: Some(scenario.seed.wrapping_add(i as u64)),
             ..ProbeArgs::default()
         };
+        let mut args = args;
+        if let (Some(c), Some(db)) = (&collector, &options.db) {
+            use vantage_collector::Store;
+            let token = vantage_collector::new_token();
+            let probe_id = args.probe_id.clone().unwrap_or_default();
+            vantage_collector::SqliteStore::open(db)
+                .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
+                .map_err(|e| LabError::Collector(e.to_string()))?;
+            args.collector = Some(c.quic_addr().to_string());
+            args.token = Some(token);
+            args.collector_pins = vec![c.fingerprint().to_string()];
+        }
         let config = args.into_config().map_err(|source| LabError::ProbeConfig {
             country: country.clone(),
             source,
@@ -236,6 +270,9 @@ pub async fn run_lab(
     drop(paths);
     for (_, r) in responders {
         r.shutdown().await;
+    }
+    if let Some(c) = collector {
+        c.shutdown().await;
     }
     if let Some(f) = failure {
         return Err(f);

@@ -44,9 +44,17 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             out: dir.path().to_path_buf(),
             window: Duration::from_secs(1),
             rates: vec!["udp_rtt=20".into()],
+            db: Some(dir.path().join("lab.db")),
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();
+        let uploaded = summary.countries["MY"]
+            .upload
+            .expect("uploads to the lab's collector");
+        assert!(
+            uploaded.stored > 0 && uploaded.rejected == 0,
+            "{uploaded:?}"
+        );
         let udp = summary
             .totals()
             .find(|(c, s)| *c == "MY" && s.metric == Metric::UdpRtt)
@@ -87,6 +95,7 @@ async fn an_unknown_phase_names_the_known_ones() {
         out: dir.path().to_path_buf(),
         window: Duration::from_secs(1),
         rates: vec![],
+        db: None,
     };
     let (_tx, stop) = watch::channel(false);
     let err = run_lab(options, stop).await.unwrap_err().to_string();
