@@ -225,7 +225,13 @@ pub async fn run_lab(
             state_dir: Some(options.out.join("state").join(country)),
             duration: Some(options.duration),
             window: Some(options.window),
-            rates: options.rates.clone(),
+            // Cold handshakes at 2/s (a probe's default is 0.5/s) so a
+            // short lab run has enough samples for intervals; --rate wins.
+            rates: ["quic_handshake=2", "tcp_connect=2"]
+                .into_iter()
+                .map(String::from)
+                .chain(options.rates.iter().cloned())
+                .collect(),
             out: Some(dir),
             quiet: true,
             seed: Some(scenario.seed.wrapping_add(i as u64)),
