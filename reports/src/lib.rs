@@ -480,11 +480,24 @@ pub fn render_text(report: &Report) -> String {
     ));
     for c in &report.claims {
         out.push_str(&format!("claim: {} — {}\n", c.claim.text, c.verdict));
+        let (scale, unit, what) = match c.claim.change {
+            claim::Change::DecreaseBy(..) => (1e-3, " ms", "decrease"),
+            claim::Change::IncreaseBy(..) => (1e-3, " ms", "increase"),
+            claim::Change::DecreaseByFraction(..) => (100.0, " %", "decrease"),
+            claim::Change::IncreaseByFraction(..) => (100.0, " %", "increase"),
+            claim::Change::Ratio(..) | claim::Change::RatioBetween(..) => {
+                (1.0, "", "ratio candidate/baseline")
+            }
+        };
         for g in &c.groups {
             if let Some(s) = g.statistic {
                 out.push_str(&format!(
-                    "  {}: {:.3} [{:.3}, {:.3}] → {}\n",
-                    g.subject, s.estimate, s.low, s.high, g.verdict
+                    "  {}: {what} {:.3}{unit} [{:.3}, {:.3}] → {}\n",
+                    g.subject,
+                    s.estimate * scale,
+                    s.low * scale,
+                    s.high * scale,
+                    g.verdict
                 ));
             }
         }
