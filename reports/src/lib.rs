@@ -597,6 +597,61 @@ mod tests {
         out
     }
 
+    /// The keys of report.json's objects are exactly those the checked-in
+    /// schema declares (and requires), so the schema cannot drift.
+    fn check_against_schema(json: &serde_json::Value) {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/report.schema.json")).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let declared = |def: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = def["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            let mut req: Vec<String> = def["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            req.sort();
+            assert_eq!(k, req, "every declared property is required");
+            k
+        };
+        let defs = &schema["$defs"];
+        assert_eq!(keys(json), declared(&schema));
+        assert_eq!(keys(&json["groups"][0]), declared(&defs["group"]));
+        assert_eq!(
+            keys(&json["groups"][0]["baseline"]),
+            declared(&defs["side"])
+        );
+        assert_eq!(
+            keys(&json["groups"][0]["percentiles"][0]),
+            declared(&defs["percentile_comparison"])
+        );
+        assert_eq!(
+            keys(&json["groups"][0]["percentiles"][0]["ratio"]),
+            declared(&defs["interval"])
+        );
+        assert_eq!(keys(&json["claims"][0]), declared(&defs["claim"]));
+        let verdicts: Vec<&str> = defs["verdict"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for c in json["claims"].as_array().unwrap() {
+            assert!(verdicts.contains(&c["verdict"].as_str().unwrap()));
+        }
+    }
+
     #[test]
     fn a_clear_drop_holds_a_small_one_fails_and_thin_data_gets_no_verdict() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
@@ -647,6 +702,7 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_slice(&render_json(&r)).unwrap();
         assert_eq!(json["schema"], REPORT_SCHEMA);
+        check_against_schema(&json);
         assert_eq!(json["claims"][0]["verdict"], "holds");
         let csv = String::from_utf8(render_csv(&r)).unwrap();
         assert_eq!(csv.lines().count(), 1 + 2 * QUANTILES.len());
