@@ -323,13 +323,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            Identity::from_pem_files(cert, key).context("loading the certificate")?
-        }
-        _ => Identity::load_or_generate(&args.cert_dir, &args.names)
-            .with_context(|| format!("certificate in {}", args.cert_dir.display()))?,
-    };
+    let identity = load_identity(
+        args.cert.as_deref(),
+        args.key.as_deref(),
+        &args.cert_dir,
+        &args.names,
+    )?;
     let max_response_bytes = args
         .max_response_bytes
         .min(vantage_responder::DEFAULT_MAX_RESPONSE_BYTES);
@@ -357,18 +356,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("  certificate {}", responder.fingerprint());
         println!("probe with: --pin {}", responder.fingerprint());
     }
-    let mut stop = vantage_probe::stop_on_signal();
-    match args.duration {
-        Some(d) => {
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        None => {
-            let _ = stop.changed().await;
-        }
-    }
+    run_until_stopped(args.duration).await;
     let stats = responder.stats();
     responder.shutdown().await;
     if !args.quiet {
@@ -477,13 +465,12 @@ async fn collect(args: CollectArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            Identity::from_pem_files(cert, key).context("loading the certificate")?
-        }
-        _ => Identity::load_or_generate(&args.cert_dir, &args.names)
-            .with_context(|| format!("certificate in {}", args.cert_dir.display()))?,
-    };
+    let identity = load_identity(
+        args.cert.as_deref(),
+        args.key.as_deref(),
+        &args.cert_dir,
+        &args.names,
+    )?;
     let collector = vantage_collector::Collector::start(vantage_collector::CollectorConfig {
         listen: args.listen,
         identity,
@@ -505,18 +492,7 @@ async fn collect(args: CollectArgs) -> anyhow::Result<()> {
         println!("  certificate {}", collector.fingerprint());
         println!("probe with: --collector-pin {}", collector.fingerprint());
     }
-    let mut stop = vantage_probe::stop_on_signal();
-    match args.duration {
-        Some(d) => {
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        None => {
-            let _ = stop.changed().await;
-        }
-    }
+    run_until_stopped(args.duration).await;
     collector.shutdown().await;
     Ok(())
 }
@@ -620,4 +596,37 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs until Ctrl-C / SIGTERM, or until `duration` has passed.
+async fn run_until_stopped(duration: Option<Duration>) {
+    let mut stop = vantage_probe::stop_on_signal();
+    match duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        None => {
+            let _ = stop.changed().await;
+        }
+    }
+}
+
+/// The certificate from `--cert`/`--key`, or the one kept in `dir`
+/// (generated there on first use for `names`).
+fn load_identity(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    names: &[String],
+) -> anyhow::Result<Identity> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            Identity::from_pem_files(cert, key).context("loading the certificate")
+        }
+        _ => Identity::load_or_generate(dir, names)
+            .with_context(|| format!("certificate in {}", dir.display())),
+    }
 }

@@ -43,6 +43,16 @@ fn local_probe_prints_the_table_and_writes_series_csv() {
             "tcp_connect=5",
             "--rate",
             "quic_handshake=5",
+            "--seed",
+            "1",
+        ])
+        .args([
+            "--rate",
+            "quic_request=10",
+            "--rate",
+            "https_request=10",
+            "--rate",
+            "udp_rtt=10",
         ])
         .arg("--out")
         .arg(dir.path().join("out"))
@@ -196,6 +206,17 @@ fn serve_then_probe_with_the_printed_pin() {
             "--metrics",
             "udp_rtt,quic_request,https_request",
             "--json",
+            "--seed",
+            "1",
+        ])
+        // Rates high enough that a 2 s run cannot go without an attempt.
+        .args([
+            "--rate",
+            "udp_rtt=20",
+            "--rate",
+            "quic_request=20",
+            "--rate",
+            "https_request=20",
         ])
         .arg("--state-dir")
         .arg(dir.path().join("state"))

@@ -141,6 +141,30 @@ async fn echo(
 
 static PADDING: [u8; 4096] = [0; 4096];
 
+/// One echo on `conn`, recorded as `metric`: latency from the intended
+/// start, or the failure's class.
+async fn timed_echo(
+    ctx: &TargetCtx,
+    conn: &quinn::Connection,
+    metric: Metric,
+    intended: Instant,
+    started: Instant,
+    deadline: Instant,
+) {
+    match echo(ctx, conn, deadline).await {
+        Ok((server_time, bytes)) => {
+            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+            let outcome = Outcome::Measured {
+                latency,
+                server_time: Some(server_time),
+                bytes,
+            };
+            ctx.emit(metric, intended, outcome).await;
+        }
+        Err((class, why)) => ctx.emit_error(metric, intended, class, &why).await,
+    }
+}
+
 /// A fresh connection and one request: `quic_handshake` and `quic_cold_request`.
 pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
     let deadline = intended + ctx.timeout;
@@ -165,25 +189,15 @@ pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
         },
     )
     .await;
-    match echo(&ctx, &conn, deadline).await {
-        Ok((server_time, bytes)) => {
-            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-            ctx.emit(
-                Metric::QuicColdRequest,
-                intended,
-                Outcome::Measured {
-                    latency,
-                    server_time: Some(server_time),
-                    bytes,
-                },
-            )
-            .await;
-        }
-        Err((class, why)) => {
-            ctx.emit_error(Metric::QuicColdRequest, intended, class, &why)
-                .await
-        }
-    }
+    timed_echo(
+        &ctx,
+        &conn,
+        Metric::QuicColdRequest,
+        intended,
+        started,
+        deadline,
+    )
+    .await;
     conn.close(0u32.into(), b"done");
 }
 
@@ -212,23 +226,13 @@ pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
             },
         }
     };
-    match echo(&ctx, &conn, deadline).await {
-        Ok((server_time, bytes)) => {
-            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
-            ctx.emit(
-                Metric::QuicRequest,
-                intended,
-                Outcome::Measured {
-                    latency,
-                    server_time: Some(server_time),
-                    bytes,
-                },
-            )
-            .await;
-        }
-        Err((class, why)) => {
-            ctx.emit_error(Metric::QuicRequest, intended, class, &why)
-                .await
-        }
-    }
+    timed_echo(
+        &ctx,
+        &conn,
+        Metric::QuicRequest,
+        intended,
+        started,
+        deadline,
+    )
+    .await;
 }
