@@ -52,9 +52,6 @@ pub enum CollectorError {
     /// Certificate problems.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// QUIC set-up failed.
-    #[error("QUIC configuration: {0}")]
-    Quic(String),
     /// The writer thread did not start.
     #[error("starting the store writer: {0}")]
     Writer(std::io::Error),
@@ -86,16 +83,10 @@ impl Collector {
         );
         let fingerprint = config.identity.fingerprint();
 
-        let tls = config.identity.server_config(&[upload::ALPN])?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| CollectorError::Quic(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(64u32.into())
-            .max_concurrent_uni_streams(0u32.into())
-            .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok());
-        server.transport_config(Arc::new(transport));
+        let server =
+            config
+                .identity
+                .quic_server_config(upload::ALPN, 64, Duration::from_secs(60))?;
         let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
             CollectorError::Bind {
                 proto: "QUIC (UDP)",

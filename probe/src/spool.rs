@@ -4,8 +4,8 @@
 //! size cap it drops the oldest batches and counts them, and the next batch
 //! reports the count (`dropped_batches`).
 
+use crate::state::{sync_dir, write_durably};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Why the spool failed.
@@ -45,19 +45,6 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Spool {

@@ -108,6 +108,34 @@ impl TlsClient {
         })
     }
 
+    /// A QUIC client endpoint for peers of `peer`'s address family, using
+    /// this configuration, closing connections idle for `idle` and keeping
+    /// live ones open with a ping every `keep_alive`.
+    pub fn quic_endpoint(
+        &self,
+        peer: std::net::SocketAddr,
+        idle: std::time::Duration,
+        keep_alive: std::time::Duration,
+    ) -> Result<quinn::Endpoint, String> {
+        use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.config.clone())
+            .map_err(|e| e.to_string())?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok())
+            .keep_alive_interval(Some(keep_alive));
+        client.transport_config(Arc::new(transport));
+        let local: SocketAddr = if peer.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
+        endpoint.set_default_client_config(client);
+        Ok(endpoint)
+    }
+
     /// The fingerprint presented by a server that failed the pin, if any did.
     pub fn pin_mismatch(&self) -> Option<Fingerprint> {
         self.pin

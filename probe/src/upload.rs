@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -106,24 +106,13 @@ impl Uploader {
 
     async fn send_quic(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, String> {
         if self.endpoint.is_none() {
-            let crypto =
-                quinn::crypto::rustls::QuicClientConfig::try_from(self.quic_tls.config.clone())
-                    .map_err(|e| e.to_string())?;
-            let local: SocketAddr = if addr.is_ipv6() {
-                (Ipv6Addr::UNSPECIFIED, 0).into()
-            } else {
-                (Ipv4Addr::UNSPECIFIED, 0).into()
-            };
-            let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
-            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
             // A collector that died mid-exchange is noticed within seconds,
             // and the batch is retried, instead of waiting out a long idle timeout.
-            let mut transport = quinn::TransportConfig::default();
-            transport
-                .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(5)).ok())
-                .keep_alive_interval(Some(Duration::from_secs(2)));
-            client.transport_config(Arc::new(transport));
-            endpoint.set_default_client_config(client);
+            let endpoint = self.quic_tls.quic_endpoint(
+                addr,
+                Duration::from_secs(5),
+                Duration::from_secs(2),
+            )?;
             self.endpoint = Some(endpoint);
         }
         let conn = match self.conn.as_ref().filter(|c| c.close_reason().is_none()) {

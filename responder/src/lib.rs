@@ -120,9 +120,6 @@ pub enum ResponderError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// QUIC configuration failed.
-    #[error("QUIC configuration: {0}")]
-    Quic(String),
 }
 
 /// A running responder. Dropping it without [`Responder::shutdown`] aborts its tasks.

@@ -9,16 +9,11 @@ use tokio::sync::{watch, Semaphore};
 use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
 
 pub(crate) fn bind(config: &ResponderConfig) -> Result<quinn::Endpoint, ResponderError> {
-    let tls = config.identity.server_config(&[echo::ALPN])?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| ResponderError::Quic(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(config.limits.max_streams_per_connection.into())
-        .max_concurrent_uni_streams(0u32.into())
-        .max_idle_timeout(quinn::IdleTimeout::try_from(config.limits.idle_timeout).ok());
-    server.transport_config(Arc::new(transport));
+    let server = config.identity.quic_server_config(
+        echo::ALPN,
+        config.limits.max_streams_per_connection,
+        config.limits.idle_timeout,
+    )?;
     let addr = SocketAddr::new(config.bind, config.quic_port);
     quinn::Endpoint::server(server, addr).map_err(|source| ResponderError::Bind {
         proto: "QUIC (UDP)",

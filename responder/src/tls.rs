@@ -41,6 +41,9 @@ pub enum IdentityError {
     /// rustls refused the certificate or key.
     #[error("certificate or key unusable: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The TLS configuration cannot carry QUIC (it needs TLS 1.3).
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
 }
 
 impl Clone for Identity {
@@ -131,6 +134,30 @@ impl Identity {
         .with_single_cert(self.certs.clone(), self.key.clone_key())?;
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(cfg)
+    }
+}
+
+impl Identity {
+    /// A QUIC server configuration offering `alpn`, with at most
+    /// `max_streams` concurrent bidirectional streams per connection, no
+    /// unidirectional ones, and connections closed after `idle`.
+    pub fn quic_server_config(
+        &self,
+        alpn: &[u8],
+        max_streams: u32,
+        idle: std::time::Duration,
+    ) -> Result<quinn::ServerConfig, IdentityError> {
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(self.server_config(&[alpn])?)
+                .map_err(|e| IdentityError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(max_streams.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+        server.transport_config(Arc::new(transport));
+        Ok(server)
     }
 }
 

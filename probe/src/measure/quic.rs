@@ -5,7 +5,7 @@ use super::{until, TargetCtx};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
 use crate::trust::TlsClient;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vantage_wire::echo::{EchoResponse, EchoStatus, RESPONSE_HEADER_LEN};
@@ -16,22 +16,7 @@ pub(crate) fn quic_client_endpoint(
     tls: &TlsClient,
     peer: SocketAddr,
 ) -> Result<quinn::Endpoint, String> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.config.clone())
-        .map_err(|e| e.to_string())?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok())
-        .keep_alive_interval(Some(Duration::from_secs(10)));
-    client.transport_config(Arc::new(transport));
-    let local: SocketAddr = if peer.is_ipv6() {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(client);
-    Ok(endpoint)
+    tls.quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))
 }
 
 fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
