@@ -51,6 +51,9 @@ impl Bench {
             quiet: true,
             seed: Some(42),
             timeout: Some(Duration::from_secs(3)),
+            metrics: vantage_probe::LATENCY_METRICS
+                .map(|m| m.name().to_string())
+                .to_vec(),
             ..ProbeArgs::default()
         };
         f(&mut args);
@@ -330,4 +333,97 @@ fn bandwidth_cap_holds_for_a_bulk_transfer() {
         "writes finished in {write_took:?}: no backpressure"
     );
     assert_eq!(up.lock().unwrap().counters().bytes as usize, payload.len());
+}
+
+fn capped(one_way: Duration, mbps: u64, queue_bytes: usize) -> PathSpec {
+    let d = DirectionSpec {
+        delay: one_way,
+        rate_bps: Some(mbps * 1_000_000),
+        queue_bytes,
+        ..Default::default()
+    };
+    PathSpec {
+        up: d.clone(),
+        down: d,
+    }
+}
+
+fn photosync_args(a: &mut ProbeArgs, transport: vantage_probe::SyncTransport) {
+    a.metrics = vantage_probe::PHOTOSYNC_METRICS
+        .map(|m| m.name().to_string())
+        .to_vec();
+    a.sync_transport = Some(transport);
+    a.sync_direction = Some(vantage_probe::SyncDirection::Upload);
+    a.sync_every = Some(Duration::from_secs(30));
+    a.sync_photos = Some(6);
+    a.sync_concurrency = Some(3);
+    a.sync_photo_bytes = Some(1_000_000);
+    a.sync_size_sigma = Some(0.0);
+    a.sync_timeout = Some(Duration::from_secs(20));
+}
+
+/// Through a 20 Mbit/s bottleneck, photo-sync goodput (receipted bytes
+/// over the batch's time, handshakes included) is at most the cap and
+/// within 10 % below it, over QUIC and over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_sync_goodput_meets_the_bandwidth_cap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bench = Bench::start().await;
+    for transport in [
+        vantage_probe::SyncTransport::Quic,
+        vantage_probe::SyncTransport::Https,
+    ] {
+        let path = bench.path(&capped(Duration::from_millis(5), 20, 128 * 1024), 3);
+        let summary = bench
+            .probe(&path, |a| {
+                photosync_args(a, transport);
+                a.duration = Some(Duration::from_secs(1));
+            })
+            .await;
+        let goodput = series(&summary, Metric::PhotosyncGoodput);
+        assert_eq!(goodput.histogram.len(), 1, "{transport:?}: {goodput:?}");
+        assert_eq!(goodput.bytes, 6_000_000, "{transport:?}");
+        let mbps = goodput.histogram.value_at_quantile(0.5) as f64 / 1000.0;
+        eprintln!("{transport:?}: goodput {mbps:.2} Mbit/s through a 20 Mbit/s cap");
+        assert!(
+            (18.0..=20.0).contains(&mbps),
+            "{transport:?}: {mbps:.2} Mbit/s, expected 18–20"
+        );
+    }
+}
+
+/// Bufferbloat: while a sync fills a 20 Mbit/s bottleneck's 100 kB queue
+/// (40 ms of queue), `loaded_rtt` rises above the idle `quic_request` by
+/// the queue's delay: between half of it (the queue is not always full:
+/// congestion control drains it after each loss) and all of it plus 5 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_rtt_shows_the_queue_a_sync_builds() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bench = Bench::start().await;
+    let queue = 100_000usize;
+    let queue_ms = queue as f64 * 8.0 / 20e6 * 1e3;
+    let path = bench.path(&capped(Duration::from_millis(5), 20, queue), 4);
+    let summary = bench
+        .probe(&path, |a| {
+            photosync_args(a, vantage_probe::SyncTransport::Quic);
+            a.metrics.push("quic_request".into());
+            a.rates = vec!["quic_request=20".into(), "loaded_rtt=20".into()];
+            a.sync_every = Some(Duration::from_secs(5));
+            a.sync_timeout = Some(Duration::from_secs(5));
+            a.duration = Some(Duration::from_secs(8));
+        })
+        .await;
+    let idle = p50_ms(series(&summary, Metric::QuicRequest));
+    let loaded_series = series(&summary, Metric::LoadedRtt);
+    let loaded = p50_ms(loaded_series);
+    let rise = loaded - idle;
+    eprintln!(
+        "idle quic_request p50 {idle:.1} ms, loaded_rtt p50 {loaded:.1} ms ({} samples), rise {rise:.1} ms, queue {queue_ms:.1} ms",
+        loaded_series.histogram.len()
+    );
+    assert!(loaded_series.histogram.len() >= 20, "{loaded_series:?}");
+    assert!(
+        rise >= 0.5 * queue_ms && rise <= queue_ms + 5.0,
+        "loaded_rtt rose {rise:.1} ms over idle; the queue holds {queue_ms:.1} ms"
+    );
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use vantage_responder::Fingerprint;
 use vantage_wire::{Labels, Metric};
 
-/// The latency metrics this probe measures against a responder.
-pub const RESPONDER_METRICS: [Metric; 7] = [
+/// The request-latency metrics, measured while no photo sync runs.
+pub const LATENCY_METRICS: [Metric; 7] = [
     Metric::UdpRtt,
     Metric::QuicHandshake,
     Metric::QuicRequest,
@@ -21,6 +21,125 @@ pub const RESPONDER_METRICS: [Metric; 7] = [
     Metric::TlsHandshake,
     Metric::HttpsRequest,
 ];
+
+/// The photo-sync metrics, measured in sync batches.
+pub const PHOTOSYNC_METRICS: [Metric; 4] = [
+    Metric::PhotosyncUpload,
+    Metric::PhotosyncDownload,
+    Metric::PhotosyncGoodput,
+    Metric::LoadedRtt,
+];
+
+/// The metrics this probe measures against a responder, by default all.
+pub const RESPONDER_METRICS: [Metric; 11] = [
+    Metric::UdpRtt,
+    Metric::QuicHandshake,
+    Metric::QuicRequest,
+    Metric::QuicColdRequest,
+    Metric::TcpConnect,
+    Metric::TlsHandshake,
+    Metric::HttpsRequest,
+    Metric::PhotosyncUpload,
+    Metric::PhotosyncDownload,
+    Metric::PhotosyncGoodput,
+    Metric::LoadedRtt,
+];
+
+/// Which way photos go in a sync batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncDirection {
+    /// Phone to data centre (backing up new photos).
+    Upload,
+    /// Data centre to phone (restoring).
+    Download,
+    /// Each photo up, then down.
+    Both,
+}
+
+/// What carries the photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncTransport {
+    /// One QUIC connection, one stream per photo.
+    Quic,
+    /// `concurrency` HTTP/1.1 connections over TLS, one request per photo.
+    Https,
+}
+
+/// Photo sizes: log-normal around a median, clamped, as phone camera JPEGs
+/// are (most a few MB, a long tail of larger ones).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhotoSizes {
+    /// Median size, bytes.
+    pub median_bytes: u64,
+    /// Standard deviation of ln(size).
+    pub sigma: f64,
+    /// Smallest size drawn, bytes.
+    pub min_bytes: u64,
+    /// Largest size drawn, bytes.
+    pub max_bytes: u64,
+}
+
+impl PhotoSizes {
+    /// Sizes like a 12-megapixel phone camera's JPEGs: median 3 MB, most
+    /// between 2 and 4.5 MB, clamped to 256 KiB..16 MiB.
+    pub fn phone_camera() -> Self {
+        PhotoSizes {
+            median_bytes: 3_000_000,
+            sigma: 0.3,
+            min_bytes: 256 * 1024,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+
+    /// Every photo the same size.
+    pub fn fixed(bytes: u64) -> Self {
+        PhotoSizes {
+            median_bytes: bytes,
+            sigma: 0.0,
+            min_bytes: bytes,
+            max_bytes: bytes,
+        }
+    }
+}
+
+/// Photo-sync batches: their schedule and shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhotoSyncConfig {
+    /// One batch every this long, the first at the start of the run.
+    pub every: Duration,
+    /// Photos per batch.
+    pub photos: u32,
+    /// Photos in flight at once.
+    pub concurrency: u32,
+    /// Photo sizes.
+    pub sizes: PhotoSizes,
+    /// Which way.
+    pub direction: SyncDirection,
+    /// Over what.
+    pub transport: SyncTransport,
+    /// A batch still running this long after its start is ended: photos in
+    /// flight are lost, the batch is counted lost with the bytes that arrived.
+    pub timeout: Duration,
+    /// `loaded_rtt` attempts per second while a batch runs.
+    pub loaded_rtt_rate: f64,
+}
+
+impl Default for PhotoSyncConfig {
+    fn default() -> Self {
+        PhotoSyncConfig {
+            every: Duration::from_secs(300),
+            photos: 10,
+            concurrency: 3,
+            sizes: PhotoSizes::phone_camera(),
+            direction: SyncDirection::Upload,
+            transport: SyncTransport::Quic,
+            timeout: Duration::from_secs(120),
+            loaded_rtt_rate: 10.0,
+        }
+    }
+}
 
 /// A measurement that runs on its own schedule. Cold measurements record
 /// two metrics from one attempt (the handshake and what follows).
@@ -36,6 +155,9 @@ pub enum Measurement {
     TcpCold,
     /// A request on a warm HTTPS connection: `https_request`.
     HttpsRequest,
+    /// Photo-sync batches on their own schedule: `photosync_upload`,
+    /// `photosync_download`, `photosync_goodput` and `loaded_rtt`.
+    PhotoSync,
 }
 
 impl Measurement {
@@ -47,6 +169,10 @@ impl Measurement {
             Metric::QuicRequest => Measurement::QuicRequest,
             Metric::TcpConnect | Metric::TlsHandshake => Measurement::TcpCold,
             Metric::HttpsRequest => Measurement::HttpsRequest,
+            Metric::PhotosyncUpload
+            | Metric::PhotosyncDownload
+            | Metric::PhotosyncGoodput
+            | Metric::LoadedRtt => Measurement::PhotoSync,
             _ => return None,
         })
     }
@@ -58,6 +184,7 @@ impl Measurement {
             Measurement::UdpRtt => 5.0,
             Measurement::QuicRequest | Measurement::HttpsRequest => 2.0,
             Measurement::QuicCold | Measurement::TcpCold => 0.5,
+            Measurement::PhotoSync => 1.0 / 300.0,
         }
     }
 }
@@ -127,6 +254,8 @@ pub struct ProbeConfig {
     pub display: Display,
     /// Send batches to a collector.
     pub upload: Option<UploadConfig>,
+    /// Photo-sync batches (run when a photo-sync metric is measured).
+    pub sync: PhotoSyncConfig,
 }
 
 /// Where batches go, and where they wait until the collector has them.
@@ -195,7 +324,7 @@ pub struct ProbeArgs {
     /// Where the probe keeps its id and sequence number [default: ~/.local/state/vantage].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Metrics to measure, comma separated [default: all seven].
+    /// Metrics to measure, comma separated [default: all eleven].
     #[arg(long, value_delimiter = ',', value_name = "METRIC,...")]
     pub metrics: Vec<String>,
     /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
@@ -249,6 +378,30 @@ pub struct ProbeArgs {
     /// Spool size cap in bytes; beyond it the oldest batches are dropped and counted [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub spool_max_bytes: Option<u64>,
+    /// One photo-sync batch every this long, the first at start [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sync_every: Option<Duration>,
+    /// Photos per sync batch [default: 10].
+    #[arg(long, value_name = "N")]
+    pub sync_photos: Option<u32>,
+    /// Photos in flight at once [default: 3].
+    #[arg(long, value_name = "N")]
+    pub sync_concurrency: Option<u32>,
+    /// Median photo size in bytes; sizes are log-normal around it [default: 3000000].
+    #[arg(long, value_name = "BYTES")]
+    pub sync_photo_bytes: Option<u64>,
+    /// Spread of photo sizes, the standard deviation of ln(size); 0 for equal sizes [default: 0.3].
+    #[arg(long, value_name = "SIGMA")]
+    pub sync_size_sigma: Option<f64>,
+    /// Which way photos go [default: upload].
+    #[arg(long, value_enum)]
+    pub sync_direction: Option<SyncDirection>,
+    /// What carries them [default: quic].
+    #[arg(long, value_enum)]
+    pub sync_transport: Option<SyncTransport>,
+    /// A batch running this long is ended and counted lost [default: the smaller of 2m and --sync-every].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sync_timeout: Option<Duration>,
 }
 
 /// A configuration mistake, in words that say what to change.
@@ -323,6 +476,30 @@ pub struct ConfigFile {
     /// Targets.
     #[serde(default, rename = "target")]
     pub targets: Vec<FileTarget>,
+    /// Photo-sync batches.
+    pub sync: Option<FileSync>,
+}
+
+/// The `[sync]` table of the configuration file; flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    /// Such as "5m".
+    pub every: Option<String>,
+    /// Photos per batch.
+    pub photos: Option<u32>,
+    /// Photos in flight.
+    pub concurrency: Option<u32>,
+    /// Median photo size, bytes.
+    pub photo_bytes: Option<u64>,
+    /// Spread of ln(size).
+    pub size_sigma: Option<f64>,
+    /// "upload", "download" or "both".
+    pub direction: Option<SyncDirection>,
+    /// "quic" or "https".
+    pub transport: Option<SyncTransport>,
+    /// Such as "2m".
+    pub timeout: Option<String>,
 }
 
 /// A `[[target]]` of the configuration file.
@@ -625,7 +802,80 @@ impl ProbeArgs {
             }
             _ => None,
         };
+        let sync = {
+            let f = file.sync.unwrap_or_default();
+            let d = PhotoSyncConfig::default();
+            let every = self
+                .sync_every
+                .or(file_duration("sync.every", &f.every)?)
+                .unwrap_or(d.every);
+            let photos = self.sync_photos.or(f.photos).unwrap_or(d.photos);
+            let concurrency = self
+                .sync_concurrency
+                .or(f.concurrency)
+                .unwrap_or(d.concurrency);
+            let median = self.sync_photo_bytes.or(f.photo_bytes);
+            let sigma = self.sync_size_sigma.or(f.size_sigma);
+            let sizes = match (median, sigma) {
+                (None, None) => d.sizes,
+                (m, s) => {
+                    let m = m.unwrap_or(d.sizes.median_bytes);
+                    let s = s.unwrap_or(d.sizes.sigma);
+                    PhotoSizes {
+                        median_bytes: m,
+                        sigma: s,
+                        min_bytes: if s == 0.0 { m } else { (m / 8).max(1) },
+                        max_bytes: if s == 0.0 { m } else { m.saturating_mul(5) },
+                    }
+                }
+            };
+            let timeout = self
+                .sync_timeout
+                .or(file_duration("sync.timeout", &f.timeout)?)
+                .unwrap_or(d.timeout.min(every));
+            if every < Duration::from_secs(1) {
+                return Err(ConfigError::Range(format!(
+                    "--sync-every {every:?} is too short: use 1s or more"
+                )));
+            }
+            if timeout > every || timeout < Duration::from_millis(100) {
+                return Err(ConfigError::Range(format!(
+                    "--sync-timeout {timeout:?} must be between 100ms and --sync-every ({every:?}), so one batch ends before the next is due"
+                )));
+            }
+            if !(1..=1000).contains(&photos) || !(1..=64).contains(&concurrency) {
+                return Err(ConfigError::Range(format!(
+                    "--sync-photos {photos} and --sync-concurrency {concurrency}: use 1..=1000 photos and 1..=64 in flight"
+                )));
+            }
+            if sizes.median_bytes == 0 || sizes.max_bytes > 256 * 1024 * 1024 {
+                return Err(ConfigError::Range(format!(
+                    "--sync-photo-bytes {}: photos must be 1 byte to 256 MiB (the responder's limit)",
+                    sizes.median_bytes
+                )));
+            }
+            if !(0.0..=3.0).contains(&sizes.sigma) {
+                return Err(ConfigError::Range(format!(
+                    "--sync-size-sigma {}: use 0 to 3",
+                    sizes.sigma
+                )));
+            }
+            PhotoSyncConfig {
+                every,
+                photos,
+                concurrency,
+                sizes,
+                direction: self.sync_direction.or(f.direction).unwrap_or(d.direction),
+                transport: self.sync_transport.or(f.transport).unwrap_or(d.transport),
+                timeout,
+                loaded_rtt_rate: rates
+                    .get(&Measurement::PhotoSync)
+                    .copied()
+                    .unwrap_or(d.loaded_rtt_rate),
+            }
+        };
         Ok(ProbeConfig {
+            sync,
             upload,
             probe_id: self.probe_id.or(file.probe_id),
             campaign: self

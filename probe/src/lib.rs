@@ -11,6 +11,7 @@
 pub mod config;
 mod measure;
 pub mod output;
+pub mod photosync;
 mod recorder;
 mod run;
 mod schedule;
@@ -21,7 +22,9 @@ mod trust;
 pub mod upload;
 
 pub use config::{
-    ConfigError, Display, Measurement, ProbeArgs, ProbeConfig, TargetConfig, RESPONDER_METRICS,
+    ConfigError, Display, Measurement, PhotoSizes, PhotoSyncConfig, ProbeArgs, ProbeConfig,
+    SyncDirection, SyncTransport, TargetConfig, LATENCY_METRICS, PHOTOSYNC_METRICS,
+    RESPONDER_METRICS,
 };
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};

@@ -17,10 +17,26 @@ pub enum Outcome {
         /// Payload bytes moved.
         bytes: u64,
     },
+    /// A throughput measured (`photosync_goodput`): the value recorded is
+    /// in kbit/s, the metric's unit.
+    Throughput {
+        /// Bytes acknowledged per second, as kbit/s.
+        kbit_per_s: u64,
+        /// Bytes acknowledged.
+        bytes: u64,
+    },
     /// No answer before the timeout.
     Lost,
     /// Failed with this class (never `Timeout`: that is `Lost`).
     Failed(ErrorClass),
+    /// A transfer that failed part-way: counted as failed with `class` (or
+    /// lost, for a timeout), and the bytes that did arrive are kept.
+    Incomplete {
+        /// Why it ended.
+        class: ErrorClass,
+        /// Bytes acknowledged before it ended.
+        bytes: u64,
+    },
 }
 
 impl Outcome {
@@ -171,8 +187,20 @@ impl Recorder {
                         s.server_time.count += 1;
                     }
                 }
+                Outcome::Throughput { kbit_per_s, bytes } => {
+                    s.histogram.saturating_record(kbit_per_s.max(1));
+                    s.bytes += bytes;
+                }
                 Outcome::Lost => s.lost += 1,
                 Outcome::Failed(class) => *s.errors.entry(class).or_insert(0) += 1,
+                Outcome::Incomplete { class, bytes } => {
+                    if class == ErrorClass::Timeout {
+                        s.lost += 1;
+                    } else {
+                        *s.errors.entry(class).or_insert(0) += 1;
+                    }
+                    s.bytes += bytes;
+                }
             }
         }
     }

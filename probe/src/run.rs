@@ -236,6 +236,7 @@ pub async fn run(
     }
 
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+    let sync_gate = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut contexts = Vec::new();
     for (index, t) in resolved.iter().enumerate() {
         let trust_err = |source| RunError::Trust {
@@ -266,6 +267,7 @@ pub async fn run(
             events: events_tx.clone(),
             warm_quic: tokio::sync::Mutex::new(None),
             https_pool: Mutex::new(Vec::new()),
+            sync_gate: sync_gate.clone(),
         }));
     }
     drop(events_tx);
@@ -331,6 +333,20 @@ pub async fn run(
                         stop,
                         &[Metric::HttpsRequest],
                         measure::https_request,
+                    ));
+                }
+                Measurement::PhotoSync => {
+                    // Targets take turns: each one's batches are offset by
+                    // its share of the interval, so two syncs never overlap
+                    // while both fit in their share.
+                    let offset =
+                        config.sync.every / contexts.len().max(1) as u32 * ctx.index as u32;
+                    jobs.spawn(measure::photosync_job(
+                        ctx,
+                        config.sync.clone(),
+                        start + offset,
+                        seed,
+                        stop,
                     ));
                 }
             }

@@ -75,6 +75,9 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
     ]
     .map(String::from)
     .to_vec();
+    args.metrics = vantage_probe::LATENCY_METRICS
+        .map(|m| m.name().to_string())
+        .to_vec();
     args.country = Some("IN".into());
     args.phase = Some("before".into());
     let config_probe = args.into_config().unwrap();
@@ -106,7 +109,7 @@ async fn every_metric_measured_then_outage_counted_then_recovery() {
     );
     let ts =
         |row: &BTreeMap<String, String>, col: &str| humantime::parse_rfc3339(&row[col]).unwrap();
-    let metrics = vantage_probe::RESPONDER_METRICS;
+    let metrics = vantage_probe::LATENCY_METRICS;
     for m in metrics {
         let of_metric: Vec<_> = rows.iter().filter(|r| r["metric"] == m.name()).collect();
         for r in &of_metric {

@@ -1,9 +1,11 @@
 //! The HTTPS echo service: TCP + TLS 1.3 + HTTP/1.1 with keep-alive.
 
+use crate::body::ResponseBody;
+use crate::photo::{PhotoFault, PHOTO_IDLE};
 use crate::stats::Stats;
 use crate::{ResponderConfig, ResponderError, Shared, ZEROS};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use vantage_wire::photo::PhotoBytes;
 
 pub(crate) async fn bind(config: &ResponderConfig) -> Result<TcpListener, ResponderError> {
     let addr = SocketAddr::new(config.bind, config.https_port);
@@ -105,49 +108,25 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<ResponseBody> {
     let received = Instant::now();
-    let reply = |status: StatusCode, body: Bytes| {
-        let mut r = Response::new(Full::new(body));
-        *r.status_mut() = status;
-        r
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        Stats::bump(&shared.stats.http_bad_requests);
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Bytes::from_static(b"GET or HEAD only\n"),
-        );
-    }
-    match req.uri().path() {
-        "/health" => {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (method, path.as_str()) {
+        (Method::GET | Method::HEAD, "/health") => {
             Stats::bump(&shared.stats.http_requests);
-            reply(StatusCode::OK, Bytes::from_static(b"ok\n"))
+            reply(StatusCode::OK, "ok\n")
         }
-        "/echo" => {
-            let wanted = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("bytes="))
-                .map(str::parse::<u32>);
-            let n = match wanted {
-                None => 0,
-                Some(Ok(n)) => n,
-                Some(Err(_)) => {
-                    Stats::bump(&shared.stats.http_bad_requests);
-                    return reply(
-                        StatusCode::BAD_REQUEST,
-                        Bytes::from_static(b"bytes= takes a number\n"),
-                    );
-                }
+        (Method::GET | Method::HEAD, "/echo") => {
+            let n = match query_number(&req, "bytes") {
+                Ok(n) => n.unwrap_or(0),
+                Err(why) => return bad_request(shared, StatusCode::BAD_REQUEST, why),
             };
-            if n > shared.limits.max_response_bytes || n as usize > ZEROS.len() {
-                Stats::bump(&shared.stats.http_bad_requests);
-                return reply(
+            if n > u64::from(shared.limits.max_response_bytes) || n as usize > ZEROS.len() {
+                return bad_request(
+                    shared,
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    Bytes::from_static(b"bytes= above the responder's limit\n"),
+                    "bytes= above the responder's limit\n",
                 );
             }
             shared.stall.wait().await;
@@ -159,12 +138,258 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             }
             r
         }
-        _ => {
-            Stats::bump(&shared.stats.http_bad_requests);
-            reply(
-                StatusCode::NOT_FOUND,
-                Bytes::from_static(b"try /echo?bytes=N or /health\n"),
-            )
+        (Method::PUT | Method::POST, "/photo") => photo_upload(req, shared).await,
+        (Method::GET, "/photo") => {
+            shared.stall.wait().await;
+            photo_download(&req, shared)
         }
+        (Method::GET, "/.well-known/nq") => {
+            Stats::bump(&shared.stats.http_requests);
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| {
+                    h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+                })
+                .unwrap_or("localhost")
+                .to_string();
+            let config = format!(
+                "{{\n  \"version\": 1,\n  \"urls\": {{\n    \"large_download_url\": \"https://{host}/nq/large\",\n    \"small_download_url\": \"https://{host}/nq/small\",\n    \"upload_url\": \"https://{host}/nq/upload\"\n  }}\n}}\n"
+            );
+            let mut r = reply(StatusCode::OK, config);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        (Method::GET, "/nq/small") => {
+            Stats::bump(&shared.stats.http_requests);
+            reply(StatusCode::OK, Bytes::from_static(&ZEROS[..1]))
+        }
+        (Method::GET, "/nq/large") => {
+            // The draft's large object: more than any test reads, generated
+            // on the fly; the client ends the transfer by closing.
+            Stats::bump(&shared.stats.http_requests);
+            let mut r = Response::new(ResponseBody::Zeros {
+                left: NQ_LARGE_BYTES,
+            });
+            *r.status_mut() = StatusCode::OK;
+            r
+        }
+        (Method::PUT | Method::POST, "/nq/upload") => {
+            let mut body = req.into_body();
+            let mut got = 0u64;
+            loop {
+                match tokio::time::timeout(PHOTO_IDLE, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            got += d.len() as u64;
+                        }
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(_))) | Err(_) => {
+                        return bad_request(shared, StatusCode::BAD_REQUEST, "upload broken\n")
+                    }
+                }
+            }
+            Stats::bump(&shared.stats.http_requests);
+            reply(StatusCode::OK, format!("{got}\n"))
+        }
+        _ => bad_request(
+            shared,
+            StatusCode::NOT_FOUND,
+            "try GET /echo?bytes=N, GET /health, PUT /photo, GET /photo?size=N&seed=S or GET /.well-known/nq\n",
+        ),
     }
 }
+
+/// Size of the responsiveness test's large download: 8 GiB, as the draft
+/// suggests, far more than a test of a few seconds moves.
+const NQ_LARGE_BYTES: u64 = 8 << 30;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body));
+    *r.status_mut() = status;
+    r
+}
+
+fn bad_request(
+    shared: &Shared,
+    status: StatusCode,
+    why: impl Into<Bytes>,
+) -> Response<ResponseBody> {
+    Stats::bump(&shared.stats.http_bad_requests);
+    reply(status, why)
+}
+
+/// The number in query parameter `name`; an error message when it is not one.
+fn query_number(req: &Request<Incoming>, name: &str) -> Result<Option<u64>, String> {
+    let prefix = format!("{name}=");
+    match req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+    {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("{name}= takes a number\n")),
+    }
+}
+
+/// `PUT /photo` with `Content-Length` and `x-photo-crc32`: reads every
+/// byte, checks length and checksum, and only then answers 200 (the
+/// receipt, with `x-photo-bytes` and `x-photo-crc32`); 422 for a checksum
+/// mismatch, 400 for a short or over-long body.
+async fn photo_upload(req: Request<Incoming>, shared: &Shared) -> Response<ResponseBody> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let Some(size) = header("content-length").and_then(|v| v.parse::<u64>().ok()) else {
+        return bad_request(
+            shared,
+            StatusCode::LENGTH_REQUIRED,
+            "a photo needs Content-Length\n",
+        );
+    };
+    let Some(crc32) = header(PHOTO_CRC_HEADER).and_then(|v| u32::from_str_radix(&v, 16).ok())
+    else {
+        return bad_request(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "a photo needs x-photo-crc32: HEX (CRC-32 of its bytes)\n",
+        );
+    };
+    if size > shared.limits.max_photo_bytes {
+        return bad_request(
+            shared,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "photo above the responder's limit\n",
+        );
+    }
+    let Ok(_slot) = shared.photo_slots.clone().try_acquire_owned() else {
+        Stats::bump(&shared.stats.photos_busy);
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "too many photos at once\n");
+    };
+    let fault = shared.photo_fault.get();
+    let mut body = req.into_body();
+    let mut hasher = crc32fast::Hasher::new();
+    let mut got = 0u64;
+    let mut flipped = false;
+    loop {
+        let frame = match tokio::time::timeout(PHOTO_IDLE, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            // A broken body: the client sees the connection fail, which is
+            // what it is; nothing is receipted.
+            Ok(Some(Err(_))) | Err(_) => {
+                Stats::bump(&shared.stats.photos_damaged);
+                return reply(StatusCode::BAD_REQUEST, "photo body broken off\n");
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if fault == Some(PhotoFault::CutShort) && got + data.len() as u64 > size / 2 {
+            Stats::bump(&shared.stats.photos_damaged);
+            let mut r = reply(
+                StatusCode::BAD_REQUEST,
+                "photo cut short (injected fault)\n",
+            );
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+        if fault == Some(PhotoFault::FlipByte) && !flipped && got + data.len() as u64 > size / 2 {
+            let mut copy = data.to_vec();
+            let at = ((size / 2).saturating_sub(got) as usize).min(copy.len() - 1);
+            copy[at] ^= 0x01;
+            flipped = true;
+            hasher.update(&copy);
+        } else {
+            hasher.update(&data);
+        }
+        got += data.len() as u64;
+    }
+    let computed = hasher.finalize();
+    shared.stall.wait().await;
+    let (status, text) = if got != size {
+        (StatusCode::BAD_REQUEST, "photo truncated\n")
+    } else if computed != crc32 {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "photo checksum mismatch\n",
+        )
+    } else {
+        (StatusCode::OK, "received\n")
+    };
+    if status == StatusCode::OK {
+        Stats::bump(&shared.stats.photos_received);
+    } else {
+        Stats::bump(&shared.stats.photos_damaged);
+    }
+    let mut r = reply(status, text);
+    if let Ok(v) = got.to_string().parse() {
+        r.headers_mut().insert("x-photo-bytes", v);
+    }
+    if let Ok(v) = format!("{computed:08x}").parse() {
+        r.headers_mut().insert(PHOTO_CRC_HEADER, v);
+    }
+    r
+}
+
+/// `GET /photo?size=N&seed=S`: the photo of seed S, generated as it is sent.
+fn photo_download(req: &Request<Incoming>, shared: &Shared) -> Response<ResponseBody> {
+    let (size, seed) = match (query_number(req, "size"), query_number(req, "seed")) {
+        (Ok(Some(size)), Ok(Some(seed))) => (size, seed),
+        _ => {
+            return bad_request(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "GET /photo?size=N&seed=S with two numbers\n",
+            )
+        }
+    };
+    if size > shared.limits.max_photo_bytes {
+        return bad_request(
+            shared,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "photo above the responder's limit\n",
+        );
+    }
+    // The body holds the slot until hyper has sent it or dropped it.
+    let Ok(slot) = shared.photo_slots.clone().try_acquire_owned() else {
+        Stats::bump(&shared.stats.photos_busy);
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "too many photos at once\n");
+    };
+    let fault = shared.photo_fault.get();
+    Stats::bump(&shared.stats.photos_sent);
+    let mut r = Response::new(ResponseBody::Photo {
+        source: PhotoBytes::new(seed),
+        offset: 0,
+        end: if fault == Some(PhotoFault::CutShort) {
+            size / 2
+        } else {
+            size
+        },
+        size,
+        flip: (fault == Some(PhotoFault::FlipByte) && size > 0).then_some(size / 2),
+        _slot: slot,
+    });
+    *r.status_mut() = StatusCode::OK;
+    r
+}
+
+/// The header carrying a photo's CRC-32 (IEEE), eight hex digits.
+pub(crate) const PHOTO_CRC_HEADER: &str = "x-photo-crc32";

@@ -4,13 +4,20 @@
 //! - QUIC (ALPN `vantage/1`): the echo protocol of [`vantage_wire::echo`];
 //! - TCP + TLS 1.3 + HTTP/1.1: `GET /echo?bytes=N` and `GET /health`, with the
 //!   responder's own time in a `Server-Timing: app;dur=…` header;
+//! - photo sync over both: a sink that receipts a photo only once every
+//!   byte arrived and its checksum matched, and a source that generates
+//!   photos from a seed ([`vantage_wire::photo`]); over HTTPS also the
+//!   responsiveness endpoints of draft-ietf-ippm-responsiveness
+//!   (`/.well-known/nq`);
 //! - UDP: a stateful STAMP session-reflector (RFC 8762, unauthenticated).
 //!
 //! Every limit (connections, request and response sizes, STAMP sessions) is
 //! enforced and every refusal or malformed input is counted in [`Stats`].
 #![warn(missing_docs, unreachable_pub)]
 
+mod body;
 mod https;
+mod photo;
 mod quic;
 mod stall;
 mod stamp;
@@ -18,6 +25,7 @@ mod stats;
 pub mod tls;
 mod ttl;
 
+pub use photo::PhotoFault;
 pub use stamp::SessionTable;
 pub use stats::{Stats, StatsSnapshot};
 pub use tls::{Fingerprint, Identity, IdentityError};
@@ -49,6 +57,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// STAMP sessions tracked at once; beyond it packets are reflected statelessly.
     pub max_stamp_sessions: usize,
+    /// Largest photo a probe may upload or download.
+    pub max_photo_bytes: u64,
+    /// Photos uploaded or downloaded at once, over all connections; beyond
+    /// it a photo is answered `Busy` (QUIC) or 503 (HTTPS).
+    pub max_concurrent_photos: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +74,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_stamp_sessions: 4096,
+            max_photo_bytes: 256 * 1024 * 1024,
+            max_concurrent_photos: 64,
         }
     }
 }
@@ -130,6 +145,7 @@ pub struct Responder {
     fingerprint: Fingerprint,
     stats: Arc<Stats>,
     stall: Arc<Stall>,
+    photo_fault: Arc<photo::FaultSwitch>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     quic_endpoint: quinn::Endpoint,
@@ -183,9 +199,14 @@ impl Responder {
                 source,
             })?;
 
+        let photo_fault = Arc::new(photo::FaultSwitch::default());
         let shared = Shared {
             stats: stats.clone(),
             stall: stall.clone(),
+            photo_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_photos,
+            )),
+            photo_fault: photo_fault.clone(),
             limits: config.limits.clone(),
         };
         tasks.spawn(quic::serve(
@@ -210,6 +231,7 @@ impl Responder {
             fingerprint,
             stats,
             stall,
+            photo_fault,
             shutdown,
             tasks,
             quic_endpoint,
@@ -242,6 +264,13 @@ impl Responder {
     /// would. The lab and the coordinated-omission tests use it.
     pub fn inject_stall(&self, duration: Duration) {
         self.stall.hold_for(duration);
+    }
+
+    /// Damages every photo served from now on as `fault` says (`None`
+    /// heals), as a broken middlebox or a buggy storage backend would. The
+    /// integrity tests use it.
+    pub fn inject_photo_fault(&self, fault: Option<PhotoFault>) {
+        self.photo_fault.set(fault);
     }
 
     /// Stops accepting, closes connections and waits for every task.
@@ -295,6 +324,8 @@ async fn report_refusals(stats: Arc<Stats>, mut shutdown: watch::Receiver<bool>)
 struct Shared {
     stats: Arc<Stats>,
     stall: Arc<Stall>,
+    photo_slots: Arc<tokio::sync::Semaphore>,
+    photo_fault: Arc<photo::FaultSwitch>,
     limits: Limits,
 }
 

@@ -84,7 +84,15 @@ async fn serve_stream(
 ) -> Result<(), String> {
     let limits = &shared.limits;
     let mut head = [0u8; echo::REQUEST_LEN];
-    tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head))
+    // The kind (third byte) says whether an echo or a photo follows.
+    tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head[..3]))
+        .await
+        .map_err(|_| "request header timed out".to_string())?
+        .map_err(|e| format!("reading request header: {e}"))?;
+    if vantage_wire::photo::is_photo_kind(head[2]) {
+        return crate::photo::serve_quic([head[0], head[1], head[2]], send, recv, shared).await;
+    }
+    tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head[3..]))
         .await
         .map_err(|_| "request header timed out".to_string())?
         .map_err(|e| format!("reading request header: {e}"))?;

@@ -51,6 +51,14 @@ counters! {
     http_requests,
     /// HTTP requests refused (bad path, method or size) or connections that broke HTTP.
     http_bad_requests,
+    /// Photos received whole with a matching checksum (receipted).
+    photos_received,
+    /// Photos received truncated or with a wrong checksum (error receipt).
+    photos_damaged,
+    /// Photos sent by the source.
+    photos_sent,
+    /// Photos refused at the concurrent-photo limit.
+    photos_busy,
     /// STAMP test packets reflected.
     stamp_reflected,
     /// UDP datagrams on the STAMP port that are not STAMP test packets.

@@ -328,3 +328,193 @@ where
     }
     out
 }
+
+/// Sends `header` then `body` on a fresh stream and reads the sink's reply.
+async fn quic_photo(
+    conn: &quinn::Connection,
+    header: &[u8],
+    body: &[u8],
+) -> vantage_wire::photo::PhotoReply {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(header).await.unwrap();
+    // The sink may stop reading early (refusals): that is its answer.
+    let _ = send.write_all(body).await;
+    let _ = send.finish();
+    let mut head = [0u8; vantage_wire::photo::REPLY_LEN];
+    recv.read_exact(&mut head).await.unwrap();
+    vantage_wire::photo::PhotoReply::decode(&head).unwrap()
+}
+
+#[tokio::test]
+async fn photo_sink_receipts_only_whole_photos_with_their_checksum() {
+    use vantage_wire::photo::{PhotoBytes, PhotoRequest, PhotoStatus};
+    let config = ResponderConfig {
+        limits: Limits {
+            max_photo_bytes: 1_000_000,
+            ..Limits::default()
+        },
+        ..ResponderConfig::local().unwrap()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let endpoint = quic_client(&config);
+    let conn = endpoint
+        .connect(responder.quic_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut photo = vec![0u8; 100_000];
+    PhotoBytes::new(3).fill(0, &mut photo);
+    let crc32 = crc32fast::hash(&photo);
+    let header = |size: u64, crc32: u32| PhotoRequest::Upload { size, crc32 }.encode();
+
+    let ok = quic_photo(&conn, &header(100_000, crc32), &photo).await;
+    assert_eq!(ok.status, PhotoStatus::Ok);
+    assert_eq!((ok.bytes, ok.crc32), (100_000, crc32));
+
+    let short = quic_photo(&conn, &header(100_000, crc32), &photo[..60_000]).await;
+    assert_eq!(short.status, PhotoStatus::Truncated);
+    assert_eq!(short.bytes, 60_000);
+
+    let long = quic_photo(&conn, &header(50_000, crc32), &photo).await;
+    assert_eq!(
+        long.status,
+        PhotoStatus::Truncated,
+        "more bytes than declared"
+    );
+
+    let mut flipped = photo.clone();
+    flipped[77_777] ^= 0x80;
+    let bad = quic_photo(&conn, &header(100_000, crc32), &flipped).await;
+    assert_eq!(bad.status, PhotoStatus::Integrity);
+
+    let big = quic_photo(&conn, &header(2_000_000, 0), &[]).await;
+    assert_eq!(big.status, PhotoStatus::TooLarge);
+
+    // The source: a download is the seed's bytes, exactly.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(
+        &PhotoRequest::Download {
+            size: 100_000,
+            seed: 3,
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    send.finish().unwrap();
+    let all = recv.read_to_end(200_000).await.unwrap();
+    let reply = vantage_wire::photo::PhotoReply::decode(&all).unwrap();
+    assert_eq!((reply.status, reply.bytes), (PhotoStatus::Ok, 100_000));
+    assert_eq!(&all[vantage_wire::photo::REPLY_LEN..], &photo[..]);
+
+    let stats = responder.stats();
+    assert_eq!(stats.photos_received, 1);
+    assert_eq!(stats.photos_damaged, 3);
+    assert_eq!(stats.photos_sent, 1);
+    conn.close(0u32.into(), b"");
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn photo_sink_is_bounded_in_concurrent_photos() {
+    use vantage_wire::photo::{PhotoRequest, PhotoStatus};
+    let config = ResponderConfig {
+        limits: Limits {
+            max_concurrent_photos: 2,
+            ..Limits::default()
+        },
+        ..ResponderConfig::local().unwrap()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let endpoint = quic_client(&config);
+    let conn = endpoint
+        .connect(responder.quic_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    // Two uploads that never finish hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(
+            &PhotoRequest::Upload {
+                size: 1 << 20,
+                crc32: 0,
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+        send.write_all(&[0u8; 1000]).await.unwrap();
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = quic_photo(
+        &conn,
+        &PhotoRequest::Upload { size: 10, crc32: 0 }.encode(),
+        &[0; 10],
+    )
+    .await;
+    assert_eq!(third.status, PhotoStatus::Busy);
+    assert_eq!(responder.stats().photos_busy, 1);
+    drop(held);
+    conn.close(0u32.into(), b"");
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_photo_endpoints_and_responsiveness_config() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let (head, body) = https_get(&config, &responder, "/.well-known/nq")
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
+    let nq: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(nq["version"], 1);
+    for key in ["large_download_url", "small_download_url", "upload_url"] {
+        let url = nq["urls"][key].as_str().unwrap();
+        assert!(url.starts_with("https://localhost/nq/"), "{key}: {url}");
+    }
+    let (head, body) = https_get(&config, &responder, "/nq/small").await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.len() == 1,
+        "{head}"
+    );
+
+    let (head, body) = https_get(&config, &responder, "/photo?size=5000&seed=9")
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut expected = vec![0u8; 5000];
+    vantage_wire::photo::PhotoBytes::new(9).fill(0, &mut expected);
+    assert_eq!(body, expected);
+
+    let (head, _) = https_get(&config, &responder, "/photo?size=x")
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+
+    // A PUT with a wrong checksum gets 422 and no receipt headers claiming success.
+    let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&config, b"http/1.1"));
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"PUT /photo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nx-photo-crc32: 00000000\r\nConnection: close\r\n\r\nabcd")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 422"), "{text}");
+    assert!(
+        text.contains(&format!("{:08x}", crc32fast::hash(b"abcd"))),
+        "{text}"
+    );
+    responder.shutdown().await;
+}

@@ -15,6 +15,7 @@ pub mod echo;
 mod histogram;
 mod labels;
 mod metric;
+pub mod photo;
 mod record;
 pub mod stamp;
 pub mod upload;

@@ -25,7 +25,7 @@ fn server_name(ctx: &TargetCtx) -> Result<ServerName<'static>, Failure> {
     })
 }
 
-async fn tcp(ctx: &TargetCtx, deadline: Instant) -> Result<TcpStream, Failure> {
+pub(crate) async fn tcp(ctx: &TargetCtx, deadline: Instant) -> Result<TcpStream, Failure> {
     match tokio::time::timeout(until(deadline), TcpStream::connect(ctx.https_addr)).await {
         Err(_) => Err((ErrorClass::Timeout, "TCP connect timed out".into())),
         Ok(Err(e)) => Err((classify_io(&e), e.to_string())),
@@ -36,7 +36,7 @@ async fn tcp(ctx: &TargetCtx, deadline: Instant) -> Result<TcpStream, Failure> {
     }
 }
 
-async fn tls(
+pub(crate) async fn tls(
     ctx: &TargetCtx,
     stream: TcpStream,
     deadline: Instant,
@@ -136,7 +136,7 @@ async fn new_sender(
     Ok(sender)
 }
 
-fn classify_hyper(e: &hyper::Error) -> ErrorClass {
+pub(crate) fn classify_hyper(e: &hyper::Error) -> ErrorClass {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

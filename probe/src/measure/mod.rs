@@ -4,10 +4,12 @@
 //! recorder. Every attempt ends in a sample: measured, lost or failed.
 
 mod https;
+mod photo;
 mod quic;
 mod udp;
 
 pub(crate) use https::{https_request, tcp_cold};
+pub(crate) use photo::photosync_job;
 pub(crate) use quic::{quic_client_endpoint, quic_cold, quic_warm};
 pub(crate) use udp::udp_rtt_job;
 
@@ -18,6 +20,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -57,6 +60,17 @@ pub(crate) struct TargetCtx {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) warm_quic: tokio::sync::Mutex<Option<quinn::Connection>>,
     pub(crate) https_pool: Mutex<Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>>,
+    /// Photo-sync batches running now, over every target. While one runs,
+    /// the idle measurements start no attempt: they would measure the
+    /// sync's load, which is `loaded_rtt`'s job, not theirs.
+    pub(crate) sync_gate: Arc<AtomicUsize>,
+}
+
+impl TargetCtx {
+    /// True while a photo-sync batch runs.
+    pub(crate) fn syncing(&self) -> bool {
+        self.sync_gate.load(Ordering::SeqCst) > 0
+    }
 }
 
 impl TargetCtx {
@@ -115,6 +129,9 @@ pub(crate) async fn run_scheduled<F, Fut>(
         }
         let now = Instant::now();
         while let Some(intended) = schedule.poll_due(now) {
+            if ctx.syncing() {
+                continue;
+            }
             if in_flight.len() >= MAX_IN_FLIGHT {
                 for m in metrics {
                     ctx.emit(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload))

@@ -19,7 +19,7 @@ pub(crate) fn quic_client_endpoint(
     tls.quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))
 }
 
-fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
+pub(crate) fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
     use quinn::ConnectionError as E;
     match e {
         E::TimedOut => ErrorClass::Timeout,
@@ -40,7 +40,7 @@ fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
 }
 
 /// Connects with a deadline; the error says which class and why.
-async fn connect(
+pub(crate) async fn connect(
     ctx: &TargetCtx,
     deadline: Instant,
 ) -> Result<quinn::Connection, (ErrorClass, String)> {
@@ -128,7 +128,7 @@ static PADDING: [u8; 4096] = [0; 4096];
 
 /// One echo on `conn`, recorded as `metric`: latency from the intended
 /// start, or the failure's class.
-async fn timed_echo(
+pub(crate) async fn timed_echo(
     ctx: &TargetCtx,
     conn: &quinn::Connection,
     metric: Metric,

@@ -88,6 +88,9 @@ pub(crate) async fn udp_rtt_job(
             _ = tokio::time::sleep_until(next_send.into()), if !stopping => {
                 let now = Instant::now();
                 while let Some(intended) = schedule.poll_due(now) {
+                    if ctx.syncing() {
+                        continue;
+                    }
                     if socket.is_none() {
                         match open_socket(ctx.stamp_addr).await {
                             Ok(s) => socket = Some(s),

@@ -1,0 +1,186 @@
+//! The photo sink and source: what probes upload photos to and download
+//! them from, over QUIC (one stream per photo) and HTTPS (one request per
+//! photo). Memory per photo is one [`photo::CHUNK`] buffer; concurrent
+//! photos are capped by [`crate::Limits::max_concurrent_photos`].
+
+use crate::stats::Stats;
+use crate::Shared;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+use vantage_wire::photo::{self, PhotoBytes, PhotoReply, PhotoRequest, PhotoStatus};
+
+/// A fault the responder injects into photos, so tests can check that a
+/// probe never counts a damaged photo as throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoFault {
+    /// Downloads: one byte in the middle is flipped. Uploads: the sink
+    /// checksums as if one received byte had been flipped in transit.
+    FlipByte,
+    /// Downloads: the source stops after half the photo and ends the
+    /// stream. Uploads: the sink stops reading after half and resets.
+    CutShort,
+}
+
+/// The fault in force, if any; lock-free so the data path pays one load.
+#[derive(Debug, Default)]
+pub(crate) struct FaultSwitch(AtomicU8);
+
+impl FaultSwitch {
+    pub(crate) fn set(&self, fault: Option<PhotoFault>) {
+        let v = match fault {
+            None => 0,
+            Some(PhotoFault::FlipByte) => 1,
+            Some(PhotoFault::CutShort) => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Option<PhotoFault> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(PhotoFault::FlipByte),
+            2 => Some(PhotoFault::CutShort),
+            _ => None,
+        }
+    }
+}
+
+/// How long a photo stream may sit with no progress before it is dropped:
+/// a stalled client must not hold a photo slot for ever.
+pub(crate) const PHOTO_IDLE: Duration = Duration::from_secs(30);
+
+/// Serves one photo stream on QUIC whose first three bytes are `head3`.
+pub(crate) async fn serve_quic(
+    head3: [u8; 3],
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: &Shared,
+) -> Result<(), String> {
+    let mut head = [0u8; photo::REQUEST_LEN];
+    head[..3].copy_from_slice(&head3);
+    tokio::time::timeout(
+        shared.limits.handshake_timeout,
+        recv.read_exact(&mut head[3..]),
+    )
+    .await
+    .map_err(|_| "photo header timed out".to_string())?
+    .map_err(|e| format!("reading photo header: {e}"))?;
+    let request = match PhotoRequest::decode(&head) {
+        Ok(r) => r,
+        Err(e) => {
+            reply(&mut send, PhotoStatus::BadRequest, 0, 0).await;
+            return Err(e.to_string());
+        }
+    };
+    let size = match request {
+        PhotoRequest::Upload { size, .. } | PhotoRequest::Download { size, .. } => size,
+    };
+    if size > shared.limits.max_photo_bytes {
+        reply(&mut send, PhotoStatus::TooLarge, 0, 0).await;
+        let _ = recv.stop(0u32.into());
+        return Err(format!("photo of {size} bytes above the limit"));
+    }
+    let Ok(_slot) = shared.photo_slots.clone().try_acquire_owned() else {
+        Stats::bump(&shared.stats.photos_busy);
+        reply(&mut send, PhotoStatus::Busy, 0, 0).await;
+        let _ = recv.stop(0u32.into());
+        return Ok(());
+    };
+    match request {
+        PhotoRequest::Upload { size, crc32 } => {
+            let fault = shared.photo_fault.get();
+            let mut hasher = crc32fast::Hasher::new();
+            let mut got = 0u64;
+            let mut buf = vec![0u8; photo::CHUNK];
+            let mut flipped = false;
+            loop {
+                let read = tokio::time::timeout(PHOTO_IDLE, recv.read(&mut buf))
+                    .await
+                    .map_err(|_| "photo upload stalled".to_string())?
+                    .map_err(|e| format!("reading photo: {e}"))?;
+                let Some(n) = read else { break };
+                if fault == Some(PhotoFault::CutShort) && got + n as u64 > size / 2 {
+                    let _ = recv.stop(1u32.into());
+                    let _ = send.reset(1u32.into());
+                    return Err("photo cut short (injected fault)".into());
+                }
+                let part = &mut buf[..n];
+                if fault == Some(PhotoFault::FlipByte) && !flipped && got + n as u64 > size / 2 {
+                    let at = (size / 2).saturating_sub(got) as usize;
+                    if let Some(b) = part.get_mut(at.min(n - 1)) {
+                        *b ^= 0x01;
+                        flipped = true;
+                    }
+                }
+                hasher.update(part);
+                got += n as u64;
+                if got > size {
+                    break;
+                }
+            }
+            let computed = hasher.finalize();
+            shared.stall.wait().await;
+            let status = if got != size {
+                PhotoStatus::Truncated
+            } else if computed != crc32 {
+                PhotoStatus::Integrity
+            } else {
+                PhotoStatus::Ok
+            };
+            if status == PhotoStatus::Ok {
+                Stats::bump(&shared.stats.photos_received);
+            } else {
+                Stats::bump(&shared.stats.photos_damaged);
+                let _ = recv.stop(0u32.into());
+            }
+            reply(&mut send, status, got, computed).await;
+            Ok(())
+        }
+        PhotoRequest::Download { size, seed } => {
+            let fault = shared.photo_fault.get();
+            shared.stall.wait().await;
+            let header = PhotoReply {
+                status: PhotoStatus::Ok,
+                bytes: size,
+                crc32: 0,
+            };
+            send.write_all(&header.encode())
+                .await
+                .map_err(|e| format!("writing photo header: {e}"))?;
+            let source = PhotoBytes::new(seed);
+            let end = match fault {
+                Some(PhotoFault::CutShort) => size / 2,
+                _ => size,
+            };
+            let mut buf = vec![0u8; photo::CHUNK.min(end.max(1) as usize)];
+            let mut offset = 0u64;
+            while offset < end {
+                let n = ((end - offset) as usize).min(buf.len());
+                let part = &mut buf[..n];
+                source.fill(offset, part);
+                if fault == Some(PhotoFault::FlipByte)
+                    && (offset..offset + n as u64).contains(&(size / 2))
+                {
+                    part[(size / 2 - offset) as usize] ^= 0x01;
+                }
+                tokio::time::timeout(PHOTO_IDLE, send.write_all(part))
+                    .await
+                    .map_err(|_| "photo download stalled".to_string())?
+                    .map_err(|e| format!("writing photo: {e}"))?;
+                offset += n as u64;
+            }
+            let _ = send.finish();
+            Stats::bump(&shared.stats.photos_sent);
+            Ok(())
+        }
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, status: PhotoStatus, bytes: u64, crc32: u32) {
+    let r = PhotoReply {
+        status,
+        bytes,
+        crc32,
+    };
+    let _ = send.write_all(&r.encode()).await;
+    let _ = send.finish();
+}
