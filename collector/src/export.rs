@@ -18,6 +18,8 @@ pub struct GroupRow {
     pub group: String,
     /// Metric of the group (when grouped by metric, else of its first series).
     pub metric: String,
+    /// Unit of the value columns: `us`, or `kbps` for throughput metrics.
+    pub unit: String,
     /// Probes that contributed.
     pub probes: usize,
     /// Series merged.
@@ -36,7 +38,7 @@ pub struct GroupRow {
     pub errors: u64,
     /// (lost + errors) / sent.
     pub loss_rate: Option<f64>,
-    /// Percentiles and extremes, µs.
+    /// Percentiles and extremes, in `unit` (µs for latencies).
     pub min_us: Option<u64>,
     /// Median.
     pub p50_us: Option<u64>,
@@ -70,6 +72,7 @@ impl GroupRow {
                 .collect::<Vec<_>>()
                 .join(";"),
             metric: s.metric.name().to_string(),
+            unit: s.metric.unit().suffix().to_string(),
             probes: g.probes.len(),
             series: g.series,
             window_start: rfc3339(s.window.start_unix_ms),

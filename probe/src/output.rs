@@ -13,10 +13,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use vantage_wire::{Batch, Labels, Series};
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
-pub const SERIES_SCHEMA: &str = "vantage.series/1";
+pub const SERIES_SCHEMA: &str = "vantage.series/2";
 
 /// One series as a flat row: the columns of `series.csv` and the fields of
-/// each `--json` line. Durations are in µs (the `_us` suffix).
+/// each `--json` line. Values are in the metric's `unit`: µs for every
+/// latency (hence the `_us` suffix); for `photosync_goodput` (unit `kbps`)
+/// the same columns hold kbit/s, so one table holds every metric.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeriesRow {
     /// Probe id.
@@ -45,6 +47,8 @@ pub struct SeriesRow {
     pub target_address: String,
     /// Metric name.
     pub metric: String,
+    /// Unit of the value columns: `us`, or `kbps` for throughput metrics.
+    pub unit: String,
     /// Window start, RFC 3339 UTC.
     pub window_start: String,
     /// Window end, RFC 3339 UTC.
@@ -113,6 +117,7 @@ impl SeriesRow {
             target: s.target.name.clone(),
             target_address: s.target.address.clone(),
             metric: s.metric.name().to_string(),
+            unit: s.metric.unit().suffix().to_string(),
             window_start: rfc3339_ms(s.window.start_unix_ms),
             window_end: rfc3339_ms(s.window.end_unix_ms),
             count: h.len(),
@@ -225,7 +230,8 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
-/// The summary table: one line per (target, metric), latencies in ms.
+/// The summary table: one line per (target, metric), latencies in ms,
+/// throughput in Mbit/s (marked in each cell).
 pub fn render_table<'a>(
     series: impl IntoIterator<Item = &'a Series>,
     note: Option<&str>,
@@ -250,11 +256,16 @@ pub fn render_table<'a>(
     ));
     for s in series {
         let h = &s.histogram;
+        // Throughput cells carry their unit: the columns are ms otherwise.
+        let value = |v: u64| match s.metric.unit() {
+            vantage_wire::Unit::Microseconds => ms(v),
+            vantage_wire::Unit::KilobitsPerSecond => format!("{:.1}Mb/s", v as f64 / 1000.0),
+        };
         let pct = |q: f64| {
             if h.is_empty() {
                 "-".to_string()
             } else {
-                ms(h.value_at_quantile(q))
+                value(h.value_at_quantile(q))
             }
         };
         let loss = if s.sent == 0 {
@@ -279,7 +290,7 @@ pub fn render_table<'a>(
             if h.is_empty() {
                 "-".to_string()
             } else {
-                ms(h.max())
+                value(h.max())
             },
         ));
     }
