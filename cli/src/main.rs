@@ -159,7 +159,7 @@ struct ReportArgs {
     /// Seed of the resampling (reports are reproducible).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Output directory: report.json, comparison.csv, summary.txt.
+    /// Output directory: report.html (self-contained), report.json, comparison.csv, summary.txt, charts/.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Print nothing but errors.
@@ -179,6 +179,11 @@ enum ExportFormat {
 
 #[derive(Subcommand, Debug)]
 enum LabCommand {
+    /// The whole story on one machine: both phases of a scenario through a collector, then the report with its claims checked.
+    #[command(
+        after_help = "Examples:\n  vantage lab demo --out vantage-demo\n  vantage lab demo --out vantage-demo --duration 20s\n\nIt runs the scenario's `before` and `after` phases (each for --duration) with every probe\nuploading to a collector that stores into DIR/vantage.db, then writes DIR/report/report.html\nwith the story's two claims judged:\n  IN quic_cold_request p50 decreases by >= 350ms\n  MY photosync_goodput p50 ratio between 2 and 3\nEverything is simulated and labelled so. A new demo replaces an earlier one in DIR."
+    )]
+    Demo(LabDemoArgs),
     /// Start a scenario's responders, emulated paths and one probe per country, for one phase.
     #[command(
         after_help = "Examples:\n  vantage lab run --phase before --duration 30s --out lab-out\n  vantage lab run --scenario my.toml --phase after --duration 2m --out lab-out\n\nEverything it writes is labelled simulated=true."
@@ -187,6 +192,31 @@ enum LabCommand {
     /// Print the built-in default scenario (a starting point for your own).
     Scenario,
 }
+
+#[derive(clap::Args, Debug)]
+struct LabDemoArgs {
+    /// Output directory: the store, each phase's probe output, and report/.
+    #[arg(long, value_name = "DIR", default_value = "vantage-demo")]
+    out: PathBuf,
+    /// How long each of the two phases measures.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50s")]
+    duration: Duration,
+    /// Scenario file (default: the built-in Beijing → Singapore/Oregon move).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Aggregation window of the probes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    window: Duration,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The story's claims, checked by `vantage lab demo`.
+const DEMO_CLAIMS: [&str; 2] = [
+    "IN quic_cold_request p50 decreases by >= 350ms",
+    "MY photosync_goodput p50 ratio between 2 and 3",
+];
 
 #[derive(clap::Args, Debug)]
 struct LabRunArgs {
@@ -264,6 +294,9 @@ fn main() -> std::process::ExitCode {
         Command::Lab {
             command: LabCommand::Run(a),
         } => a.quiet,
+        Command::Lab {
+            command: LabCommand::Demo(a),
+        } => a.quiet,
         Command::Lab { .. } => false,
         Command::Collect(a) => a.quiet,
         Command::Export(_) => true,
@@ -298,6 +331,9 @@ fn main() -> std::process::ExitCode {
                     Command::Lab {
                         command: LabCommand::Run(args),
                     } => lab_run(args).await,
+                    Command::Lab {
+                        command: LabCommand::Demo(args),
+                    } => lab_demo(args).await,
                     Command::Lab {
                         command: LabCommand::Scenario,
                     } => {
@@ -416,6 +452,127 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         println!(
             "output: {}/<country>/series.csv (labelled simulated=true)",
             args.out.display()
+        );
+    }
+    Ok(())
+}
+
+async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
+    use vantage_collector::Store;
+    let scenario = match &args.scenario {
+        Some(path) => vantage_lab::Scenario::load(path)?,
+        None => vantage_lab::Scenario::default_scenario(),
+    };
+    let phases: Vec<String> =
+        if scenario.phases.contains_key("before") && scenario.phases.contains_key("after") {
+            vec!["before".into(), "after".into()]
+        } else {
+            scenario.phases.keys().take(2).cloned().collect()
+        };
+    let [baseline, candidate] = phases.as_slice() else {
+        anyhow::bail!(
+            "scenario `{}` has {} phase(s); the demo compares two (ideally named before and after)",
+            scenario.name,
+            phases.len()
+        );
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let db = args.out.join("vantage.db");
+    for stale in ["vantage.db", "vantage.db-wal", "vantage.db-shm"] {
+        let path = args.out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing the earlier demo's {}", path.display()))?;
+        }
+    }
+    let total = args.duration * 2;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        eprintln!(
+            "SIMULATED: Vantage lab demo, scenario `{}`: phase `{baseline}` then `{candidate}`, {} each, on emulated paths",
+            scenario.name,
+            humantime::format_duration(args.duration)
+        );
+        indicatif::ProgressBar::new(total.as_secs().max(1))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} s  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let stop = vantage_probe::stop_on_signal();
+    for (i, phase) in [baseline, candidate].into_iter().enumerate() {
+        bar.set_message(format!("phase {phase}: measuring"));
+        let options = vantage_lab::LabOptions {
+            scenario: scenario.clone(),
+            phase: phase.clone(),
+            duration: args.duration,
+            out: args.out.join("phases").join(phase),
+            window: args.window,
+            rates: Vec::new(),
+            db: Some(db.clone()),
+        };
+        let run = vantage_lab::run_lab(options, stop.clone());
+        let offset = args.duration.as_secs() * i as u64;
+        let started = std::time::Instant::now();
+        let ticker = {
+            let bar = bar.clone();
+            let secs = args.duration.as_secs();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    bar.set_position(offset + started.elapsed().as_secs().min(secs));
+                }
+            }
+        };
+        let summary = tokio::select! {
+            s = run => s?,
+            _ = ticker => unreachable!("the ticker never ends"),
+        };
+        if *stop.borrow() {
+            bar.abandon_with_message("stopped");
+            anyhow::bail!("stopped by a signal during phase {phase}");
+        }
+        bar.set_message(format!(
+            "phase {phase}: done ({} countries)",
+            summary.countries.len()
+        ));
+    }
+    bar.set_message("writing the report");
+    let claims = DEMO_CLAIMS
+        .iter()
+        .map(|t| t.parse::<vantage_reports::claim::Claim>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut store = vantage_collector::SqliteStore::open(&db)?;
+    let b = store.select(&format!("phase={baseline}").parse()?)?;
+    let c = store.select(&format!("phase={candidate}").parse()?)?;
+    if b.is_empty() || c.is_empty() {
+        anyhow::bail!(
+            "the collector stored {} baseline and {} candidate series; nothing to compare (see the probes' output in {})",
+            b.len(),
+            c.len(),
+            args.out.join("phases").display()
+        );
+    }
+    let options = vantage_reports::ReportOptions {
+        baseline: format!("phase={baseline}"),
+        candidate: format!("phase={candidate}"),
+        claims,
+        ..Default::default()
+    };
+    let report = vantage_reports::build_report(&b, &c, &options);
+    let written = vantage_reports::write_report(&report, &b, &c, &args.out.join("report"))?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        print!("{}", written.summary);
+        println!(
+            "\nSIMULATED demo report: {}\n(also report.json, comparison.csv, summary.txt and charts/ in {}; the store is {})",
+            written.html.display(),
+            args.out.join("report").display(),
+            db.display()
         );
     }
     Ok(())
@@ -577,21 +734,13 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let r = vantage_reports::build_report(&b, &c, &options);
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let text = vantage_reports::render_text(&r);
-    for (name, bytes) in [
-        ("report.json", vantage_reports::render_json(&r)),
-        ("comparison.csv", vantage_reports::render_csv(&r)),
-        ("summary.txt", text.clone().into_bytes()),
-    ] {
-        let path = args.out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let written = vantage_reports::write_report(&r, &b, &c, &args.out)
+        .with_context(|| format!("writing the report into {}", args.out.display()))?;
     if !args.quiet {
-        print!("{text}");
+        print!("{}", written.summary);
         println!(
-            "written: {}/report.json, comparison.csv, summary.txt",
+            "written: {} (self-contained), report.json, comparison.csv, summary.txt, charts/ in {}",
+            written.html.display(),
             args.out.display()
         );
     }

@@ -173,6 +173,13 @@ pub async fn run_lab(
         ),
         None => None,
     };
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
     let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
         country: "-".into(),
         datacenter: "-".into(),
@@ -211,6 +218,8 @@ pub async fn run_lab(
             ));
             paths.push(path);
         }
+        toml.push_str("\n[sync]\n");
+        toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
         let config_path = dir.join("probe.toml");
         std::fs::write(&config_path, toml).map_err(out_err(config_path.clone()))?;
         let args = ProbeArgs {
@@ -221,7 +230,13 @@ pub async fn run_lab(
             region: (!region.is_empty()).then(|| region.clone()),
             network: Some("lab".into()),
             campaign: Some(scenario.name.clone()),
-            probe_id: Some(format!("lab-{}", country.to_ascii_lowercase())),
+            // Unique per run: a collector drops a (probe, sequence) it
+            // already has, and each run starts its probes' sequences anew.
+            probe_id: Some(format!(
+                "lab-{}-{}-{run_id}",
+                country.to_ascii_lowercase(),
+                options.phase
+            )),
             state_dir: Some(options.out.join("state").join(country)),
             duration: Some(options.duration),
             window: Some(options.window),

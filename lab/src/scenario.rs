@@ -29,7 +29,24 @@ pub struct Scenario {
     pub paths: BTreeMap<(String, String), PathSpec>,
     /// Phases by name.
     pub phases: BTreeMap<String, Phase>,
+    /// Photo-sync settings of every probe: [`LAB_SYNC`] overridden by the
+    /// scenario's `[sync]` table (same keys as a probe's `[sync]`).
+    pub sync: toml::Table,
 }
+
+/// Photo sync in the lab unless a scenario says otherwise: small batches
+/// often (4 photos of about 400 kB every 10 s), so a run of a minute has
+/// several batches per window to compare, and the relays' CPU stays low.
+pub const LAB_SYNC: &str = r#"
+every = "10s"
+photos = 4
+photo_bytes = 400000
+size_sigma = 0.3
+concurrency = 2
+direction = "upload"
+transport = "quic"
+timeout = "10s"
+"#;
 
 /// One phase: who serves whom.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +107,9 @@ struct File {
     paths: Vec<FilePath>,
     #[serde(rename = "phase")]
     phases: Vec<FilePhase>,
+    /// The probes' photo-sync settings, the `[sync]` table of a probe
+    /// configuration file; checked by the probe.
+    sync: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -305,7 +325,13 @@ impl Scenario {
                 return invalid(format!("phase {} is listed twice", ph.name));
             }
         }
+        let mut sync: toml::Table = toml::from_str(LAB_SYNC)
+            .map_err(|e| ScenarioError::Parse(format!("built-in sync settings: {e}")))?;
+        if let Some(own) = f.sync {
+            sync.extend(own);
+        }
         let scenario = Scenario {
+            sync,
             name: f.name,
             description: f.description,
             seed: f.seed,

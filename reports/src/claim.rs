@@ -76,6 +76,20 @@ pub struct Claim {
     pub change: Change,
 }
 
+impl Claim {
+    /// A value of the claimed statistic as people read it: ms for a
+    /// latency change, % for a relative one, × for a ratio.
+    pub fn format_statistic(&self, v: f64) -> String {
+        match self.change {
+            Change::DecreaseBy(..) | Change::IncreaseBy(..) => format!("{:.1} ms", v / 1e3),
+            Change::DecreaseByFraction(..) | Change::IncreaseByFraction(..) => {
+                format!("{:.1} %", v * 100.0)
+            }
+            Change::Ratio(..) | Change::RatioBetween(..) => format!("{v:.2}×"),
+        }
+    }
+}
+
 fn metric_name<S: serde::Serializer>(m: &Metric, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(m.name())
 }

@@ -10,7 +10,9 @@
 //! "insufficient data", never a verdict.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod charts;
 pub mod claim;
+pub mod html;
 pub mod stats;
 
 use claim::{claimed_interval, verdict, Claim, Verdict};
@@ -43,6 +45,9 @@ pub struct ReportOptions {
     pub min_samples: u64,
     /// Fewest (probe, window) series per side.
     pub min_series: usize,
+    /// Fewest samples per side for a throughput metric, where one sample
+    /// is one sync batch (minutes apart on a real probe), not one request.
+    pub min_batches: u64,
     /// Claims to judge.
     pub claims: Vec<Claim>,
 }
@@ -58,6 +63,7 @@ impl Default for ReportOptions {
             seed: 1,
             min_samples: 30,
             min_series: 3,
+            min_batches: 5,
             claims: Vec::new(),
         }
     }
@@ -239,10 +245,14 @@ pub fn build_report(
         let (bs, cs) = (side(bg), side(cg));
         let metric = key.last().cloned().unwrap_or_default();
         let subject = key[..key.len() - 1].join("/");
-        let unit = metric
-            .parse::<vantage_wire::Metric>()
+        let parsed = metric.parse::<vantage_wire::Metric>().ok();
+        let unit = parsed
             .map(|m| m.unit().suffix().to_string())
-            .unwrap_or_else(|_| "us".into());
+            .unwrap_or_else(|| "us".into());
+        let min_samples = match parsed.map(|m| m.unit()) {
+            Some(vantage_wire::Unit::KilobitsPerSecond) => options.min_batches,
+            _ => options.min_samples,
+        };
         let short = [
             (bs.series < options.min_series || cs.series < options.min_series).then(|| {
                 format!(
@@ -250,10 +260,10 @@ pub fn build_report(
                     options.min_series, bs.series, cs.series
                 )
             }),
-            (bs.samples < options.min_samples || cs.samples < options.min_samples).then(|| {
+            (bs.samples < min_samples || cs.samples < min_samples).then(|| {
                 format!(
                     "fewer than {} samples on a side ({} vs {})",
-                    options.min_samples, bs.samples, cs.samples
+                    min_samples, bs.samples, cs.samples
                 )
             }),
         ]
@@ -544,8 +554,77 @@ pub fn render_text(report: &Report) -> String {
             d(2)
         ));
     }
-    out.push_str("(latencies in ms)\n");
+    out.push_str("(latencies in ms; photosync_goodput in Mbit/s)\n");
     out
+}
+
+/// The files a report was written to.
+#[derive(Debug, Clone)]
+pub struct WrittenReport {
+    /// `report.html`.
+    pub html: std::path::PathBuf,
+    /// `report.json`.
+    pub json: std::path::PathBuf,
+    /// The charts, in `charts/`.
+    pub charts: Vec<charts::ChartFile>,
+    /// The terminal summary, as written to `summary.txt`.
+    pub summary: String,
+}
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A chart failed.
+    #[error(transparent)]
+    Chart(#[from] charts::ChartError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Writes everything a report is into `dir`: `report.json`,
+/// `comparison.csv`, `summary.txt`, `charts/` (PNG, SVG and CSV of each
+/// chart) and the self-contained `report.html`. Each file is written to a
+/// temporary name and renamed, so a failure leaves no half-written file.
+pub fn write_report(
+    report: &Report,
+    baseline: &[StoredSeries],
+    candidate: &[StoredSeries],
+    dir: &std::path::Path,
+) -> Result<WrittenReport, WriteError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| WriteError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let put = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf, WriteError> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(path)
+    };
+    let summary = render_text(report);
+    let json = put("report.json", &render_json(report))?;
+    put("comparison.csv", &render_csv(report))?;
+    put("summary.txt", summary.as_bytes())?;
+    let chart_dir = dir.join("charts");
+    let charts = charts::write_charts(report, baseline, candidate, &chart_dir)?;
+    let data = html::DataSummary::of(baseline, candidate);
+    let page =
+        html::render_html(report, &data, &charts, &chart_dir, "charts/").map_err(io(&chart_dir))?;
+    let html = put("report.html", page.as_bytes())?;
+    Ok(WrittenReport {
+        html,
+        json,
+        charts,
+        summary,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,1106 @@
+//! The report's charts, each written as PNG and SVG with its numbers in a
+//! CSV beside it. Text is drawn with the DejaVu Sans font shipped in
+//! `reports/assets` (registered with plotters' ab_glyph), so a chart looks
+//! the same on every machine and needs no system font library.
+//!
+//! Colours are Okabe–Ito blue (baseline) and orange (candidate): told
+//! apart with any colour vision and, by lightness, in grey-scale; lines
+//! also differ by dash and marker so print never depends on colour.
+
+use crate::stats::Interval;
+use crate::{GroupComparison, Report};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use vantage_collector::StoredSeries;
+use vantage_wire::{LatencyHistogram, Metric, Unit};
+
+/// The font every chart's text is drawn with.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+/// Baseline colour: Okabe–Ito blue.
+const BASE: RGBColor = RGBColor(0x00, 0x72, 0xb2);
+/// Candidate colour: Okabe–Ito orange.
+const CAND: RGBColor = RGBColor(0xe6, 0x9f, 0x00);
+const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
+
+/// One chart as written.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChartFile {
+    /// Title, as drawn.
+    pub title: String,
+    /// One sentence on how to read it.
+    pub caption: String,
+    /// File stem: `STEM.png`, `STEM.svg`, `STEM.csv`.
+    pub stem: String,
+}
+
+/// Why a chart could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    /// The bundled font did not load.
+    #[error("the bundled chart font does not load")]
+    Font,
+    /// Drawing failed.
+    #[error("chart {chart}: {reason}")]
+    Draw {
+        /// The chart's stem.
+        chart: String,
+        /// What plotters said.
+        reason: String,
+    },
+    /// Writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn register_font() -> Result<(), ChartError> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        [
+            FontStyle::Normal,
+            FontStyle::Bold,
+            FontStyle::Italic,
+            FontStyle::Oblique,
+        ]
+        .into_iter()
+        .all(|style| plotters::style::register_font(FAMILY, style, FONT).is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ChartError::Font)
+    }
+}
+
+type DrawResult = Result<(), String>;
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// A chart: its size, how to draw it on any backend, and its numbers.
+trait Chart {
+    fn stem(&self) -> String;
+    fn title(&self) -> String;
+    fn caption(&self) -> String;
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult;
+    fn csv(&self) -> Vec<Vec<String>>;
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ChartError> {
+    let io = |source| ChartError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes `STEM.svg`, `STEM.png` and `STEM.csv`, each to a temporary
+/// file renamed only once complete: a failed drawing leaves no blank chart.
+fn render<C: Chart>(chart: &C, dir: &Path) -> Result<ChartFile, ChartError> {
+    let stem = chart.stem();
+    let draw_err = |reason: String| ChartError::Draw {
+        chart: stem.clone(),
+        reason,
+    };
+    let (w, h) = chart.size();
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        chart.draw(&area).map_err(draw_err)?;
+        area.present().map_err(|e| draw_err(err(e)))?;
+    }
+    write_atomically(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
+
+    let png = dir.join(format!("{stem}.png"));
+    // The encoder picks PNG from the extension, so the temporary name ends in .png.
+    let tmp = dir.join(format!(".{stem}.tmp.png"));
+    let drawn = {
+        let area = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
+        chart.draw(&area).and_then(|_| area.present().map_err(err))
+    };
+    if let Err(reason) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(draw_err(reason));
+    }
+    std::fs::rename(&tmp, &png).map_err(|source| ChartError::Io {
+        path: png.clone(),
+        source,
+    })?;
+
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in chart.csv() {
+        out.write_record(&row).map_err(|e| draw_err(err(e)))?;
+    }
+    let bytes = out.into_inner().map_err(|e| draw_err(err(e)))?;
+    write_atomically(&dir.join(format!("{stem}.csv")), &bytes)?;
+    Ok(ChartFile {
+        title: chart.title(),
+        caption: chart.caption(),
+        stem,
+    })
+}
+
+fn text(size: f64) -> TextStyle<'static> {
+    (FAMILY, size).into_font().color(&INK)
+}
+
+fn bold(size: f64) -> TextStyle<'static> {
+    (FAMILY, size, FontStyle::Bold).into_font().color(&INK)
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The two sides of a comparison, named as the report names them.
+#[derive(Clone)]
+struct Sides {
+    baseline: String,
+    candidate: String,
+}
+
+fn style_of(side: usize) -> (RGBColor, &'static str) {
+    if side == 0 {
+        (BASE, "baseline")
+    } else {
+        (CAND, "candidate")
+    }
+}
+
+/// A labelled line of one side in one panel.
+#[derive(Clone)]
+struct Line {
+    side: usize,
+    points: Vec<(f64, f64)>,
+}
+
+/// Panels of lines: one per group (country).
+struct Panels {
+    stem: String,
+    title: String,
+    caption: String,
+    x_desc: String,
+    y_desc: String,
+    log_x: bool,
+    panels: Vec<(String, Vec<Line>)>,
+    sides: Sides,
+    x_labels: fn(f64) -> String,
+    /// Vertical marker (the cut-over), in x units.
+    marker: Option<(f64, String)>,
+    /// Series names for the CSV columns of x and y.
+    csv_header: [&'static str; 2],
+}
+
+fn grid(n: usize) -> (usize, usize) {
+    let cols = if n <= 1 { 1 } else { 2 };
+    (n.div_ceil(cols).max(1), cols)
+}
+
+impl Chart for Panels {
+    fn stem(&self) -> String {
+        self.stem.clone()
+    }
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+    fn caption(&self) -> String {
+        self.caption.clone()
+    }
+    fn size(&self) -> (u32, u32) {
+        let (rows, cols) = grid(self.panels.len());
+        (if cols == 1 { 700 } else { 1200 }, 90 + 360 * rows as u32)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(&self.title, bold(24.0)).map_err(err)?;
+        let (legend, body) = root.split_vertically(36);
+        let sides = [&self.sides.baseline, &self.sides.candidate];
+        for (i, name) in sides.iter().enumerate() {
+            let (colour, _) = style_of(i);
+            let x = 20 + 420 * i as i32;
+            legend
+                .draw(&PathElement::new(
+                    vec![(x, 18), (x + 40, 18)],
+                    colour.stroke_width(3),
+                ))
+                .map_err(err)?;
+            legend
+                .draw(&Text::new(
+                    format!("{} ({name})", style_of(i).1),
+                    (x + 50, 10),
+                    text(15.0),
+                ))
+                .map_err(err)?;
+        }
+        let (rows, cols) = grid(self.panels.len());
+        let cells = body.split_evenly((rows, cols));
+        for ((name, lines), cell) in self.panels.iter().zip(cells.iter()) {
+            let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+            let ys = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+            let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+            let y_max = ys.fold(0.0f64, f64::max);
+            if x_min > x_max {
+                cell.draw(&Text::new(format!("{name}: no data"), (20, 40), text(16.0)))
+                    .map_err(err)?;
+                continue;
+            }
+            let y_top = if y_max > 0.0 { y_max * 1.08 } else { 1.0 };
+            let mut builder = ChartBuilder::on(cell);
+            builder
+                .caption(name, bold(18.0))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(60);
+            if self.log_x {
+                let mut chart = builder
+                    .build_cartesian_2d(
+                        (x_min.max(1.0)..x_max.max(2.0))
+                            .log_scale()
+                            .with_key_points(vec![
+                                1.0, 2.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0,
+                            ]),
+                        0.0..y_top,
+                    )
+                    .map_err(err)?;
+                chart
+                    .configure_mesh()
+                    .x_desc(&self.x_desc)
+                    .y_desc(&self.y_desc)
+                    .x_label_formatter(&|x| (self.x_labels)(*x))
+                    .y_label_formatter(&|y| fmt_ms(*y))
+                    .label_style(text(13.0))
+                    .axis_desc_style(text(14.0))
+                    .light_line_style(WHITE)
+                    .draw()
+                    .map_err(err)?;
+                for line in lines {
+                    draw_line(&mut chart, line)?;
+                }
+            } else {
+                let span = if x_max > x_min { x_max - x_min } else { 1.0 };
+                let mut chart = builder
+                    .build_cartesian_2d(x_min..x_min + span * 1.02, 0.0..y_top)
+                    .map_err(err)?;
+                chart
+                    .configure_mesh()
+                    .x_desc(&self.x_desc)
+                    .y_desc(&self.y_desc)
+                    .x_label_formatter(&|x| (self.x_labels)(*x))
+                    .y_label_formatter(&|y| fmt_ms(*y))
+                    .label_style(text(13.0))
+                    .axis_desc_style(text(14.0))
+                    .light_line_style(WHITE)
+                    .draw()
+                    .map_err(err)?;
+                for line in lines {
+                    draw_line(&mut chart, line)?;
+                }
+                if let Some((at, label)) = &self.marker {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(*at, 0.0), (*at, y_top)],
+                            INK.stroke_width(2),
+                        )))
+                        .map_err(err)?;
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            label.clone(),
+                            (*at, y_top * 0.97),
+                            text(13.0),
+                        )))
+                        .map_err(err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn csv(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![vec![
+            "group".to_string(),
+            "side".to_string(),
+            self.csv_header[0].to_string(),
+            self.csv_header[1].to_string(),
+        ]];
+        for (name, lines) in &self.panels {
+            for line in lines {
+                for (x, y) in &line.points {
+                    rows.push(vec![
+                        name.clone(),
+                        style_of(line.side).1.to_string(),
+                        format!("{x}"),
+                        format!("{y:.3}"),
+                    ]);
+                }
+            }
+        }
+        rows
+    }
+}
+
+fn draw_line<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    line: &Line,
+) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let (colour, _) = style_of(line.side);
+    if line.side == 0 {
+        chart
+            .draw_series(DashedLineSeries::new(
+                line.points.iter().copied(),
+                8,
+                5,
+                colour.stroke_width(3),
+            ))
+            .map_err(err)?;
+        chart
+            .draw_series(
+                line.points
+                    .iter()
+                    .map(|p| Circle::new(*p, 3, colour.filled())),
+            )
+            .map_err(err)?;
+    } else {
+        chart
+            .draw_series(LineSeries::new(
+                line.points.iter().copied(),
+                colour.stroke_width(3),
+            ))
+            .map_err(err)?;
+        chart
+            .draw_series(
+                line.points
+                    .iter()
+                    .map(|p| TriangleMarker::new(*p, 4, colour.filled())),
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Grouped bars: p50 and p99 of each side per group, deltas labelled.
+struct Bars {
+    metric: Metric,
+    sides: Sides,
+    /// (group, [p50 base, p50 cand, p99 base, p99 cand]) in ms.
+    rows: Vec<(String, [Option<f64>; 4])>,
+}
+
+impl Chart for Bars {
+    fn stem(&self) -> String {
+        format!("bars_{}", self.metric)
+    }
+    fn title(&self) -> String {
+        format!("{}: p50 and p99 per group", self.metric)
+    }
+    fn caption(&self) -> String {
+        "Left pair p50, right pair p99; baseline plain, candidate hatched; the label is candidate − baseline.".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        (1000, 560)
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let n = self.rows.len().max(1);
+        let top = self
+            .rows
+            .iter()
+            .flat_map(|(_, v)| v.iter().flatten())
+            .fold(0.0f64, |a, b| a.max(*b));
+        let top = if top > 0.0 { top * 1.18 } else { 1.0 };
+        let names: Vec<String> = self.rows.iter().map(|(g, _)| g.clone()).collect();
+        let mut chart = ChartBuilder::on(root)
+            .caption(self.title(), bold(22.0))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("ms")
+            .y_label_formatter(&|y| fmt_ms(*y))
+            .light_line_style(WHITE)
+            .label_style(text(14.0))
+            .axis_desc_style(text(14.0))
+            .draw()
+            .map_err(err)?;
+        let width = 0.18;
+        for (i, (_, v)) in self.rows.iter().enumerate() {
+            let centre = i as f64;
+            for (k, value) in v.iter().enumerate() {
+                let Some(value) = value else { continue };
+                let side = k % 2;
+                let x0 = centre - 0.4 + k as f64 * (width + 0.02) + if k >= 2 { 0.04 } else { 0.0 };
+                let (colour, _) = style_of(side);
+                let bar = Rectangle::new([(x0, 0.0), (x0 + width, *value)], colour.filled());
+                chart.draw_series(std::iter::once(bar)).map_err(err)?;
+                if side == 1 {
+                    // Hatching: the candidate reads apart in grey-scale too.
+                    let steps = 6;
+                    let lines = (1..steps).map(|s| {
+                        let y = value * s as f64 / steps as f64;
+                        PathElement::new(vec![(x0, y), (x0 + width, y)], WHITE.stroke_width(1))
+                    });
+                    chart.draw_series(lines).map_err(err)?;
+                    if let Some(base) = v[k - 1] {
+                        let delta = value - base;
+                        let label = format!(
+                            "{}{} ms",
+                            if delta >= 0.0 { "+" } else { "−" },
+                            fmt_ms(delta.abs())
+                        );
+                        // Above the taller bar of the pair, so it never overlaps one.
+                        chart
+                            .draw_series(std::iter::once(Text::new(
+                                label,
+                                (x0 - width - 0.02, value.max(base) + top * 0.06),
+                                bold(13.0),
+                            )))
+                            .map_err(err)?;
+                    }
+                }
+                let tag = if k < 2 { "p50" } else { "p99" };
+                if side == 0 {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            tag.to_string(),
+                            (x0 + 0.04, top * 0.005 + value.min(top * 0.05)),
+                            text(11.0).color(&WHITE),
+                        )))
+                        .map_err(err)?;
+                }
+            }
+        }
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(err)?
+            .label(format!("baseline ({})", self.sides.baseline))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BASE.filled()));
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(err)?
+            .label(format!("candidate ({}), hatched", self.sides.candidate))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], CAND.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(text(14.0))
+            .background_style(WHITE.mix(0.9))
+            .border_style(INK)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+    fn csv(&self) -> Vec<Vec<String>> {
+        let cell = |v: &Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        let mut rows = vec![[
+            "group",
+            "p50_baseline_ms",
+            "p50_candidate_ms",
+            "p99_baseline_ms",
+            "p99_candidate_ms",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for (g, v) in &self.rows {
+            let mut row = vec![g.clone()];
+            row.extend(v.iter().map(cell));
+            rows.push(row);
+        }
+        rows
+    }
+}
+
+/// Photo-sync speed-up (candidate / baseline goodput, p50) with intervals.
+struct SpeedUp {
+    confidence: f64,
+    rows: Vec<(String, Option<Interval>)>,
+}
+
+impl Chart for SpeedUp {
+    fn stem(&self) -> String {
+        "speedup_photosync_goodput".into()
+    }
+    fn title(&self) -> String {
+        "Photo-sync speed-up: candidate / baseline goodput (p50)".into()
+    }
+    fn caption(&self) -> String {
+        format!(
+            "Dots are the estimate, whiskers the {:.0} % bootstrap interval; above the 1× line is faster.",
+            self.confidence * 100.0
+        )
+    }
+    fn size(&self) -> (u32, u32) {
+        (900, 520)
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let n = self.rows.len().max(1);
+        let top = self
+            .rows
+            .iter()
+            .filter_map(|(_, i)| i.as_ref().map(|i| i.high))
+            .fold(1.0f64, f64::max)
+            * 1.15;
+        let names: Vec<String> = self.rows.iter().map(|(g, _)| g.clone()).collect();
+        let mut chart = ChartBuilder::on(root)
+            .caption(self.title(), bold(20.0))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("speed-up (×)")
+            .light_line_style(WHITE)
+            .y_label_formatter(&|y| format!("{y:.1}×"))
+            .label_style(text(14.0))
+            .axis_desc_style(text(14.0))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
+                6,
+                4,
+                INK.stroke_width(1),
+            ))
+            .map_err(err)?;
+        for (i, (_, iv)) in self.rows.iter().enumerate() {
+            let x = i as f64;
+            let Some(iv) = iv else {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        "insufficient data".to_string(),
+                        (x - 0.25, top * 0.5),
+                        text(13.0),
+                    )))
+                    .map_err(err)?;
+                continue;
+            };
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, iv.low), (x, iv.high)],
+                    CAND.stroke_width(3),
+                )))
+                .map_err(err)?;
+            for y in [iv.low, iv.high] {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x - 0.08, y), (x + 0.08, y)],
+                        CAND.stroke_width(3),
+                    )))
+                    .map_err(err)?;
+            }
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x, iv.estimate),
+                    7,
+                    INK.filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{:.2}× [{:.2}, {:.2}]", iv.estimate, iv.low, iv.high),
+                    (x + 0.1, iv.estimate),
+                    text(13.0),
+                )))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+    fn csv(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["group", "ratio", "low", "high"].map(String::from).to_vec()];
+        for (g, iv) in &self.rows {
+            rows.push(match iv {
+                Some(i) => vec![
+                    g.clone(),
+                    format!("{:.4}", i.estimate),
+                    format!("{:.4}", i.low),
+                    format!("{:.4}", i.high),
+                ],
+                None => vec![g.clone(), String::new(), String::new(), String::new()],
+            });
+        }
+        rows
+    }
+}
+
+/// Country × data-centre matrix of p50.
+struct Matrix {
+    metric: Metric,
+    rows: Vec<String>,
+    cols: Vec<String>,
+    cells: BTreeMap<(String, String), f64>,
+}
+
+impl Chart for Matrix {
+    fn stem(&self) -> String {
+        format!("matrix_{}", self.metric)
+    }
+    fn title(&self) -> String {
+        format!("{} p50 (ms) by country and data centre", self.metric)
+    }
+    fn caption(&self) -> String {
+        "All data at hand, both sides merged; darker is slower; the best data centre of each country is boxed.".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        (
+            220 + 170 * self.cols.len().max(1) as u32,
+            140 + 70 * self.rows.len().max(1) as u32,
+        )
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(&self.title(), bold(20.0)).map_err(err)?;
+        let (lo, hi) = self
+            .cells
+            .values()
+            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        let (left, top) = (120i32, 40i32);
+        let (cw, ch) = (170i32, 70i32);
+        for (j, dc) in self.cols.iter().enumerate() {
+            root.draw(&Text::new(
+                dc.clone(),
+                (left + j as i32 * cw + 20, top - 25),
+                bold(15.0),
+            ))
+            .map_err(err)?;
+        }
+        for (i, country) in self.rows.iter().enumerate() {
+            let y = top + i as i32 * ch;
+            root.draw(&Text::new(
+                country.clone(),
+                (20, y + ch / 2 - 8),
+                bold(15.0),
+            ))
+            .map_err(err)?;
+            let best = self
+                .cols
+                .iter()
+                .filter_map(|dc| self.cells.get(&(country.clone(), dc.clone())))
+                .fold(f64::MAX, |a, b| a.min(*b));
+            for (j, dc) in self.cols.iter().enumerate() {
+                let x = left + j as i32 * cw;
+                let rect = [(x, y), (x + cw - 4, y + ch - 4)];
+                match self.cells.get(&(country.clone(), dc.clone())) {
+                    Some(v) => {
+                        // Light (fast) to dark (slow) in one hue: reads in grey-scale.
+                        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+                        let shade = |a: f64, b: f64| (a + (b - a) * t) as u8;
+                        let fill =
+                            RGBColor(shade(222.0, 8.0), shade(235.0, 48.0), shade(247.0, 107.0));
+                        root.draw(&Rectangle::new(rect, fill.filled()))
+                            .map_err(err)?;
+                        let ink = if t > 0.5 { WHITE } else { INK };
+                        root.draw(&Text::new(
+                            format!("{} ms", fmt_ms(*v)),
+                            (x + 30, y + ch / 2 - 10),
+                            text(16.0).color(&ink),
+                        ))
+                        .map_err(err)?;
+                        if (*v - best).abs() < f64::EPSILON {
+                            root.draw(&Rectangle::new(rect, CAND.stroke_width(4)))
+                                .map_err(err)?;
+                        }
+                    }
+                    None => {
+                        root.draw(&Rectangle::new(rect, RGBColor(0xf4, 0xf4, 0xf4).filled()))
+                            .map_err(err)?;
+                        root.draw(&Text::new(
+                            "no data".to_string(),
+                            (x + 45, y + ch / 2 - 10),
+                            text(14.0).color(&RGBColor(0x77, 0x77, 0x77)),
+                        ))
+                        .map_err(err)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    fn csv(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["country", "datacenter", "p50_ms"]
+            .map(String::from)
+            .to_vec()];
+        for ((c, dc), v) in &self.cells {
+            rows.push(vec![c.clone(), dc.clone(), format!("{v:.3}")]);
+        }
+        rows
+    }
+}
+
+fn merged<'a>(rows: impl Iterator<Item = &'a StoredSeries>) -> Option<LatencyHistogram> {
+    let mut out: Option<LatencyHistogram> = None;
+    for r in rows {
+        match &mut out {
+            None => out = Some(r.series.histogram.clone()),
+            Some(h) => {
+                let _ = h.add(&r.series.histogram);
+            }
+        }
+    }
+    out.filter(|h| !h.is_empty())
+}
+
+fn subject_of(row: &StoredSeries, keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| row.key(k).unwrap_or("-"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Percentiles of the spectrum: 1 − 10^(−k/10), up to what the sample
+/// count supports (at least one sample beyond the percentile).
+fn spectrum(h: &LatencyHistogram) -> Vec<(f64, f64)> {
+    (0..=50)
+        .map(|k| 10f64.powf(k as f64 / 10.0))
+        .take_while(|x| *x <= h.len() as f64)
+        .map(|x| {
+            let q = 1.0 - 1.0 / x;
+            (x, h.value_at_quantile(q) as f64 / 1000.0)
+        })
+        .collect()
+}
+
+fn cdf(h: &LatencyHistogram) -> Vec<(f64, f64)> {
+    (0..=200)
+        .map(|i| {
+            let q = i as f64 / 200.0;
+            (h.value_at_quantile(q) as f64 / 1000.0, q)
+        })
+        .collect()
+}
+
+fn percentile_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 1.0 / x);
+    if p < 1e-9 {
+        "0%".into()
+    } else if (p - p.round()).abs() < 1e-6 {
+        format!("{p:.0}%")
+    } else {
+        format!("{}%", format!("{p:.4}").trim_end_matches('0'))
+    }
+}
+
+fn latency_metrics_to_chart(report: &Report) -> Vec<Metric> {
+    let mut out: BTreeSet<Metric> = [Metric::QuicRequest, Metric::QuicColdRequest]
+        .into_iter()
+        .collect();
+    for c in &report.claims {
+        if c.claim.metric.unit() == Unit::Microseconds {
+            out.insert(c.claim.metric);
+        }
+    }
+    let present: BTreeSet<&str> = report.groups.iter().map(|g| g.metric.as_str()).collect();
+    out.into_iter()
+        .filter(|m| present.contains(m.name()))
+        .collect()
+}
+
+/// Draws every chart of `report` into `dir` and returns them in reading
+/// order. `baseline` and `candidate` are the series the report compared.
+pub fn write_charts(
+    report: &Report,
+    baseline: &[StoredSeries],
+    candidate: &[StoredSeries],
+    dir: &Path,
+) -> Result<Vec<ChartFile>, ChartError> {
+    register_font()?;
+    std::fs::create_dir_all(dir).map_err(|source| ChartError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let keys = &report.group_by;
+    let sides = Sides {
+        baseline: report.baseline.clone(),
+        candidate: report.candidate.clone(),
+    };
+    let subjects: Vec<String> = report
+        .groups
+        .iter()
+        .map(|g| g.subject.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut files = Vec::new();
+
+    for metric in latency_metrics_to_chart(report) {
+        let hist = |rows: &[StoredSeries], subject: &str| {
+            merged(
+                rows.iter()
+                    .filter(|r| r.series.metric == metric && subject_of(r, keys) == subject),
+            )
+        };
+        let mut spec_panels = Vec::new();
+        let mut cdf_panels = Vec::new();
+        for s in &subjects {
+            let mut spec_lines = Vec::new();
+            let mut cdf_lines = Vec::new();
+            for (side, rows) in [baseline, candidate].into_iter().enumerate() {
+                if let Some(h) = hist(rows, s) {
+                    spec_lines.push(Line {
+                        side,
+                        points: spectrum(&h),
+                    });
+                    cdf_lines.push(Line {
+                        side,
+                        points: cdf(&h),
+                    });
+                }
+            }
+            if !spec_lines.is_empty() {
+                spec_panels.push((s.clone(), spec_lines));
+                cdf_panels.push((s.clone(), cdf_lines));
+            }
+        }
+        if spec_panels.is_empty() {
+            continue;
+        }
+        files.push(render(
+            &Panels {
+                stem: format!("spectrum_{metric}"),
+                title: format!("{metric}: percentile spectrum"),
+                caption: "Latency at each percentile, on HdrHistogram's 1/(1−p) scale: the tail reads to the right.".into(),
+                x_desc: "percentile".into(),
+                y_desc: "ms".into(),
+                log_x: true,
+                panels: spec_panels,
+                sides: sides.clone(),
+                x_labels: percentile_label,
+                marker: None,
+                csv_header: ["inverse_tail_1_over_1_minus_p", "value_ms"],
+            },
+            dir,
+        )?);
+        files.push(render(
+            &Panels {
+                stem: format!("cdf_{metric}"),
+                title: format!("{metric}: cumulative distribution"),
+                caption:
+                    "Share of requests at or below each latency; a curve further left is faster."
+                        .into(),
+                x_desc: "ms".into(),
+                y_desc: "share of requests".into(),
+                log_x: false,
+                panels: cdf_panels,
+                sides: sides.clone(),
+                x_labels: |x| fmt_ms(x),
+                marker: None,
+                csv_header: ["value_ms", "quantile"],
+            },
+            dir,
+        )?);
+        let rows: Vec<(String, [Option<f64>; 4])> = report
+            .groups
+            .iter()
+            .filter(|g| g.metric == metric.name())
+            .map(|g: &GroupComparison| {
+                let ms = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
+                let at =
+                    |side: &crate::Side, i: usize| ms(side.percentiles.get(i).copied().flatten());
+                (
+                    g.subject.clone(),
+                    [
+                        at(&g.baseline, 0),
+                        at(&g.candidate, 0),
+                        at(&g.baseline, 2),
+                        at(&g.candidate, 2),
+                    ],
+                )
+            })
+            .collect();
+        files.push(render(
+            &Bars {
+                metric,
+                sides: sides.clone(),
+                rows,
+            },
+            dir,
+        )?);
+        files.push(render(
+            &timeline(report, metric, baseline, candidate, &sides),
+            dir,
+        )?);
+    }
+
+    let speed: Vec<(String, Option<Interval>)> = report
+        .groups
+        .iter()
+        .filter(|g| g.metric == Metric::PhotosyncGoodput.name())
+        .map(|g| {
+            (
+                g.subject.clone(),
+                g.percentiles
+                    .iter()
+                    .find(|p| (p.percentile - 50.0).abs() < 1e-9)
+                    .map(|p| p.ratio),
+            )
+        })
+        .collect();
+    if !speed.is_empty() {
+        files.push(render(
+            &SpeedUp {
+                confidence: report.confidence,
+                rows: speed,
+            },
+            dir,
+        )?);
+    }
+
+    // Which data centre serves each country best, from everything at hand.
+    let metric = Metric::QuicRequest;
+    let mut cells = BTreeMap::new();
+    let all: Vec<&StoredSeries> = baseline
+        .iter()
+        .chain(candidate)
+        .filter(|r| r.series.metric == metric)
+        .collect();
+    let countries: BTreeSet<String> = all
+        .iter()
+        .map(|r| r.key("country").unwrap_or("-").to_string())
+        .collect();
+    let dcs: BTreeSet<String> = all.iter().map(|r| r.series.target.name.clone()).collect();
+    for c in &countries {
+        for dc in &dcs {
+            let h =
+                merged(all.iter().copied().filter(|r| {
+                    r.key("country").unwrap_or("-") == c && &r.series.target.name == dc
+                }));
+            if let Some(h) = h {
+                cells.insert(
+                    (c.clone(), dc.clone()),
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                );
+            }
+        }
+    }
+    if !cells.is_empty() {
+        files.push(render(
+            &Matrix {
+                metric,
+                rows: countries.into_iter().collect(),
+                cols: dcs.into_iter().collect(),
+                cells,
+            },
+            dir,
+        )?);
+    }
+    Ok(files)
+}
+
+/// p50 and p99 per window over time for each group, the cut-over marked
+/// where the candidate's data begins.
+fn timeline(
+    report: &Report,
+    metric: Metric,
+    baseline: &[StoredSeries],
+    candidate: &[StoredSeries],
+    sides: &Sides,
+) -> Panels {
+    let keys = &report.group_by;
+    let start = baseline
+        .iter()
+        .chain(candidate)
+        .map(|r| r.series.window.start_unix_ms)
+        .min()
+        .unwrap_or(0);
+    let minutes = |ms: u64| (ms.saturating_sub(start)) as f64 / 60_000.0;
+    let mut panels: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for (side, rows) in [baseline, candidate].into_iter().enumerate() {
+        let mut by: BTreeMap<(String, u64), Vec<&StoredSeries>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.series.metric == metric) {
+            by.entry((subject_of(r, keys), r.series.window.start_unix_ms))
+                .or_default()
+                .push(r);
+        }
+        let mut p50: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut p99: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for ((subject, at), rows) in by {
+            if let Some(h) = merged(rows.into_iter()) {
+                let x = minutes(at);
+                p50.entry(subject.clone())
+                    .or_default()
+                    .push((x, h.value_at_quantile(0.5) as f64 / 1000.0));
+                p99.entry(subject)
+                    .or_default()
+                    .push((x, h.value_at_quantile(0.99) as f64 / 1000.0));
+            }
+        }
+        for (subject, points) in p50 {
+            panels
+                .entry(subject)
+                .or_default()
+                .push(Line { side, points });
+        }
+        for (subject, points) in p99 {
+            panels
+                .entry(subject)
+                .or_default()
+                .push(Line { side, points });
+        }
+    }
+    let cut = candidate
+        .iter()
+        .map(|r| r.series.window.start_unix_ms)
+        .min()
+        .filter(|c| baseline.iter().all(|r| r.series.window.start_unix_ms < *c))
+        .map(|c| (minutes(c), "cut-over".to_string()));
+    Panels {
+        stem: format!("timeline_{metric}"),
+        title: format!("{metric}: p50 (lower line) and p99 per window over time"),
+        caption: "Each point is one aggregation window, all probes of the group merged; the vertical line marks where the candidate's data begins.".into(),
+        x_desc: "minutes from the first window".into(),
+        y_desc: "ms".into(),
+        log_x: false,
+        panels: panels.into_iter().collect(),
+        sides: sides.clone(),
+        x_labels: |x| format!("{x:.1}"),
+        marker: cut,
+        csv_header: ["minutes", "value_ms"],
+    }
+}

@@ -1,0 +1,311 @@
+//! The self-contained HTML report: verdicts and a summary table first,
+//! then the charts (PNG inlined as data URIs), then the methods. No
+//! request leaves the page: no scripts, fonts or styles from elsewhere.
+
+// Markup is written in blocks that end their own lines; `writeln!` would
+// split each block's text from its newline for no gain.
+#![allow(clippy::write_with_newline)]
+
+use crate::charts::ChartFile;
+use crate::claim::Verdict;
+use crate::{Report, Side};
+use base64::Engine;
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::Path;
+use vantage_collector::StoredSeries;
+
+/// What the methods section says about the data, beyond the numbers.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DataSummary {
+    /// Probes of the baseline.
+    pub baseline_probes: Vec<String>,
+    /// Probes of the candidate.
+    pub candidate_probes: Vec<String>,
+    /// First window start and last window end of the baseline, RFC 3339.
+    pub baseline_span: Option<(String, String)>,
+    /// The same for the candidate.
+    pub candidate_span: Option<(String, String)>,
+    /// Data centres measured.
+    pub targets: Vec<String>,
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+impl DataSummary {
+    /// Summarises the series of both sides.
+    pub fn of(baseline: &[StoredSeries], candidate: &[StoredSeries]) -> Self {
+        let probes = |rows: &[StoredSeries]| {
+            rows.iter()
+                .map(|r| r.probe_id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let span = |rows: &[StoredSeries]| {
+            let start = rows.iter().map(|r| r.series.window.start_unix_ms).min()?;
+            let end = rows.iter().map(|r| r.series.window.end_unix_ms).max()?;
+            Some((rfc3339(start), rfc3339(end)))
+        };
+        DataSummary {
+            baseline_probes: probes(baseline),
+            candidate_probes: probes(candidate),
+            baseline_span: span(baseline),
+            candidate_span: span(candidate),
+            targets: baseline
+                .iter()
+                .chain(candidate)
+                .map(|r| r.series.target.name.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn value(v: Option<u64>, unit: &str) -> String {
+    match (v, unit) {
+        (None, _) => "–".into(),
+        (Some(v), "kbps") => format!("{:.2} Mbit/s", v as f64 / 1000.0),
+        (Some(v), _) => format!("{:.2} ms", v as f64 / 1000.0),
+    }
+}
+
+fn loss(s: &Side) -> String {
+    s.loss_rate
+        .map(|l| format!("{:.2} %", l * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn verdict_class(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Holds => "holds",
+        Verdict::Fails => "fails",
+        Verdict::Inconclusive => "inconclusive",
+        Verdict::InsufficientData | Verdict::NoData => "insufficient",
+    }
+}
+
+const STYLE: &str = "
+body{font-family:'DejaVu Sans',Arial,sans-serif;margin:0 auto;max-width:1240px;padding:0 24px 48px;color:#222;line-height:1.45}
+h1{margin-top:28px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
+.simulated{background:#fff3cd;border:3px solid #b8860b;padding:14px 18px;font-weight:bold;font-size:1.1em;margin-top:20px}
+table{border-collapse:collapse;margin:12px 0;font-size:.92em}th,td{border:1px solid #ccc;padding:5px 9px;text-align:right}
+th{background:#f2f2f2}td.l,th.l{text-align:left}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:bold;border:2px solid #222}
+.holds{background:#d4edda}.fails{background:#f8d7da}.inconclusive{background:#fff3cd}.insufficient{background:#e2e3e5}
+figure{margin:26px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#444;font-size:.92em}
+code{background:#f4f4f4;padding:1px 4px}
+";
+
+/// Renders the HTML report. `charts` were written into `chart_dir`; each
+/// PNG is read back and inlined.
+pub fn render_html(
+    report: &Report,
+    data: &DataSummary,
+    charts: &[ChartFile],
+    chart_dir: &Path,
+    chart_link_prefix: &str,
+) -> std::io::Result<String> {
+    let mut h = String::new();
+    let w = &mut h;
+    let _ = write!(
+        w,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Vantage report: {} vs {}</title><style>{STYLE}</style></head><body>\n",
+        esc(&report.baseline),
+        esc(&report.candidate)
+    );
+    if report.simulated {
+        let _ = write!(
+            w,
+            "<div class=\"simulated\" id=\"simulated\">SIMULATED DATA. These measurements come from \
+Vantage's lab: emulated network paths on one machine. They show how the tool works and say nothing \
+about any real network.</div>\n"
+        );
+    }
+    let _ = write!(
+        w,
+        "<h1>Vantage report</h1><p>Baseline <code>{}</code> compared with candidate <code>{}</code>, \
+grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
+        esc(&report.baseline),
+        esc(&report.candidate),
+        esc(&report.group_by.join(", ")),
+        report.confidence * 100.0
+    );
+
+    let _ = write!(w, "<h2 id=\"verdicts\">Verdicts</h2>\n");
+    if report.claims.is_empty() {
+        let _ = write!(w, "<p>No claim was stated (<code>--claim</code>).</p>\n");
+    } else {
+        let _ = write!(
+            w,
+            "<table><tr><th class=\"l\">claim</th><th class=\"l\">verdict</th><th class=\"l\">group</th><th>estimate</th><th>interval</th></tr>\n"
+        );
+        for c in &report.claims {
+            let rows = c.groups.len().max(1);
+            let _ = write!(
+                w,
+                "<tr><td class=\"l\" rowspan=\"{rows}\">{}</td><td class=\"l\" rowspan=\"{rows}\"><span class=\"badge {}\">{}</span></td>",
+                esc(&c.claim.text),
+                verdict_class(&c.verdict),
+                esc(&c.verdict.to_string())
+            );
+            if c.groups.is_empty() {
+                let _ = write!(
+                    w,
+                    "<td class=\"l\">no matching group</td><td></td><td></td></tr>\n"
+                );
+            }
+            for (i, g) in c.groups.iter().enumerate() {
+                if i > 0 {
+                    let _ = write!(w, "<tr>");
+                }
+                let (est, iv) = match &g.statistic {
+                    Some(s) => (
+                        c.claim.format_statistic(s.estimate),
+                        format!(
+                            "[{}, {}]",
+                            c.claim.format_statistic(s.low),
+                            c.claim.format_statistic(s.high)
+                        ),
+                    ),
+                    None => ("–".into(), "–".into()),
+                };
+                let _ = write!(
+                    w,
+                    "<td class=\"l\">{} ({})</td><td>{}</td><td>{}</td></tr>\n",
+                    esc(&g.subject),
+                    esc(&g.verdict.to_string()),
+                    esc(&est),
+                    esc(&iv)
+                );
+            }
+        }
+        let _ = write!(w, "</table>\n");
+    }
+
+    let _ = write!(
+        w,
+        "<h2 id=\"summary\">Summary</h2>\n<table><tr><th class=\"l\">group</th><th class=\"l\">metric</th>\
+<th>samples (b / c)</th><th>probes</th><th>loss b</th><th>loss c</th><th>p50 b</th><th>p50 c</th>\
+<th>p99 b</th><th>p99 c</th><th>p50 ratio c/b [interval]</th><th class=\"l\">status</th></tr>\n"
+    );
+    for g in &report.groups {
+        let ratio = g
+            .percentiles
+            .iter()
+            .find(|p| (p.percentile - 50.0).abs() < 1e-9)
+            .map(|p| {
+                format!(
+                    "{:.3} [{:.3}, {:.3}]",
+                    p.ratio.estimate, p.ratio.low, p.ratio.high
+                )
+            })
+            .unwrap_or_else(|| "–".into());
+        let _ = write!(
+            w,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
+            esc(&g.subject),
+            esc(&g.metric),
+            g.baseline.samples,
+            g.candidate.samples,
+            g.baseline.probes,
+            g.candidate.probes,
+            loss(&g.baseline),
+            loss(&g.candidate),
+            value(g.baseline.percentiles.first().copied().flatten(), &g.unit),
+            value(g.candidate.percentiles.first().copied().flatten(), &g.unit),
+            value(g.baseline.percentiles.get(2).copied().flatten(), &g.unit),
+            value(g.candidate.percentiles.get(2).copied().flatten(), &g.unit),
+            ratio,
+            esc(g.reason.as_deref().unwrap_or(&g.status)),
+        );
+    }
+    let _ = write!(w, "</table>\n");
+
+    let _ = write!(w, "<h2 id=\"charts\">Charts</h2>\n");
+    for c in charts {
+        let png = std::fs::read(chart_dir.join(format!("{}.png", c.stem)))?;
+        let data = base64::engine::general_purpose::STANDARD.encode(png);
+        let _ = write!(
+            w,
+            "<figure class=\"chart\" id=\"{stem}\"><img alt=\"{title}\" src=\"data:image/png;base64,{data}\">\
+<figcaption><b>{title}.</b> {caption} Also as <a href=\"{p}{stem}.svg\">SVG</a>, numbers in <a href=\"{p}{stem}.csv\">CSV</a>.</figcaption></figure>\n",
+            stem = esc(&c.stem),
+            title = esc(&c.title),
+            caption = esc(&c.caption),
+            p = esc(chart_link_prefix),
+        );
+    }
+
+    let span = |s: &Option<(String, String)>| {
+        s.as_ref()
+            .map(|(a, b)| format!("{a} to {b}"))
+            .unwrap_or_else(|| "–".into())
+    };
+    let _ = write!(
+        w,
+        "<h2 id=\"methods\">Methods</h2>\n\
+<p><b>What was measured.</b> Each probe measures, on an open-loop schedule with random (Poisson) spacing, \
+request latency against each data centre: a STAMP round trip (<code>udp_rtt</code>), QUIC and TCP+TLS \
+handshakes, a request on a warm QUIC or HTTPS connection, and a handshake plus first request \
+(<code>quic_cold_request</code>, what a user opening an app waits for). Latency counts from the intended \
+send time, so a stalled probe cannot hide a slow network; every timeout and error is counted. Photo sync \
+runs in batches: each photo's time until the data centre's receipt (<code>photosync_upload</code>), and \
+the batch's goodput, acknowledged bytes over its whole time (<code>photosync_goodput</code>, kbit/s); \
+<code>loaded_rtt</code> is a QUIC request measured while a batch runs.</p>\n\
+<p><b>How it is compared.</b> Probes aggregate into HDR histograms (1 µs to 1 h, 3 significant digits) per \
+aggregation window; the report merges them exactly. Intervals come from a bootstrap with {} resamples that \
+resamples whole (probe, window) series, never single requests: requests in one window share the same path, \
+the same congestion and the same probe, so they are not independent, and resampling them one by one would \
+give intervals far narrower than the evidence supports. A group with fewer than the minimum samples or \
+series on either side is marked insufficient data and gets no verdict. A claim holds when its whole \
+interval satisfies it, fails when the whole interval contradicts it, and is inconclusive otherwise.</p>\n\
+<table><tr><th class=\"l\"></th><th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\
+<tr><td class=\"l\">selector</td><td class=\"l\"><code>{}</code></td><td class=\"l\"><code>{}</code></td></tr>\
+<tr><td class=\"l\">probes</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\
+<tr><td class=\"l\">time</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr></table>\n\
+<p>Data centres: {}. Samples per group are in the summary table. Tool: Vantage {}, report schema <code>{}</code>.</p>\n",
+        report.resamples,
+        esc(&report.baseline),
+        esc(&report.candidate),
+        esc(&data.baseline_probes.join(", ")),
+        esc(&data.candidate_probes.join(", ")),
+        esc(&span(&data.baseline_span)),
+        esc(&span(&data.candidate_span)),
+        esc(&data.targets.join(", ")),
+        env!("CARGO_PKG_VERSION"),
+        crate::REPORT_SCHEMA,
+    );
+    if report.simulated {
+        let _ = write!(
+            w,
+            "<p><b>Simulated.</b> The lab emulates each path's delay, jitter, loss and bandwidth with userspace \
+relays on loopback; every series carries the label <code>simulated=true</code>.</p>\n"
+        );
+    }
+    // The only script: it records whether every chart image decoded, for
+    // the browser test and for anyone checking a report by hand.
+    let _ = write!(
+        w,
+        "<script>window.addEventListener('load',function(){{var i=Array.prototype.slice.call(document.images);\
+document.body.setAttribute('data-charts-total',i.length);\
+document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.complete&&x.naturalWidth>0;}}).length);}});</script>\n"
+    );
+    let _ = write!(w, "</body></html>\n");
+    Ok(h)
+}
