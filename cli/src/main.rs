@@ -207,6 +207,9 @@ struct LabDemoArgs {
     /// Aggregation window of the probes.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     window: Duration,
+    /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
+    #[arg(long = "rate", value_name = "METRIC=RATE")]
+    rates: Vec<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -512,7 +515,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
             duration: args.duration,
             out: args.out.join("phases").join(phase),
             window: args.window,
-            rates: Vec::new(),
+            rates: args.rates.clone(),
             db: Some(db.clone()),
         };
         let run = vantage_lab::run_lab(options, stop.clone());

@@ -35,14 +35,15 @@ pub struct Scenario {
 }
 
 /// Photo sync in the lab unless a scenario says otherwise: small batches
-/// often (4 photos of about 400 kB every 10 s), so a run of a minute has
-/// several batches per window to compare, and the relays' CPU stays low.
+/// often (3 photos of about 300 kB every 10 s), so a minute gives several
+/// batches to compare while the idle metrics, paused during a batch, keep
+/// most of the time, and the relays' CPU stays low.
 pub const LAB_SYNC: &str = r#"
 every = "10s"
-photos = 4
-photo_bytes = 400000
+photos = 3
+photo_bytes = 300000
 size_sigma = 0.3
-concurrency = 2
+concurrency = 3
 direction = "upload"
 transport = "quic"
 timeout = "10s"
@@ -391,7 +392,7 @@ mod tests {
     #[test]
     fn burst_loss_and_normal_jitter_are_read() {
         let text = DEFAULT_SCENARIO.replacen(
-            "loss = 0.01\ndown_mbps = 8",
+            "loss = 0.005\ndown_mbps = 8",
             "burst_loss = { p_good_to_bad = 0.01, p_bad_to_good = 0.3, loss_bad = 0.5 }\njitter_dist = \"normal\"\ndown_mbps = 8",
             1,
         );
@@ -412,7 +413,7 @@ mod tests {
         for (from, to, needle) in [
             ("code = \"IN\"", "code = \"IND\"", "alpha-2"),
             ("serve = { IN = \"singapore\",", "serve = { IN = \"mars\",", "unknown data centre mars"),
-            ("loss = 0.01\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "loss = 1.5\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "probability"),
+            ("loss = 0.005\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "loss = 1.5\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "probability"),
             ("seed = 2026", "seed = 2026\nbogus = 1", "bogus"),
         ] {
             assert!(base.contains(from), "fixture drifted: {from}");

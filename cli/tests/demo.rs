@@ -1,0 +1,63 @@
+//! `vantage lab demo` end to end, shortened: both phases through the
+//! collector into SQLite, then the report with the story's claims.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_the_story_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let run = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(["lab", "demo", "--duration", "25s", "--window", "2s"])
+        // Enough cold requests in 25 s for a verdict, syncs paused aside.
+        .args(["--rate", "quic_handshake=5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("SIMULATED"), "{stdout}");
+    let html_path = out.join("report/report.html");
+    assert!(
+        stdout.contains(&html_path.display().to_string()),
+        "prints where the report is: {stdout}"
+    );
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("id=\"simulated\""));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
+    assert_eq!(report["simulated"], true);
+    let claims = report["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    // Mumbai–Beijing is 250 ms round trip, Mumbai–Singapore 60: a cold
+    // request (two round trips) drops by about 380 ms.
+    assert_eq!(
+        claims[0]["claim"]["text"],
+        "IN quic_cold_request p50 decreases by >= 350ms"
+    );
+    assert_eq!(claims[0]["verdict"], "holds", "{:?}", claims[0]);
+    assert_eq!(claims[1]["claim"]["subject"], "MY");
+    assert!(claims[1]["verdict"].is_string());
+    // Four countries, both phases, every probe uploaded.
+    let countries: std::collections::BTreeSet<&str> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        countries.into_iter().collect::<Vec<_>>(),
+        ["ID", "IN", "MY", "US"]
+    );
+    assert_eq!(report["probes"], serde_json::json!([4, 4]));
+    let charts = std::fs::read_dir(out.join("report/charts"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".png"))
+        .count();
+    assert!(charts >= 8, "{charts} charts");
+}
