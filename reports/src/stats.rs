@@ -81,6 +81,74 @@ pub struct Interval {
     pub high: f64,
 }
 
+/// Every unit's (value, count) pairs pooled and sorted once, so that a
+/// resample, which only changes how many times each unit is drawn, costs
+/// one walk over the pool instead of a merge and a sort.
+struct Pool {
+    /// (value, unit index, count), by value.
+    pairs: Vec<(u64, u32, u64)>,
+    samples: Vec<u64>,
+}
+
+impl Pool {
+    fn new(units: &[Unit]) -> Self {
+        let mut pairs: Vec<(u64, u32, u64)> = units
+            .iter()
+            .enumerate()
+            .flat_map(|(i, u)| u.values.iter().map(move |&(v, c)| (v, i as u32, c)))
+            .collect();
+        pairs.sort_unstable_by_key(|&(v, _, _)| v);
+        Pool {
+            pairs,
+            samples: units.iter().map(|u| u.samples).collect(),
+        }
+    }
+
+    /// Draws as many units as there are, with replacement: `weights[i]`
+    /// becomes how many times unit `i` was drawn.
+    fn draw(&self, weights: &mut [u64], rng: &mut StdRng) {
+        weights.iter_mut().for_each(|w| *w = 0);
+        let n = weights.len();
+        for _ in 0..n {
+            weights[rng.gen_range(0..n)] += 1;
+        }
+    }
+
+    /// The quantiles of the drawn units together, as [`quantiles`] gives
+    /// them for the same multiset; false when no sample was drawn.
+    fn quantiles(&self, weights: &[u64], qs: &[f64], out: &mut [u64]) -> bool {
+        let total: u64 = weights.iter().zip(&self.samples).map(|(w, s)| w * s).sum();
+        if total == 0 {
+            return false;
+        }
+        let mut order: Vec<usize> = (0..qs.len()).collect();
+        order.sort_by(|&a, &b| qs[a].total_cmp(&qs[b]));
+        let rank = |q: f64| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let last = self
+            .pairs
+            .iter()
+            .rev()
+            .find(|&&(_, u, _)| weights[u as usize] > 0)
+            .map_or(0, |&(v, _, _)| v);
+        let mut next = 0;
+        let mut seen = 0u64;
+        for &(v, u, c) in &self.pairs {
+            if next == order.len() {
+                break;
+            }
+            seen += weights[u as usize] * c;
+            while next < order.len() && seen >= rank(qs[order[next]]) {
+                out[order[next]] = v;
+                next += 1;
+            }
+        }
+        for &i in &order[next..] {
+            out[i] = last;
+        }
+        true
+    }
+}
+
 /// Bootstrap intervals, at `confidence`, of each quantile's difference
 /// (candidate − baseline, in the values' unit) and ratio (candidate /
 /// baseline), resampling each side's units with replacement `resamples`
@@ -98,17 +166,15 @@ pub fn bootstrap(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut diffs: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); qs.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); qs.len()];
-    fn draw<'u>(units: &'u [Unit], rng: &mut StdRng) -> Vec<&'u Unit> {
-        (0..units.len())
-            .map(|_| &units[rng.gen_range(0..units.len())])
-            .collect()
-    }
+    let (pool_b, pool_c) = (Pool::new(baseline), Pool::new(candidate));
+    let (mut wb, mut wc) = (vec![0u64; baseline.len()], vec![0u64; candidate.len()]);
+    let (mut bq, mut cq) = (vec![0u64; qs.len()], vec![0u64; qs.len()]);
     for _ in 0..resamples {
-        let b = draw(baseline, &mut rng);
-        let c = draw(candidate, &mut rng);
-        let (Some(bq), Some(cq)) = (quantiles(b, qs), quantiles(c, qs)) else {
+        pool_b.draw(&mut wb, &mut rng);
+        pool_c.draw(&mut wc, &mut rng);
+        if !pool_b.quantiles(&wb, qs, &mut bq) || !pool_c.quantiles(&wc, qs, &mut cq) {
             continue;
-        };
+        }
         for i in 0..qs.len() {
             diffs[i].push(cq[i] as f64 - bq[i] as f64);
             if bq[i] > 0 {
@@ -155,6 +221,29 @@ pub fn bootstrap(
 mod tests {
     use super::*;
     use vantage_wire::new_latency_histogram;
+
+    #[test]
+    fn pooled_resample_quantiles_equal_the_merged_ones() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let units: Vec<Unit> = (0..20)
+            .map(|i| unit((0..30).map(|_| 1000 * (i % 5 + 1) + rng.gen_range(0..5000))))
+            .collect();
+        let pool = Pool::new(&units);
+        let qs = [0.5, 0.99, 0.9, 0.0, 1.0];
+        let mut weights = vec![0u64; units.len()];
+        let mut got = vec![0u64; qs.len()];
+        for _ in 0..50 {
+            pool.draw(&mut weights, &mut rng);
+            assert_eq!(weights.iter().sum::<u64>(), units.len() as u64);
+            assert!(pool.quantiles(&weights, &qs, &mut got));
+            let drawn: Vec<&Unit> = units
+                .iter()
+                .zip(&weights)
+                .flat_map(|(u, &w)| std::iter::repeat_n(u, w as usize))
+                .collect();
+            assert_eq!(Some(got.clone()), quantiles(drawn, &qs));
+        }
+    }
 
     fn unit(values: impl IntoIterator<Item = u64>) -> Unit {
         let mut h = new_latency_histogram();

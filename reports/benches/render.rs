@@ -1,0 +1,130 @@
+//! Report render time from a generated store, and how it grows with the
+//! store: 100 probes in 4 countries, 3 data centres, 8 latency metrics,
+//! W one-minute windows per phase (W doubles each step). Prints a table
+//! of build (statistics, 1000 bootstrap resamples) and write (charts,
+//! HTML) times and the process's peak RSS.
+//!
+//! `cargo bench -p vantage-reports --bench render` (add `-- 2 4 8` for
+//! other window counts). In-memory series: the SQLite read is measured by
+//! the collector's own benches.
+
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+use vantage_collector::StoredSeries;
+use vantage_reports::{build_report, write_report, ReportOptions};
+use vantage_wire::{Labels, Metric, Series, Target, Window};
+
+const PROBES: usize = 100;
+const COUNTRIES: [&str; 4] = ["IN", "MY", "ID", "US"];
+const TARGETS: [&str; 3] = ["beijing", "singapore", "oregon"];
+const METRICS: [Metric; 8] = [
+    Metric::UdpRtt,
+    Metric::QuicHandshake,
+    Metric::QuicRequest,
+    Metric::QuicColdRequest,
+    Metric::TcpConnect,
+    Metric::TlsHandshake,
+    Metric::HttpsRequest,
+    Metric::LoadedRtt,
+];
+const SAMPLES_PER_SERIES: usize = 60;
+
+fn generate(windows: u64) -> (Vec<StoredSeries>, Vec<StoredSeries>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(windows);
+    let mut sides = (Vec::new(), Vec::new());
+    for (side, phase) in ["before", "after"].into_iter().enumerate() {
+        for p in 0..PROBES {
+            let country = COUNTRIES[p % COUNTRIES.len()];
+            let mut labels = Labels::new();
+            labels.insert("country", country).expect("label");
+            labels.insert("phase", phase).expect("label");
+            for w in 0..windows {
+                let start = (side as u64 * windows + w) * 60_000;
+                for (t, target) in TARGETS.iter().enumerate() {
+                    for (m, metric) in METRICS.iter().enumerate() {
+                        let mut s = Series::new(
+                            Target {
+                                name: target.to_string(),
+                                address: "192.0.2.1:4433".into(),
+                            },
+                            *metric,
+                            Window {
+                                start_unix_ms: start,
+                                end_unix_ms: start + 60_000,
+                            },
+                        );
+                        let base = 20_000 + 40_000 * t as u64 + 5_000 * m as u64
+                            - if side == 1 { 10_000 } else { 0 };
+                        for _ in 0..SAMPLES_PER_SERIES {
+                            let _ = s.histogram.record(base + rng.gen_range(0..base / 2));
+                        }
+                        s.sent = SAMPLES_PER_SERIES as u64;
+                        let row = StoredSeries {
+                            probe_id: format!("p{p}"),
+                            sequence: w,
+                            campaign: "bench".into(),
+                            labels: labels.clone(),
+                            series: s,
+                        };
+                        if side == 0 {
+                            sides.0.push(row);
+                        } else {
+                            sides.1.push(row);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    sides
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let steps = if args.is_empty() { vec![2, 4, 8] } else { args };
+    println!(
+        "| windows per phase | series | build (s) | write (s) | total (s) | µs per series | peak RSS (MiB) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for windows in steps {
+        let (b, c) = generate(windows);
+        let series = b.len() + c.len();
+        let options = ReportOptions {
+            baseline: "phase=before".into(),
+            candidate: "phase=after".into(),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let t0 = Instant::now();
+        let report = build_report(&b, &c, &options);
+        let built = t0.elapsed();
+        let t1 = Instant::now();
+        let written = write_report(&report, &b, &c, dir.path()).expect("report written");
+        let wrote = t1.elapsed();
+        assert!(!written.charts.is_empty());
+        let total = built + wrote;
+        println!(
+            "| {windows} | {series} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            built.as_secs_f64(),
+            wrote.as_secs_f64(),
+            total.as_secs_f64(),
+            total.as_secs_f64() * 1e6 / series as f64,
+            peak_rss_mib()
+        );
+    }
+}
