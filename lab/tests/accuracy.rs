@@ -422,6 +422,25 @@ async fn loaded_rtt_shows_the_queue_a_sync_builds() {
         loaded_series.histogram.len()
     );
     assert!(loaded_series.histogram.len() >= 20, "{loaded_series:?}");
+    // Responsiveness by the draft's method, one value per batch: well
+    // below what the idle round trip would give, and of the order the
+    // loaded round trip gives (the relay cannot delay TCP's handshake, so
+    // the foreign probes' connect part is local and RPM reads a little high).
+    let rpm = series(&summary, Metric::ResponsivenessRpm);
+    assert_eq!(rpm.histogram.len(), 2, "one per batch: {rpm:?}");
+    let rpm_p50 = rpm.histogram.value_at_quantile(0.5) as f64;
+    eprintln!(
+        "responsiveness {rpm_p50:.0} RPM under load; idle round trip would give {:.0}",
+        60_000.0 / idle
+    );
+    assert!(
+        rpm_p50 < 0.5 * 60_000.0 / idle,
+        "RPM {rpm_p50} not below half the idle figure"
+    );
+    assert!(
+        (60_000.0 / (1.5 * loaded)..60_000.0 / (0.5 * loaded)).contains(&rpm_p50),
+        "RPM {rpm_p50} vs loaded_rtt p50 {loaded:.1} ms"
+    );
     assert!(
         rise >= 0.5 * queue_ms && rise <= queue_ms + 5.0,
         "loaded_rtt rose {rise:.1} ms over idle; the queue holds {queue_ms:.1} ms"

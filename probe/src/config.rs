@@ -23,15 +23,16 @@ pub const LATENCY_METRICS: [Metric; 7] = [
 ];
 
 /// The photo-sync metrics, measured in sync batches.
-pub const PHOTOSYNC_METRICS: [Metric; 4] = [
+pub const PHOTOSYNC_METRICS: [Metric; 5] = [
     Metric::PhotosyncUpload,
     Metric::PhotosyncDownload,
     Metric::PhotosyncGoodput,
     Metric::LoadedRtt,
+    Metric::ResponsivenessRpm,
 ];
 
 /// The metrics this probe measures against a responder, by default all.
-pub const RESPONDER_METRICS: [Metric; 11] = [
+pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::UdpRtt,
     Metric::QuicHandshake,
     Metric::QuicRequest,
@@ -43,6 +44,7 @@ pub const RESPONDER_METRICS: [Metric; 11] = [
     Metric::PhotosyncDownload,
     Metric::PhotosyncGoodput,
     Metric::LoadedRtt,
+    Metric::ResponsivenessRpm,
 ];
 
 /// Which way photos go in a sync batch.
@@ -172,7 +174,8 @@ impl Measurement {
             Metric::PhotosyncUpload
             | Metric::PhotosyncDownload
             | Metric::PhotosyncGoodput
-            | Metric::LoadedRtt => Measurement::PhotoSync,
+            | Metric::LoadedRtt
+            | Metric::ResponsivenessRpm => Measurement::PhotoSync,
             _ => return None,
         })
     }
@@ -324,7 +327,7 @@ pub struct ProbeArgs {
     /// Where the probe keeps its id and sequence number [default: ~/.local/state/vantage].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Metrics to measure, comma separated [default: all eleven].
+    /// Metrics to measure, comma separated [default: all twelve].
     #[arg(long, value_delimiter = ',', value_name = "METRIC,...")]
     pub metrics: Vec<String>,
     /// Attempts per second of a measurement, METRIC=RATE; repeat for more.

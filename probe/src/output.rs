@@ -260,6 +260,7 @@ pub fn render_table<'a>(
         let value = |v: u64| match s.metric.unit() {
             vantage_wire::Unit::Microseconds => ms(v),
             vantage_wire::Unit::KilobitsPerSecond => format!("{:.1}Mb/s", v as f64 / 1000.0),
+            vantage_wire::Unit::RoundTripsPerMinute => format!("{v}RPM"),
         };
         let pct = |q: f64| {
             if h.is_empty() {

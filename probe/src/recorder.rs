@@ -17,12 +17,12 @@ pub enum Outcome {
         /// Payload bytes moved.
         bytes: u64,
     },
-    /// A throughput measured (`photosync_goodput`): the value recorded is
-    /// in kbit/s, the metric's unit.
-    Throughput {
-        /// Bytes acknowledged per second, as kbit/s.
-        kbit_per_s: u64,
-        /// Bytes acknowledged.
+    /// A value in the metric's own unit, not a latency: kbit/s for
+    /// `photosync_goodput`, round trips per minute for `responsiveness_rpm`.
+    Value {
+        /// The value recorded.
+        value: u64,
+        /// Bytes the value covers (acknowledged bytes for goodput).
         bytes: u64,
     },
     /// No answer before the timeout.
@@ -187,8 +187,8 @@ impl Recorder {
                         s.server_time.count += 1;
                     }
                 }
-                Outcome::Throughput { kbit_per_s, bytes } => {
-                    s.histogram.saturating_record(kbit_per_s.max(1));
+                Outcome::Value { value, bytes } => {
+                    s.histogram.saturating_record(value.max(1));
                     s.bytes += bytes;
                 }
                 Outcome::Lost => s.lost += 1,

@@ -250,7 +250,9 @@ pub fn build_report(
             .map(|m| m.unit().suffix().to_string())
             .unwrap_or_else(|| "us".into());
         let min_samples = match parsed.map(|m| m.unit()) {
-            Some(vantage_wire::Unit::KilobitsPerSecond) => options.min_batches,
+            Some(
+                vantage_wire::Unit::KilobitsPerSecond | vantage_wire::Unit::RoundTripsPerMinute,
+            ) => options.min_batches,
             _ => options.min_samples,
         };
         let short = [

@@ -39,6 +39,9 @@ pub enum Metric {
     PhotosyncGoodput,
     /// `quic_request` measured while a photo sync runs.
     LoadedRtt,
+    /// Responsiveness under a sync's load, in round trips per minute, by
+    /// the method of draft-ietf-ippm-responsiveness (one value per batch).
+    ResponsivenessRpm,
 }
 
 /// The unit a metric's histogram values are in.
@@ -48,6 +51,8 @@ pub enum Unit {
     Microseconds,
     /// Kilobits per second: throughput metrics.
     KilobitsPerSecond,
+    /// Round trips per minute: responsiveness.
+    RoundTripsPerMinute,
 }
 
 impl Unit {
@@ -56,6 +61,7 @@ impl Unit {
         match self {
             Unit::Microseconds => "us",
             Unit::KilobitsPerSecond => "kbps",
+            Unit::RoundTripsPerMinute => "rpm",
         }
     }
 }
@@ -78,6 +84,7 @@ const METRICS: &[(Metric, &str)] = &[
     (Metric::PhotosyncDownload, "photosync_download"),
     (Metric::PhotosyncGoodput, "photosync_goodput"),
     (Metric::LoadedRtt, "loaded_rtt"),
+    (Metric::ResponsivenessRpm, "responsiveness_rpm"),
 ];
 
 impl Metric {
@@ -99,6 +106,7 @@ impl Metric {
     pub fn unit(self) -> Unit {
         match self {
             Metric::PhotosyncGoodput => Unit::KilobitsPerSecond,
+            Metric::ResponsivenessRpm => Unit::RoundTripsPerMinute,
             _ => Unit::Microseconds,
         }
     }
@@ -238,7 +246,7 @@ mod tests {
             assert!(seen.insert(m.name()), "duplicate name {}", m.name());
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
         }
-        assert_eq!(seen.len(), 17);
+        assert_eq!(seen.len(), 18);
     }
 
     #[test]

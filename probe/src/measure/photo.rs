@@ -110,18 +110,58 @@ async fn run_batch(
         ctx.clone(),
         sync.loaded_rtt_rate,
         seed,
-        done_rx,
+        done_rx.clone(),
         deadline,
     ));
     let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
     let tally = Arc::new(BatchTally::default());
-    match sync.transport {
-        SyncTransport::Quic => quic_batch(ctx, sync, &queue, &tally, intended, deadline).await,
-        SyncTransport::Https => https_batch(ctx, sync, &queue, &tally, intended, deadline).await,
-    }
+    let responsiveness = match sync.transport {
+        SyncTransport::Quic => match connect(ctx, deadline).await {
+            Ok(conn) => {
+                let rpm = tokio::spawn(responsiveness(
+                    ctx.clone(),
+                    Some(conn.clone()),
+                    sync.loaded_rtt_rate,
+                    seed ^ 0x5eed,
+                    done_rx,
+                ));
+                quic_batch(ctx, sync, conn, &queue, &tally, intended, deadline).await;
+                Some(rpm)
+            }
+            Err(failure) => {
+                fail_rest(ctx, &queue, &tally, intended, &failure).await;
+                None
+            }
+        },
+        SyncTransport::Https => {
+            let rpm = tokio::spawn(responsiveness(
+                ctx.clone(),
+                None,
+                sync.loaded_rtt_rate,
+                seed ^ 0x5eed,
+                done_rx,
+            ));
+            https_batch(ctx, sync, &queue, &tally, intended, deadline).await;
+            Some(rpm)
+        }
+    };
     let finished = Instant::now();
     let _ = done_tx.send(true);
     let _ = loaded.await;
+    if let Some(Ok(Some(rpm))) = match responsiveness {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        ctx.emit(
+            Metric::ResponsivenessRpm,
+            intended,
+            Outcome::Value {
+                value: rpm.round() as u64,
+                bytes: 0,
+            },
+        )
+        .await;
+    }
     let bytes = tally.acked_bytes.load(Ordering::Relaxed);
     let failure = *tally.failure.lock().unwrap_or_else(|p| p.into_inner());
     let outcome = match failure {
@@ -129,8 +169,8 @@ async fn run_batch(
             let elapsed = latency_from(intended, started, finished, TIMER_SLACK);
             let kbit_per_s =
                 (bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-6) / 1000.0).round();
-            Outcome::Throughput {
-                kbit_per_s: kbit_per_s as u64,
+            Outcome::Value {
+                value: kbit_per_s as u64,
                 bytes,
             }
         }
@@ -203,15 +243,12 @@ async fn fail_rest(
 async fn quic_batch(
     ctx: &Arc<TargetCtx>,
     sync: &PhotoSyncConfig,
+    conn: quinn::Connection,
     queue: &Arc<Mutex<VecDeque<PhotoJob>>>,
     tally: &Arc<BatchTally>,
     intended: Instant,
     deadline: Instant,
 ) {
-    let conn = match connect(ctx, deadline).await {
-        Ok(c) => c,
-        Err(failure) => return fail_rest(ctx, queue, tally, intended, &failure).await,
-    };
     let mut workers = JoinSet::new();
     for _ in 0..sync.concurrency {
         let (ctx, conn, queue, tally) = (ctx.clone(), conn.clone(), queue.clone(), tally.clone());
@@ -623,4 +660,148 @@ async fn loaded_rtt(
     }
     while in_flight.join_next().await.is_some() {}
     conn.close(0u32.into(), b"sync done");
+}
+
+/// Trimmed mean of the lowest 95 % (the draft's "95th percentile trimmed
+/// mean"), in ms.
+pub(crate) fn trimmed_mean_ms(samples: &mut [Duration]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let keep = ((samples.len() as f64 * 0.95).ceil() as usize).clamp(1, samples.len());
+    let sum: f64 = samples[..keep].iter().map(|d| d.as_secs_f64() * 1e3).sum();
+    Some(sum / keep as f64)
+}
+
+/// Responsiveness by draft-ietf-ippm-responsiveness while the batch loads
+/// the path: foreign probes (a new TCP connection, its TLS handshake and a
+/// small HTTP GET, each timed) and, over QUIC, self probes (an echo on the
+/// batch's own loaded connection). RPM = 60 000 / (½ · TM(foreign) + ½ ·
+/// TM(self)), where TM(foreign) is the mean of the three components'
+/// trimmed means; without self probes (HTTPS batches, whose HTTP/1.1
+/// connections cannot carry a second request mid-photo) the foreign part
+/// alone. `None` when no foreign probe finished before the batch did.
+async fn responsiveness(
+    ctx: Arc<TargetCtx>,
+    loaded: Option<quinn::Connection>,
+    rate: f64,
+    seed: u64,
+    mut done: watch::Receiver<bool>,
+) -> Option<f64> {
+    type Samples = Arc<Mutex<Vec<Duration>>>;
+    let (tcp_f, tls_f, http_f, self_s): (Samples, Samples, Samples, Samples) = Default::default();
+    let mut schedule = Schedule::new(
+        Spacing::Poisson { rate_per_sec: rate },
+        Instant::now(),
+        seed,
+    );
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(schedule.next_due().into()) => {}
+            _ = done.changed() => break,
+        }
+        let now = Instant::now();
+        while schedule.poll_due(now).is_some() {
+            let deadline = now + ctx.timeout;
+            let (ctx2, tcp_f, tls_f, http_f) =
+                (ctx.clone(), tcp_f.clone(), tls_f.clone(), http_f.clone());
+            in_flight.spawn(async move {
+                if let Some((tcp, tls, http)) = foreign_probe(&ctx2, deadline).await {
+                    let push = |v: &Samples, d| v.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+                    push(&tcp_f, tcp);
+                    push(&tls_f, tls);
+                    push(&http_f, http);
+                }
+            });
+            if let Some(conn) = loaded.clone() {
+                let (ctx2, self_s) = (ctx.clone(), self_s.clone());
+                in_flight.spawn(async move {
+                    let started = Instant::now();
+                    if super::quic::echo(&ctx2, &conn, deadline).await.is_ok() {
+                        self_s
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(started.elapsed());
+                    }
+                });
+            }
+        }
+    }
+    // Probes still running when the load ended no longer measure it.
+    in_flight.abort_all();
+    while in_flight.join_next().await.is_some() {}
+    let take = |v: &Samples| std::mem::take(&mut *v.lock().unwrap_or_else(|p| p.into_inner()));
+    let foreign = [
+        trimmed_mean_ms(&mut take(&tcp_f))?,
+        trimmed_mean_ms(&mut take(&tls_f))?,
+        trimmed_mean_ms(&mut take(&http_f))?,
+    ];
+    let foreign = foreign.iter().sum::<f64>() / 3.0;
+    let rtt = match trimmed_mean_ms(&mut take(&self_s)) {
+        Some(own) => 0.5 * foreign + 0.5 * own,
+        None => foreign,
+    };
+    (rtt > 0.0).then(|| 60_000.0 / rtt)
+}
+
+/// One foreign probe: (TCP connect, TLS handshake, GET /nq/small) times.
+async fn foreign_probe(
+    ctx: &TargetCtx,
+    deadline: Instant,
+) -> Option<(Duration, Duration, Duration)> {
+    let t0 = Instant::now();
+    let tcp = super::https::tcp(ctx, deadline).await.ok()?;
+    let t1 = Instant::now();
+    let tls = super::https::tls(ctx, tcp, deadline).await.ok()?;
+    let t2 = Instant::now();
+    let (mut sender, conn) = tokio::time::timeout(
+        until(deadline),
+        hyper::client::conn::http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(tls)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get("/nq/small")
+        .header(hyper::header::HOST, ctx.server_name.as_str())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .ok()?;
+    let t3 = Instant::now();
+    let exchange = async {
+        let response = sender.send_request(request).await.ok()?;
+        let ok = response.status().is_success();
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.ok()?;
+        }
+        ok.then_some(())
+    };
+    let answered = tokio::time::timeout(until(deadline), exchange)
+        .await
+        .ok()
+        .flatten();
+    let http = t3.elapsed();
+    driver.abort();
+    answered.map(|()| (t1 - t0, t2 - t1, http))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_mean_drops_the_top_five_percent() {
+        let mut v: Vec<Duration> = (1..=19).map(|_| Duration::from_millis(10)).collect();
+        v.push(Duration::from_secs(10));
+        assert_eq!(
+            trimmed_mean_ms(&mut v),
+            Some(10.0),
+            "the one outlier of 20 is trimmed"
+        );
+        let mut one = vec![Duration::from_millis(7)];
+        assert_eq!(trimmed_mean_ms(&mut one), Some(7.0));
+        assert_eq!(trimmed_mean_ms(&mut []), None);
+    }
 }

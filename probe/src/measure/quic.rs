@@ -56,7 +56,7 @@ pub(crate) async fn connect(
 }
 
 /// One echo request on `conn`: the responder's reported time on success.
-async fn echo(
+pub(crate) async fn echo(
     ctx: &TargetCtx,
     conn: &quinn::Connection,
     deadline: Instant,
