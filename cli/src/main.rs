@@ -550,24 +550,34 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         .map(|t| t.parse::<vantage_reports::claim::Claim>())
         .collect::<Result<Vec<_>, _>>()?;
     let mut store = vantage_collector::SqliteStore::open(&db)?;
-    let b = store.select(&format!("phase={baseline}").parse()?)?;
-    let c = store.select(&format!("phase={candidate}").parse()?)?;
-    if b.is_empty() || c.is_empty() {
-        anyhow::bail!(
-            "the collector stored {} baseline and {} candidate series; nothing to compare (see the probes' output in {})",
-            b.len(),
-            c.len(),
-            args.out.join("phases").display()
-        );
-    }
     let options = vantage_reports::ReportOptions {
         baseline: format!("phase={baseline}"),
         candidate: format!("phase={candidate}"),
         claims,
         ..Default::default()
     };
-    let report = vantage_reports::build_report(&b, &c, &options);
-    let written = vantage_reports::write_report(&report, &b, &c, &args.out.join("report"))?;
+    let mut evidence = vantage_reports::Evidence::new(&options.group_by);
+    for (role, selector) in [
+        (vantage_reports::Role::Baseline, &options.baseline),
+        (vantage_reports::Role::Candidate, &options.candidate),
+    ] {
+        store.select_each(&selector.parse()?, &mut |row| {
+            evidence.add(role, &row);
+            Ok(())
+        })?;
+    }
+    let (nb, nc) = (
+        evidence.series(vantage_reports::Role::Baseline),
+        evidence.series(vantage_reports::Role::Candidate),
+    );
+    if nb == 0 || nc == 0 {
+        anyhow::bail!(
+            "the collector stored {nb} baseline and {nc} candidate series; nothing to compare (see the probes' output in {})",
+            args.out.join("phases").display()
+        );
+    }
+    let report = vantage_reports::build_report_from(&evidence, &options);
+    let written = vantage_reports::write_report_from(&report, &evidence, &args.out.join("report"))?;
     bar.finish_and_clear();
     if !args.quiet {
         print!("{}", written.summary);
@@ -717,13 +727,26 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let baseline: vantage_collector::Selector = args.baseline.parse()?;
     let candidate: vantage_collector::Selector = args.candidate.parse()?;
     let mut store = vantage_collector::SqliteStore::open(&args.db)?;
-    let (b, c) = (store.select(&baseline)?, store.select(&candidate)?);
-    if b.is_empty() || c.is_empty() {
+    // Streamed: each series is compacted as it is read, so a large store
+    // is never held decoded in memory.
+    let mut evidence = vantage_reports::Evidence::new(&args.group_by);
+    for (role, selector) in [
+        (vantage_reports::Role::Baseline, &baseline),
+        (vantage_reports::Role::Candidate, &candidate),
+    ] {
+        store.select_each(selector, &mut |row| {
+            evidence.add(role, &row);
+            Ok(())
+        })?;
+    }
+    let (nb, nc) = (
+        evidence.series(vantage_reports::Role::Baseline),
+        evidence.series(vantage_reports::Role::Candidate),
+    );
+    if nb == 0 || nc == 0 {
         anyhow::bail!(
-            "nothing to compare: {} series match --baseline {}, {} match --candidate {}",
-            b.len(),
+            "nothing to compare: {nb} series match --baseline {}, {nc} match --candidate {}",
             args.baseline,
-            c.len(),
             args.candidate
         );
     }
@@ -736,8 +759,8 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         claims,
         ..Default::default()
     };
-    let r = vantage_reports::build_report(&b, &c, &options);
-    let written = vantage_reports::write_report(&r, &b, &c, &args.out)
+    let r = vantage_reports::build_report_from(&evidence, &options);
+    let written = vantage_reports::write_report_from(&r, &evidence, &args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
     if !args.quiet {
         print!("{}", written.summary);

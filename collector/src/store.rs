@@ -84,7 +84,22 @@ pub trait Store: Send {
     /// Every token, for listing.
     fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Stored series matching `selector`.
-    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError>;
+    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
+        let mut out = Vec::new();
+        self.select_each(selector, &mut |row| {
+            out.push(row);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// Hands each stored series matching `selector` to `each`, one at a
+    /// time in (probe, sequence) order, so a caller that aggregates never
+    /// holds the whole selection decoded; an error from `each` stops it.
+    fn select_each(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError>;
     /// Batches stored.
     fn batch_count(&mut self) -> Result<u64, StoreError>;
     /// The raw bytes of a stored batch, as received.
@@ -189,13 +204,6 @@ impl SqliteStore {
         move |source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
-        }
-    }
-
-    fn corrupt(&self, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            reason,
         }
     }
 }
@@ -355,7 +363,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
+    fn select_each(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         // Narrow in SQL on the indexed, well-known columns; the selector
         // itself decides in the end (other labels, alternatives, time).
         let mut sql = String::from(
@@ -377,23 +389,28 @@ impl Store for SqliteStore {
             }
         }
         sql.push_str(" ORDER BY probe_id, sequence, idx");
-        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
-        let raw: Vec<RawRow> = st
-            .query_map(rusqlite::params_from_iter(args.iter()), RawRow::read)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|source| StoreError::Sqlite {
-                path: self.path.clone(),
-                source,
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(args.iter()))
+            .map_err(sqlite)?;
+        let mut matched = 0u64;
+        while let Some(r) = rows.next().map_err(sqlite)? {
+            let raw = RawRow::read(r).map_err(sqlite)?;
+            let row = raw.into_series().map_err(|reason| StoreError::Corrupt {
+                path: path.clone(),
+                reason,
             })?;
-        drop(st);
-        let mut out = Vec::with_capacity(raw.len());
-        for r in raw {
-            let row = r.into_series().map_err(|e| self.corrupt(e))?;
             if selector.matches(&row) {
-                out.push(row);
+                matched += 1;
+                each(row)?;
             }
         }
-        Ok(out)
+        Ok(matched)
     }
 
     fn batch_count(&mut self) -> Result<u64, StoreError> {

@@ -4,14 +4,17 @@
 //! of build (statistics, 1000 bootstrap resamples) and write (charts,
 //! HTML) times and the process's peak RSS.
 //!
-//! `cargo bench -p vantage-reports --bench render` (add `-- 2 4 8` for
-//! other window counts). In-memory series: the SQLite read is measured by
-//! the collector's own benches.
+//! `cargo bench -p vantage-reports --bench render` (add `-- 60 360 1440`
+//! for other window counts; 1440 is the day of 60 s windows). The
+//! series are generated and handed to the report's `Evidence` one at a
+//! time, as `vantage report` streams them from the store; "gather" is that
+//! step (generating and compacting each series), "build" the statistics,
+//! "write" the charts and HTML.
 
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use vantage_collector::StoredSeries;
-use vantage_reports::{build_report, write_report, ReportOptions};
+use vantage_reports::{build_report_from, write_report_from, Evidence, ReportOptions, Role};
 use vantage_wire::{Labels, Metric, Series, Target, Window};
 
 const PROBES: usize = 100;
@@ -29,10 +32,14 @@ const METRICS: [Metric; 8] = [
 ];
 const SAMPLES_PER_SERIES: usize = 60;
 
-fn generate(windows: u64) -> (Vec<StoredSeries>, Vec<StoredSeries>) {
+fn gather(windows: u64) -> (Evidence, usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(windows);
-    let mut sides = (Vec::new(), Vec::new());
-    for (side, phase) in ["before", "after"].into_iter().enumerate() {
+    let mut evidence = Evidence::new(&["country".to_string()]);
+    let mut n = 0;
+    for (side, (phase, role)) in [("before", Role::Baseline), ("after", Role::Candidate)]
+        .into_iter()
+        .enumerate()
+    {
         for p in 0..PROBES {
             let country = COUNTRIES[p % COUNTRIES.len()];
             let mut labels = Labels::new();
@@ -66,17 +73,14 @@ fn generate(windows: u64) -> (Vec<StoredSeries>, Vec<StoredSeries>) {
                             labels: labels.clone(),
                             series: s,
                         };
-                        if side == 0 {
-                            sides.0.push(row);
-                        } else {
-                            sides.1.push(row);
-                        }
+                        evidence.add(role, &row);
+                        n += 1;
                     }
                 }
             }
         }
     }
-    sides
+    (evidence, n)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -96,30 +100,36 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let steps = if args.is_empty() { vec![2, 4, 8] } else { args };
+    let steps = if args.is_empty() {
+        vec![60, 120, 240]
+    } else {
+        args
+    };
     println!(
-        "| windows per phase | series | build (s) | write (s) | total (s) | µs per series | peak RSS (MiB) |"
+        "| windows per phase | series | gather (s) | build (s) | write (s) | total (s) | µs per series | peak RSS (MiB) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for windows in steps {
-        let (b, c) = generate(windows);
-        let series = b.len() + c.len();
+        let t0 = Instant::now();
+        let (evidence, series) = gather(windows);
+        let gathered = t0.elapsed();
         let options = ReportOptions {
             baseline: "phase=before".into(),
             candidate: "phase=after".into(),
             ..Default::default()
         };
         let dir = tempfile::tempdir().expect("temporary directory");
-        let t0 = Instant::now();
-        let report = build_report(&b, &c, &options);
-        let built = t0.elapsed();
         let t1 = Instant::now();
-        let written = write_report(&report, &b, &c, dir.path()).expect("report written");
-        let wrote = t1.elapsed();
+        let report = build_report_from(&evidence, &options);
+        let built = t1.elapsed();
+        let t2 = Instant::now();
+        let written = write_report_from(&report, &evidence, dir.path()).expect("report written");
+        let wrote = t2.elapsed();
         assert!(!written.charts.is_empty());
-        let total = built + wrote;
+        let total = gathered + built + wrote;
         println!(
-            "| {windows} | {series} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {windows} | {series} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            gathered.as_secs_f64(),
             built.as_secs_f64(),
             wrote.as_secs_f64(),
             total.as_secs_f64(),

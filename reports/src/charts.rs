@@ -7,15 +7,15 @@
 //! apart with any colour vision and, by lightness, in grey-scale; lines
 //! also differ by dash and marker so print never depends on colour.
 
-use crate::stats::Interval;
-use crate::{GroupComparison, Report};
+use crate::evidence::Gathered;
+use crate::stats::{quantiles, Interval, Unit};
+use crate::{Evidence, GroupComparison, Report, Role};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use vantage_collector::StoredSeries;
-use vantage_wire::{LatencyHistogram, Metric, Unit};
+use vantage_wire::Metric;
 
 /// The font every chart's text is drawn with.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -774,46 +774,35 @@ impl Chart for Matrix {
     }
 }
 
-fn merged<'a>(rows: impl Iterator<Item = &'a StoredSeries>) -> Option<LatencyHistogram> {
-    let mut out: Option<LatencyHistogram> = None;
-    for r in rows {
-        match &mut out {
-            None => out = Some(r.series.histogram.clone()),
-            Some(h) => {
-                let _ = h.add(&r.series.histogram);
-            }
-        }
-    }
-    out.filter(|h| !h.is_empty())
-}
-
-fn subject_of(row: &StoredSeries, keys: &[String]) -> String {
-    keys.iter()
-        .map(|k| row.key(k).unwrap_or("-"))
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Percentiles of the spectrum: 1 − 10^(−k/10), up to what the sample
 /// count supports (at least one sample beyond the percentile).
-fn spectrum(h: &LatencyHistogram) -> Vec<(f64, f64)> {
-    (0..=50)
+fn spectrum(units: &[Unit]) -> Vec<(f64, f64)> {
+    let total: u64 = units.iter().map(Unit::samples).sum();
+    let xs: Vec<f64> = (0..=50)
         .map(|k| 10f64.powf(k as f64 / 10.0))
-        .take_while(|x| *x <= h.len() as f64)
-        .map(|x| {
-            let q = 1.0 - 1.0 / x;
-            (x, h.value_at_quantile(q) as f64 / 1000.0)
-        })
-        .collect()
+        .take_while(|x| *x <= total as f64)
+        .collect();
+    let qs: Vec<f64> = xs.iter().map(|x| 1.0 - 1.0 / x).collect();
+    match quantiles(units, &qs) {
+        Some(v) => xs
+            .into_iter()
+            .zip(v)
+            .map(|(x, v)| (x, v as f64 / 1000.0))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
-fn cdf(h: &LatencyHistogram) -> Vec<(f64, f64)> {
-    (0..=200)
-        .map(|i| {
-            let q = i as f64 / 200.0;
-            (h.value_at_quantile(q) as f64 / 1000.0, q)
-        })
-        .collect()
+fn cdf(units: &[Unit]) -> Vec<(f64, f64)> {
+    let qs: Vec<f64> = (0..=200).map(|i| i as f64 / 200.0).collect();
+    match quantiles(units, &qs) {
+        Some(v) => v
+            .into_iter()
+            .zip(qs)
+            .map(|(v, q)| (v as f64 / 1000.0, q))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 fn percentile_label(x: f64) -> String {
@@ -832,7 +821,7 @@ fn latency_metrics_to_chart(report: &Report) -> Vec<Metric> {
         .into_iter()
         .collect();
     for c in &report.claims {
-        if c.claim.metric.unit() == Unit::Microseconds {
+        if c.claim.metric.unit() == vantage_wire::Unit::Microseconds {
             out.insert(c.claim.metric);
         }
     }
@@ -843,11 +832,10 @@ fn latency_metrics_to_chart(report: &Report) -> Vec<Metric> {
 }
 
 /// Draws every chart of `report` into `dir` and returns them in reading
-/// order. `baseline` and `candidate` are the series the report compared.
+/// order, from the evidence the report was built from.
 pub fn write_charts(
     report: &Report,
-    baseline: &[StoredSeries],
-    candidate: &[StoredSeries],
+    evidence: &Evidence,
     dir: &Path,
 ) -> Result<Vec<ChartFile>, ChartError> {
     register_font()?;
@@ -855,48 +843,32 @@ pub fn write_charts(
         path: dir.to_path_buf(),
         source,
     })?;
-    let keys = &report.group_by;
     let sides = Sides {
         baseline: report.baseline.clone(),
         candidate: report.candidate.clone(),
     };
-    let subjects: Vec<String> = report
-        .groups
-        .iter()
-        .map(|g| g.subject.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut files = Vec::new();
 
     for metric in latency_metrics_to_chart(report) {
-        let hist = |rows: &[StoredSeries], subject: &str| {
-            merged(
-                rows.iter()
-                    .filter(|r| r.series.metric == metric && subject_of(r, keys) == subject),
-            )
-        };
         let mut spec_panels = Vec::new();
         let mut cdf_panels = Vec::new();
-        for s in &subjects {
+        for (subject, by_side) in groups_of(evidence, metric) {
             let mut spec_lines = Vec::new();
             let mut cdf_lines = Vec::new();
-            for (side, rows) in [baseline, candidate].into_iter().enumerate() {
-                if let Some(h) = hist(rows, s) {
+            for (side, g) in by_side.into_iter().enumerate() {
+                if let Some(g) = g {
                     spec_lines.push(Line {
                         side,
-                        points: spectrum(&h),
+                        points: spectrum(&g.units),
                     });
                     cdf_lines.push(Line {
                         side,
-                        points: cdf(&h),
+                        points: cdf(&g.units),
                     });
                 }
             }
-            if !spec_lines.is_empty() {
-                spec_panels.push((s.clone(), spec_lines));
-                cdf_panels.push((s.clone(), cdf_lines));
-            }
+            spec_panels.push((subject.clone(), spec_lines));
+            cdf_panels.push((subject, cdf_lines));
         }
         if spec_panels.is_empty() {
             continue;
@@ -962,10 +934,7 @@ pub fn write_charts(
             },
             dir,
         )?);
-        files.push(render(
-            &timeline(report, metric, baseline, candidate, &sides),
-            dir,
-        )?);
+        files.push(render(&timeline(evidence, metric, &sides), dir)?);
     }
 
     let speed: Vec<(String, Option<Interval>)> = report
@@ -995,30 +964,13 @@ pub fn write_charts(
     // Which data centre serves each country best, from everything at hand.
     let metric = Metric::QuicRequest;
     let mut cells = BTreeMap::new();
-    let all: Vec<&StoredSeries> = baseline
-        .iter()
-        .chain(candidate)
-        .filter(|r| r.series.metric == metric)
-        .collect();
-    let countries: BTreeSet<String> = all
-        .iter()
-        .map(|r| r.key("country").unwrap_or("-").to_string())
-        .collect();
-    let dcs: BTreeSet<String> = all.iter().map(|r| r.series.target.name.clone()).collect();
-    for c in &countries {
-        for dc in &dcs {
-            let h =
-                merged(all.iter().copied().filter(|r| {
-                    r.key("country").unwrap_or("-") == c && &r.series.target.name == dc
-                }));
-            if let Some(h) = h {
-                cells.insert(
-                    (c.clone(), dc.clone()),
-                    h.value_at_quantile(0.5) as f64 / 1000.0,
-                );
-            }
+    for ((country, dc), units) in &evidence.matrix {
+        if let Some(v) = quantiles(units, &[0.5]) {
+            cells.insert((country.clone(), dc.clone()), v[0] as f64 / 1000.0);
         }
     }
+    let countries: BTreeSet<String> = cells.keys().map(|(c, _)| c.clone()).collect();
+    let dcs: BTreeSet<String> = cells.keys().map(|(_, d)| d.clone()).collect();
     if !cells.is_empty() {
         files.push(render(
             &Matrix {
@@ -1033,63 +985,54 @@ pub fn write_charts(
     Ok(files)
 }
 
-/// p50 and p99 per window over time for each group, the cut-over marked
-/// where the candidate's data begins.
-fn timeline(
-    report: &Report,
-    metric: Metric,
-    baseline: &[StoredSeries],
-    candidate: &[StoredSeries],
-    sides: &Sides,
-) -> Panels {
-    let keys = &report.group_by;
-    let start = baseline
-        .iter()
-        .chain(candidate)
-        .map(|r| r.series.window.start_unix_ms)
-        .min()
-        .unwrap_or(0);
-    let minutes = |ms: u64| (ms.saturating_sub(start)) as f64 / 60_000.0;
-    let mut panels: BTreeMap<String, Vec<Line>> = BTreeMap::new();
-    for (side, rows) in [baseline, candidate].into_iter().enumerate() {
-        let mut by: BTreeMap<(String, u64), Vec<&StoredSeries>> = BTreeMap::new();
-        for r in rows.iter().filter(|r| r.series.metric == metric) {
-            by.entry((subject_of(r, keys), r.series.window.start_unix_ms))
-                .or_default()
-                .push(r);
-        }
-        let mut p50: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        let mut p99: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for ((subject, at), rows) in by {
-            if let Some(h) = merged(rows.into_iter()) {
-                let x = minutes(at);
-                p50.entry(subject.clone())
-                    .or_default()
-                    .push((x, h.value_at_quantile(0.5) as f64 / 1000.0));
-                p99.entry(subject)
-                    .or_default()
-                    .push((x, h.value_at_quantile(0.99) as f64 / 1000.0));
+/// The groups of `metric`, each with its (baseline, candidate) data.
+fn groups_of(evidence: &Evidence, metric: Metric) -> Vec<(String, [Option<&Gathered>; 2])> {
+    let mut out: BTreeMap<String, [Option<&Gathered>; 2]> = BTreeMap::new();
+    for (i, role) in [Role::Baseline, Role::Candidate].into_iter().enumerate() {
+        for (key, g) in &evidence.side(role).groups {
+            if key.last().map(String::as_str) == Some(metric.name()) {
+                let subject = key[..key.len() - 1].join("/");
+                out.entry(subject).or_default()[i] = Some(g);
             }
         }
-        for (subject, points) in p50 {
-            panels
-                .entry(subject)
-                .or_default()
-                .push(Line { side, points });
-        }
-        for (subject, points) in p99 {
-            panels
-                .entry(subject)
-                .or_default()
-                .push(Line { side, points });
-        }
     }
-    let cut = candidate
-        .iter()
-        .map(|r| r.series.window.start_unix_ms)
-        .min()
-        .filter(|c| baseline.iter().all(|r| r.series.window.start_unix_ms < *c))
-        .map(|c| (minutes(c), "cut-over".to_string()));
+    out.into_iter().collect()
+}
+
+/// p50 and p99 per window over time for each group, the cut-over marked
+/// where the candidate's data begins.
+fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
+    let spans = [Role::Baseline, Role::Candidate].map(|r| evidence.side(r).span);
+    let start = spans.iter().flatten().map(|(a, _)| *a).min().unwrap_or(0);
+    let minutes = |ms: u64| (ms.saturating_sub(start)) as f64 / 60_000.0;
+    let mut panels = Vec::new();
+    for (subject, by_side) in groups_of(evidence, metric) {
+        let mut lines = Vec::new();
+        for (side, g) in by_side.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            let mut by_window: BTreeMap<u64, Vec<&Unit>> = BTreeMap::new();
+            for (u, w) in g.units.iter().zip(&g.windows) {
+                by_window.entry(*w).or_default().push(u);
+            }
+            let (mut p50, mut p99) = (Vec::new(), Vec::new());
+            for (w, units) in by_window {
+                if let Some(v) = quantiles(units, &[0.5, 0.99]) {
+                    p50.push((minutes(w), v[0] as f64 / 1000.0));
+                    p99.push((minutes(w), v[1] as f64 / 1000.0));
+                }
+            }
+            lines.push(Line { side, points: p50 });
+            lines.push(Line { side, points: p99 });
+        }
+        panels.push((subject, lines));
+    }
+    // The cut-over: where the candidate begins, if it all follows the baseline.
+    let cut = match spans {
+        [Some((_, b_end)), Some((c_start, _))] if b_end <= c_start => {
+            Some((minutes(c_start), "cut-over".to_string()))
+        }
+        _ => None,
+    };
     Panels {
         stem: format!("timeline_{metric}"),
         title: format!("{metric}: p50 (lower line) and p99 per window over time"),
@@ -1097,7 +1040,7 @@ fn timeline(
         x_desc: "minutes from the first window".into(),
         y_desc: "ms".into(),
         log_x: false,
-        panels: panels.into_iter().collect(),
+        panels,
         sides: sides.clone(),
         x_labels: |x| format!("{x:.1}"),
         marker: cut,

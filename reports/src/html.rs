@@ -10,10 +10,8 @@ use crate::charts::ChartFile;
 use crate::claim::Verdict;
 use crate::{Report, Side};
 use base64::Engine;
-use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::Path;
-use vantage_collector::StoredSeries;
 
 /// What the methods section says about the data, beyond the numbers.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -36,31 +34,20 @@ fn rfc3339(ms: u64) -> String {
 }
 
 impl DataSummary {
-    /// Summarises the series of both sides.
-    pub fn of(baseline: &[StoredSeries], candidate: &[StoredSeries]) -> Self {
-        let probes = |rows: &[StoredSeries]| {
-            rows.iter()
-                .map(|r| r.probe_id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        };
-        let span = |rows: &[StoredSeries]| {
-            let start = rows.iter().map(|r| r.series.window.start_unix_ms).min()?;
-            let end = rows.iter().map(|r| r.series.window.end_unix_ms).max()?;
-            Some((rfc3339(start), rfc3339(end)))
-        };
+    /// Summarises both sides of the evidence.
+    pub fn of(evidence: &crate::Evidence) -> Self {
+        use crate::Role;
+        let side = |r: Role| evidence.side(r);
+        let span = |r: Role| side(r).span.map(|(a, b)| (rfc3339(a), rfc3339(b)));
         DataSummary {
-            baseline_probes: probes(baseline),
-            candidate_probes: probes(candidate),
-            baseline_span: span(baseline),
-            candidate_span: span(candidate),
-            targets: baseline
-                .iter()
-                .chain(candidate)
-                .map(|r| r.series.target.name.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
+            baseline_probes: side(Role::Baseline).probes.iter().cloned().collect(),
+            candidate_probes: side(Role::Candidate).probes.iter().cloned().collect(),
+            baseline_span: span(Role::Baseline),
+            candidate_span: span(Role::Candidate),
+            targets: side(Role::Baseline)
+                .targets
+                .union(&side(Role::Candidate).targets)
+                .cloned()
                 .collect(),
         }
     }

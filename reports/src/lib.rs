@@ -12,6 +12,7 @@
 
 pub mod charts;
 pub mod claim;
+mod evidence;
 pub mod html;
 pub mod stats;
 
@@ -20,6 +21,9 @@ use serde::Serialize;
 use stats::{bootstrap, quantiles, Interval, Unit};
 use std::collections::{BTreeMap, BTreeSet};
 use vantage_collector::StoredSeries;
+
+use evidence::Gathered;
+pub use evidence::{Evidence, Role};
 
 /// Version of `report.json`, bumped on any change of its fields.
 pub const REPORT_SCHEMA: &str = "vantage.report/1";
@@ -170,12 +174,7 @@ pub struct Report {
 /// The resampling units of (baseline, candidate) of one group.
 type SidesUnits<'a> = (&'a [Unit], &'a [Unit]);
 
-struct Gathered<'a> {
-    units: Vec<Unit>,
-    rows: Vec<&'a StoredSeries>,
-}
-
-fn side(g: Option<&Gathered<'_>>) -> Side {
+fn side(g: Option<&Gathered>) -> Side {
     let Some(g) = g else {
         return Side {
             samples: 0,
@@ -186,47 +185,18 @@ fn side(g: Option<&Gathered<'_>>) -> Side {
             percentiles: vec![None; QUANTILES.len()],
         };
     };
-    let sent: u64 = g.rows.iter().map(|r| r.series.sent).sum();
-    let failed: u64 = g
-        .rows
-        .iter()
-        .map(|r| r.series.lost + r.series.error_total())
-        .sum();
     let q = quantiles(&g.units, &QUANTILES);
     Side {
         samples: g.units.iter().map(Unit::samples).sum(),
-        series: g.rows.len(),
-        probes: g
-            .rows
-            .iter()
-            .map(|r| r.probe_id.as_str())
-            .collect::<BTreeSet<_>>()
-            .len(),
-        sent,
-        loss_rate: (sent > 0).then(|| failed as f64 / sent as f64),
+        series: g.units.len(),
+        probes: g.probes.len(),
+        sent: g.sent,
+        loss_rate: (g.sent > 0).then(|| g.failed as f64 / g.sent as f64),
         percentiles: match q {
             Some(v) => v.into_iter().map(Some).collect(),
             None => vec![None; QUANTILES.len()],
         },
     }
-}
-
-fn gather<'a>(rows: &'a [StoredSeries], keys: &[String]) -> BTreeMap<Vec<String>, Gathered<'a>> {
-    let mut out: BTreeMap<Vec<String>, Gathered<'a>> = BTreeMap::new();
-    for row in rows {
-        let mut key: Vec<String> = keys
-            .iter()
-            .map(|k| row.key(k).unwrap_or("-").to_string())
-            .collect();
-        key.push(row.series.metric.name().to_string());
-        let g = out.entry(key).or_insert_with(|| Gathered {
-            units: Vec::new(),
-            rows: Vec::new(),
-        });
-        g.units.push(Unit::from_histogram(&row.series.histogram));
-        g.rows.push(row);
-    }
-    out
 }
 
 /// Compares `baseline` with `candidate` as `options` say.
@@ -235,8 +205,20 @@ pub fn build_report(
     candidate: &[StoredSeries],
     options: &ReportOptions,
 ) -> Report {
-    let keys = &options.group_by;
-    let (b, c) = (gather(baseline, keys), gather(candidate, keys));
+    build_report_from(
+        &Evidence::from_rows(baseline, candidate, &options.group_by),
+        options,
+    )
+}
+
+/// Compares the two sides of `evidence` as `options` say; the grouping is
+/// the evidence's own.
+pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report {
+    let keys = &evidence.keys;
+    let (b, c) = (
+        &evidence.side(Role::Baseline).groups,
+        &evidence.side(Role::Candidate).groups,
+    );
     let all_keys: BTreeSet<&Vec<String>> = b.keys().chain(c.keys()).collect();
     let mut groups = Vec::new();
     let mut units_by_group: BTreeMap<(String, String), SidesUnits<'_>> = BTreeMap::new();
@@ -390,12 +372,6 @@ pub fn build_report(
             }
         })
         .collect();
-    let probes = |rows: &[StoredSeries]| {
-        rows.iter()
-            .map(|r| r.probe_id.as_str())
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
     Report {
         schema: REPORT_SCHEMA,
         baseline: options.baseline.clone(),
@@ -403,11 +379,11 @@ pub fn build_report(
         group_by: keys.clone(),
         resamples: options.resamples,
         confidence: options.confidence,
-        simulated: baseline
-            .iter()
-            .chain(candidate)
-            .any(|r| r.labels.get("simulated") == Some("true")),
-        probes: (probes(baseline), probes(candidate)),
+        simulated: evidence.simulated,
+        probes: (
+            evidence.side(Role::Baseline).probes.len(),
+            evidence.side(Role::Candidate).probes.len(),
+        ),
         groups,
         claims,
     }
@@ -599,6 +575,16 @@ pub fn write_report(
     candidate: &[StoredSeries],
     dir: &std::path::Path,
 ) -> Result<WrittenReport, WriteError> {
+    let evidence = Evidence::from_rows(baseline, candidate, &report.group_by);
+    write_report_from(report, &evidence, dir)
+}
+
+/// [`write_report`] from gathered evidence (what [`build_report_from`] used).
+pub fn write_report_from(
+    report: &Report,
+    evidence: &Evidence,
+    dir: &std::path::Path,
+) -> Result<WrittenReport, WriteError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| WriteError::Io { path, source }
@@ -616,8 +602,8 @@ pub fn write_report(
     put("comparison.csv", &render_csv(report))?;
     put("summary.txt", summary.as_bytes())?;
     let chart_dir = dir.join("charts");
-    let charts = charts::write_charts(report, baseline, candidate, &chart_dir)?;
-    let data = html::DataSummary::of(baseline, candidate);
+    let charts = charts::write_charts(report, evidence, &chart_dir)?;
+    let data = html::DataSummary::of(evidence);
     let page =
         html::render_html(report, &data, &charts, &chart_dir, "charts/").map_err(io(&chart_dir))?;
     let html = put("report.html", page.as_bytes())?;
