@@ -23,6 +23,8 @@ pub(crate) struct Gathered {
     /// One unit per series, and the start of its window.
     pub(crate) units: Vec<Unit>,
     pub(crate) windows: Vec<u64>,
+    /// The probe of each unit, as an index into [`Evidence`]'s probe ids.
+    pub(crate) unit_probes: Vec<u32>,
     pub(crate) sent: u64,
     pub(crate) failed: u64,
     pub(crate) probes: BTreeSet<String>,
@@ -48,6 +50,7 @@ pub struct Evidence {
     /// `quic_request` units by (country, data centre), both sides: the
     /// country × data-centre matrix.
     pub(crate) matrix: BTreeMap<(String, String), Vec<Unit>>,
+    probe_index: std::collections::HashMap<String, u32>,
 }
 
 impl Evidence {
@@ -58,6 +61,7 @@ impl Evidence {
             sides: [SideEvidence::default(), SideEvidence::default()],
             simulated: false,
             matrix: BTreeMap::new(),
+            probe_index: std::collections::HashMap::new(),
         }
     }
 
@@ -97,6 +101,8 @@ impl Evidence {
             .map(|k| row.key(k).unwrap_or("-").to_string())
             .collect();
         key.push(s.metric.name().to_string());
+        let next = self.probe_index.len() as u32;
+        let probe = *self.probe_index.entry(row.probe_id.clone()).or_insert(next);
         let ev = &mut self.sides[side as usize];
         ev.probes.insert(row.probe_id.clone());
         ev.targets.insert(s.target.name.clone());
@@ -107,6 +113,7 @@ impl Evidence {
         let g = ev.groups.entry(key).or_default();
         g.units.push(unit);
         g.windows.push(s.window.start_unix_ms);
+        g.unit_probes.push(probe);
         g.sent += s.sent;
         g.failed += s.lost + s.error_total();
         if !g.probes.contains(&row.probe_id) {
@@ -125,5 +132,35 @@ impl Evidence {
 
     pub(crate) fn side(&self, side: Role) -> &SideEvidence {
         &self.sides[side as usize]
+    }
+}
+
+/// Most resampling units per side of a group. Beyond it, each probe's
+/// consecutive windows are merged into blocks (a block bootstrap): windows
+/// of one probe close in time share its network, so blocks are, if
+/// anything, the more honest unit, and the bootstrap's cost stays bounded
+/// however long the campaign.
+pub const MAX_UNITS: usize = 4096;
+
+impl Gathered {
+    /// The units the bootstrap resamples: the series themselves, or blocks
+    /// of each probe's consecutive windows when there are more than `max`.
+    pub(crate) fn resampling_units(&self, max: usize) -> Vec<Unit> {
+        if self.units.len() <= max {
+            return self.units.clone();
+        }
+        let block = self.units.len().div_ceil(max.max(1));
+        let mut by_probe: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in self.unit_probes.iter().enumerate() {
+            by_probe.entry(*p).or_default().push(i);
+        }
+        let mut out = Vec::new();
+        for (_, mut idx) in by_probe {
+            idx.sort_by_key(|&i| self.windows[i]);
+            for chunk in idx.chunks(block) {
+                out.push(Unit::merge(chunk.iter().map(|&i| &self.units[i])));
+            }
+        }
+        out
     }
 }

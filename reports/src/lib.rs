@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vantage_collector::StoredSeries;
 
 use evidence::Gathered;
-pub use evidence::{Evidence, Role};
+pub use evidence::{Evidence, Role, MAX_UNITS};
 
 /// Version of `report.json`, bumped on any change of its fields.
 pub const REPORT_SCHEMA: &str = "vantage.report/1";
@@ -219,18 +219,19 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         &evidence.side(Role::Baseline).groups,
         &evidence.side(Role::Candidate).groups,
     );
-    let all_keys: BTreeSet<&Vec<String>> = b.keys().chain(c.keys()).collect();
-    let mut groups = Vec::new();
-    let mut units_by_group: BTreeMap<(String, String), SidesUnits<'_>> = BTreeMap::new();
-    for (n, key) in all_keys.into_iter().enumerate() {
-        let (bg, cg) = (b.get(key), c.get(key));
+    let all_keys: Vec<&Vec<String>> = b
+        .keys()
+        .chain(c.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // First the cheap part: each group's sides and whether its data suffice.
+    let mut plans = Vec::with_capacity(all_keys.len());
+    for key in &all_keys {
+        let (bg, cg) = (b.get(*key), c.get(*key));
         let (bs, cs) = (side(bg), side(cg));
         let metric = key.last().cloned().unwrap_or_default();
-        let subject = key[..key.len() - 1].join("/");
         let parsed = metric.parse::<vantage_wire::Metric>().ok();
-        let unit = parsed
-            .map(|m| m.unit().suffix().to_string())
-            .unwrap_or_else(|| "us".into());
         let min_samples = match parsed.map(|m| m.unit()) {
             Some(
                 vantage_wire::Unit::KilobitsPerSecond | vantage_wire::Unit::RoundTripsPerMinute,
@@ -254,28 +255,61 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         .into_iter()
         .flatten()
         .collect::<Vec<_>>();
-        let mut percentiles = Vec::new();
-        if short.is_empty() {
-            if let (Some(bg), Some(cg)) = (bg, cg) {
-                let seed = options.seed.wrapping_add(n as u64);
-                if let Some(iv) = bootstrap(
-                    &bg.units,
-                    &cg.units,
-                    &QUANTILES,
-                    options.resamples,
-                    options.confidence,
-                    seed,
-                ) {
-                    for (q, (d, r)) in QUANTILES.iter().zip(iv) {
-                        percentiles.push(PercentileComparison {
-                            percentile: q * 100.0,
-                            difference: d,
-                            ratio: r,
-                        });
+        plans.push((bg, cg, bs, cs, short));
+    }
+    // Then the bootstraps, the costly part, on every core: each group has
+    // its own seed, so the result does not depend on the thread count.
+    type Boot = Option<(Vec<Unit>, Vec<Unit>, Option<Vec<(Interval, Interval)>>)>;
+    let mut boots: Vec<Boot> = (0..plans.len()).map(|_| None).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = plans.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (i, out) in boots.chunks_mut(chunk).enumerate() {
+            let plans = &plans;
+            scope.spawn(move || {
+                for (j, slot) in out.iter_mut().enumerate() {
+                    let n = i * chunk + j;
+                    let (bg, cg, _, _, short) = &plans[n];
+                    if let (true, Some(bg), Some(cg)) = (short.is_empty(), bg, cg) {
+                        let (bu, cu) = (
+                            bg.resampling_units(evidence::MAX_UNITS),
+                            cg.resampling_units(evidence::MAX_UNITS),
+                        );
+                        let iv = bootstrap(
+                            &bu,
+                            &cu,
+                            &QUANTILES,
+                            options.resamples,
+                            options.confidence,
+                            options.seed.wrapping_add(n as u64),
+                        );
+                        *slot = Some((bu, cu, iv));
                     }
                 }
-                units_by_group.insert((subject.clone(), metric.clone()), (&bg.units, &cg.units));
+            });
+        }
+    });
+    let mut groups = Vec::new();
+    let mut units_by_group: BTreeMap<(String, String), SidesUnits<'_>> = BTreeMap::new();
+    for ((key, (_, _, bs, cs, short)), boot) in all_keys.iter().zip(plans).zip(&boots) {
+        let metric = key.last().cloned().unwrap_or_default();
+        let subject = key[..key.len() - 1].join("/");
+        let unit = metric
+            .parse::<vantage_wire::Metric>()
+            .map(|m| m.unit().suffix().to_string())
+            .unwrap_or_else(|_| "us".into());
+        let mut percentiles = Vec::new();
+        if let Some((bu, cu, iv)) = boot {
+            if let Some(iv) = iv {
+                for (q, (d, r)) in QUANTILES.iter().zip(iv) {
+                    percentiles.push(PercentileComparison {
+                        percentile: q * 100.0,
+                        difference: *d,
+                        ratio: *r,
+                    });
+                }
             }
+            units_by_group.insert((subject.clone(), metric.clone()), (bu, cu));
         }
         let mut k: BTreeMap<String, String> =
             keys.iter().cloned().zip(key.iter().cloned()).collect();

@@ -38,6 +38,28 @@ impl Unit {
     pub fn samples(&self) -> u64 {
         self.samples
     }
+
+    /// One unit holding every sample of `units`.
+    pub fn merge<'a>(units: impl IntoIterator<Item = &'a Unit>) -> Unit {
+        let mut values: Vec<(u64, u64)> = Vec::new();
+        let mut samples = 0;
+        for u in units {
+            values.extend_from_slice(&u.values);
+            samples += u.samples;
+        }
+        values.sort_unstable_by_key(|(v, _)| *v);
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(values.len());
+        for (v, c) in values {
+            match merged.last_mut() {
+                Some((lv, lc)) if *lv == v => *lc += c,
+                _ => merged.push((v, c)),
+            }
+        }
+        Unit {
+            values: merged,
+            samples,
+        }
+    }
 }
 
 /// The values at quantiles `qs` (each in 0..=1) of the units taken together,
@@ -243,6 +265,18 @@ mod tests {
                 .collect();
             assert_eq!(Some(got.clone()), quantiles(drawn, &qs));
         }
+    }
+
+    #[test]
+    fn merged_units_keep_every_sample() {
+        let a = unit([10, 20, 20, 30]);
+        let b = unit([20, 40]);
+        let m = Unit::merge([&a, &b]);
+        assert_eq!(m.samples(), 6);
+        assert_eq!(
+            quantiles([&m], &[0.5, 1.0]),
+            quantiles([&a, &b], &[0.5, 1.0])
+        );
     }
 
     fn unit(values: impl IntoIterator<Item = u64>) -> Unit {
