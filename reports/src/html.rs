@@ -259,7 +259,9 @@ the batch's goodput, acknowledged bytes over its whole time (<code>photosync_goo
 aggregation window; the report merges them exactly. Intervals come from a bootstrap with {} resamples that \
 resamples whole (probe, window) series, never single requests: requests in one window share the same path, \
 the same congestion and the same probe, so they are not independent, and resampling them one by one would \
-give intervals far narrower than the evidence supports. A group with fewer than the minimum samples or \
+give intervals far narrower than the evidence supports. When a group has more than {} series on a side, \
+each probe's consecutive windows are merged into blocks so that at most that many units remain (a block \
+bootstrap: neighbouring windows of one probe are not independent either). A group with fewer than the minimum samples or \
 series on either side is marked insufficient data and gets no verdict. A claim holds when its whole \
 interval satisfies it, fails when the whole interval contradicts it, and is inconclusive otherwise.</p>\n\
 <table><tr><th class=\"l\"></th><th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\
@@ -268,6 +270,7 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
 <tr><td class=\"l\">time</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr></table>\n\
 <p>Data centres: {}. Samples per group are in the summary table. Tool: Vantage {}, report schema <code>{}</code>.</p>\n",
         report.resamples,
+        crate::MAX_UNITS,
         esc(&report.baseline),
         esc(&report.candidate),
         esc(&data.baseline_probes.join(", ")),

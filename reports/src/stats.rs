@@ -105,12 +105,23 @@ pub struct Interval {
 
 /// Every unit's (value, count) pairs pooled and sorted once, so that a
 /// resample, which only changes how many times each unit is drawn, costs
-/// one walk over the pool instead of a merge and a sort.
+/// one walk over the pool instead of a merge and a sort. When the table
+/// fits, each unit's cumulative counts at every distinct value are kept
+/// too (value-major), and a quantile is a binary search over the values,
+/// each step one weighted sum over the units: far less than a walk when
+/// there are many pairs.
 struct Pool {
     /// (value, unit index, count), by value.
     pairs: Vec<(u64, u32, u64)>,
     samples: Vec<u64>,
+    /// Distinct values, ascending.
+    values: Vec<u64>,
+    /// `cumulative[j * units + u]`: samples of unit `u` at or below `values[j]`.
+    cumulative: Option<Vec<u32>>,
 }
+
+/// Largest cumulative table kept (entries); beyond it the pool walks.
+const MAX_TABLE: usize = 32 << 20;
 
 impl Pool {
     fn new(units: &[Unit]) -> Self {
@@ -120,10 +131,40 @@ impl Pool {
             .flat_map(|(i, u)| u.values.iter().map(move |&(v, c)| (v, i as u32, c)))
             .collect();
         pairs.sort_unstable_by_key(|&(v, _, _)| v);
+        let mut values: Vec<u64> = pairs.iter().map(|&(v, _, _)| v).collect();
+        values.dedup();
+        let n = units.len();
+        let fits = values.len().saturating_mul(n) <= MAX_TABLE
+            && units.iter().all(|u| u.samples <= u64::from(u32::MAX));
+        let cumulative = fits.then(|| {
+            let mut table = vec![0u32; values.len() * n];
+            let mut running = vec![0u32; n];
+            let mut j = 0;
+            for &(v, u, c) in &pairs {
+                while values[j] < v {
+                    table[j * n..(j + 1) * n].copy_from_slice(&running);
+                    j += 1;
+                }
+                running[u as usize] += c as u32;
+            }
+            table[j * n..(j + 1) * n].copy_from_slice(&running);
+            table
+        });
         Pool {
             pairs,
             samples: units.iter().map(|u| u.samples).collect(),
+            values,
+            cumulative,
         }
+    }
+
+    /// Samples of the drawn units at or below `values[j]`.
+    fn weight_at(table: &[u32], n: usize, weights: &[u64], j: usize) -> u64 {
+        table[j * n..(j + 1) * n]
+            .iter()
+            .zip(weights)
+            .map(|(&c, &w)| u64::from(c) * w)
+            .sum()
     }
 
     /// Draws as many units as there are, with replacement: `weights[i]`
@@ -143,9 +184,27 @@ impl Pool {
         if total == 0 {
             return false;
         }
+        let rank = |q: f64| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        if let Some(table) = &self.cumulative {
+            let n = weights.len();
+            for (i, &q) in qs.iter().enumerate() {
+                let want = rank(q);
+                // Smallest j whose cumulative weight reaches the rank.
+                let (mut lo, mut hi) = (0usize, self.values.len() - 1);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if Self::weight_at(table, n, weights, mid) >= want {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                out[i] = self.values[lo];
+            }
+            return true;
+        }
         let mut order: Vec<usize> = (0..qs.len()).collect();
         order.sort_by(|&a, &b| qs[a].total_cmp(&qs[b]));
-        let rank = |q: f64| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let last = self
             .pairs
             .iter()
@@ -251,13 +310,21 @@ mod tests {
             .map(|i| unit((0..30).map(|_| 1000 * (i % 5 + 1) + rng.gen_range(0..5000))))
             .collect();
         let pool = Pool::new(&units);
+        assert!(pool.cumulative.is_some(), "a small pool keeps its table");
+        let walk = Pool {
+            cumulative: None,
+            ..Pool::new(&units)
+        };
         let qs = [0.5, 0.99, 0.9, 0.0, 1.0];
         let mut weights = vec![0u64; units.len()];
         let mut got = vec![0u64; qs.len()];
         for _ in 0..50 {
             pool.draw(&mut weights, &mut rng);
             assert_eq!(weights.iter().sum::<u64>(), units.len() as u64);
+            let mut walked = vec![0u64; qs.len()];
+            assert!(walk.quantiles(&weights, &qs, &mut walked));
             assert!(pool.quantiles(&weights, &qs, &mut got));
+            assert_eq!(got, walked, "table and walk agree");
             let drawn: Vec<&Unit> = units
                 .iter()
                 .zip(&weights)
