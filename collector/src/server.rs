@@ -87,28 +87,51 @@ impl Collector {
             config
                 .identity
                 .quic_server_config(upload::ALPN, 64, Duration::from_secs(60))?;
-        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            CollectorError::Bind {
-                proto: "QUIC (UDP)",
-                addr: config.listen,
-                source,
+        // QUIC and HTTPS share one port number. With port 0 the system
+        // picks the UDP port; the same TCP port may be taken by someone
+        // else, so then try another pair (bounded) rather than fail.
+        let tries = if config.listen.port() == 0 { 20 } else { 1 };
+        let mut bound = None;
+        let mut last_err = None;
+        for _ in 0..tries {
+            let endpoint =
+                quinn::Endpoint::server(server.clone(), config.listen).map_err(|source| {
+                    CollectorError::Bind {
+                        proto: "QUIC (UDP)",
+                        addr: config.listen,
+                        source,
+                    }
+                })?;
+            let quic_addr = endpoint
+                .local_addr()
+                .map_err(|source| CollectorError::Bind {
+                    proto: "QUIC (UDP)",
+                    addr: config.listen,
+                    source,
+                })?;
+            let tcp_addr = SocketAddr::new(config.listen.ip(), quic_addr.port());
+            match tokio::net::TcpListener::bind(tcp_addr).await {
+                Ok(listener) => {
+                    bound = Some((endpoint, quic_addr, tcp_addr, listener));
+                    break;
+                }
+                Err(source) => {
+                    endpoint.close(0u32.into(), b"");
+                    last_err = Some(CollectorError::Bind {
+                        proto: "HTTPS (TCP)",
+                        addr: tcp_addr,
+                        source,
+                    });
+                }
             }
-        })?;
-        let quic_addr = endpoint
-            .local_addr()
-            .map_err(|source| CollectorError::Bind {
-                proto: "QUIC (UDP)",
-                addr: config.listen,
-                source,
-            })?;
-        let tcp_addr = SocketAddr::new(config.listen.ip(), quic_addr.port());
-        let listener = tokio::net::TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| CollectorError::Bind {
+        }
+        let Some((endpoint, quic_addr, tcp_addr, listener)) = bound else {
+            return Err(last_err.unwrap_or(CollectorError::Bind {
                 proto: "HTTPS (TCP)",
-                addr: tcp_addr,
-                source,
-            })?;
+                addr: config.listen,
+                source: std::io::Error::other("no free port pair"),
+            }));
+        };
         let https_addr = listener
             .local_addr()
             .map_err(|source| CollectorError::Bind {
