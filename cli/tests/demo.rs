@@ -10,7 +10,7 @@ fn demo_runs_the_story_and_writes_the_report() {
     let run = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .args(["lab", "demo", "--duration", "25s", "--window", "2s"])
         // Enough cold requests in 25 s for a verdict, syncs paused aside.
-        .args(["--rate", "quic_handshake=5", "--out"])
+        .args(["--rate", "quic_handshake=10", "--out"])
         .arg(&out)
         .output()
         .unwrap();

@@ -240,9 +240,9 @@ pub async fn run_lab(
             state_dir: Some(options.out.join("state").join(country)),
             duration: Some(options.duration),
             window: Some(options.window),
-            // Cold handshakes at 2/s (a probe's default is 0.5/s) so a
+            // Cold handshakes at 4/s (a probe's default is 0.5/s) so a
             // short lab run has enough samples for intervals; --rate wins.
-            rates: ["quic_handshake=2", "tcp_connect=2"]
+            rates: ["quic_handshake=4", "tcp_connect=4"]
                 .into_iter()
                 .map(String::from)
                 .chain(options.rates.iter().cloned())
