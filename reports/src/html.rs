@@ -65,6 +65,7 @@ fn value(v: Option<u64>, unit: &str) -> String {
     match (v, unit) {
         (None, _) => "–".into(),
         (Some(v), "kbps") => format!("{:.2} Mbit/s", v as f64 / 1000.0),
+        (Some(v), "rpm") => format!("{v} RPM"),
         (Some(v), _) => format!("{:.2} ms", v as f64 / 1000.0),
     }
 }

@@ -536,9 +536,11 @@ pub fn render_text(report: &Report) -> String {
         "p99 diff [95% CI]"
     ));
     for g in &report.groups {
+        // ms and Mbit/s are thousands of the stored µs and kbit/s; RPM as is.
+        let scale = if g.unit == "rpm" { 1.0 } else { 1e3 };
         let v = |s: &Side, i: usize| {
             s.percentiles[i]
-                .map(|v| format!("{:.2}", v as f64 / 1e3))
+                .map(|v| format!("{:.2}", v as f64 / scale))
                 .unwrap_or("-".into())
         };
         let d = |i: usize| {
@@ -547,9 +549,9 @@ pub fn render_text(report: &Report) -> String {
                 .map(|p| {
                     format!(
                         "{:+.2} [{:+.2},{:+.2}]",
-                        p.difference.estimate / 1e3,
-                        p.difference.low / 1e3,
-                        p.difference.high / 1e3
+                        p.difference.estimate / scale,
+                        p.difference.low / scale,
+                        p.difference.high / scale
                     )
                 })
                 .unwrap_or_else(|| "insufficient data".into())
@@ -566,7 +568,7 @@ pub fn render_text(report: &Report) -> String {
             d(2)
         ));
     }
-    out.push_str("(latencies in ms; photosync_goodput in Mbit/s)\n");
+    out.push_str("(latencies in ms; photosync_goodput in Mbit/s; responsiveness_rpm in RPM)\n");
     out
 }
 
