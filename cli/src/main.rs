@@ -461,7 +461,6 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
 }
 
 async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
-    use vantage_collector::Store;
     let scenario = match &args.scenario {
         Some(path) => vantage_lab::Scenario::load(path)?,
         None => vantage_lab::Scenario::default_scenario(),
@@ -556,20 +555,12 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         claims,
         ..Default::default()
     };
-    let mut evidence = vantage_reports::Evidence::new(&options.group_by);
-    for (role, selector) in [
-        (vantage_reports::Role::Baseline, &options.baseline),
-        (vantage_reports::Role::Candidate, &options.candidate),
-    ] {
-        store.select_each(&selector.parse()?, &mut |row| {
-            evidence.add(role, &row);
-            Ok(())
-        })?;
-    }
-    let (nb, nc) = (
-        evidence.series(vantage_reports::Role::Baseline),
-        evidence.series(vantage_reports::Role::Candidate),
-    );
+    let (evidence, nb, nc) = gather_evidence(
+        &mut store,
+        &options.group_by,
+        &options.baseline.parse()?,
+        &options.candidate.parse()?,
+    )?;
     if nb == 0 || nc == 0 {
         anyhow::bail!(
             "the collector stored {nb} baseline and {nc} candidate series; nothing to compare (see the probes' output in {})",
@@ -589,6 +580,31 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Both sides of a comparison, streamed from the store: each series is
+/// compacted as it is read, so a large store is never held decoded in
+/// memory. Returns the evidence and each side's series count.
+fn gather_evidence(
+    store: &mut vantage_collector::SqliteStore,
+    group_by: &[String],
+    baseline: &vantage_collector::Selector,
+    candidate: &vantage_collector::Selector,
+) -> anyhow::Result<(vantage_reports::Evidence, usize, usize)> {
+    use vantage_collector::Store;
+    use vantage_reports::Role;
+    let mut evidence = vantage_reports::Evidence::new(group_by);
+    for (role, selector) in [(Role::Baseline, baseline), (Role::Candidate, candidate)] {
+        store.select_each(selector, &mut |row| {
+            evidence.add(role, &row);
+            Ok(())
+        })?;
+    }
+    let (nb, nc) = (
+        evidence.series(Role::Baseline),
+        evidence.series(Role::Candidate),
+    );
+    Ok((evidence, nb, nc))
 }
 
 fn now_unix_ms() -> u64 {
@@ -702,7 +718,6 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
-    use vantage_collector::Store;
     if !args.db.exists() {
         anyhow::bail!(
             "database {} does not exist (run `vantage collect --db …` first)",
@@ -727,22 +742,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let baseline: vantage_collector::Selector = args.baseline.parse()?;
     let candidate: vantage_collector::Selector = args.candidate.parse()?;
     let mut store = vantage_collector::SqliteStore::open(&args.db)?;
-    // Streamed: each series is compacted as it is read, so a large store
-    // is never held decoded in memory.
-    let mut evidence = vantage_reports::Evidence::new(&args.group_by);
-    for (role, selector) in [
-        (vantage_reports::Role::Baseline, &baseline),
-        (vantage_reports::Role::Candidate, &candidate),
-    ] {
-        store.select_each(selector, &mut |row| {
-            evidence.add(role, &row);
-            Ok(())
-        })?;
-    }
-    let (nb, nc) = (
-        evidence.series(vantage_reports::Role::Baseline),
-        evidence.series(vantage_reports::Role::Candidate),
-    );
+    let (evidence, nb, nc) = gather_evidence(&mut store, &args.group_by, &baseline, &candidate)?;
     if nb == 0 || nc == 0 {
         anyhow::bail!(
             "nothing to compare: {nb} series match --baseline {}, {nc} match --candidate {}",
