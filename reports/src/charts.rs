@@ -10,6 +10,7 @@
 use crate::evidence::Gathered;
 use crate::stats::{quantiles, Interval, Unit};
 use crate::{Evidence, GroupComparison, Report, Role};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -400,6 +401,47 @@ where
     Ok(())
 }
 
+/// A chart with one slot per group along x (group `i` centred on `i`,
+/// labelled with its name) and values from 0 to `top` along y, its axes
+/// drawn: what the bar and speed-up charts share.
+fn per_group_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    names: &[String],
+    top: f64,
+    y_desc: &str,
+    y_label: &dyn Fn(f64) -> String,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let n = names.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, bold(20.0))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| y_label(*y))
+        .light_line_style(WHITE)
+        .label_style(text(14.0))
+        .axis_desc_style(text(14.0))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 /// Grouped bars: p50 and p99 of each side per group, deltas labelled.
 struct Bars {
     metric: Metric,
@@ -423,7 +465,6 @@ impl Chart for Bars {
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
-        let n = self.rows.len().max(1);
         let top = self
             .rows
             .iter()
@@ -431,32 +472,7 @@ impl Chart for Bars {
             .fold(0.0f64, |a, b| a.max(*b));
         let top = if top > 0.0 { top * 1.18 } else { 1.0 };
         let names: Vec<String> = self.rows.iter().map(|(g, _)| g.clone()).collect();
-        let mut chart = ChartBuilder::on(root)
-            .caption(self.title(), bold(22.0))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..top)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc("ms")
-            .y_label_formatter(&|y| fmt_ms(*y))
-            .light_line_style(WHITE)
-            .label_style(text(14.0))
-            .axis_desc_style(text(14.0))
-            .draw()
-            .map_err(err)?;
+        let mut chart = per_group_chart(root, &self.title(), &names, top, "ms", &|y| fmt_ms(y))?;
         let width = 0.18;
         for (i, (_, v)) in self.rows.iter().enumerate() {
             let centre = i as f64;
@@ -576,32 +592,9 @@ impl Chart for SpeedUp {
             .fold(1.0f64, f64::max)
             * 1.15;
         let names: Vec<String> = self.rows.iter().map(|(g, _)| g.clone()).collect();
-        let mut chart = ChartBuilder::on(root)
-            .caption(self.title(), bold(20.0))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..top)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc("speed-up (×)")
-            .light_line_style(WHITE)
-            .y_label_formatter(&|y| format!("{y:.1}×"))
-            .label_style(text(14.0))
-            .axis_desc_style(text(14.0))
-            .draw()
-            .map_err(err)?;
+        let mut chart = per_group_chart(root, &self.title(), &names, top, "speed-up (×)", &|y| {
+            format!("{y:.1}×")
+        })?;
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
