@@ -623,6 +623,34 @@ async fn https_photo(
     Ok((started.elapsed(), job.size))
 }
 
+/// Calls `start` at every intended time of a Poisson schedule at `rate`
+/// from now until `done` (open loop: each attempt is its own task in the
+/// set) and returns the attempts still in flight.
+async fn open_loop_until(
+    rate: f64,
+    seed: u64,
+    done: &mut watch::Receiver<bool>,
+    mut start: impl FnMut(Instant, &mut JoinSet<()>),
+) -> JoinSet<()> {
+    let mut schedule = Schedule::new(
+        Spacing::Poisson { rate_per_sec: rate },
+        Instant::now(),
+        seed,
+    );
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(schedule.next_due().into()) => {}
+            _ = done.changed() => break,
+        }
+        let now = Instant::now();
+        while let Some(intended) = schedule.poll_due(now) {
+            start(intended, &mut in_flight);
+        }
+    }
+    in_flight
+}
+
 /// `quic_request` on its own connection, open-loop at `rate` per second,
 /// from the batch's start until `done`: latency under the sync's load.
 async fn loaded_rtt(
@@ -638,26 +666,14 @@ async fn loaded_rtt(
         Ok(c) => c,
         Err((class, why)) => return ctx.emit_error(M, start, class, &why).await,
     };
-    let mut schedule = Schedule::new(
-        Spacing::Poisson { rate_per_sec: rate },
-        Instant::now(),
-        seed,
-    );
-    let mut in_flight = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(schedule.next_due().into()) => {}
-            _ = done.changed() => break,
-        }
-        let now = Instant::now();
-        while let Some(intended) = schedule.poll_due(now) {
-            let (ctx, conn) = (ctx.clone(), conn.clone());
-            in_flight.spawn(async move {
-                let deadline = intended + ctx.timeout;
-                timed_echo(&ctx, &conn, M, intended, Instant::now(), deadline).await;
-            });
-        }
-    }
+    let mut in_flight = open_loop_until(rate, seed, &mut done, |intended, in_flight| {
+        let (ctx, conn) = (ctx.clone(), conn.clone());
+        in_flight.spawn(async move {
+            let deadline = intended + ctx.timeout;
+            timed_echo(&ctx, &conn, M, intended, Instant::now(), deadline).await;
+        });
+    })
+    .await;
     while in_flight.join_next().await.is_some() {}
     conn.close(0u32.into(), b"sync done");
 }
@@ -691,44 +707,32 @@ async fn responsiveness(
 ) -> Option<f64> {
     type Samples = Arc<Mutex<Vec<Duration>>>;
     let (tcp_f, tls_f, http_f, self_s): (Samples, Samples, Samples, Samples) = Default::default();
-    let mut schedule = Schedule::new(
-        Spacing::Poisson { rate_per_sec: rate },
-        Instant::now(),
-        seed,
-    );
-    let mut in_flight = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(schedule.next_due().into()) => {}
-            _ = done.changed() => break,
-        }
-        let now = Instant::now();
-        while schedule.poll_due(now).is_some() {
-            let deadline = now + ctx.timeout;
-            let (ctx2, tcp_f, tls_f, http_f) =
-                (ctx.clone(), tcp_f.clone(), tls_f.clone(), http_f.clone());
+    let mut in_flight = open_loop_until(rate, seed, &mut done, |intended, in_flight| {
+        let deadline = intended + ctx.timeout;
+        let (ctx2, tcp_f, tls_f, http_f) =
+            (ctx.clone(), tcp_f.clone(), tls_f.clone(), http_f.clone());
+        in_flight.spawn(async move {
+            if let Some((tcp, tls, http)) = foreign_probe(&ctx2, deadline).await {
+                let push = |v: &Samples, d| v.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+                push(&tcp_f, tcp);
+                push(&tls_f, tls);
+                push(&http_f, http);
+            }
+        });
+        if let Some(conn) = loaded.clone() {
+            let (ctx2, self_s) = (ctx.clone(), self_s.clone());
             in_flight.spawn(async move {
-                if let Some((tcp, tls, http)) = foreign_probe(&ctx2, deadline).await {
-                    let push = |v: &Samples, d| v.lock().unwrap_or_else(|p| p.into_inner()).push(d);
-                    push(&tcp_f, tcp);
-                    push(&tls_f, tls);
-                    push(&http_f, http);
+                let started = Instant::now();
+                if super::quic::echo(&ctx2, &conn, deadline).await.is_ok() {
+                    self_s
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(started.elapsed());
                 }
             });
-            if let Some(conn) = loaded.clone() {
-                let (ctx2, self_s) = (ctx.clone(), self_s.clone());
-                in_flight.spawn(async move {
-                    let started = Instant::now();
-                    if super::quic::echo(&ctx2, &conn, deadline).await.is_ok() {
-                        self_s
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(started.elapsed());
-                    }
-                });
-            }
         }
-    }
+    })
+    .await;
     // Probes still running when the load ended no longer measure it.
     in_flight.abort_all();
     while in_flight.join_next().await.is_some() {}
