@@ -639,7 +639,15 @@ impl Chart for SpeedUp {
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!("{:.2}× [{:.2}, {:.2}]", iv.estimate, iv.low, iv.high),
-                    (x + 0.1, iv.estimate),
+                    // The last group's label goes left of its dot, inside the plot.
+                    (
+                        if i + 1 == self.rows.len() {
+                            x - 0.45
+                        } else {
+                            x + 0.1
+                        },
+                        iv.estimate,
+                    ),
                     text(13.0),
                 )))
                 .map_err(err)?;
