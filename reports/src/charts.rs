@@ -10,6 +10,7 @@
 use crate::evidence::Gathered;
 use crate::stats::{quantiles, Interval, Unit};
 use crate::{Evidence, GroupComparison, Report, Role};
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -215,6 +216,50 @@ fn grid(n: usize) -> (usize, usize) {
     (n.div_ceil(cols).max(1), cols)
 }
 
+impl Panels {
+    /// Axes, lines and the marker of one panel, on a linear or log x axis.
+    fn fill_panel<DB: DrawingBackend, X>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
+        lines: &[Line],
+        y_top: f64,
+    ) -> DrawResult
+    where
+        X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_desc)
+            .y_desc(&self.y_desc)
+            .x_label_formatter(&|x| (self.x_labels)(*x))
+            .y_label_formatter(&|y| fmt_ms(*y))
+            .label_style(text(13.0))
+            .axis_desc_style(text(14.0))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(err)?;
+        for line in lines {
+            draw_line(chart, line)?;
+        }
+        if let Some((at, label)) = &self.marker {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(*at, 0.0), (*at, y_top)],
+                    INK.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.clone(),
+                    (*at, y_top * 0.97),
+                    text(13.0),
+                )))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
 impl Chart for Panels {
     fn stem(&self) -> String {
         self.stem.clone()
@@ -282,54 +327,13 @@ impl Chart for Panels {
                         0.0..y_top,
                     )
                     .map_err(err)?;
-                chart
-                    .configure_mesh()
-                    .x_desc(&self.x_desc)
-                    .y_desc(&self.y_desc)
-                    .x_label_formatter(&|x| (self.x_labels)(*x))
-                    .y_label_formatter(&|y| fmt_ms(*y))
-                    .label_style(text(13.0))
-                    .axis_desc_style(text(14.0))
-                    .light_line_style(WHITE)
-                    .draw()
-                    .map_err(err)?;
-                for line in lines {
-                    draw_line(&mut chart, line)?;
-                }
+                self.fill_panel(&mut chart, lines, y_top)?;
             } else {
                 let span = if x_max > x_min { x_max - x_min } else { 1.0 };
                 let mut chart = builder
                     .build_cartesian_2d(x_min..x_min + span * 1.02, 0.0..y_top)
                     .map_err(err)?;
-                chart
-                    .configure_mesh()
-                    .x_desc(&self.x_desc)
-                    .y_desc(&self.y_desc)
-                    .x_label_formatter(&|x| (self.x_labels)(*x))
-                    .y_label_formatter(&|y| fmt_ms(*y))
-                    .label_style(text(13.0))
-                    .axis_desc_style(text(14.0))
-                    .light_line_style(WHITE)
-                    .draw()
-                    .map_err(err)?;
-                for line in lines {
-                    draw_line(&mut chart, line)?;
-                }
-                if let Some((at, label)) = &self.marker {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(
-                            vec![(*at, 0.0), (*at, y_top)],
-                            INK.stroke_width(2),
-                        )))
-                        .map_err(err)?;
-                    chart
-                        .draw_series(std::iter::once(Text::new(
-                            label.clone(),
-                            (*at, y_top * 0.97),
-                            text(13.0),
-                        )))
-                        .map_err(err)?;
-                }
+                self.fill_panel(&mut chart, lines, y_top)?;
             }
         }
         Ok(())
