@@ -1,7 +1,7 @@
 //! The HTTPS echo service: TCP + TLS 1.3 + HTTP/1.1 with keep-alive.
 
 use crate::body::ResponseBody;
-use crate::photo::{PhotoFault, PHOTO_IDLE};
+use crate::photo::{PhotoFault, SinkCheck, PHOTO_IDLE};
 use crate::stats::Stats;
 use crate::{ResponderConfig, ResponderError, Shared, ZEROS};
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use vantage_wire::photo::PhotoBytes;
+use vantage_wire::photo::{PhotoBytes, PhotoStatus};
 
 pub(crate) async fn bind(config: &ResponderConfig) -> Result<TcpListener, ResponderError> {
     let addr = SocketAddr::new(config.bind, config.https_port);
@@ -280,11 +280,8 @@ async fn photo_upload(req: Request<Incoming>, shared: &Shared) -> Response<Respo
         Stats::bump(&shared.stats.photos_busy);
         return reply(StatusCode::SERVICE_UNAVAILABLE, "too many photos at once\n");
     };
-    let fault = shared.photo_fault.get();
+    let mut check = SinkCheck::new(size, crc32, shared.photo_fault.get());
     let mut body = req.into_body();
-    let mut hasher = crc32fast::Hasher::new();
-    let mut got = 0u64;
-    let mut flipped = false;
     loop {
         let frame = match tokio::time::timeout(PHOTO_IDLE, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
@@ -299,7 +296,7 @@ async fn photo_upload(req: Request<Incoming>, shared: &Shared) -> Response<Respo
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if fault == Some(PhotoFault::CutShort) && got + data.len() as u64 > size / 2 {
+        if !check.take(&data) {
             Stats::bump(&shared.stats.photos_damaged);
             let mut r = reply(
                 StatusCode::BAD_REQUEST,
@@ -311,28 +308,16 @@ async fn photo_upload(req: Request<Incoming>, shared: &Shared) -> Response<Respo
             );
             return r;
         }
-        if fault == Some(PhotoFault::FlipByte) && !flipped && got + data.len() as u64 > size / 2 {
-            let mut copy = data.to_vec();
-            let at = ((size / 2).saturating_sub(got) as usize).min(copy.len() - 1);
-            copy[at] ^= 0x01;
-            flipped = true;
-            hasher.update(&copy);
-        } else {
-            hasher.update(&data);
-        }
-        got += data.len() as u64;
     }
-    let computed = hasher.finalize();
+    let (verdict, got, computed) = check.finish();
     shared.stall.wait().await;
-    let (status, text) = if got != size {
-        (StatusCode::BAD_REQUEST, "photo truncated\n")
-    } else if computed != crc32 {
-        (
+    let (status, text) = match verdict {
+        PhotoStatus::Ok => (StatusCode::OK, "received\n"),
+        PhotoStatus::Integrity => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "photo checksum mismatch\n",
-        )
-    } else {
-        (StatusCode::OK, "received\n")
+        ),
+        _ => (StatusCode::BAD_REQUEST, "photo truncated\n"),
     };
     if status == StatusCode::OK {
         Stats::bump(&shared.stats.photos_received);

@@ -87,45 +87,25 @@ pub(crate) async fn serve_quic(
     };
     match request {
         PhotoRequest::Upload { size, crc32 } => {
-            let fault = shared.photo_fault.get();
-            let mut hasher = crc32fast::Hasher::new();
-            let mut got = 0u64;
+            let mut check = SinkCheck::new(size, crc32, shared.photo_fault.get());
             let mut buf = vec![0u8; photo::CHUNK];
-            let mut flipped = false;
             loop {
                 let read = tokio::time::timeout(PHOTO_IDLE, recv.read(&mut buf))
                     .await
                     .map_err(|_| "photo upload stalled".to_string())?
                     .map_err(|e| format!("reading photo: {e}"))?;
                 let Some(n) = read else { break };
-                if fault == Some(PhotoFault::CutShort) && got + n as u64 > size / 2 {
+                if !check.take(&buf[..n]) {
                     let _ = recv.stop(1u32.into());
                     let _ = send.reset(1u32.into());
                     return Err("photo cut short (injected fault)".into());
                 }
-                let part = &mut buf[..n];
-                if fault == Some(PhotoFault::FlipByte) && !flipped && got + n as u64 > size / 2 {
-                    let at = (size / 2).saturating_sub(got) as usize;
-                    if let Some(b) = part.get_mut(at.min(n - 1)) {
-                        *b ^= 0x01;
-                        flipped = true;
-                    }
-                }
-                hasher.update(part);
-                got += n as u64;
-                if got > size {
+                if check.received() > size {
                     break;
                 }
             }
-            let computed = hasher.finalize();
+            let (status, got, computed) = check.finish();
             shared.stall.wait().await;
-            let status = if got != size {
-                PhotoStatus::Truncated
-            } else if computed != crc32 {
-                PhotoStatus::Integrity
-            } else {
-                PhotoStatus::Ok
-            };
             if status == PhotoStatus::Ok {
                 Stats::bump(&shared.stats.photos_received);
             } else {
@@ -183,4 +163,73 @@ async fn reply(send: &mut quinn::SendStream, status: PhotoStatus, bytes: u64, cr
     };
     let _ = send.write_all(&r.encode()).await;
     let _ = send.finish();
+}
+
+/// One upload as the sink sees it: bytes counted and checksummed as they
+/// arrive (with the injected fault, if any, applied on the way), then
+/// judged. The QUIC and HTTPS sinks share it, so both judge a photo alike.
+pub(crate) struct SinkCheck {
+    size: u64,
+    crc32: u32,
+    fault: Option<PhotoFault>,
+    hasher: crc32fast::Hasher,
+    got: u64,
+    flipped: bool,
+}
+
+impl SinkCheck {
+    pub(crate) fn new(size: u64, crc32: u32, fault: Option<PhotoFault>) -> Self {
+        SinkCheck {
+            size,
+            crc32,
+            fault,
+            hasher: crc32fast::Hasher::new(),
+            got: 0,
+            flipped: false,
+        }
+    }
+
+    /// Takes the next bytes; false when an injected cut ends the upload
+    /// here (at half the photo).
+    pub(crate) fn take(&mut self, part: &[u8]) -> bool {
+        let half = self.size / 2;
+        let end = self.got + part.len() as u64;
+        if self.fault == Some(PhotoFault::CutShort) && end > half {
+            return false;
+        }
+        if self.fault == Some(PhotoFault::FlipByte)
+            && !self.flipped
+            && end > half
+            && !part.is_empty()
+        {
+            // As if the byte at half the photo had been flipped in transit.
+            let at = (half.saturating_sub(self.got) as usize).min(part.len() - 1);
+            self.hasher.update(&part[..at]);
+            self.hasher.update(&[part[at] ^ 0x01]);
+            self.hasher.update(&part[at + 1..]);
+            self.flipped = true;
+        } else {
+            self.hasher.update(part);
+        }
+        self.got = end;
+        true
+    }
+
+    /// Bytes taken so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.got
+    }
+
+    /// The verdict: status, bytes received, and the CRC-32 computed.
+    pub(crate) fn finish(self) -> (PhotoStatus, u64, u32) {
+        let computed = self.hasher.finalize();
+        let status = if self.got != self.size {
+            PhotoStatus::Truncated
+        } else if computed != self.crc32 {
+            PhotoStatus::Integrity
+        } else {
+            PhotoStatus::Ok
+        };
+        (status, self.got, computed)
+    }
 }

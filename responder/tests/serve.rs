@@ -329,6 +329,23 @@ where
     out
 }
 
+/// A responder with `limits` and a QUIC connection to it (the endpoint
+/// must outlive the connection).
+async fn photo_responder(limits: Limits) -> (Responder, quinn::Endpoint, quinn::Connection) {
+    let config = ResponderConfig {
+        limits,
+        ..ResponderConfig::local().unwrap()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let endpoint = quic_client(&config);
+    let conn = endpoint
+        .connect(responder.quic_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    (responder, endpoint, conn)
+}
+
 /// Sends `header` then `body` on a fresh stream and reads the sink's reply.
 async fn quic_photo(
     conn: &quinn::Connection,
@@ -348,20 +365,11 @@ async fn quic_photo(
 #[tokio::test]
 async fn photo_sink_receipts_only_whole_photos_with_their_checksum() {
     use vantage_wire::photo::{PhotoBytes, PhotoRequest, PhotoStatus};
-    let config = ResponderConfig {
-        limits: Limits {
-            max_photo_bytes: 1_000_000,
-            ..Limits::default()
-        },
-        ..ResponderConfig::local().unwrap()
-    };
-    let responder = Responder::start(config.clone()).await.unwrap();
-    let endpoint = quic_client(&config);
-    let conn = endpoint
-        .connect(responder.quic_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (responder, _endpoint, conn) = photo_responder(Limits {
+        max_photo_bytes: 1_000_000,
+        ..Limits::default()
+    })
+    .await;
     let mut photo = vec![0u8; 100_000];
     PhotoBytes::new(3).fill(0, &mut photo);
     let crc32 = crc32fast::hash(&photo);
@@ -418,20 +426,11 @@ async fn photo_sink_receipts_only_whole_photos_with_their_checksum() {
 #[tokio::test]
 async fn photo_sink_is_bounded_in_concurrent_photos() {
     use vantage_wire::photo::{PhotoRequest, PhotoStatus};
-    let config = ResponderConfig {
-        limits: Limits {
-            max_concurrent_photos: 2,
-            ..Limits::default()
-        },
-        ..ResponderConfig::local().unwrap()
-    };
-    let responder = Responder::start(config.clone()).await.unwrap();
-    let endpoint = quic_client(&config);
-    let conn = endpoint
-        .connect(responder.quic_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (responder, _endpoint, conn) = photo_responder(Limits {
+        max_concurrent_photos: 2,
+        ..Limits::default()
+    })
+    .await;
     // Two uploads that never finish hold both slots.
     let mut held = Vec::new();
     for _ in 0..2 {
