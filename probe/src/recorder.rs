@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use vantage_wire::{ErrorClass, Metric, PathStats, Series, Target, Window};
+use vantage_wire::{record_clamped, ErrorClass, Metric, PathStats, Series, Target, Window};
 
 /// The result of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,8 +179,7 @@ impl Recorder {
                     server_time,
                     bytes,
                 } => {
-                    s.histogram
-                        .saturating_record((latency.as_micros() as u64).max(1));
+                    record_clamped(&mut s.histogram, latency.as_micros() as u64);
                     s.bytes += bytes;
                     if let Some(st) = server_time {
                         s.server_time.sum_us += st.as_micros() as u64;
@@ -188,7 +187,7 @@ impl Recorder {
                     }
                 }
                 Outcome::Value { value, bytes } => {
-                    s.histogram.saturating_record(value.max(1));
+                    record_clamped(&mut s.histogram, value);
                     s.bytes += bytes;
                 }
                 Outcome::Lost => s.lost += 1,

@@ -105,6 +105,8 @@ fn main() {
     } else {
         args
     };
+    println!("Generated store: 100 probes in 4 countries, 3 data centres, 8 latency metrics, W one-minute windows per phase, two phases, 60 samples per series; the series reach the report one at a time as `vantage report` streams them from SQLite.\n");
+    let mut per_series = Vec::new();
     println!(
         "| windows per phase | series | gather (s) | build (s) | write (s) | total (s) | µs per series | peak RSS (MiB) |"
     );
@@ -127,6 +129,7 @@ fn main() {
         let wrote = t2.elapsed();
         assert!(!written.charts.is_empty());
         let total = gathered + built + wrote;
+        per_series.push((series, total.as_secs_f64() * 1e6 / series as f64));
         println!(
             "| {windows} | {series} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
             gathered.as_secs_f64(),
@@ -135,6 +138,14 @@ fn main() {
             total.as_secs_f64(),
             total.as_secs_f64() * 1e6 / series as f64,
             peak_rss_mib()
+        );
+    }
+    if let (Some(first), Some(last)) = (per_series.first(), per_series.last()) {
+        let growth = last.1 / first.1;
+        println!(
+            "\nTime per series at {}× the store: {growth:.2}× that of the smallest (target: no faster than linear, ≤ 1.25 allowing for noise): {}.",
+            last.0 / first.0.max(1),
+            if growth <= 1.25 { "met" } else { "not met" }
         );
     }
 }

@@ -91,6 +91,9 @@ pub(crate) async fn serve(
                 .header_read_timeout(shared.limits.handshake_timeout)
                 .max_buf_size(16 * 1024)
                 .keep_alive(true)
+                // One buffer per response: with vectored writes the head and a
+                // small body become two TLS records, and the client wakes twice.
+                .writev(false)
                 .serve_connection(TokioIo::new(tls), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {

@@ -4,9 +4,10 @@
 //! size is capped, so a crafted header cannot make a decoder allocate
 //! gigabytes.
 
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use std::io::Read;
+use std::io::Write;
 
 /// A latency histogram in microseconds (or a throughput histogram in kbit/s).
 pub type LatencyHistogram = Histogram<u64>;
@@ -56,19 +57,130 @@ pub enum HistogramError {
     Encode(String),
 }
 
-/// A new, empty histogram with Vantage's bounds.
+/// A new, empty histogram with Vantage's resolution that grows its counts
+/// only as far as the largest value recorded.
+///
+/// A full 1 µs – 1 h array is ~190 kB, and a probe holds two per (target,
+/// metric); a histogram of values up to 300 ms needs under half of that, one
+/// of loopback values a tenth. Record through [`record_clamped`] so nothing
+/// grows past [`HISTOGRAM_HIGHEST`]; [`encode_histogram`] writes the full
+/// bounds whatever the size, so the wire never sees the difference.
 pub fn new_latency_histogram() -> LatencyHistogram {
     // The bounds are constants known to be valid, so this cannot fail.
-    Histogram::new_with_bounds(HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST, HISTOGRAM_SIGFIG)
-        .expect("constant histogram bounds are valid")
+    let mut h =
+        Histogram::new_with_bounds(HISTOGRAM_LOWEST, 2 * HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG)
+            .expect("constant histogram bounds are valid");
+    h.auto(true);
+    h
 }
 
-/// Encodes as HdrHistogram V2 + deflate.
+/// Records `value` once, clamped into `HISTOGRAM_LOWEST..=HISTOGRAM_HIGHEST`
+/// (a value beyond an hour counts as an hour: it is still counted).
+pub fn record_clamped(h: &mut LatencyHistogram, value: u64) {
+    let v = value.clamp(HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST);
+    // In range and auto-resizing, so recording grows the array and cannot
+    // fail; a histogram with fixed smaller bounds (decoded elsewhere) saturates.
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// Whether two histograms hold the same counts, whatever their array sizes.
+/// (hdrhistogram's `==` is false when the left one's array is the longer,
+/// even if the extra counts are all zero.)
+pub fn same_counts(a: &LatencyHistogram, b: &LatencyHistogram) -> bool {
+    let (shorter, longer) = if a.distinct_values() <= b.distinct_values() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    shorter == longer
+}
+
+/// Encodes as HdrHistogram V2 + deflate, always with Vantage's full bounds.
+///
+/// The V2 payload holds counts only up to the largest value's index, so a
+/// grown-to-fit histogram encodes to the same bytes as a full one once its
+/// header names the full bounds; no full-size copy is made.
 pub fn encode_histogram(h: &LatencyHistogram, out: &mut Vec<u8>) -> Result<(), HistogramError> {
-    V2DeflateSerializer::new()
-        .serialize(h, out)
-        .map(|_| ())
-        .map_err(|e| HistogramError::Encode(format!("{e:?}")))
+    if h.lowest_equivalent(h.max()) > HISTOGRAM_HIGHEST
+        || h.low() != HISTOGRAM_LOWEST
+        || h.sigfig() != HISTOGRAM_SIGFIG
+    {
+        return Err(HistogramError::Encode(format!(
+            "a histogram of {}..{} (max {}) with {} digits is not within Vantage's bounds",
+            h.low(),
+            h.high(),
+            h.max(),
+            h.sigfig()
+        )));
+    }
+    let mut plain = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut plain)
+        .map_err(|e| HistogramError::Encode(format!("{e:?}")))?;
+    plain[24..32].copy_from_slice(&HISTOGRAM_HIGHEST.to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(&V2_DEFLATE_COOKIE.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let mut z = flate2::write::ZlibEncoder::new(&mut *out, flate2::Compression::default());
+    z.write_all(&plain)
+        .and_then(|_| z.finish().map(|_| ()))
+        .map_err(|e| HistogramError::Encode(e.to_string()))?;
+    let len = (out.len() - start - 8) as u32;
+    out[start + 4..start + 8].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// The lowest value at counts index `index` for Vantage's bounds (1 µs, 3
+/// digits: 2048 sub-buckets, the upper half of each bucket indexed), the
+/// same arithmetic as hdrhistogram's private `value_for`.
+fn value_at_index(index: usize) -> u64 {
+    const HALF_MAGNITUDE: u32 = 10;
+    const HALF: usize = 1 << HALF_MAGNITUDE;
+    let bucket = (index >> HALF_MAGNITUDE) as i64 - 1;
+    let mut sub_bucket = (index & (HALF - 1)) + HALF;
+    let bucket = if bucket < 0 {
+        sub_bucket -= HALF;
+        0
+    } else {
+        bucket as u32
+    };
+    (sub_bucket as u64).checked_shl(bucket).unwrap_or(u64::MAX)
+}
+
+/// How many counts a V2 payload fills (the index past its last nonzero
+/// count), or `None` if it is malformed (left to the decoder to report).
+fn counts_length(mut payload: &[u8]) -> Option<usize> {
+    let mut index = 0usize;
+    let mut filled = 0usize;
+    while !payload.is_empty() {
+        let mut zz = 0u64;
+        let mut read = 0;
+        loop {
+            let b = *payload.get(read)?;
+            zz |= u64::from(b & 0x7f) << (7 * read);
+            read += 1;
+            if b & 0x80 == 0 || read == 9 {
+                if read == 9 {
+                    // The ninth byte of LEB128-64b9B carries a full 8 bits.
+                    zz |= u64::from(b & 0x80) << 56;
+                }
+                break;
+            }
+        }
+        payload = &payload[read..];
+        let n = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+        if n < 0 {
+            index = index.checked_add(n.unsigned_abs() as usize)?;
+        } else {
+            if n > 0 {
+                filled = index + 1;
+            }
+            index += 1;
+        }
+    }
+    Some(filled)
 }
 
 /// Decodes HdrHistogram V2 + deflate bytes, accepting only Vantage's bounds.
@@ -120,9 +232,19 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<LatencyHistogram, HistogramError
             sigfig,
         });
     }
-    let h: LatencyHistogram = Deserializer::new()
+    // Allocate only as far as the largest count, not the full hour: most
+    // stored histograms hold milliseconds, and a full array is ~190 kB to
+    // zero and later walk for every series decoded.
+    if let Some(filled) = counts_length(&inflated[V2_HEADER_LEN..V2_HEADER_LEN + payload_len]) {
+        let fit = value_at_index(filled.max(1))
+            .saturating_mul(2)
+            .clamp(2 * HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST);
+        inflated[24..32].copy_from_slice(&fit.to_be_bytes());
+    }
+    let mut h: LatencyHistogram = Deserializer::new()
         .deserialize(&mut &inflated[..V2_HEADER_LEN + payload_len])
         .map_err(|e| HistogramError::Payload(format!("{e:?}")))?;
+    h.auto(true);
     Ok(h)
 }
 
@@ -145,6 +267,86 @@ mod tests {
     }
 
     #[test]
+    fn a_growing_histogram_stays_small_and_encodes_with_full_bounds() {
+        let mut h = new_latency_histogram();
+        for v in [0u64, 40, 900, 80_000] {
+            record_clamped(&mut h, v);
+        }
+        let small = h.distinct_values();
+        assert!(small < 12_000, "{small} counts for values up to 80 ms");
+        record_clamped(&mut h, u64::MAX);
+        assert!(h.max() >= HISTOGRAM_HIGHEST, "{}", h.max());
+        let mut buf = Vec::new();
+        encode_histogram(&h, &mut buf).unwrap();
+        let back = decode_histogram(&buf).unwrap();
+        assert_eq!(back.high(), HISTOGRAM_HIGHEST);
+        assert_eq!(back.len(), 5);
+        assert_eq!(back.min(), 1);
+        assert!(same_counts(&back, &h) && same_counts(&h, &back));
+        record_clamped(&mut h, 5);
+        assert!(!same_counts(&back, &h) && !same_counts(&h, &back));
+    }
+
+    #[test]
+    fn encoding_a_grown_histogram_gives_the_reference_serializer_bytes() {
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        let mut grown = new_latency_histogram();
+        let mut full =
+            Histogram::new_with_bounds(HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST, HISTOGRAM_SIGFIG)
+                .unwrap();
+        for v in [3u64, 700, 701, 80_000, 80_000, 2_500_000] {
+            record_clamped(&mut grown, v);
+            full.record(v).unwrap();
+        }
+        let (mut ours, mut reference) = (Vec::new(), Vec::new());
+        encode_histogram(&grown, &mut ours).unwrap();
+        V2DeflateSerializer::new()
+            .serialize(&full, &mut reference)
+            .unwrap();
+        assert_eq!(ours, reference);
+        let back = decode_histogram(&reference).unwrap();
+        assert!(same_counts(&back, &full));
+        assert!(back.distinct_values() < full.distinct_values());
+        // A decoded histogram still takes any value in range.
+        let mut back = back;
+        record_clamped(&mut back, HISTOGRAM_HIGHEST);
+        assert_eq!(back.len(), 7);
+    }
+
+    #[test]
+    fn index_arithmetic_matches_hdrhistogram() {
+        let full = Histogram::<u64>::new_with_bounds(
+            HISTOGRAM_LOWEST,
+            HISTOGRAM_HIGHEST,
+            HISTOGRAM_SIGFIG,
+        )
+        .unwrap();
+        let mut checked = 0;
+        for (i, v) in full.iter_all().enumerate() {
+            if i % 97 == 0 || i < 2100 {
+                assert_eq!(
+                    value_at_index(i),
+                    full.lowest_equivalent(v.value_iterated_to()),
+                    "index {i}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 2300, "{checked}");
+    }
+
+    #[test]
+    fn values_beyond_the_bounds_do_not_encode() {
+        let mut h = new_latency_histogram();
+        h.record(HISTOGRAM_HIGHEST * 4).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            encode_histogram(&h, &mut buf),
+            Err(HistogramError::Encode(_))
+        ));
+    }
+
+    #[test]
     fn empty_round_trips() {
         let h = new_latency_histogram();
         let mut buf = Vec::new();
@@ -156,7 +358,9 @@ mod tests {
     fn foreign_bounds_are_refused_before_allocating() {
         let h = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();
         let mut buf = Vec::new();
-        V2DeflateSerializer::new().serialize(&h, &mut buf).unwrap();
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&h, &mut buf)
+            .unwrap();
         assert!(matches!(
             decode_histogram(&buf),
             Err(HistogramError::WrongBounds { .. })

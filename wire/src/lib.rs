@@ -22,8 +22,8 @@ pub mod upload;
 
 pub use codec::{DecodeError, MAX_BATCH_BYTES};
 pub use histogram::{
-    decode_histogram, encode_histogram, new_latency_histogram, HistogramError, LatencyHistogram,
-    HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
+    decode_histogram, encode_histogram, new_latency_histogram, record_clamped, same_counts,
+    HistogramError, LatencyHistogram, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
 };
 pub use labels::{LabelError, Labels, MAX_LABELS};
 pub use metric::{ErrorClass, Metric, ParseNameError, Unit};

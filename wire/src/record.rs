@@ -68,7 +68,7 @@ impl ServerTime {
 
 /// One (target, metric, window): the histogram of successful measurements and
 /// the count of every attempt, so `sent = histogram.len() + lost + errors`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Series {
     /// The data centre measured.
     pub target: Target,
@@ -90,6 +90,21 @@ pub struct Series {
     pub path: PathStats,
     /// Responder-reported processing time.
     pub server_time: ServerTime,
+}
+
+impl PartialEq for Series {
+    fn eq(&self, other: &Self) -> bool {
+        self.target == other.target
+            && self.metric == other.metric
+            && self.window == other.window
+            && crate::histogram::same_counts(&self.histogram, &other.histogram)
+            && self.sent == other.sent
+            && self.lost == other.lost
+            && self.errors == other.errors
+            && self.bytes == other.bytes
+            && self.path == other.path
+            && self.server_time == other.server_time
+    }
 }
 
 impl Series {
