@@ -162,6 +162,73 @@ async fn injected_delay_is_measured() {
     bench.responder.shutdown().await;
 }
 
+/// A service URL through a path of 40 ms each way: a cold request's TLS
+/// handshake and its time to first byte each take one round trip, its
+/// total two; a warm request's total one. Within max(1.5 ms, 3 %) of the
+/// injected time plus the floor measured through a zero-delay path in the
+/// same run. (`http_connect` completes against the relay on loopback, as
+/// `tcp_connect` does: a user-space relay cannot delay the kernel's
+/// handshake.) No DNS phase: the URL names an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_phases_take_their_round_trips() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bench = Bench::start().await;
+    let mut floor = std::collections::BTreeMap::new();
+    for one_way_ms in [0u64, 40] {
+        let rtt = 2.0 * one_way_ms as f64;
+        let path = bench.path(&symmetric(Duration::from_millis(one_way_ms)), 3);
+        let summary = bench
+            .probe(&path, |a| {
+                a.targets.clear();
+                a.urls = vec![format!(
+                    "web=https://127.0.0.1:{}/echo?bytes=1000",
+                    path.port()
+                )];
+                a.metrics = vantage_probe::HTTP_METRICS
+                    .map(|m| m.name().to_string())
+                    .to_vec();
+                a.rates = ["http_total=5", "http_warm_total=5"]
+                    .map(String::from)
+                    .to_vec();
+                a.duration = Some(Duration::from_secs(3));
+            })
+            .await;
+        assert!(
+            summary.totals.iter().all(|s| s.metric != Metric::HttpDns),
+            "an address needs no lookup"
+        );
+        for (metric, round_trips) in [
+            (Metric::HttpConnect, 0.0),
+            (Metric::HttpTls, 1.0),
+            (Metric::HttpTtfb, 1.0),
+            (Metric::HttpTotal, 2.0),
+            (Metric::HttpWarmTtfb, 1.0),
+            (Metric::HttpWarmTotal, 1.0),
+        ] {
+            let s = series(&summary, metric);
+            assert!(
+                s.histogram.len() >= 5,
+                "{metric}: {} samples",
+                s.histogram.len()
+            );
+            assert_eq!(s.lost + s.error_total(), 0, "{metric}: {:?}", s.errors);
+            let measured = p50_ms(s);
+            if one_way_ms == 0 {
+                floor.insert(metric, measured);
+                continue;
+            }
+            let expected = round_trips * rtt + floor[&metric];
+            let tolerance = (1.5f64).max(0.03 * round_trips * rtt);
+            println!("{metric}: p50 {measured:.3} ms, expected {expected:.3} ms");
+            assert!(
+                (measured - expected).abs() <= tolerance,
+                "{metric} at {one_way_ms} ms one way: p50 {measured:.3} ms, expected {expected:.3} ms ± {tolerance:.2} ms"
+            );
+        }
+    }
+    bench.responder.shutdown().await;
+}
+
 /// 5 % independent loss each way: the measured `udp_rtt` loss lies in the
 /// binomial 99 % interval of 1 − 0.95², and the stateful reflector's
 /// counters put each loss on the right side.

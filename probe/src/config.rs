@@ -47,6 +47,99 @@ pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::ResponsivenessRpm,
 ];
 
+/// The metrics of a real service URL (`--url`): a cold request's phases
+/// (new DNS lookup, new connection) and a warm request's (reused connection).
+pub const HTTP_METRICS: [Metric; 9] = [
+    Metric::HttpDns,
+    Metric::HttpConnect,
+    Metric::HttpTls,
+    Metric::HttpTtfb,
+    Metric::HttpTransfer,
+    Metric::HttpTotal,
+    Metric::HttpWarmTtfb,
+    Metric::HttpWarmTransfer,
+    Metric::HttpWarmTotal,
+];
+
+/// Which HTTP version to speak to a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+pub enum HttpVersion {
+    /// What the server offers in TLS ALPN: HTTP/2 if it agrees, else HTTP/1.1.
+    #[default]
+    #[value(name = "auto")]
+    #[serde(rename = "auto")]
+    Auto,
+    /// HTTP/1.1 only.
+    #[value(name = "1.1")]
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 only (fails if the server does not agree to it).
+    #[value(name = "2")]
+    #[serde(rename = "2")]
+    Http2,
+}
+
+/// A real service URL to time (`--url NAME=https://…` or `[[url]]`).
+#[derive(Debug, Clone)]
+pub struct HttpTargetConfig {
+    /// Name in reports, like a data centre's (`api`, `cdn-photo`).
+    pub name: String,
+    /// The URL as given.
+    pub url: String,
+    /// Host name (resolved with the probe's own resolver) or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Path and query sent.
+    pub path_and_query: String,
+    /// Method, `GET` by default.
+    pub method: String,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Request body, if any.
+    pub body: Option<String>,
+    /// The status that counts as success; any other is counted by class.
+    pub expect_status: u16,
+    /// HTTP version.
+    pub version: HttpVersion,
+    /// Response bytes read at most; a longer body is an error.
+    pub max_body_bytes: u64,
+    /// How to trust the certificate (public roots unless told otherwise).
+    pub trust: Trust,
+}
+
+/// Parses `https://host[:port]/path?query` into (host, port, path and query).
+pub(crate) fn parse_https_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("https://")?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => 443,
+            None => return None,
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (authority.to_string(), 443),
+        }
+    };
+    if host.is_empty() || host.contains(['@', ' ']) || path.contains(' ') {
+        return None;
+    }
+    Some((host, port, path))
+}
+
 /// Which way photos go in a sync batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +250,12 @@ pub enum Measurement {
     TcpCold,
     /// A request on a warm HTTPS connection: `https_request`.
     HttpsRequest,
+    /// A real URL on a new connection, after a new DNS lookup: `http_dns`,
+    /// `http_connect`, `http_tls`, `http_ttfb`, `http_transfer`, `http_total`.
+    HttpCold,
+    /// A real URL on a reused connection: `http_warm_ttfb`,
+    /// `http_warm_transfer`, `http_warm_total`.
+    HttpWarm,
     /// Photo-sync batches on their own schedule: `photosync_upload`,
     /// `photosync_download`, `photosync_goodput` and `loaded_rtt`.
     PhotoSync,
@@ -171,12 +270,20 @@ impl Measurement {
             Metric::QuicRequest => Measurement::QuicRequest,
             Metric::TcpConnect | Metric::TlsHandshake => Measurement::TcpCold,
             Metric::HttpsRequest => Measurement::HttpsRequest,
+            Metric::HttpDns
+            | Metric::HttpConnect
+            | Metric::HttpTls
+            | Metric::HttpTtfb
+            | Metric::HttpTransfer
+            | Metric::HttpTotal => Measurement::HttpCold,
+            Metric::HttpWarmTtfb | Metric::HttpWarmTransfer | Metric::HttpWarmTotal => {
+                Measurement::HttpWarm
+            }
             Metric::PhotosyncUpload
             | Metric::PhotosyncDownload
             | Metric::PhotosyncGoodput
             | Metric::LoadedRtt
             | Metric::ResponsivenessRpm => Measurement::PhotoSync,
-            _ => return None,
         })
     }
 
@@ -188,6 +295,9 @@ impl Measurement {
             Measurement::QuicRequest | Measurement::HttpsRequest => 2.0,
             Measurement::QuicCold | Measurement::TcpCold => 0.5,
             Measurement::PhotoSync => 1.0 / 300.0,
+            // A cold request costs the service a TLS handshake: one per 5 s.
+            Measurement::HttpCold => 0.2,
+            Measurement::HttpWarm => 1.0,
         }
     }
 }
@@ -231,6 +341,11 @@ pub struct ProbeConfig {
     pub labels: Labels,
     /// Targets measured.
     pub targets: Vec<TargetConfig>,
+    /// Real service URLs measured.
+    pub urls: Vec<HttpTargetConfig>,
+    /// DNS server for the URLs' lookups (default: the system's, from
+    /// /etc/resolv.conf).
+    pub dns_server: Option<std::net::SocketAddr>,
     /// Measure against an in-process responder on loopback.
     pub local: bool,
     /// Measurements and their spacing.
@@ -278,6 +393,28 @@ pub struct ProbeArgs {
     /// A data centre to measure, NAME=HOST:PORT (QUIC and HTTPS port); repeat for more.
     #[arg(long = "target", value_name = "NAME=HOST:PORT")]
     pub targets: Vec<String>,
+    /// A service URL to time, NAME=https://HOST[:PORT]/PATH; repeat for more.
+    /// Measured cold (new DNS lookup and connection) and warm.
+    #[arg(long = "url", value_name = "NAME=URL")]
+    pub urls: Vec<String>,
+    /// HTTP version for every --url [default: auto, HTTP/2 if the server agrees].
+    #[arg(long, value_enum)]
+    pub http_version: Option<HttpVersion>,
+    /// HTTP method for every --url [default: GET].
+    #[arg(long, value_name = "METHOD")]
+    pub http_method: Option<String>,
+    /// A request header for every --url, "NAME: VALUE"; repeat for more.
+    #[arg(long = "http-header", value_name = "NAME: VALUE")]
+    pub http_headers: Vec<String>,
+    /// The status that counts as success for every --url [default: 200].
+    #[arg(long, value_name = "CODE")]
+    pub expect_status: Option<u16>,
+    /// Largest response body read, bytes; a longer one is an error [default: 16 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// DNS server for the --url lookups, IP:PORT [default: the system's].
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// TOML file with targets, labels and schedules (flags override it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -412,9 +549,12 @@ pub struct ProbeArgs {
 pub enum ConfigError {
     /// Nothing to measure.
     #[error(
-        "no target: give --target NAME=HOST:PORT, a --config file with [[target]], or --local"
+        "no target: give --target NAME=HOST:PORT, --url NAME=https://…, a --config file with [[target]] or [[url]], or --local"
     )]
     NoTarget,
+    /// A bad `--url`.
+    #[error("--url `{0}`: expected NAME=https://HOST[:PORT]/PATH, such as api=https://api.example.com/v1/ping")]
+    BadUrl(String),
     /// A bad `--target`.
     #[error("--target `{0}`: expected NAME=HOST:PORT, such as singapore=sg.example.net:4433")]
     BadTarget(String),
@@ -431,7 +571,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Label(#[from] vantage_wire::LabelError),
     /// A bad metric name.
-    #[error("{0} (a probe measures {list})", list = RESPONDER_METRICS.map(|m| m.name()).join(", "))]
+    #[error("{0} (a probe measures {list}, and for --url {http})", list = RESPONDER_METRICS.map(|m| m.name()).join(", "), http = HTTP_METRICS.map(|m| m.name()).join(", "))]
     Metric(String),
     /// A bad `--rate`.
     #[error("--rate `{0}`: expected METRIC=RATE with RATE a positive number of attempts per second, at most 1000")]
@@ -479,6 +619,9 @@ pub struct ConfigFile {
     /// Targets.
     #[serde(default, rename = "target")]
     pub targets: Vec<FileTarget>,
+    /// Service URLs.
+    #[serde(default, rename = "url")]
+    pub urls: Vec<FileUrl>,
     /// Photo-sync batches.
     pub sync: Option<FileSync>,
 }
@@ -503,6 +646,33 @@ pub struct FileSync {
     pub transport: Option<SyncTransport>,
     /// Such as "2m".
     pub timeout: Option<String>,
+}
+
+/// A `[[url]]` of the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUrl {
+    /// Name in reports.
+    pub name: String,
+    /// `https://host[:port]/path`.
+    pub url: String,
+    /// Method [GET].
+    pub method: Option<String>,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Expected status [200].
+    pub expect_status: Option<u16>,
+    /// "auto", "1.1" or "2".
+    pub version: Option<HttpVersion>,
+    /// Body cap, bytes.
+    pub max_body_bytes: Option<u64>,
+    /// Pinned fingerprint.
+    pub pin: Option<String>,
+    /// CA file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A `[[target]]` of the configuration file.
@@ -647,13 +817,93 @@ impl ProbeArgs {
                 trust,
             });
         }
-        let mut names = std::collections::HashSet::new();
-        for t in &targets {
-            if !names.insert(t.name.clone()) {
-                return Err(ConfigError::DuplicateTarget(t.name.clone()));
+        let mut headers = Vec::new();
+        for h in &self.http_headers {
+            let (k, v) = h
+                .split_once(':')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| {
+                    ConfigError::Range(format!("--http-header `{h}`: expected \"NAME: VALUE\""))
+                })?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let url_trust = cli_trust.clone().unwrap_or(Trust::PublicRoots);
+        let url_target = |name: &str, url: &str, spec: &str| {
+            let (host, port, path_and_query) =
+                parse_https_url(url).ok_or_else(|| ConfigError::BadUrl(spec.to_string()))?;
+            if name.is_empty() {
+                return Err(ConfigError::BadUrl(spec.to_string()));
+            }
+            Ok(HttpTargetConfig {
+                name: name.to_string(),
+                url: url.to_string(),
+                host,
+                port,
+                path_and_query,
+                method: self.http_method.clone().unwrap_or_else(|| "GET".into()),
+                headers: headers.clone(),
+                body: None,
+                expect_status: self.expect_status.unwrap_or(200),
+                version: self.http_version.unwrap_or_default(),
+                max_body_bytes: self.max_body_bytes.unwrap_or(16 << 20),
+                trust: url_trust.clone(),
+            })
+        };
+        let mut urls = Vec::new();
+        for u in &file.urls {
+            let mut t = url_target(&u.name, &u.url, &u.url)?;
+            if let Some(m) = &u.method {
+                t.method = m.clone();
+            }
+            t.headers
+                .extend(u.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            t.body = u.body.clone();
+            t.expect_status = self.expect_status.or(u.expect_status).unwrap_or(200);
+            t.version = self.http_version.or(u.version).unwrap_or_default();
+            t.max_body_bytes = self
+                .max_body_bytes
+                .or(u.max_body_bytes)
+                .unwrap_or(t.max_body_bytes);
+            if cli_trust.is_none() {
+                if let Some(pin) = &u.pin {
+                    t.trust = Trust::Pinned(vec![pin.parse()?]);
+                } else if let Some(ca) = &u.ca_file {
+                    t.trust = Trust::CaFile(ca.clone());
+                }
+            }
+            urls.push(t);
+        }
+        for spec in &self.urls {
+            let (name, url) = spec
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadUrl(spec.clone()))?;
+            urls.push(url_target(name, url, spec)?);
+        }
+        for t in &urls {
+            if hyper::Method::from_bytes(t.method.as_bytes()).is_err() {
+                return Err(ConfigError::Range(format!(
+                    "url `{}`: `{}` is not an HTTP method",
+                    t.name, t.method
+                )));
+            }
+            if !(100..=599).contains(&t.expect_status) {
+                return Err(ConfigError::Range(format!(
+                    "url `{}`: expected status {} is not an HTTP status",
+                    t.name, t.expect_status
+                )));
             }
         }
-        if targets.is_empty() && !self.local {
+        let mut names = std::collections::HashSet::new();
+        for name in targets
+            .iter()
+            .map(|t| &t.name)
+            .chain(urls.iter().map(|u| &u.name))
+        {
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::DuplicateTarget(name.clone()));
+            }
+        }
+        if targets.is_empty() && urls.is_empty() && !self.local {
             return Err(ConfigError::NoTarget);
         }
 
@@ -663,7 +913,14 @@ impl ProbeArgs {
             file.metrics.clone().unwrap_or_default()
         };
         let metrics: Vec<Metric> = if metric_names.is_empty() {
-            RESPONDER_METRICS.to_vec()
+            let mut m = Vec::new();
+            if !targets.is_empty() || self.local {
+                m.extend(RESPONDER_METRICS);
+            }
+            if !urls.is_empty() {
+                m.extend(HTTP_METRICS);
+            }
+            m
         } else {
             let mut out = Vec::new();
             for n in &metric_names {
@@ -880,6 +1137,8 @@ impl ProbeArgs {
         Ok(ProbeConfig {
             sync,
             upload,
+            urls,
+            dns_server: self.dns_server,
             probe_id: self.probe_id.or(file.probe_id),
             campaign: self
                 .campaign

@@ -22,9 +22,9 @@ mod trust;
 pub mod upload;
 
 pub use config::{
-    ConfigError, Display, Measurement, PhotoSizes, PhotoSyncConfig, ProbeArgs, ProbeConfig,
-    SyncDirection, SyncTransport, TargetConfig, LATENCY_METRICS, PHOTOSYNC_METRICS,
-    RESPONDER_METRICS,
+    ConfigError, Display, HttpTargetConfig, HttpVersion, Measurement, PhotoSizes, PhotoSyncConfig,
+    ProbeArgs, ProbeConfig, SyncDirection, SyncTransport, TargetConfig, HTTP_METRICS,
+    LATENCY_METRICS, PHOTOSYNC_METRICS, RESPONDER_METRICS,
 };
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};

@@ -257,6 +257,14 @@ impl Recorder {
             .collect()
     }
 
+    /// Sets the address series of `target` opened from now on carry (a
+    /// URL's host resolved anew).
+    pub fn set_address(&mut self, target: usize, address: String) {
+        if let Some(t) = self.targets.get_mut(target) {
+            t.address = address;
+        }
+    }
+
     /// Everything recorded so far, per (target, metric), for the live table.
     pub fn totals(&self) -> impl Iterator<Item = &Series> {
         self.totals.values()

@@ -270,6 +270,39 @@ pub async fn run(
             sync_gate: sync_gate.clone(),
         }));
     }
+    let mut http_contexts = Vec::new();
+    for (i, u) in config.urls.iter().enumerate() {
+        let tls = TlsClient::for_web(&u.trust, measure::alpn_for(u.version)).map_err(|source| {
+            RunError::Trust {
+                target: u.name.clone(),
+                source,
+            }
+        })?;
+        let resolver = if u.host.parse::<std::net::IpAddr>().is_ok() {
+            None
+        } else {
+            Some(
+                measure::resolver(config.dns_server, config.timeout).map_err(|reason| {
+                    RunError::Resolve {
+                        target: u.name.clone(),
+                        host: u.host.clone(),
+                        reason,
+                    }
+                })?,
+            )
+        };
+        http_contexts.push(Arc::new(measure::HttpCtx {
+            index: resolved.len() + i,
+            target: u.clone(),
+            resolver,
+            tls,
+            timeout: config.timeout,
+            events: events_tx.clone(),
+            sync_gate: sync_gate.clone(),
+            warm: Mutex::new(Vec::new()),
+            resolved: Mutex::new(None),
+        }));
+    }
     drop(events_tx);
 
     let targets: Vec<Target> = resolved
@@ -278,6 +311,10 @@ pub async fn run(
             name: t.config.name.clone(),
             address: format!("{}:{}", t.config.host, t.config.port),
         })
+        .chain(config.urls.iter().map(|u| Target {
+            name: u.name.clone(),
+            address: u.url.clone(),
+        }))
         .collect();
     let start = Instant::now();
     let anchor = WallAnchor::now();
@@ -286,6 +323,50 @@ pub async fn run(
     let (jobs_stop, jobs_stop_rx) = watch::channel(false);
     let mut jobs = JoinSet::new();
     let mut seed = config.seed;
+    for ctx in &http_contexts {
+        for (&measurement, &spacing) in &config.schedules {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let schedule = Schedule::new(spacing, start, seed);
+            let (ctx, stop) = (ctx.clone(), jobs_stop_rx.clone());
+            match measurement {
+                Measurement::HttpCold => {
+                    const M: &[Metric] = &[
+                        Metric::HttpDns,
+                        Metric::HttpConnect,
+                        Metric::HttpTls,
+                        Metric::HttpTtfb,
+                        Metric::HttpTransfer,
+                        Metric::HttpTotal,
+                    ];
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        M,
+                        measure::http_cold,
+                    ));
+                }
+                Measurement::HttpWarm => {
+                    const M: &[Metric] = &[
+                        Metric::HttpWarmTtfb,
+                        Metric::HttpWarmTransfer,
+                        Metric::HttpWarmTotal,
+                    ];
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        M,
+                        measure::http_warm,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    drop(http_contexts);
     for ctx in &contexts {
         for (&measurement, &spacing) in &config.schedules {
             seed = seed
@@ -335,6 +416,7 @@ pub async fn run(
                         measure::https_request,
                     ));
                 }
+                Measurement::HttpCold | Measurement::HttpWarm => {}
                 Measurement::PhotoSync => {
                     // Targets take turns: each one's batches are offset by
                     // its share of the interval, so two syncs never overlap
@@ -458,6 +540,7 @@ pub async fn run(
             event = events.recv() => match event {
                 Some(Event::Sample(s)) => recorder.record(&s),
                 Some(Event::Path { target, metric, intended, delta }) => recorder.record_path(target, metric, intended, delta),
+                Some(Event::Address { target, address }) => recorder.set_address(target, address),
                 None => break,
             },
             _ = tick.tick() => {
@@ -496,6 +579,7 @@ pub async fn run(
                 intended,
                 delta,
             } => recorder.record_path(target, metric, intended, delta),
+            Event::Address { target, address } => recorder.set_address(target, address),
         }
     }
     let last = recorder.finish(Instant::now());

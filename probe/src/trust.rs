@@ -18,6 +18,9 @@ pub enum Trust {
     CaFile(PathBuf),
     /// Accept any certificate. Every output of such a run says so.
     Insecure,
+    /// Verify the chain against the public web's roots (Mozilla's, as
+    /// shipped by webpki-roots): the default for `--url`.
+    PublicRoots,
 }
 
 /// Why a TLS client configuration could not be built.
@@ -45,12 +48,39 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
-    /// Builds a TLS 1.3-only client offering `alpn`.
+    /// Builds a TLS 1.3-only client offering `alpn` (Vantage's own services).
     pub fn new(trust: &Trust, alpn: &[&[u8]]) -> Result<Self, TrustError> {
+        Self::with_versions(trust, alpn, &[&rustls::version::TLS13])
+    }
+
+    /// Builds a client for the open web: TLS 1.3 or 1.2, as a browser would
+    /// accept, offering `alpn`.
+    pub fn for_web(trust: &Trust, alpn: &[&[u8]]) -> Result<Self, TrustError> {
+        Self::with_versions(
+            trust,
+            alpn,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+        )
+    }
+
+    fn with_versions(
+        trust: &Trust,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, TrustError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?;
+            .with_protocol_versions(versions)?;
         let (mut config, pin) = match trust {
+            Trust::PublicRoots => {
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                (
+                    builder.with_root_certificates(roots).with_no_client_auth(),
+                    None,
+                )
+            }
             Trust::CaFile(path) => {
                 let err = |reason: String| TrustError::CaFile {
                     path: path.clone(),

@@ -19,18 +19,24 @@ pub enum Metric {
     TlsHandshake,
     /// One HTTP/1.1 request on a warm keep-alive TLS connection.
     HttpsRequest,
-    /// DNS lookup of a real URL's host.
+    /// DNS lookup of a real URL's host (a cold request's first phase).
     HttpDns,
-    /// TCP connect to a real URL's host.
+    /// TCP connect to a real URL's host (cold).
     HttpConnect,
-    /// TLS handshake with a real URL's host.
+    /// TLS handshake with a real URL's host (cold).
     HttpTls,
-    /// Request sent until the first response byte.
+    /// Cold request: request sent until the response head.
     HttpTtfb,
-    /// First response byte until the last.
+    /// Cold request: response head until the body's last byte.
     HttpTransfer,
-    /// The whole request, DNS to last byte.
+    /// Cold request, whole: DNS to last byte, from the intended start.
     HttpTotal,
+    /// Warm request (reused connection): request sent until the response head.
+    HttpWarmTtfb,
+    /// Warm request: response head until the body's last byte.
+    HttpWarmTransfer,
+    /// Warm request, whole, from the intended start.
+    HttpWarmTotal,
     /// One photo upload, first byte until the responder's receipt.
     PhotosyncUpload,
     /// One photo download, request until the last byte.
@@ -80,6 +86,9 @@ const METRICS: &[(Metric, &str)] = &[
     (Metric::HttpTtfb, "http_ttfb"),
     (Metric::HttpTransfer, "http_transfer"),
     (Metric::HttpTotal, "http_total"),
+    (Metric::HttpWarmTtfb, "http_warm_ttfb"),
+    (Metric::HttpWarmTransfer, "http_warm_transfer"),
+    (Metric::HttpWarmTotal, "http_warm_total"),
     (Metric::PhotosyncUpload, "photosync_upload"),
     (Metric::PhotosyncDownload, "photosync_download"),
     (Metric::PhotosyncGoodput, "photosync_goodput"),
@@ -246,7 +255,7 @@ mod tests {
             assert!(seen.insert(m.name()), "duplicate name {}", m.name());
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
         }
-        assert_eq!(seen.len(), 18);
+        assert_eq!(seen.len(), 21);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! measurements that record two metrics), and leaves all counting to the
 //! recorder. Every attempt ends in a sample: measured, lost or failed.
 
+mod http;
 mod https;
 mod photo;
 mod quic;
 mod udp;
 
+pub(crate) use http::{alpn_for, http_cold, http_warm, resolver, HttpCtx};
 pub(crate) use https::{https_request, tcp_cold};
 pub(crate) use photo::photosync_job;
 pub(crate) use quic::{quic_client_endpoint, quic_cold, quic_warm};
@@ -44,6 +46,42 @@ pub enum Event {
         /// The statistics.
         delta: PathStats,
     },
+    /// A URL's host resolved to a new address; series from now carry it.
+    Address {
+        /// Target index.
+        target: usize,
+        /// The URL and the address it resolved to.
+        address: String,
+    },
+}
+
+/// What a scheduled measurement needs of its target: whether to hold off
+/// (a photo sync runs) and where its samples go.
+pub(crate) trait Scheduled: Send + Sync + 'static {
+    /// True while a photo-sync batch runs.
+    fn syncing(&self) -> bool;
+    /// Sends one sample to the recorder.
+    fn emit_sample(
+        &self,
+        metric: Metric,
+        intended: Instant,
+        outcome: Outcome,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl Scheduled for TargetCtx {
+    fn syncing(&self) -> bool {
+        TargetCtx::syncing(self)
+    }
+
+    fn emit_sample(
+        &self,
+        metric: Metric,
+        intended: Instant,
+        outcome: Outcome,
+    ) -> impl Future<Output = ()> + Send {
+        self.emit(metric, intended, outcome)
+    }
 }
 
 /// Everything the measurements of one target share.
@@ -109,14 +147,15 @@ pub(crate) const MAX_IN_FLIGHT: usize = 256;
 /// Runs `attempt` at every intended time of `schedule` until `stop`, each
 /// attempt in its own task (open loop: a slow answer delays nothing), then
 /// waits for the attempts in flight, each bounded by its timeout.
-pub(crate) async fn run_scheduled<F, Fut>(
-    ctx: Arc<TargetCtx>,
+pub(crate) async fn run_scheduled<C, F, Fut>(
+    ctx: Arc<C>,
     mut schedule: Schedule,
     mut stop: watch::Receiver<bool>,
     metrics: &'static [Metric],
     mut attempt: F,
 ) where
-    F: FnMut(Arc<TargetCtx>, Instant) -> Fut,
+    C: Scheduled,
+    F: FnMut(Arc<C>, Instant) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut in_flight = JoinSet::new();
@@ -134,7 +173,7 @@ pub(crate) async fn run_scheduled<F, Fut>(
             }
             if in_flight.len() >= MAX_IN_FLIGHT {
                 for m in metrics {
-                    ctx.emit(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload))
+                    ctx.emit_sample(*m, intended, Outcome::Failed(ErrorClass::ProbeOverload))
                         .await;
                 }
                 continue;

@@ -1,0 +1,994 @@
+//! Real service URLs, timed the way an app meets them: a cold request (a
+//! new DNS lookup with the probe's own resolver, a new TCP connection, a
+//! new TLS handshake, then the request) with each phase in its own
+//! histogram, and a warm request on a reused connection. HTTP/1.1 and
+//! HTTP/2 through hyper and rustls; the version is what TLS ALPN agreed.
+//!
+//! Phases are plain durations, each from its own start; the totals count
+//! from the attempt's intended start, so a late attempt is charged its
+//! lateness (coordinated omission) in `http_total` and `http_warm_total`.
+
+use super::{classify_io, until, Event, Scheduled};
+use crate::config::{HttpTargetConfig, HttpVersion};
+use crate::recorder::{Outcome, Sample};
+use crate::schedule::{latency_from, TIMER_SLACK};
+use crate::trust::TlsClient;
+use bytes::Bytes;
+use hickory_resolver::TokioResolver;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use vantage_wire::{ErrorClass, Metric};
+
+/// A failed step: its class and what happened, for the log.
+type Failure = (ErrorClass, String);
+
+/// Everything the measurements of one URL share.
+pub(crate) struct HttpCtx {
+    pub(crate) index: usize,
+    pub(crate) target: HttpTargetConfig,
+    /// `None` when the URL's host is an address: nothing to look up.
+    pub(crate) resolver: Option<TokioResolver>,
+    pub(crate) tls: TlsClient,
+    pub(crate) timeout: Duration,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) sync_gate: Arc<AtomicUsize>,
+    /// Idle connections for warm requests (an HTTP/1.1 connection carries
+    /// one request at a time; an HTTP/2 one is shared).
+    pub(crate) warm: Mutex<Vec<HttpSender>>,
+    /// The address the last lookup gave, told to the recorder when it changes.
+    pub(crate) resolved: Mutex<Option<IpAddr>>,
+}
+
+/// A connection's request side, whichever version it speaks.
+pub(crate) enum HttpSender {
+    /// HTTP/1.1.
+    H1(http1::SendRequest<Full<Bytes>>),
+    /// HTTP/2.
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl HttpSender {
+    fn usable(&self) -> bool {
+        match self {
+            HttpSender::H1(s) => !s.is_closed() && s.is_ready(),
+            HttpSender::H2(s) => !s.is_closed() && s.is_ready(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            HttpSender::H1(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+            HttpSender::H2(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+        }
+    }
+}
+
+impl Scheduled for HttpCtx {
+    fn syncing(&self) -> bool {
+        self.sync_gate.load(Ordering::SeqCst) > 0
+    }
+
+    fn emit_sample(
+        &self,
+        metric: Metric,
+        intended: Instant,
+        outcome: Outcome,
+    ) -> impl Future<Output = ()> + Send {
+        self.emit(metric, intended, outcome)
+    }
+}
+
+/// The ALPN protocols offered for `version`.
+pub(crate) fn alpn_for(version: HttpVersion) -> &'static [&'static [u8]] {
+    match version {
+        HttpVersion::Auto => &[b"h2", b"http/1.1"],
+        HttpVersion::Http1 => &[b"http/1.1"],
+        HttpVersion::Http2 => &[b"h2"],
+    }
+}
+
+/// How long each phase of one request took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Phases {
+    /// `None` for an address (no lookup) and on a reused connection.
+    pub(crate) dns: Option<Duration>,
+    /// `None` on a reused connection.
+    pub(crate) connect: Option<Duration>,
+    /// `None` on a reused connection.
+    pub(crate) tls: Option<Duration>,
+    pub(crate) ttfb: Duration,
+    pub(crate) transfer: Duration,
+    pub(crate) body_bytes: u64,
+    pub(crate) status: u16,
+    /// The HTTP version spoken: 1 or 2.
+    pub(crate) version: u8,
+}
+
+/// A step of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Dns,
+    Connect,
+    Tls,
+    Ttfb,
+    Transfer,
+    /// The response came whole but with another status than expected.
+    Status,
+}
+
+impl HttpCtx {
+    async fn emit(&self, metric: Metric, intended: Instant, outcome: Outcome) {
+        let _ = self
+            .events
+            .send(Event::Sample(Sample {
+                target: self.index,
+                metric,
+                intended,
+                outcome,
+            }))
+            .await;
+    }
+
+    async fn measured(&self, metric: Metric, intended: Instant, took: Duration, bytes: u64) {
+        let outcome = Outcome::Measured {
+            latency: took,
+            server_time: None,
+            bytes,
+        };
+        self.emit(metric, intended, outcome).await;
+    }
+
+    async fn failed(&self, metric: Metric, intended: Instant, class: ErrorClass, why: &str) {
+        tracing::debug!(target_index = self.index, url = %self.target.url, %metric, %class, why, "request failed");
+        self.emit(metric, intended, Outcome::failed(class)).await;
+    }
+
+    /// Looks the host up with the probe's resolver (no cache: every cold
+    /// request asks the server), or takes the address as given.
+    async fn lookup(&self, deadline: Instant) -> Result<(Vec<IpAddr>, Option<Duration>), Failure> {
+        let Some(resolver) = &self.resolver else {
+            let ip = self.target.host.parse().map_err(|_| {
+                (
+                    ErrorClass::Dns,
+                    "host is neither a name nor an address".into(),
+                )
+            })?;
+            return Ok((vec![ip], None));
+        };
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(
+            until(deadline),
+            resolver.lookup_ip(self.target.host.as_str()),
+        )
+        .await
+        {
+            Err(_) => return Err((ErrorClass::Timeout, "DNS lookup timed out".into())),
+            Ok(Err(e)) => return Err((ErrorClass::Dns, format!("DNS: {e}"))),
+            Ok(Ok(answer)) => answer,
+        };
+        let took = started.elapsed();
+        let ips: Vec<IpAddr> = answer.iter().collect();
+        if ips.is_empty() {
+            return Err((ErrorClass::Dns, "DNS answer holds no address".into()));
+        }
+        Ok((ips, Some(took)))
+    }
+
+    /// Tells the recorder when the address that took the connection changes,
+    /// so each series says which data centre answered.
+    async fn note_address(&self, ip: IpAddr) {
+        let changed = {
+            let mut last = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *last != Some(ip);
+            *last = Some(ip);
+            changed
+        };
+        if changed {
+            let _ = self
+                .events
+                .send(Event::Address {
+                    target: self.index,
+                    address: format!(
+                        "{} ({})",
+                        self.target.url,
+                        SocketAddr::new(ip, self.target.port)
+                    ),
+                })
+                .await;
+        }
+    }
+
+    /// A new connection: lookup, TCP connect, TLS, and the HTTP handshake
+    /// of the version ALPN agreed.
+    pub(crate) async fn connect(
+        &self,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<HttpSender, (Phase, Failure)> {
+        let (ips, dns) = self.lookup(deadline).await.map_err(|f| (Phase::Dns, f))?;
+        phases.dns = dns;
+
+        // The answer's addresses in order until one takes the connection, as
+        // a client without Happy Eyeballs does; the phase is the whole wait.
+        let started = Instant::now();
+        let mut last = None;
+        let mut connected = None;
+        for ip in ips {
+            let addr = SocketAddr::new(ip, self.target.port);
+            match tokio::time::timeout(until(deadline), TcpStream::connect(addr)).await {
+                Err(_) => {
+                    last = Some((ErrorClass::Timeout, format!("connect {addr} timed out")));
+                    break;
+                }
+                Ok(Err(e)) => last = Some((classify_io(&e), format!("connect {addr}: {e}"))),
+                Ok(Ok(s)) => {
+                    connected = Some((s, ip));
+                    break;
+                }
+            }
+        }
+        let Some((tcp, ip)) = connected else {
+            let failure = last.unwrap_or((ErrorClass::Dns, "no address to connect to".into()));
+            return Err((Phase::Connect, failure));
+        };
+        phases.connect = Some(started.elapsed());
+        self.note_address(ip).await;
+        let _ = tcp.set_nodelay(true);
+
+        let name = ServerName::try_from(self.target.host.clone())
+            .map_err(|e| (Phase::Tls, (ErrorClass::Tls, format!("server name: {e}"))))?;
+        let started = Instant::now();
+        let connector = tokio_rustls::TlsConnector::from(self.tls.config.clone());
+        let tls = match tokio::time::timeout(until(deadline), connector.connect(name, tcp)).await {
+            Err(_) => {
+                return Err((
+                    Phase::Tls,
+                    (ErrorClass::Timeout, "TLS handshake timed out".into()),
+                ))
+            }
+            Ok(Err(e)) => {
+                // rustls' reason (expired, name mismatch, unknown issuer…) is in the message.
+                let class = match classify_io(&e) {
+                    ErrorClass::Io => ErrorClass::Tls,
+                    c => c,
+                };
+                return Err((Phase::Tls, (class, format!("TLS: {e}"))));
+            }
+            Ok(Ok(s)) => s,
+        };
+        phases.tls = Some(started.elapsed());
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        if self.target.version == HttpVersion::Http2 && !h2 {
+            return Err((
+                Phase::Tls,
+                (
+                    ErrorClass::Protocol,
+                    "the server did not agree to HTTP/2 in ALPN".into(),
+                ),
+            ));
+        }
+        let io = TokioIo::new(tls);
+        let handshake = async {
+            if h2 {
+                let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "HTTP/2 connection ended");
+                    }
+                });
+                Ok::<_, hyper::Error>(HttpSender::H2(sender))
+            } else {
+                let (sender, conn) = http1::handshake(io).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "HTTP/1.1 connection ended");
+                    }
+                });
+                Ok(HttpSender::H1(sender))
+            }
+        };
+        let sender = match tokio::time::timeout(until(deadline), handshake).await {
+            Err(_) => {
+                return Err((
+                    Phase::Ttfb,
+                    (ErrorClass::Timeout, "HTTP handshake timed out".into()),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err((
+                    Phase::Ttfb,
+                    (super::https::classify_hyper(&e), e.to_string()),
+                ))
+            }
+            Ok(Ok(s)) => s,
+        };
+        phases.version = if h2 { 2 } else { 1 };
+        Ok(sender)
+    }
+
+    fn request(&self, h2: bool) -> Result<hyper::Request<Full<Bytes>>, Failure> {
+        let t = &self.target;
+        let authority = if t.port == 443 {
+            t.host.clone()
+        } else if t.host.contains(':') {
+            format!("[{}]:{}", t.host, t.port)
+        } else {
+            format!("{}:{}", t.host, t.port)
+        };
+        // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host.
+        let uri = if h2 {
+            format!("https://{authority}{}", t.path_and_query)
+        } else {
+            t.path_and_query.clone()
+        };
+        let mut b = hyper::Request::builder()
+            .method(t.method.as_str())
+            .uri(uri)
+            .header(hyper::header::USER_AGENT, "vantage-probe");
+        if !h2 {
+            b = b.header(hyper::header::HOST, authority);
+        }
+        for (k, v) in &t.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let body = t.body.clone().map(Bytes::from).unwrap_or_default();
+        b.body(Full::new(body))
+            .map_err(|e| (ErrorClass::Protocol, format!("request: {e}")))
+    }
+
+    /// One request on `sender`: the response head, then the body, read and
+    /// counted up to the cap, never kept.
+    pub(crate) async fn exchange(
+        &self,
+        sender: &mut HttpSender,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(), (Phase, Failure)> {
+        let h2 = matches!(sender, HttpSender::H2(_));
+        phases.version = if h2 { 2 } else { 1 };
+        let request = self.request(h2).map_err(|f| (Phase::Ttfb, f))?;
+        let started = Instant::now();
+        let response = match tokio::time::timeout(until(deadline), sender.send(request)).await {
+            Err(_) => {
+                return Err((
+                    Phase::Ttfb,
+                    (
+                        ErrorClass::Timeout,
+                        "no response head before the timeout".into(),
+                    ),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err((
+                    Phase::Ttfb,
+                    (super::https::classify_hyper(&e), e.to_string()),
+                ))
+            }
+            Ok(Ok(r)) => r,
+        };
+        phases.ttfb = started.elapsed();
+        phases.status = response.status().as_u16();
+        let started = Instant::now();
+        let mut body = response.into_body();
+        let read = async {
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| (super::https::classify_hyper(&e), e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    bytes += data.len() as u64;
+                    if bytes > self.target.max_body_bytes {
+                        return Err((
+                            ErrorClass::Protocol,
+                            format!(
+                                "body longer than the cap of {} bytes",
+                                self.target.max_body_bytes
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(bytes)
+        };
+        phases.body_bytes = match tokio::time::timeout(until(deadline), read).await {
+            Err(_) => {
+                return Err((
+                    Phase::Transfer,
+                    (
+                        ErrorClass::Timeout,
+                        "body not complete before the timeout".into(),
+                    ),
+                ))
+            }
+            Ok(Err(f)) => return Err((Phase::Transfer, f)),
+            Ok(Ok(n)) => n,
+        };
+        phases.transfer = started.elapsed();
+        if phases.status != self.target.expect_status {
+            let s = phases.status;
+            let class = if (500..600).contains(&s) {
+                ErrorClass::ServerError
+            } else {
+                ErrorClass::HttpStatus
+            };
+            let what = if (300..400).contains(&s) {
+                " (a redirect: not followed)"
+            } else {
+                ""
+            };
+            return Err((
+                Phase::Status,
+                (
+                    class,
+                    format!("status {s}{what}, expected {}", self.target.expect_status),
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A cold request: new lookup, new connection, one request, closed.
+pub(crate) async fn http_cold(ctx: Arc<HttpCtx>, intended: Instant) {
+    let deadline = intended + ctx.timeout;
+    let started = Instant::now();
+    let mut phases = Phases::default();
+    let result = match ctx.connect(deadline, &mut phases).await {
+        Ok(mut sender) => ctx.exchange(&mut sender, deadline, &mut phases).await,
+        Err(e) => Err(e),
+    };
+    let total = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+    record(&ctx, intended, &phases, result, total, true).await;
+}
+
+/// A warm request on an idle connection (a new one, unrecorded phases and
+/// all, when none is idle: that request carries its handshake, as an app's
+/// would). The connection is kept for the next.
+pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
+    let deadline = intended + ctx.timeout;
+    let started = Instant::now();
+    let idle = {
+        let mut pool = ctx.warm.lock().unwrap_or_else(|p| p.into_inner());
+        pool.retain(HttpSender::usable);
+        match pool.last() {
+            Some(HttpSender::H2(s)) => Some(HttpSender::H2(s.clone())),
+            Some(HttpSender::H1(_)) => pool.pop(),
+            None => None,
+        }
+    };
+    let mut phases = Phases::default();
+    let mut sender = match idle {
+        Some(s) => s,
+        None => {
+            let mut unused = Phases::default();
+            match ctx.connect(deadline, &mut unused).await {
+                Ok(s) => s,
+                Err((_, (class, why))) => {
+                    for m in [Metric::HttpWarmTtfb, Metric::HttpWarmTotal] {
+                        ctx.failed(m, intended, class, &why).await;
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    let result = ctx.exchange(&mut sender, deadline, &mut phases).await;
+    let total = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+    let ok = result.is_ok() || matches!(result, Err((Phase::Status, _)));
+    record(&ctx, intended, &phases, result, total, false).await;
+    if ok {
+        let mut pool = ctx.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = matches!(sender, HttpSender::H2(_));
+        if !(shared && pool.iter().any(|s| matches!(s, HttpSender::H2(_)))) && pool.len() < 8 {
+            pool.push(sender);
+        }
+    }
+}
+
+/// Records a request's phases: each completed phase as measured, the one
+/// that failed with its class, later ones not at all (never attempted), and
+/// the total as measured only if the whole request succeeded.
+async fn record(
+    ctx: &HttpCtx,
+    intended: Instant,
+    phases: &Phases,
+    result: Result<(), (Phase, Failure)>,
+    total: Duration,
+    cold: bool,
+) {
+    let (ttfb_m, transfer_m, total_m) = if cold {
+        (Metric::HttpTtfb, Metric::HttpTransfer, Metric::HttpTotal)
+    } else {
+        (
+            Metric::HttpWarmTtfb,
+            Metric::HttpWarmTransfer,
+            Metric::HttpWarmTotal,
+        )
+    };
+    let failed_at = result.as_ref().err().map(|(p, _)| *p);
+    let reached = |p: Phase| failed_at.is_none_or(|f| phase_order(f) > phase_order(p));
+    if cold {
+        if let (true, Some(d)) = (reached(Phase::Dns), phases.dns) {
+            ctx.measured(Metric::HttpDns, intended, d, 0).await;
+        }
+        if let (true, Some(d)) = (reached(Phase::Connect), phases.connect) {
+            ctx.measured(Metric::HttpConnect, intended, d, 0).await;
+        }
+        if let (true, Some(d)) = (reached(Phase::Tls), phases.tls) {
+            ctx.measured(Metric::HttpTls, intended, d, 0).await;
+        }
+    }
+    if reached(Phase::Ttfb) {
+        ctx.measured(ttfb_m, intended, phases.ttfb, 0).await;
+    }
+    if reached(Phase::Transfer) {
+        ctx.measured(transfer_m, intended, phases.transfer, phases.body_bytes)
+            .await;
+    }
+    match result {
+        Ok(()) => {
+            ctx.measured(total_m, intended, total, phases.body_bytes)
+                .await
+        }
+        Err((phase, (class, why))) => {
+            let metric = match phase {
+                Phase::Dns => Some(Metric::HttpDns),
+                Phase::Connect => Some(Metric::HttpConnect),
+                Phase::Tls => Some(Metric::HttpTls),
+                Phase::Ttfb => Some(ttfb_m),
+                Phase::Transfer => Some(transfer_m),
+                Phase::Status => None,
+            };
+            if let Some(m) = metric.filter(|m| {
+                cold || !matches!(m, Metric::HttpDns | Metric::HttpConnect | Metric::HttpTls)
+            }) {
+                ctx.failed(m, intended, class, &why).await;
+            }
+            ctx.failed(total_m, intended, class, &why).await;
+        }
+    }
+}
+
+fn phase_order(p: Phase) -> u8 {
+    match p {
+        Phase::Dns => 0,
+        Phase::Connect => 1,
+        Phase::Tls => 2,
+        Phase::Ttfb => 3,
+        Phase::Transfer => 4,
+        Phase::Status => 5,
+    }
+}
+
+/// The probe's resolver: the system's configuration, or one server (for
+/// tests and for probing a given resolver), with the cache off so every
+/// cold request's lookup goes to the server.
+pub(crate) fn resolver(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<TokioResolver, String> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    let mut builder = match server {
+        Some(addr) => {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+        None => TokioResolver::builder_tokio()
+            .map_err(|e| format!("reading the system's DNS configuration: {e}"))?,
+    };
+    let opts = builder.options_mut();
+    opts.cache_size = 0;
+    opts.timeout = timeout.min(Duration::from_secs(5));
+    builder.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Trust;
+    use std::net::Ipv4Addr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vantage_responder::{Identity, Responder, ResponderConfig};
+
+    /// A DNS server on loopback that answers `A` queries for `names` with
+    /// 127.0.0.1, any other name with NXDOMAIN, and counts the queries.
+    async fn dns_server(names: &'static [&'static str]) -> (SocketAddr, Arc<AtomicUsize>) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let counter = queries.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let q = &buf[..n];
+                if n < 12 {
+                    continue;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (mut at, mut labels) = (12, Vec::new());
+                while at < n && q[at] != 0 {
+                    let len = q[at] as usize;
+                    labels.push(
+                        String::from_utf8_lossy(&q[at + 1..(at + 1 + len).min(n)]).to_string(),
+                    );
+                    at += 1 + len;
+                }
+                let question_end = (at + 5).min(n);
+                let qtype = u16::from_be_bytes([q[at + 1], q[at + 2]]);
+                let name = labels.join(".").to_ascii_lowercase();
+                let known = names.contains(&name.as_str());
+                let answer = known && qtype == 1;
+                let mut r = Vec::with_capacity(64);
+                r.extend_from_slice(&q[0..2]);
+                r.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }]);
+                r.extend_from_slice(&[0, 1, 0, answer as u8, 0, 0, 0, 0]);
+                r.extend_from_slice(&q[12..question_end]);
+                if answer {
+                    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+                }
+                let _ = socket.send_to(&r, from).await;
+            }
+        });
+        (addr, queries)
+    }
+
+    fn target(url: &str, trust: Trust) -> HttpTargetConfig {
+        let (host, port, path_and_query) = crate::config::parse_https_url(url).unwrap();
+        HttpTargetConfig {
+            name: "web".into(),
+            url: url.into(),
+            host,
+            port,
+            path_and_query,
+            method: "GET".into(),
+            headers: vec![("x-test".into(), "1".into())],
+            body: None,
+            expect_status: 200,
+            version: HttpVersion::Auto,
+            max_body_bytes: 1 << 20,
+            trust,
+        }
+    }
+
+    fn context(
+        t: HttpTargetConfig,
+        dns: Option<SocketAddr>,
+        timeout: Duration,
+    ) -> (Arc<HttpCtx>, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let resolver = t
+            .host
+            .parse::<IpAddr>()
+            .is_err()
+            .then(|| resolver(dns, timeout).unwrap());
+        let ctx = HttpCtx {
+            index: 0,
+            tls: TlsClient::for_web(&t.trust, alpn_for(t.version)).unwrap(),
+            target: t,
+            resolver,
+            timeout,
+            events: tx,
+            sync_gate: Arc::new(AtomicUsize::new(0)),
+            warm: Mutex::new(Vec::new()),
+            resolved: Mutex::new(None),
+        };
+        (Arc::new(ctx), rx)
+    }
+
+    /// The samples sent so far, as (metric, outcome).
+    fn drain(rx: &mut mpsc::Receiver<Event>) -> Vec<(Metric, Outcome)> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Event::Sample(s) = e {
+                out.push((s.metric, s.outcome));
+            }
+        }
+        out
+    }
+
+    fn failed(samples: &[(Metric, Outcome)]) -> Vec<(Metric, ErrorClass)> {
+        samples
+            .iter()
+            .filter_map(|(m, o)| match o {
+                Outcome::Failed(c) => Some((*m, *c)),
+                Outcome::Lost => Some((*m, ErrorClass::Timeout)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn responder() -> Responder {
+        Responder::start(ResponderConfig::local().unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn cold_phases_add_up_and_warm_requests_skip_the_handshake() {
+        let r = responder().await;
+        let (dns, queries) = dns_server(&["web.test"]).await;
+        let url = format!("https://web.test:{}/echo?bytes=5000", r.https_addr().port());
+        let (ctx, mut rx) = context(
+            target(&url, Trust::Pinned(vec![r.fingerprint()])),
+            Some(dns),
+            Duration::from_secs(5),
+        );
+        for i in 0..10 {
+            let started = Instant::now();
+            let mut p = Phases::default();
+            let mut sender = ctx.connect(started + ctx.timeout, &mut p).await.unwrap();
+            ctx.exchange(&mut sender, started + ctx.timeout, &mut p)
+                .await
+                .unwrap();
+            let wall = started.elapsed();
+            let (dns_t, connect, tls) = (p.dns.unwrap(), p.connect.unwrap(), p.tls.unwrap());
+            let sum = dns_t + connect + tls + p.ttfb + p.transfer;
+            // The slack is what no phase owns: hyper's handshake call and
+            // the task switches between phases (loopback, same runtime).
+            assert!(sum <= wall, "request {i}: phases {p:?} exceed {wall:?}");
+            assert!(
+                wall - sum < Duration::from_millis(3),
+                "request {i}: {:?} of {wall:?} is in no phase: {p:?}",
+                wall - sum
+            );
+            assert_eq!((p.status, p.body_bytes, p.version), (200, 5000, 1));
+            // A warm request on the same connection has no handshake phases.
+            let mut w = Phases::default();
+            ctx.exchange(&mut sender, Instant::now() + ctx.timeout, &mut w)
+                .await
+                .unwrap();
+            assert_eq!((w.dns, w.connect, w.tls), (None, None, None));
+            assert_eq!(w.body_bytes, 5000);
+        }
+        assert!(
+            queries.load(Ordering::SeqCst) >= 10,
+            "every cold request asks the DNS server"
+        );
+
+        // Through the jobs: a cold request records all six phases, a warm
+        // one its three.
+        drain(&mut rx);
+        http_cold(ctx.clone(), Instant::now()).await;
+        let cold = drain(&mut rx);
+        let mut names: Vec<_> = cold.iter().map(|(m, _)| m.name()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "http_connect",
+                "http_dns",
+                "http_tls",
+                "http_total",
+                "http_transfer",
+                "http_ttfb"
+            ]
+        );
+        assert!(failed(&cold).is_empty(), "{cold:?}");
+        for _ in 0..2 {
+            http_warm(ctx.clone(), Instant::now()).await;
+        }
+        let warm = drain(&mut rx);
+        assert_eq!(warm.len(), 6, "{warm:?}");
+        assert!(failed(&warm).is_empty(), "{warm:?}");
+        assert!(warm.iter().all(|(m, _)| matches!(
+            m,
+            Metric::HttpWarmTtfb | Metric::HttpWarmTransfer | Metric::HttpWarmTotal
+        )));
+        assert_eq!(
+            ctx.warm.lock().unwrap().len(),
+            1,
+            "the warm connection is kept"
+        );
+        r.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_by_class_at_the_phase_that_failed() {
+        let r = responder().await;
+        let (dns, _) = dns_server(&["web.test", "localhost.test"]).await;
+        let port = r.https_addr().port();
+        let pin = Trust::Pinned(vec![r.fingerprint()]);
+        let run = |url: String, trust: Trust, timeout: Duration| async move {
+            let (ctx, mut rx) = context(target(&url, trust), Some(dns), timeout);
+            http_cold(ctx, Instant::now()).await;
+            drain(&mut rx)
+        };
+
+        // A name the DNS server does not know.
+        let s = run(
+            format!("https://nowhere.test:{port}/echo"),
+            pin.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            failed(&s),
+            [
+                (Metric::HttpDns, ErrorClass::Dns),
+                (Metric::HttpTotal, ErrorClass::Dns)
+            ]
+        );
+        assert_eq!(s.len(), 2, "nothing after the lookup was attempted: {s:?}");
+
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = run(
+            format!("https://web.test:{closed}/"),
+            pin.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            failed(&s),
+            [
+                (Metric::HttpConnect, ErrorClass::Refused),
+                (Metric::HttpTotal, ErrorClass::Refused)
+            ]
+        );
+        assert!(s
+            .iter()
+            .any(|(m, o)| *m == Metric::HttpDns && matches!(o, Outcome::Measured { .. })));
+
+        // A certificate for another name (verified against its CA, not pinned).
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::load_or_generate(dir.path(), &["localhost".into()]).unwrap();
+        let named = tls_server(id, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
+        let ca = Trust::CaFile(dir.path().join("cert.pem"));
+        let s = run(
+            format!("https://web.test:{}/", named.port()),
+            ca.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            failed(&s),
+            [
+                (Metric::HttpTls, ErrorClass::Tls),
+                (Metric::HttpTotal, ErrorClass::Tls)
+            ]
+        );
+        // …which passes under its own name, so the CA file itself is fine.
+        let s = run(
+            format!("https://localhost:{}/", named.port()),
+            ca,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(failed(&s).is_empty(), "{s:?}");
+
+        // An expired certificate.
+        let expired = dir.path().join("expired");
+        std::fs::create_dir_all(&expired).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(expired.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(expired.join("key.pem"), key.serialize_pem()).unwrap();
+        let id =
+            Identity::from_pem_files(&expired.join("cert.pem"), &expired.join("key.pem")).unwrap();
+        let old = tls_server(id, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
+        let s = run(
+            format!("https://localhost:{}/", old.port()),
+            Trust::CaFile(expired.join("cert.pem")),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            failed(&s),
+            [
+                (Metric::HttpTls, ErrorClass::Tls),
+                (Metric::HttpTotal, ErrorClass::Tls)
+            ]
+        );
+
+        // A status other than the expected one: the request's phases are
+        // timed, the request is counted as failed by its class.
+        let s = run(
+            format!("https://web.test:{port}/echo?bytes=999999999"),
+            pin.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(failed(&s), [(Metric::HttpTotal, ErrorClass::HttpStatus)]);
+        assert!(s
+            .iter()
+            .any(|(m, o)| *m == Metric::HttpTtfb && matches!(o, Outcome::Measured { .. })));
+        let s = run(
+            format!("https://web.test:{port}/no-such-page"),
+            pin.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(failed(&s), [(Metric::HttpTotal, ErrorClass::HttpStatus)]);
+
+        // A server that sends its headers and then stalls: the transfer is
+        // lost at the timeout.
+        let id = Identity::generate(&["localhost".into()]).unwrap();
+        let fp = id.fingerprint();
+        let stall = tls_server(
+            id,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial",
+            true,
+        )
+        .await;
+        let s = run(
+            format!("https://localhost.test:{}/", stall.port()),
+            Trust::Pinned(vec![fp]),
+            Duration::from_millis(400),
+        )
+        .await;
+        assert_eq!(
+            failed(&s),
+            [
+                (Metric::HttpTransfer, ErrorClass::Timeout),
+                (Metric::HttpTotal, ErrorClass::Timeout)
+            ]
+        );
+        r.shutdown().await;
+    }
+
+    /// A TLS server that answers every request with `answer`, then closes
+    /// the connection or, with `stall`, holds it open without a word more.
+    async fn tls_server(id: Identity, answer: &'static [u8], stall: bool) -> SocketAddr {
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(id.server_config(&[b"http/1.1"]).unwrap()));
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(answer).await;
+                    let _ = tls.flush().await;
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
