@@ -25,7 +25,7 @@ enum Command {
     Serve(ServeArgs),
     /// Measure request latency against data centres.
     #[command(
-        after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out"
+        after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out\n  vantage probe --url api=https://api.example.com/v1/ping --url cdn=https://cdn.example.com/p.jpg --country IN"
     )]
     Probe(Box<vantage_probe::ProbeArgs>),
     /// Run a collector: receive batches from probes (QUIC, HTTPS fallback) into a database.
