@@ -77,6 +77,10 @@ pub enum HttpVersion {
     #[value(name = "2")]
     #[serde(rename = "2")]
     Http2,
+    /// HTTP/3 over QUIC (UDP to the URL's port).
+    #[value(name = "3")]
+    #[serde(rename = "3")]
+    Http3,
 }
 
 /// A real service URL to time (`--url NAME=https://…` or `[[url]]`).
@@ -397,7 +401,7 @@ pub struct ProbeArgs {
     /// Measured cold (new DNS lookup and connection) and warm.
     #[arg(long = "url", value_name = "NAME=URL")]
     pub urls: Vec<String>,
-    /// HTTP version for every --url [default: auto, HTTP/2 if the server agrees].
+    /// HTTP version for every --url: auto (HTTP/2 if the server agrees in ALPN, else 1.1), 1.1, 2 or 3 [default: auto].
     #[arg(long, value_enum)]
     pub http_version: Option<HttpVersion>,
     /// HTTP method for every --url [default: GET].

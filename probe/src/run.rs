@@ -301,6 +301,8 @@ pub async fn run(
             sync_gate: sync_gate.clone(),
             warm: Mutex::new(Vec::new()),
             resolved: Mutex::new(None),
+            quic: Mutex::new([None, None]),
+            alt_svc_h3: Default::default(),
         }));
     }
     drop(events_tx);

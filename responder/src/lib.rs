@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod body;
+mod http3;
 mod https;
 mod photo;
 mod quic;

@@ -9,9 +9,12 @@ use tokio::sync::{watch, Semaphore};
 use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
 
 pub(crate) fn bind(config: &ResponderConfig) -> Result<quinn::Endpoint, ResponderError> {
-    let server = config.identity.quic_server_config(
-        echo::ALPN,
+    // One port, two protocols, told apart by ALPN: Vantage's echo and
+    // HTTP/3 (for probes timing the responder as a web server).
+    let server = config.identity.quic_server_config_for(
+        &[echo::ALPN, crate::http3::ALPN],
         config.limits.max_streams_per_connection,
+        8,
         config.limits.idle_timeout,
     )?;
     let addr = SocketAddr::new(config.bind, config.quic_port);
@@ -58,7 +61,15 @@ pub(crate) async fn serve(
                 }
             };
             Stats::bump(&shared.stats.quic_connections);
-            serve_connection(conn, shared).await;
+            let alpn = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|h| h.protocol);
+            if alpn.as_deref() == Some(crate::http3::ALPN) {
+                crate::http3::serve_connection(conn, shared).await;
+            } else {
+                serve_connection(conn, shared).await;
+            }
         });
     }
 }

@@ -147,14 +147,26 @@ impl Identity {
         max_streams: u32,
         idle: std::time::Duration,
     ) -> Result<quinn::ServerConfig, IdentityError> {
-        let crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(self.server_config(&[alpn])?)
-                .map_err(|e| IdentityError::Quic(e.to_string()))?;
+        self.quic_server_config_for(&[alpn], max_streams, 0, idle)
+    }
+
+    /// A QUIC server configuration offering several ALPN protocols, with
+    /// `uni_streams` client-opened unidirectional streams (HTTP/3 needs
+    /// three: its control and QPACK streams).
+    pub fn quic_server_config_for(
+        &self,
+        alpn: &[&[u8]],
+        max_streams: u32,
+        uni_streams: u32,
+        idle: std::time::Duration,
+    ) -> Result<quinn::ServerConfig, IdentityError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(self.server_config(alpn)?)
+            .map_err(|e| IdentityError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(max_streams.into())
-            .max_concurrent_uni_streams(0u32.into())
+            .max_concurrent_uni_streams(uni_streams.into())
             .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
         server.transport_config(Arc::new(transport));
         Ok(server)

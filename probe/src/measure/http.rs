@@ -46,6 +46,10 @@ pub(crate) struct HttpCtx {
     pub(crate) warm: Mutex<Vec<HttpSender>>,
     /// The address the last lookup gave, told to the recorder when it changes.
     pub(crate) resolved: Mutex<Option<IpAddr>>,
+    /// QUIC endpoints for HTTP/3, IPv4 and IPv6, made on first use.
+    pub(crate) quic: Mutex<[Option<quinn::Endpoint>; 2]>,
+    /// Whether an Alt-Svc offer of HTTP/3 was seen (said once).
+    pub(crate) alt_svc_h3: std::sync::atomic::AtomicBool,
 }
 
 /// A connection's request side, whichever version it speaks.
@@ -54,6 +58,11 @@ pub(crate) enum HttpSender {
     H1(http1::SendRequest<Full<Bytes>>),
     /// HTTP/2.
     H2(http2::SendRequest<Full<Bytes>>),
+    /// HTTP/3 over QUIC.
+    H3 {
+        send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        conn: quinn::Connection,
+    },
 }
 
 impl HttpSender {
@@ -61,6 +70,31 @@ impl HttpSender {
         match self {
             HttpSender::H1(s) => !s.is_closed() && s.is_ready(),
             HttpSender::H2(s) => !s.is_closed() && s.is_ready(),
+            HttpSender::H3 { conn, .. } => conn.close_reason().is_none(),
+        }
+    }
+
+    /// Whether requests may share this connection at once.
+    fn shared(&self) -> bool {
+        !matches!(self, HttpSender::H1(_))
+    }
+
+    fn version(&self) -> u8 {
+        match self {
+            HttpSender::H1(_) => 1,
+            HttpSender::H2(_) => 2,
+            HttpSender::H3 { .. } => 3,
+        }
+    }
+
+    fn share(&self) -> Option<HttpSender> {
+        match self {
+            HttpSender::H1(_) => None,
+            HttpSender::H2(s) => Some(HttpSender::H2(s.clone())),
+            HttpSender::H3 { send, conn } => Some(HttpSender::H3 {
+                send: send.clone(),
+                conn: conn.clone(),
+            }),
         }
     }
 
@@ -77,6 +111,7 @@ impl HttpSender {
                 s.ready().await?;
                 s.send_request(request).await
             }
+            HttpSender::H3 { .. } => unreachable!("HTTP/3 requests go through exchange_h3"),
         }
     }
 }
@@ -102,6 +137,7 @@ pub(crate) fn alpn_for(version: HttpVersion) -> &'static [&'static [u8]] {
         HttpVersion::Auto => &[b"h2", b"http/1.1"],
         HttpVersion::Http1 => &[b"http/1.1"],
         HttpVersion::Http2 => &[b"h2"],
+        HttpVersion::Http3 => &[b"h3"],
     }
 }
 
@@ -225,6 +261,9 @@ impl HttpCtx {
     ) -> Result<HttpSender, (Phase, Failure)> {
         let (ips, dns) = self.lookup(deadline).await.map_err(|f| (Phase::Dns, f))?;
         phases.dns = dns;
+        if self.target.version == HttpVersion::Http3 {
+            return self.connect_h3(ips, deadline, phases).await;
+        }
 
         // The answer's addresses in order until one takes the connection, as
         // a client without Happy Eyeballs does; the phase is the whole wait.
@@ -324,6 +363,158 @@ impl HttpCtx {
         Ok(sender)
     }
 
+    /// A new QUIC connection (its handshake is the `http_tls` phase: QUIC
+    /// has no separate connect) and HTTP/3 on it.
+    async fn connect_h3(
+        &self,
+        ips: Vec<IpAddr>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<HttpSender, (Phase, Failure)> {
+        let started = Instant::now();
+        let mut last = None;
+        for ip in ips {
+            let addr = SocketAddr::new(ip, self.target.port);
+            let endpoint = match self.quic_endpoint(addr) {
+                Ok(e) => e,
+                Err(why) => {
+                    last = Some((ErrorClass::Io, why));
+                    continue;
+                }
+            };
+            let connecting = match endpoint.connect(addr, &self.target.host) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some((ErrorClass::Io, format!("QUIC connect {addr}: {e}")));
+                    continue;
+                }
+            };
+            let conn = match tokio::time::timeout(until(deadline), connecting).await {
+                Err(_) => {
+                    last = Some((
+                        ErrorClass::Timeout,
+                        format!("QUIC handshake with {addr} timed out"),
+                    ));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    last = Some((
+                        super::quic::classify_connection(&e),
+                        format!("QUIC {addr}: {e}"),
+                    ));
+                    continue;
+                }
+                Ok(Ok(c)) => c,
+            };
+            phases.tls = Some(started.elapsed());
+            self.note_address(ip).await;
+            let (mut driver, send) =
+                match h3::client::new(h3_quinn::Connection::new(conn.clone())).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        return Err((Phase::Ttfb, (ErrorClass::Protocol, format!("HTTP/3: {e}"))))
+                    }
+                };
+            tokio::spawn(async move {
+                let e = driver.wait_idle().await;
+                tracing::debug!(error = %e, "HTTP/3 connection ended");
+            });
+            phases.version = 3;
+            return Ok(HttpSender::H3 { send, conn });
+        }
+        let failure = last.unwrap_or((ErrorClass::Dns, "no address to connect to".into()));
+        Err((Phase::Tls, failure))
+    }
+
+    /// The QUIC endpoint for `peer`'s address family, made on first use.
+    fn quic_endpoint(&self, peer: SocketAddr) -> Result<quinn::Endpoint, String> {
+        let mut slots = self.quic.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[usize::from(peer.is_ipv6())];
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let e = self
+            .tls
+            .quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// One HTTP/3 request: head, then the body, counted up to the cap.
+    async fn exchange_h3(
+        &self,
+        send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(), (Phase, Failure)> {
+        let request = self.request(true).map_err(|f| (Phase::Ttfb, f))?;
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let request = hyper::Request::from_parts(parts, ());
+        let h3_err = |e: h3::error::StreamError| (ErrorClass::Protocol, format!("HTTP/3: {e}"));
+        let started = Instant::now();
+        let head = async {
+            let mut stream = send.send_request(request).await.map_err(h3_err)?;
+            if !body.is_empty() {
+                stream.send_data(body).await.map_err(h3_err)?;
+            }
+            stream.finish().await.map_err(h3_err)?;
+            let response = stream.recv_response().await.map_err(h3_err)?;
+            Ok::<_, Failure>((stream, response))
+        };
+        let (mut stream, response) = match tokio::time::timeout(until(deadline), head).await {
+            Err(_) => {
+                return Err((
+                    Phase::Ttfb,
+                    (
+                        ErrorClass::Timeout,
+                        "no response head before the timeout".into(),
+                    ),
+                ))
+            }
+            Ok(Err(f)) => return Err((Phase::Ttfb, f)),
+            Ok(Ok(r)) => r,
+        };
+        phases.ttfb = started.elapsed();
+        phases.status = response.status().as_u16();
+        let started = Instant::now();
+        let read = async {
+            let mut bytes = 0u64;
+            while let Some(chunk) = stream.recv_data().await.map_err(h3_err)? {
+                bytes += bytes::Buf::remaining(&chunk) as u64;
+                if bytes > self.target.max_body_bytes {
+                    return Err((
+                        ErrorClass::Protocol,
+                        format!(
+                            "body longer than the cap of {} bytes",
+                            self.target.max_body_bytes
+                        ),
+                    ));
+                }
+            }
+            Ok(bytes)
+        };
+        phases.body_bytes = match tokio::time::timeout(until(deadline), read).await {
+            Err(_) => {
+                return Err((
+                    Phase::Transfer,
+                    (
+                        ErrorClass::Timeout,
+                        "body not complete before the timeout".into(),
+                    ),
+                ))
+            }
+            Ok(Err(f)) => return Err((Phase::Transfer, f)),
+            Ok(Ok(n)) => n,
+        };
+        phases.transfer = started.elapsed();
+        self.check_status(phases)
+    }
+
     fn request(&self, h2: bool) -> Result<hyper::Request<Full<Bytes>>, Failure> {
         let t = &self.target;
         let authority = if t.port == 443 {
@@ -362,8 +553,11 @@ impl HttpCtx {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<(), (Phase, Failure)> {
+        phases.version = sender.version();
+        if let HttpSender::H3 { send, .. } = sender {
+            return self.exchange_h3(send, deadline, phases).await;
+        }
         let h2 = matches!(sender, HttpSender::H2(_));
-        phases.version = if h2 { 2 } else { 1 };
         let request = self.request(h2).map_err(|f| (Phase::Ttfb, f))?;
         let started = Instant::now();
         let response = match tokio::time::timeout(until(deadline), sender.send(request)).await {
@@ -386,6 +580,7 @@ impl HttpCtx {
         };
         phases.ttfb = started.elapsed();
         phases.status = response.status().as_u16();
+        self.note_alt_svc(response.headers());
         let started = Instant::now();
         let mut body = response.into_body();
         let read = async {
@@ -421,27 +616,47 @@ impl HttpCtx {
             Ok(Ok(n)) => n,
         };
         phases.transfer = started.elapsed();
-        if phases.status != self.target.expect_status {
-            let s = phases.status;
-            let class = if (500..600).contains(&s) {
-                ErrorClass::ServerError
-            } else {
-                ErrorClass::HttpStatus
-            };
-            let what = if (300..400).contains(&s) {
-                " (a redirect: not followed)"
-            } else {
-                ""
-            };
-            return Err((
-                Phase::Status,
-                (
-                    class,
-                    format!("status {s}{what}, expected {}", self.target.expect_status),
-                ),
-            ));
+        self.check_status(phases)
+    }
+
+    /// Says once when the server offers HTTP/3 in Alt-Svc: a probe on
+    /// `auto` keeps to what ALPN agreed (so a run's samples are of one
+    /// version), and HTTP/3 is measured as its own URL with version 3.
+    fn note_alt_svc(&self, headers: &hyper::HeaderMap) {
+        let offers_h3 = headers
+            .get_all(hyper::header::ALT_SVC)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|alt| alt.trim_start().starts_with("h3=")));
+        if offers_h3 && !self.alt_svc_h3.swap(true, Ordering::Relaxed) {
+            tracing::info!(url = %self.target.url, "the server offers HTTP/3 (Alt-Svc); measure it as another URL with version 3 ([[url]] version = \"3\", or --http-version 3)");
         }
-        Ok(())
+    }
+
+    /// An unexpected status fails the request, by class: 5xx a server
+    /// error, anything else (a redirect included) an HTTP status error.
+    fn check_status(&self, phases: &Phases) -> Result<(), (Phase, Failure)> {
+        if phases.status == self.target.expect_status {
+            return Ok(());
+        }
+        let s = phases.status;
+        let class = if (500..600).contains(&s) {
+            ErrorClass::ServerError
+        } else {
+            ErrorClass::HttpStatus
+        };
+        let what = if (300..400).contains(&s) {
+            " (a redirect: not followed)"
+        } else {
+            ""
+        };
+        Err((
+            Phase::Status,
+            (
+                class,
+                format!("status {s}{what}, expected {}", self.target.expect_status),
+            ),
+        ))
     }
 }
 
@@ -467,9 +682,9 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
     let idle = {
         let mut pool = ctx.warm.lock().unwrap_or_else(|p| p.into_inner());
         pool.retain(HttpSender::usable);
-        match pool.last() {
-            Some(HttpSender::H2(s)) => Some(HttpSender::H2(s.clone())),
-            Some(HttpSender::H1(_)) => pool.pop(),
+        match pool.last().map(HttpSender::share) {
+            Some(Some(shared)) => Some(shared),
+            Some(None) => pool.pop(),
             None => None,
         }
     };
@@ -495,8 +710,7 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
     record(&ctx, intended, &phases, result, total, false).await;
     if ok {
         let mut pool = ctx.warm.lock().unwrap_or_else(|p| p.into_inner());
-        let shared = matches!(sender, HttpSender::H2(_));
-        if !(shared && pool.iter().any(|s| matches!(s, HttpSender::H2(_)))) && pool.len() < 8 {
+        if !(sender.shared() && pool.iter().any(HttpSender::shared)) && pool.len() < 8 {
             pool.push(sender);
         }
     }
@@ -695,6 +909,8 @@ mod tests {
             sync_gate: Arc::new(AtomicUsize::new(0)),
             warm: Mutex::new(Vec::new()),
             resolved: Mutex::new(None),
+            quic: Mutex::new([None, None]),
+            alt_svc_h3: Default::default(),
         };
         (Arc::new(ctx), rx)
     }
@@ -802,6 +1018,58 @@ mod tests {
             ctx.warm.lock().unwrap().len(),
             1,
             "the warm connection is kept"
+        );
+        r.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn http3_to_the_responder_times_the_quic_handshake_as_tls() {
+        let r = responder().await;
+        let (dns, _) = dns_server(&["web.test"]).await;
+        let url = format!("https://web.test:{}/echo?bytes=5000", r.quic_addr().port());
+        let mut t = target(&url, Trust::Pinned(vec![r.fingerprint()]));
+        t.version = HttpVersion::Http3;
+        let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
+        for _ in 0..5 {
+            let started = Instant::now();
+            let mut p = Phases::default();
+            let mut sender = ctx.connect(started + ctx.timeout, &mut p).await.unwrap();
+            ctx.exchange(&mut sender, started + ctx.timeout, &mut p)
+                .await
+                .unwrap();
+            let wall = started.elapsed();
+            assert_eq!(p.connect, None, "QUIC has no separate connect");
+            let sum = p.dns.unwrap() + p.tls.unwrap() + p.ttfb + p.transfer;
+            assert!(
+                sum <= wall && wall - sum < Duration::from_millis(3),
+                "{p:?} in {wall:?}"
+            );
+            assert_eq!((p.status, p.body_bytes, p.version), (200, 5000, 3));
+            let mut w = Phases::default();
+            ctx.exchange(&mut sender, Instant::now() + ctx.timeout, &mut w)
+                .await
+                .unwrap();
+            assert_eq!((w.body_bytes, w.version), (5000, 3));
+        }
+        drain(&mut rx);
+        http_cold(ctx.clone(), Instant::now()).await;
+        http_warm(ctx.clone(), Instant::now()).await;
+        http_warm(ctx.clone(), Instant::now()).await;
+        let samples = drain(&mut rx);
+        assert!(failed(&samples).is_empty(), "{samples:?}");
+        assert!(!samples.iter().any(|(m, _)| *m == Metric::HttpConnect));
+        assert_eq!(samples.len(), 5 + 6, "{samples:?}");
+        // A status the responder gives over HTTP/3 too.
+        let mut t = target(
+            &format!("https://web.test:{}/nowhere", r.quic_addr().port()),
+            Trust::Pinned(vec![r.fingerprint()]),
+        );
+        t.version = HttpVersion::Http3;
+        let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
+        http_cold(ctx, Instant::now()).await;
+        assert_eq!(
+            failed(&drain(&mut rx)),
+            [(Metric::HttpTotal, ErrorClass::HttpStatus)]
         );
         r.shutdown().await;
     }
