@@ -386,7 +386,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let responder = Responder::start(config).await?;
     if !args.quiet {
         println!("vantage responder");
-        println!("  quic   {} (ALPN vantage/1; h3: HTTP/3 GET /echo?bytes=N, /health)", responder.quic_addr());
+        println!(
+            "  quic   {} (ALPN vantage/1; h3: HTTP/3 GET /echo?bytes=N, /health)",
+            responder.quic_addr()
+        );
         println!(
             "  https  {} (GET /echo?bytes=N, /health)",
             responder.https_addr()
