@@ -47,8 +47,9 @@ pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::ResponsivenessRpm,
 ];
 
-/// The metrics of a real service URL (`--url`): a cold request's phases
-/// (new DNS lookup, new connection) and a warm request's (reused connection).
+/// The metrics of a real service URL (`--url`): a cold request's six
+/// phases (new DNS lookup, new connection), then a warm request's three
+/// (reused connection). The order is relied on: cold first.
 pub const HTTP_METRICS: [Metric; 9] = [
     Metric::HttpDns,
     Metric::HttpConnect,
@@ -1180,6 +1181,41 @@ mod tests {
         let mut a = ProbeArgs::default();
         f(&mut a);
         a.into_config()
+    }
+
+    #[test]
+    fn http_metrics_list_the_cold_phases_first() {
+        let (cold, warm) = HTTP_METRICS.split_at(6);
+        assert!(cold
+            .iter()
+            .all(|m| Measurement::of(*m) == Some(Measurement::HttpCold)));
+        assert!(warm
+            .iter()
+            .all(|m| Measurement::of(*m) == Some(Measurement::HttpWarm)));
+    }
+
+    #[test]
+    fn urls_parse_into_host_port_and_path() {
+        assert_eq!(
+            parse_https_url("https://api.example.com/v1/ping?x=1"),
+            Some(("api.example.com".into(), 443, "/v1/ping?x=1".into()))
+        );
+        assert_eq!(
+            parse_https_url("https://[::1]:8443"),
+            Some(("::1".into(), 8443, "/".into()))
+        );
+        assert_eq!(
+            parse_https_url("https://h:99?q"),
+            Some(("h".into(), 99, "/?q".into()))
+        );
+        for bad in [
+            "http://plain.example",
+            "https://",
+            "https://user@h/",
+            "https://h:x/",
+        ] {
+            assert_eq!(parse_https_url(bad), None, "{bad}");
+        }
     }
 
     #[test]

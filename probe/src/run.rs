@@ -327,21 +327,11 @@ pub async fn run(
     let mut seed = config.seed;
     for ctx in &http_contexts {
         for (&measurement, &spacing) in &config.schedules {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let schedule = Schedule::new(spacing, start, seed);
+            let schedule = Schedule::new(spacing, start, next_seed(&mut seed));
             let (ctx, stop) = (ctx.clone(), jobs_stop_rx.clone());
             match measurement {
                 Measurement::HttpCold => {
-                    const M: &[Metric] = &[
-                        Metric::HttpDns,
-                        Metric::HttpConnect,
-                        Metric::HttpTls,
-                        Metric::HttpTtfb,
-                        Metric::HttpTransfer,
-                        Metric::HttpTotal,
-                    ];
+                    const M: &[Metric] = crate::config::HTTP_METRICS.split_at(6).0;
                     jobs.spawn(measure::run_scheduled(
                         ctx,
                         schedule,
@@ -351,11 +341,7 @@ pub async fn run(
                     ));
                 }
                 Measurement::HttpWarm => {
-                    const M: &[Metric] = &[
-                        Metric::HttpWarmTtfb,
-                        Metric::HttpWarmTransfer,
-                        Metric::HttpWarmTotal,
-                    ];
+                    const M: &[Metric] = crate::config::HTTP_METRICS.split_at(6).1;
                     jobs.spawn(measure::run_scheduled(
                         ctx,
                         schedule,
@@ -371,10 +357,7 @@ pub async fn run(
     drop(http_contexts);
     for ctx in &contexts {
         for (&measurement, &spacing) in &config.schedules {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let schedule = Schedule::new(spacing, start, seed);
+            let schedule = Schedule::new(spacing, start, next_seed(&mut seed));
             let (ctx, stop) = (ctx.clone(), jobs_stop_rx.clone());
             match measurement {
                 Measurement::UdpRtt => {
@@ -618,6 +601,15 @@ pub async fn run(
         csv: output.map(|o| o.csv_path()),
         upload,
     })
+}
+
+/// Each schedule's own seed, drawn from the run's (an LCG step), so two
+/// measurements never share their random spacing.
+fn next_seed(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed
 }
 
 /// A stop signal that turns true on Ctrl-C (SIGINT) or SIGTERM.
