@@ -344,21 +344,12 @@ impl HttpCtx {
                 Ok(HttpSender::H1(sender))
             }
         };
-        let sender = match tokio::time::timeout(until(deadline), handshake).await {
-            Err(_) => {
-                return Err((
-                    Phase::Ttfb,
-                    (ErrorClass::Timeout, "HTTP handshake timed out".into()),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err((
-                    Phase::Ttfb,
-                    (super::https::classify_hyper(&e), e.to_string()),
-                ))
-            }
-            Ok(Ok(s)) => s,
+        let handshake = async {
+            handshake
+                .await
+                .map_err(|e| (super::https::classify_hyper(&e), e.to_string()))
         };
+        let sender = within(deadline, Phase::Ttfb, "HTTP handshake", handshake).await?;
         phases.version = if h2 { 2 } else { 1 };
         Ok(sender)
     }
@@ -466,19 +457,7 @@ impl HttpCtx {
             let response = stream.recv_response().await.map_err(h3_err)?;
             Ok::<_, Failure>((stream, response))
         };
-        let (mut stream, response) = match tokio::time::timeout(until(deadline), head).await {
-            Err(_) => {
-                return Err((
-                    Phase::Ttfb,
-                    (
-                        ErrorClass::Timeout,
-                        "no response head before the timeout".into(),
-                    ),
-                ))
-            }
-            Ok(Err(f)) => return Err((Phase::Ttfb, f)),
-            Ok(Ok(r)) => r,
-        };
+        let (mut stream, response) = within(deadline, Phase::Ttfb, "response head", head).await?;
         phases.ttfb = started.elapsed();
         phases.status = response.status().as_u16();
         let read = async {
@@ -515,19 +494,7 @@ impl HttpCtx {
         phases: &mut Phases,
     ) -> Result<(), (Phase, Failure)> {
         let started = Instant::now();
-        phases.body_bytes = match tokio::time::timeout(until(deadline), read).await {
-            Err(_) => {
-                return Err((
-                    Phase::Transfer,
-                    (
-                        ErrorClass::Timeout,
-                        "body not complete before the timeout".into(),
-                    ),
-                ))
-            }
-            Ok(Err(f)) => return Err((Phase::Transfer, f)),
-            Ok(Ok(n)) => n,
-        };
+        phases.body_bytes = within(deadline, Phase::Transfer, "response body", read).await?;
         phases.transfer = started.elapsed();
         self.check_status(phases)
     }
@@ -577,24 +544,13 @@ impl HttpCtx {
         let h2 = matches!(sender, HttpSender::H2(_));
         let request = self.request(h2).map_err(|f| (Phase::Ttfb, f))?;
         let started = Instant::now();
-        let response = match tokio::time::timeout(until(deadline), sender.send(request)).await {
-            Err(_) => {
-                return Err((
-                    Phase::Ttfb,
-                    (
-                        ErrorClass::Timeout,
-                        "no response head before the timeout".into(),
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err((
-                    Phase::Ttfb,
-                    (super::https::classify_hyper(&e), e.to_string()),
-                ))
-            }
-            Ok(Ok(r)) => r,
+        let head = async {
+            sender
+                .send(request)
+                .await
+                .map_err(|e| (super::https::classify_hyper(&e), e.to_string()))
         };
+        let response = within(deadline, Phase::Ttfb, "response head", head).await?;
         phases.ttfb = started.elapsed();
         phases.status = response.status().as_u16();
         self.note_alt_svc(response.headers());
@@ -650,6 +606,20 @@ impl HttpCtx {
                 format!("status {s}{what}, expected {}", self.target.expect_status),
             ),
         ))
+    }
+}
+
+/// Runs `step`, a phase of a request, until `deadline`: its failure, or a
+/// timeout saying `what` did not finish, is charged to `phase`.
+async fn within<T>(
+    deadline: Instant,
+    phase: Phase,
+    what: &str,
+    step: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, (Phase, Failure)> {
+    match tokio::time::timeout(until(deadline), step).await {
+        Err(_) => Err((phase, (ErrorClass::Timeout, format!("{what} timed out")))),
+        Ok(r) => r.map_err(|f| (phase, f)),
     }
 }
 
