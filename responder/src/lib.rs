@@ -161,7 +161,19 @@ impl Responder {
         let fingerprint = config.identity.fingerprint();
         let mut tasks = JoinSet::new();
 
-        let quic_endpoint = quic::bind(&config)?;
+        let mut quic_endpoint = quic::bind(&config)?;
+        // With both ports left to the system, another socket may already
+        // hold the QUIC port's number on TCP: draw a new pair a few times
+        // before settling for two numbers.
+        if (config.quic_port, config.https_port) == (0, 0) {
+            for _ in 0..8 {
+                let port = quic_endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
+                if std::net::TcpListener::bind((config.bind, port)).is_ok() {
+                    break;
+                }
+                quic_endpoint = quic::bind(&config)?;
+            }
+        }
         let quic_addr = quic_endpoint
             .local_addr()
             .map_err(|source| ResponderError::Bind {
