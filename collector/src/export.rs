@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Version of the export columns.
-pub const EXPORT_SCHEMA: &str = "vantage.group/1";
+pub const EXPORT_SCHEMA: &str = "vantage.group/2";
 
 /// One merged group as a row. Durations in µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -52,6 +52,12 @@ pub struct GroupRow {
     pub max_us: Option<u64>,
     /// Mean.
     pub mean_us: Option<f64>,
+    /// Failures by class, `class=n;class=n`.
+    pub error_classes: String,
+    /// Failures by finer reason, `reason=n;reason=n`; part of `error_classes`.
+    pub reasons: String,
+    /// HTTP responses by status code, `code=n;code=n`.
+    pub statuses: String,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -89,6 +95,9 @@ impl GroupRow {
             p999_us: q(0.999),
             max_us: (!h.is_empty()).then(|| h.max()),
             mean_us: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+            error_classes: vantage_wire::counts_text(&s.errors),
+            reasons: vantage_wire::counts_text(&s.reasons),
+            statuses: vantage_wire::counts_text(&s.statuses),
         }
     }
 }
@@ -166,4 +175,52 @@ pub fn render_hlog(keys: &[String], groups: &[Group]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_wire::{ErrorClass, Metric, Reason, Series, Target, Window};
+
+    #[test]
+    fn rows_carry_failures_by_class_and_reason_and_statuses_by_code() {
+        let mut s = Series::new(
+            Target {
+                name: "sg".into(),
+                address: "a".into(),
+            },
+            Metric::HttpTotal,
+            Window {
+                start_unix_ms: 0,
+                end_unix_ms: 60_000,
+            },
+        );
+        s.histogram.record(1500).unwrap();
+        s.errors.insert(ErrorClass::Tls, 2);
+        s.errors.insert(ErrorClass::ServerError, 1);
+        s.reasons.insert(Reason::TlsNameMismatch, 2);
+        s.statuses.insert(200, 1);
+        s.statuses.insert(503, 1);
+        s.sent = 4;
+        let group = Group {
+            key: vec!["IN".into()],
+            merged: s,
+            probes: ["p1".to_string()].into(),
+            series: 1,
+        };
+        let row = GroupRow::new(&["country".into()], &group);
+        assert_eq!(row.errors, 3);
+        assert_eq!(row.error_classes, "tls=2;server_error=1");
+        assert_eq!(row.reasons, "tls_name_mismatch=2");
+        assert_eq!(row.statuses, "200=1;503=1");
+        let csv = String::from_utf8(render_csv(&[row])).unwrap();
+        let header = csv.lines().next().unwrap();
+        assert!(
+            header.ends_with(",error_classes,reasons,statuses"),
+            "{header}"
+        );
+        let json =
+            String::from_utf8(render_json(&[GroupRow::new(&["country".into()], &group)])).unwrap();
+        assert!(json.contains("\"schema\":\"vantage.group/2\""), "{json}");
+    }
 }

@@ -153,6 +153,12 @@ pub fn merge_into(into: &mut Series, s: &Series) {
     for (c, n) in &s.errors {
         *into.errors.entry(*c).or_insert(0) += n;
     }
+    for (r, n) in &s.reasons {
+        *into.reasons.entry(*r).or_insert(0) += n;
+    }
+    for (code, n) in &s.statuses {
+        *into.statuses.entry(*code).or_insert(0) += n;
+    }
     let (p, q) = (&mut into.path, &s.path);
     p.duplicates += q.duplicates;
     p.reordered += q.reordered;
@@ -215,17 +221,28 @@ mod tests {
 
     #[test]
     fn merging_adds_histograms_exactly() {
-        let rows = vec![
+        let mut rows = vec![
             row("p1", "IN", "before", &[10, 20]),
             row("p2", "IN", "before", &[30]),
             row("p3", "MY", "before", &[40]),
         ];
+        for (r, code) in rows.iter_mut().zip([200, 200, 503]) {
+            r.series.statuses.insert(code, 1);
+            r.series.errors.insert(vantage_wire::ErrorClass::Tls, 1);
+            r.series.reasons.insert(vantage_wire::Reason::TlsExpired, 1);
+            r.series.sent += 1;
+        }
         let groups = merge_groups(&rows, &["country".into(), "metric".into()]);
         assert_eq!(groups.len(), 2);
         let g = &groups[0];
         assert_eq!(g.key, ["IN", "udp_rtt"]);
         assert_eq!(g.merged.histogram.len(), 3);
-        assert_eq!((g.merged.sent, g.merged.lost), (5, 2));
+        assert_eq!((g.merged.sent, g.merged.lost), (7, 2));
+        assert_eq!(g.merged.statuses, [(200, 2)].into());
+        assert_eq!(
+            g.merged.reasons,
+            [(vantage_wire::Reason::TlsExpired, 2)].into()
+        );
         assert_eq!(g.probes.len(), 2);
         g.merged.check().unwrap();
         let mut direct = vantage_wire::new_latency_histogram();

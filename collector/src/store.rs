@@ -6,8 +6,8 @@ use crate::select::{Selector, StoredSeries};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use vantage_wire::{
-    decode_histogram, encode_histogram, Batch, ErrorClass, ErrorCounts, Labels, PathStats, Series,
-    ServerTime, Target, Window,
+    decode_histogram, encode_histogram, Batch, ErrorCounts, Labels, PathStats, ReasonCounts,
+    Series, ServerTime, StatusCounts, Target, Window,
 };
 
 /// What storing one batch did.
@@ -149,6 +149,7 @@ CREATE TABLE IF NOT EXISTS series (
     ipdv_sum_us INTEGER NOT NULL, ipdv_pairs INTEGER NOT NULL,
     server_sum_us INTEGER NOT NULL, server_count INTEGER NOT NULL,
     histogram BLOB NOT NULL,
+    reasons TEXT NOT NULL DEFAULT '', statuses TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (probe_id, sequence, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
@@ -168,11 +169,28 @@ fn labels_text(l: &Labels) -> String {
         .join(";")
 }
 
-fn errors_text(e: &ErrorCounts) -> String {
-    e.iter()
-        .map(|(c, n)| format!("{c}={n}"))
-        .collect::<Vec<_>>()
-        .join(";")
+/// Columns added after the first release, with their definitions: a
+/// database made before them gains them on open (old rows read as empty).
+const ADDED_SERIES_COLUMNS: &[(&str, &str)] = &[
+    ("reasons", "TEXT NOT NULL DEFAULT ''"),
+    ("statuses", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// Reads a column written by [`vantage_wire::counts_text`].
+fn parse_counts<K: Ord + std::str::FromStr>(
+    column: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<K, u64>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split(';').filter(|p| !p.is_empty()) {
+        let (k, n) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{column} `{text}`"))?;
+        let key: K = k.parse().map_err(|_| format!("{column}: unknown `{k}`"))?;
+        let n: u64 = n.parse().map_err(|_| format!("{column}: count `{n}`"))?;
+        out.insert(key, n);
+    }
+    Ok(out)
 }
 
 fn i(v: u64) -> i64 {
@@ -194,6 +212,21 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        for (column, definition) in ADDED_SERIES_COLUMNS {
+            let present: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('series') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            if !present {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE series ADD COLUMN {column} {definition}"
+                ))
+                .map_err(err)?;
+            }
+        }
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -230,7 +263,7 @@ impl Store for SqliteStore {
             let mut insert_series = tx
                 .prepare_cached(
                     "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
                 )
                 .map_err(&err)?;
             let mut hist = Vec::new();
@@ -289,7 +322,7 @@ impl Store for SqliteStore {
                             i(s.window.end_unix_ms),
                             i(s.sent),
                             i(s.lost),
-                            errors_text(&s.errors),
+                            vantage_wire::counts_text(&s.errors),
                             i(s.bytes),
                             i(s.path.duplicates),
                             i(s.path.reordered),
@@ -299,7 +332,9 @@ impl Store for SqliteStore {
                             i(s.path.ipdv_pairs),
                             i(s.server_time.sum_us),
                             i(s.server_time.count),
-                            stored_hist
+                            stored_hist,
+                            vantage_wire::counts_text(&s.reasons),
+                            vantage_wire::counts_text(&s.statuses),
                         ])
                         .map_err(&err)?;
                 }
@@ -373,7 +408,7 @@ impl Store for SqliteStore {
         let mut sql = String::from(
             "SELECT probe_id, sequence, campaign, labels, target, target_address, metric, window_start, window_end, \
              sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
-             server_sum_us, server_count, histogram FROM series WHERE 1=1",
+             server_sum_us, server_count, histogram, reasons, statuses FROM series WHERE 1=1",
         );
         let mut args: Vec<String> = Vec::new();
         for col in ["country", "phase", "metric", "target", "campaign"] {
@@ -453,6 +488,8 @@ struct RawRow {
     n: [i64; 14],
     errors: String,
     histogram: Vec<u8>,
+    reasons: String,
+    statuses: String,
 }
 
 impl RawRow {
@@ -475,6 +512,8 @@ impl RawRow {
             n,
             errors: r.get(11)?,
             histogram: r.get(21)?,
+            reasons: r.get(22)?,
+            statuses: r.get(23)?,
         })
     }
 
@@ -483,16 +522,9 @@ impl RawRow {
         for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
             labels.insert_pair(pair).map_err(|e| e.to_string())?;
         }
-        let mut errors = ErrorCounts::new();
-        for pair in self.errors.split(';').filter(|p| !p.is_empty()) {
-            let (c, n) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("error counts `{}`", self.errors))?;
-            let class: ErrorClass = c
-                .parse()
-                .map_err(|e: vantage_wire::ParseNameError| e.to_string())?;
-            errors.insert(class, n.parse().map_err(|_| format!("error count `{n}`"))?);
-        }
+        let errors: ErrorCounts = parse_counts("error counts", &self.errors)?;
+        let reasons: ReasonCounts = parse_counts("reason counts", &self.reasons)?;
+        let statuses: StatusCounts = parse_counts("status counts", &self.statuses)?;
         let u = |v: i64| v.max(0) as u64;
         let n = self.n;
         let series = Series {
@@ -512,6 +544,8 @@ impl RawRow {
             sent: u(n[2]),
             lost: u(n[3]),
             errors,
+            reasons,
+            statuses,
             bytes: u(n[4]),
             path: PathStats {
                 duplicates: u(n[5]),
@@ -539,7 +573,7 @@ impl RawRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_wire::Metric;
+    use vantage_wire::{ErrorClass, Metric, Reason};
 
     pub(crate) fn batch(probe: &str, seq: u64, country: &str, values: &[u64]) -> Batch {
         let mut labels = Labels::new();
@@ -579,7 +613,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
         let a = batch("p1", 1, "IN", &[100, 200]);
-        let b = batch("p1", 2, "MY", &[300]);
+        let mut b = batch("p1", 2, "MY", &[300]);
+        b.series[0].errors.insert(ErrorClass::Tls, 2);
+        b.series[0].sent += 2;
+        b.series[0].reasons.insert(Reason::TlsExpired, 2);
+        b.series[0].statuses.insert(200, 1);
         let (ra, rb) = (a.encode().unwrap(), b.encode().unwrap());
         let (_, ranges) = Batch::decode_indexed(&ra).unwrap();
         let item = |batch, raw, histograms| Incoming {
@@ -612,10 +650,52 @@ mod tests {
         assert_eq!(rows[0].labels, a.labels);
         let rows = store.select(&"rack=r1".parse().unwrap()).unwrap();
         assert_eq!(rows.len(), 2, "non-indexed labels select too");
+        assert_eq!(rows[1].series, b.series[0], "reasons and statuses kept");
         assert_eq!(
             store.batch_bytes("p1", 2).unwrap().as_deref(),
             Some(&rb[..])
         );
+    }
+
+    #[test]
+    fn a_database_from_before_reasons_and_statuses_gains_them_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let a = batch("p1", 1, "IN", &[100, 200]);
+        let ra = a.encode().unwrap();
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let item = Incoming {
+                batch: &a,
+                raw: &ra,
+                histograms: &[],
+            };
+            store.insert_batches(&[item], 5).unwrap();
+            // Back to the first release's layout, its row in place.
+            store
+                .conn
+                .execute_batch(
+                    "ALTER TABLE series DROP COLUMN reasons; ALTER TABLE series DROP COLUMN statuses;",
+                )
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut b = batch("p1", 2, "IN", &[300]);
+        b.series[0].statuses.insert(503, 1);
+        let rb = b.encode().unwrap();
+        let item = Incoming {
+            batch: &b,
+            raw: &rb,
+            histograms: &[],
+        };
+        assert_eq!(
+            store.insert_batches(&[item], 6).unwrap(),
+            [Inserted::Stored]
+        );
+        let rows = store.select(&"country=IN".parse().unwrap()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].series, a.series[0]);
+        assert_eq!(rows[1].series, b.series[0]);
     }
 
     #[test]

@@ -7,13 +7,13 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 use vantage_wire::{Batch, Labels, Series};
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
-pub const SERIES_SCHEMA: &str = "vantage.series/2";
+pub const SERIES_SCHEMA: &str = "vantage.series/3";
 
 /// One series as a flat row: the columns of `series.csv` and the fields of
 /// each `--json` line. Values are in the metric's `unit`: µs for every
@@ -91,6 +91,10 @@ pub struct SeriesRow {
     pub backward_lost: u64,
     /// Payload bytes.
     pub bytes: u64,
+    /// Failures by finer reason, `reason=n;reason=n`; part of `error_classes`.
+    pub reasons: String,
+    /// HTTP responses by status code, `code=n;code=n`.
+    pub statuses: String,
 }
 
 fn rfc3339_ms(unix_ms: u64) -> String {
@@ -124,12 +128,7 @@ impl SeriesRow {
             sent: s.sent,
             lost: s.lost,
             errors: s.error_total(),
-            error_classes: s
-                .errors
-                .iter()
-                .map(|(c, n)| format!("{c}={n}"))
-                .collect::<Vec<_>>()
-                .join(";"),
+            error_classes: vantage_wire::counts_text(&s.errors),
             min_us: (!h.is_empty()).then(|| h.min()),
             p50_us: q(0.50),
             p90_us: q(0.90),
@@ -144,6 +143,8 @@ impl SeriesRow {
             forward_lost: s.path.forward_lost,
             backward_lost: s.path.backward_lost,
             bytes: s.bytes,
+            reasons: vantage_wire::counts_text(&s.reasons),
+            statuses: vantage_wire::counts_text(&s.statuses),
         }
     }
 }
@@ -328,12 +329,36 @@ impl LocalOutput {
         let csv_path = dir.join("series.csv");
         let mut csv = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&csv_path)
             .map_err(err(&csv_path))?;
+        let header = header_line();
+        let mut head = Vec::with_capacity(header.len());
+        Read::by_ref(&mut csv)
+            .take(header.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(err(&csv_path))?;
+        if !head.is_empty() && head != header.as_bytes() {
+            // Another version's columns: appending would mix two layouts in
+            // one file. Keep that file whole under a new name and start anew.
+            let kept = dir.join(format!(
+                "series.{}.csv",
+                std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            ));
+            std::fs::rename(&csv_path, &kept).map_err(err(&csv_path))?;
+            tracing::warn!(kept = %kept.display(), "series.csv had other columns (an earlier version's); it was kept under a new name and a new series.csv begun");
+            csv = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&csv_path)
+                .map_err(err(&csv_path))?;
+        }
         if csv.metadata().map_err(err(&csv_path))?.len() == 0 {
             // csv writes a header only with a first row: render it from an empty one.
-            let header = header_line();
             csv.write_all(header.as_bytes()).map_err(err(&csv_path))?;
         }
         Ok(LocalOutput {
@@ -454,7 +479,10 @@ mod tests {
         for v in [1000, 2000, 3000, 40_000] {
             s.histogram.record(v).unwrap();
         }
-        s.errors.insert(ErrorClass::Reset, 2);
+        s.errors.insert(ErrorClass::Reset, 1);
+        s.errors.insert(ErrorClass::Tls, 1);
+        s.reasons.insert(vantage_wire::Reason::TlsExpired, 1);
+        s.statuses.insert(200, 4);
         s.lost = 1;
         s.sent = 7;
         Batch {
@@ -500,7 +528,8 @@ mod tests {
         assert_eq!(header, header_line().trim_end());
         let row = lines.next().unwrap();
         assert!(row.contains("2023-11-14T22:14:00.000Z"), "{row}");
-        assert!(row.contains("reset=2"), "{row}");
+        assert!(row.contains(",reset=1;tls=1,"), "{row}");
+        assert!(row.ends_with(",tls_expired=1,200=4"), "{row}");
         assert!(row.contains(",rack=r7,"), "{row}");
         assert_eq!(rows[0].p50_us, Some(2000));
         assert_eq!(lines.next(), None);
@@ -602,5 +631,24 @@ mod tests {
         let hlog =
             std::fs::read_to_string(dir.path().join("hlog/singapore.quic_request.hlog")).unwrap();
         assert_eq!(hlog.matches("StartTime:").count(), 1, "{hlog}");
+    }
+
+    #[test]
+    fn a_series_csv_with_other_columns_is_kept_aside_not_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "probe_id,sequence,count\np1,1,3\n";
+        std::fs::write(dir.path().join("series.csv"), old).unwrap();
+        let mut out = LocalOutput::open(dir.path()).unwrap();
+        out.write_batch(&batch()).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("series.csv")).unwrap();
+        assert!(csv.starts_with(&header_line()), "{csv}");
+        assert_eq!(csv.lines().count(), 2, "{csv}");
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != "series.csv" && e.path().is_file())
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read_to_string(kept[0].path()).unwrap(), old);
     }
 }

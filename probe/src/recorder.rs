@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use vantage_wire::{record_clamped, ErrorClass, Metric, PathStats, Series, Target, Window};
+use vantage_wire::{record_clamped, ErrorClass, Metric, PathStats, Reason, Series, Target, Window};
 
 /// The result of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +29,9 @@ pub enum Outcome {
     Lost,
     /// Failed with this class (never `Timeout`: that is `Lost`).
     Failed(ErrorClass),
+    /// Failed for this finer reason: counted under the reason's class and
+    /// under the reason itself.
+    FailedBecause(Reason),
     /// A transfer that failed part-way: counted as failed with `class` (or
     /// lost, for a timeout), and the bytes that did arrive are kept.
     Incomplete {
@@ -192,6 +195,10 @@ impl Recorder {
                 }
                 Outcome::Lost => s.lost += 1,
                 Outcome::Failed(class) => *s.errors.entry(class).or_insert(0) += 1,
+                Outcome::FailedBecause(reason) => {
+                    *s.errors.entry(reason.class()).or_insert(0) += 1;
+                    *s.reasons.entry(reason).or_insert(0) += 1;
+                }
                 Outcome::Incomplete { class, bytes } => {
                     if class == ErrorClass::Timeout {
                         s.lost += 1;
@@ -222,6 +229,16 @@ impl Recorder {
                 p.backward_lost += delta.backward_lost;
                 p.ipdv_sum_us += delta.ipdv_sum_us;
                 p.ipdv_pairs += delta.ipdv_pairs;
+            }
+        }
+    }
+
+    /// Counts an HTTP response's status in the window of `intended` (the
+    /// attempt itself is counted by [`Recorder::record`]).
+    pub fn record_status(&mut self, target: usize, metric: Metric, intended: Instant, status: u16) {
+        if let Some((s, total)) = self.entry(target, metric, intended) {
+            for s in [s, total] {
+                *s.statuses.entry(status).or_insert(0) += 1;
             }
         }
     }
@@ -306,6 +323,7 @@ mod tests {
             (1.0, measured),
             (2.0, Outcome::Lost),
             (3.0, Outcome::failed(ErrorClass::Refused)),
+            (4.0, Outcome::FailedBecause(Reason::TlsExpired)),
             (48.0, measured), // 1_700_000_098.5: still the first minute
             (50.0, measured), // 1_700_000_100.5: the next minute
         ] {
@@ -316,6 +334,9 @@ mod tests {
                 outcome,
             });
         }
+        r.record_status(0, m, at(1.0), 200);
+        r.record_status(0, m, at(5.0), 200);
+        r.record_status(0, m, at(50.0), 503);
         assert!(r.poll_closed(at(50.0)).is_empty(), "grace not over yet");
         let closed = r.poll_closed(at(51.6));
         assert_eq!(closed.len(), 1);
@@ -325,8 +346,20 @@ mod tests {
             "first window starts with the run"
         );
         assert_eq!(s.window.end_unix_ms, 1_700_000_100_000);
-        assert_eq!((s.sent, s.histogram.len(), s.lost), (4, 2, 1));
+        assert_eq!((s.sent, s.histogram.len(), s.lost), (5, 2, 1));
         assert_eq!(s.errors.get(&ErrorClass::Refused), Some(&1));
+        assert_eq!(
+            s.errors.get(&ErrorClass::Tls),
+            Some(&1),
+            "a reason counts under its class"
+        );
+        assert_eq!(s.reasons, [(Reason::TlsExpired, 1)].into());
+        assert_eq!(
+            s.statuses,
+            [(200, 2)].into(),
+            "the 503 is in the next window"
+        );
+        s.check().unwrap();
         assert_eq!(s.bytes, 128);
         assert_eq!(s.server_time.count, 2);
         s.check().unwrap();
@@ -338,7 +371,8 @@ mod tests {
             "cut at the stop"
         );
         let total = r.totals().next().unwrap();
-        assert_eq!(total.sent, 5);
+        assert_eq!(total.sent, 6);
+        assert_eq!(total.statuses, [(200, 2), (503, 1)].into());
     }
 
     #[test]

@@ -523,9 +523,7 @@ pub async fn run(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Sample(s)) => recorder.record(&s),
-                Some(Event::Path { target, metric, intended, delta }) => recorder.record_path(target, metric, intended, delta),
-                Some(Event::Address { target, address }) => recorder.set_address(target, address),
+                Some(event) => apply(&mut recorder, event),
                 None => break,
             },
             _ = tick.tick() => {
@@ -556,16 +554,7 @@ pub async fn run(
     }
     // Every job has ended, so every attempt has its outcome: drain the rest.
     while let Ok(event) = events.try_recv() {
-        match event {
-            Event::Sample(s) => recorder.record(&s),
-            Event::Path {
-                target,
-                metric,
-                intended,
-                delta,
-            } => recorder.record_path(target, metric, intended, delta),
-            Event::Address { target, address } => recorder.set_address(target, address),
-        }
+        apply(&mut recorder, event);
     }
     let last = recorder.finish(Instant::now());
     batches += write_out(last, &mut state, &mut terminal, &mut output)?;
@@ -605,6 +594,26 @@ pub async fn run(
 
 /// Each schedule's own seed, drawn from the run's (an LCG step), so two
 /// measurements never share their random spacing.
+/// Hands one measurement event to the recorder.
+fn apply(recorder: &mut Recorder, event: Event) {
+    match event {
+        Event::Sample(s) => recorder.record(&s),
+        Event::Path {
+            target,
+            metric,
+            intended,
+            delta,
+        } => recorder.record_path(target, metric, intended, delta),
+        Event::Status {
+            target,
+            metric,
+            intended,
+            status,
+        } => recorder.record_status(target, metric, intended, status),
+        Event::Address { target, address } => recorder.set_address(target, address),
+    }
+}
+
 fn next_seed(seed: &mut u64) -> u64 {
     *seed = seed
         .wrapping_mul(6364136223846793005)

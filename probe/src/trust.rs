@@ -184,6 +184,10 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Stri
 /// Accepts a leaf certificate by its SHA-256 fingerprint. Names and expiry
 /// are not checked (the pin is the identity), but the handshake signature
 /// is, so the server must hold the pinned certificate's key.
+/// How a pin mismatch's message begins, so the failure is counted under
+/// its own reason (`tls_pin_mismatch`).
+pub(crate) const PIN_MISMATCH: &str = "certificate pin mismatch";
+
 #[derive(Debug)]
 struct PinVerifier {
     pins: Vec<Fingerprint>,
@@ -215,7 +219,7 @@ impl ServerCertVerifier for PinVerifier {
             .collect::<Vec<_>>()
             .join(" or ");
         Err(rustls::Error::General(format!(
-            "certificate pin mismatch: the server presented {presented}, expected {expected}; \
+            "{PIN_MISMATCH}: the server presented {presented}, expected {expected}; \
              check --pin against the fingerprint `vantage serve` prints"
         )))
     }

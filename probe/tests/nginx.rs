@@ -213,8 +213,8 @@ async fn nginx_over_http1_and_http2() {
     );
 }
 
-/// nginx's 500 is counted as a server error on the request, its phases
-/// still timed.
+/// nginx's 500 is counted as a server error on the request, and by its
+/// status, its phases still timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_server_error_is_counted() {
     let nginx = start_nginx();
@@ -225,6 +225,11 @@ async fn nginx_server_error_is_counted() {
         total.errors.get(&vantage_wire::ErrorClass::ServerError),
         Some(&total.sent),
         "{total:?}"
+    );
+    assert_eq!(
+        total.statuses,
+        [(500, total.sent)].into(),
+        "every response's status is counted"
     );
     assert_eq!(series(&s, Metric::HttpTtfb).error_total(), 0);
 }

@@ -4,35 +4,48 @@
 //! varint length then UTF-8):
 //!
 //! ```text
-//! "VNTB" (4 bytes)  version (1 byte, = 1)
+//! "VNTB" (4 bytes)  version (1 byte, 1 or 2)
 //! probe_id  sequence  campaign  created_unix_ms  dropped_batches
 //! label_count  { key value }*
 //! series_count {
 //!   target_name target_address metric_name window_start_ms window_end_ms
 //!   sent lost bytes
 //!   error_count { class_name count }*
+//!   reason_count { reason_name count }*    (version 2 only)
+//!   status_count { http_status count }*    (version 2 only)
 //!   duplicates reordered forward_lost backward_lost ipdv_sum_us ipdv_pairs
 //!   server_time_sum_us server_time_count
 //!   histogram_len histogram (HdrHistogram V2 + deflate)
 //! }*
 //! ```
 //!
-//! Names (metrics, error classes) travel as strings so a newer probe's
-//! unknown name is refused with its name, not misread as another.
+//! Names (metrics, error classes, reasons) travel as strings so a newer
+//! probe's unknown name is refused with its name, not misread as another.
+//!
+//! A batch whose series carry no reasons and no statuses is written as
+//! version 1, so a collector that predates version 2 still takes every
+//! batch that does not need it; readers take both versions.
 
 use crate::histogram::{decode_histogram, encode_histogram, HistogramError};
 use crate::labels::{LabelError, Labels, MAX_LABELS};
-use crate::metric::{ErrorClass, Metric, ParseNameError};
-use crate::record::{Batch, ErrorCounts, PathStats, Series, ServerTime, Target, Window};
+use crate::metric::{ErrorClass, Metric, ParseNameError, Reason};
+use crate::record::{
+    Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime, StatusCounts, Target, Window,
+};
 
 const MAGIC: &[u8; 4] = b"VNTB";
-const VERSION: u8 = 1;
+/// The newest format version: adds reasons and HTTP statuses per series.
+const VERSION: u8 = 2;
+/// The first version, still written when a batch needs nothing newer.
+const VERSION_1: u8 = 1;
 /// Largest encoded batch accepted.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 const MAX_SERIES: u64 = 20_000;
 const MAX_STRING: u64 = 256;
 const MAX_HISTOGRAM_BYTES: u64 = 256 * 1024;
 const MAX_ERROR_CLASSES: u64 = 64;
+const MAX_REASONS: u64 = 64;
+const MAX_STATUSES: u64 = 900;
 
 /// Why bytes are not a valid batch. Each says what was wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +57,7 @@ pub enum DecodeError {
     #[error("not a Vantage batch (bad magic bytes)")]
     BadMagic,
     /// A batch from a newer (or unknown) format version.
-    #[error("batch format version {0} is not supported (this build reads version {VERSION}); upgrade the receiver")]
+    #[error("batch format version {0} is not supported (this build reads versions {VERSION_1} to {VERSION}); upgrade the receiver")]
     UnsupportedVersion(u8),
     /// A length or count above its limit.
     #[error("{what} is {len}, above the limit of {max}")]
@@ -155,7 +168,16 @@ impl Batch {
     pub fn encode(&self) -> Result<Vec<u8>, HistogramError> {
         let mut out = Vec::with_capacity(256 + self.series.len() * 128);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        let version = if self
+            .series
+            .iter()
+            .all(|s| s.reasons.is_empty() && s.statuses.is_empty())
+        {
+            VERSION_1
+        } else {
+            VERSION
+        };
+        out.push(version);
         let mut w = Writer(&mut out);
         w.string(&self.probe_id);
         w.varint(self.sequence);
@@ -182,6 +204,18 @@ impl Batch {
             for (class, n) in &s.errors {
                 w.string(class.name());
                 w.varint(*n);
+            }
+            if version >= 2 {
+                w.varint(s.reasons.len() as u64);
+                for (reason, n) in &s.reasons {
+                    w.string(reason.name());
+                    w.varint(*n);
+                }
+                w.varint(s.statuses.len() as u64);
+                for (code, n) in &s.statuses {
+                    w.varint(u64::from(*code));
+                    w.varint(*n);
+                }
             }
             let p = &s.path;
             for v in [
@@ -227,7 +261,7 @@ impl Batch {
             return Err(DecodeError::BadMagic);
         }
         let version = r.take(1, "version")?[0];
-        if version != VERSION {
+        if !(VERSION_1..=VERSION).contains(&version) {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let probe_id = r.string("probe id")?;
@@ -247,7 +281,7 @@ impl Batch {
         let mut ranges = Vec::with_capacity(n_series.min(1024) as usize);
         for _ in 0..n_series {
             // The histogram is a series' last field.
-            let (s, hist_len) = decode_series(&mut r)?;
+            let (s, hist_len) = decode_series(&mut r, version)?;
             let end = bytes.len() - r.rest.len();
             series.push(s);
             ranges.push(end - hist_len..end);
@@ -268,7 +302,7 @@ impl Batch {
     }
 }
 
-fn decode_series(r: &mut Reader<'_>) -> Result<(Series, usize), DecodeError> {
+fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, usize), DecodeError> {
     let target = Target {
         name: r.string("target name")?,
         address: r.string("target address")?,
@@ -286,7 +320,25 @@ fn decode_series(r: &mut Reader<'_>) -> Result<(Series, usize), DecodeError> {
     for _ in 0..n_errors {
         let class: ErrorClass = r.string("error class")?.parse()?;
         let n = r.varint("error count")?;
-        *errors.entry(class).or_insert(0) += n;
+        let slot = errors.entry(class).or_insert(0);
+        *slot = slot.saturating_add(n);
+    }
+    let mut reasons = ReasonCounts::new();
+    let mut statuses = StatusCounts::new();
+    if version >= 2 {
+        for _ in 0..r.bounded("reason count", MAX_REASONS)? {
+            let reason: Reason = r.string("error reason")?.parse()?;
+            let n = r.varint("reason count")?;
+            let slot = reasons.entry(reason).or_insert(0);
+            *slot = slot.saturating_add(n);
+        }
+        for _ in 0..r.bounded("status count", MAX_STATUSES)? {
+            let code = r.varint("HTTP status")?;
+            let n = r.varint("status count")?;
+            let code = u16::try_from(code).unwrap_or(u16::MAX);
+            let slot = statuses.entry(code).or_insert(0);
+            *slot = slot.saturating_add(n);
+        }
     }
     let mut f = [0u64; 8];
     for v in &mut f {
@@ -302,6 +354,8 @@ fn decode_series(r: &mut Reader<'_>) -> Result<(Series, usize), DecodeError> {
         sent,
         lost,
         errors,
+        reasons,
+        statuses,
         bytes,
         path: PathStats {
             duplicates: f[0],
@@ -398,6 +452,51 @@ mod tests {
     }
 
     #[test]
+    fn reasons_and_statuses_round_trip_in_version_2() {
+        let mut b = sample_batch(2, &[10, 200]);
+        // Plain series are written as version 1, which older collectors read.
+        assert_eq!(b.encode().unwrap()[4], 1);
+        let s = &mut b.series[0];
+        s.errors.insert(ErrorClass::Tls, 2);
+        s.sent += 2;
+        s.reasons.insert(Reason::TlsExpired, 1);
+        s.reasons.insert(Reason::TlsNameMismatch, 1);
+        s.statuses.insert(200, 2);
+        s.statuses.insert(503, 1);
+        let bytes = b.encode().unwrap();
+        assert_eq!(bytes[4], 2);
+        assert_eq!(Batch::decode(&bytes).unwrap(), b);
+        for n in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn a_reason_beyond_its_class_count_is_refused() {
+        let mut b = sample_batch(1, &[10]);
+        b.series[0].reasons.insert(Reason::DnsNoSuchName, 1);
+        let bytes = b.encode().unwrap();
+        let err = Batch::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Inconsistent { reason, .. } if reason.contains("`dns`")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn statuses_must_be_http_codes_and_no_more_than_attempts() {
+        let mut b = sample_batch(1, &[10]);
+        b.series[0].statuses.insert(42, 1);
+        let err = Batch::decode(&b.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("HTTP status 42"), "{err}");
+        let mut b = sample_batch(1, &[10]);
+        let sent = b.series[0].sent;
+        b.series[0].statuses.insert(200, sent + 1);
+        let err = Batch::decode(&b.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("more HTTP statuses"), "{err}");
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
         let bytes = sample_batch(2, &[10, 20]).encode().unwrap();
         for n in 0..bytes.len() {
@@ -415,6 +514,11 @@ mod tests {
         assert_eq!(
             Batch::decode(&bytes),
             Err(DecodeError::UnsupportedVersion(9))
+        );
+        bytes[4] = 0;
+        assert_eq!(
+            Batch::decode(&bytes),
+            Err(DecodeError::UnsupportedVersion(0))
         );
     }
 

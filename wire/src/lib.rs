@@ -26,5 +26,8 @@ pub use histogram::{
     HistogramError, LatencyHistogram, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
 };
 pub use labels::{LabelError, Labels, MAX_LABELS};
-pub use metric::{ErrorClass, Metric, ParseNameError, Unit};
-pub use record::{Batch, ErrorCounts, PathStats, Series, ServerTime, Target, Window};
+pub use metric::{ErrorClass, Metric, ParseNameError, Reason, Unit};
+pub use record::{
+    counts_text, Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime, StatusCounts,
+    Target, Window,
+};

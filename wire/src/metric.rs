@@ -244,6 +244,129 @@ impl FromStr for ErrorClass {
     }
 }
 
+/// A finer cause under an error class, where the probe can tell it: why a
+/// TLS handshake failed (the fix differs for an expired certificate and a
+/// wrong name) or how a DNS lookup failed. Counted beside the class, never
+/// instead of it: each reason's count is part of its class's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The certificate's validity period has ended.
+    TlsExpired,
+    /// The certificate's validity period has not begun (or the probe's clock is wrong).
+    TlsNotYetValid,
+    /// The certificate is not valid for the name asked for.
+    TlsNameMismatch,
+    /// The certificate does not chain to a trusted root (or the given CA file).
+    TlsUnknownIssuer,
+    /// The certificate was revoked.
+    TlsRevoked,
+    /// A signature in the chain or handshake does not verify.
+    TlsBadSignature,
+    /// The certificate is malformed or unusable for a server.
+    TlsBadCertificate,
+    /// The certificate is not the one pinned on the probe.
+    TlsPinMismatch,
+    /// The server sent an alert and ended the handshake.
+    TlsAlertReceived,
+    /// No common protocol version, cipher suite or ALPN protocol.
+    TlsIncompatible,
+    /// Any other TLS failure.
+    TlsOther,
+    /// The name does not exist (NXDOMAIN).
+    DnsNoSuchName,
+    /// The name exists but has no address record.
+    DnsNoAddress,
+    /// Any other DNS failure (server failure, refused, malformed answer).
+    DnsOther,
+}
+
+const REASONS: &[(Reason, &str, ErrorClass)] = &[
+    (Reason::TlsExpired, "tls_expired", ErrorClass::Tls),
+    (Reason::TlsNotYetValid, "tls_not_yet_valid", ErrorClass::Tls),
+    (
+        Reason::TlsNameMismatch,
+        "tls_name_mismatch",
+        ErrorClass::Tls,
+    ),
+    (
+        Reason::TlsUnknownIssuer,
+        "tls_unknown_issuer",
+        ErrorClass::Tls,
+    ),
+    (Reason::TlsRevoked, "tls_revoked", ErrorClass::Tls),
+    (
+        Reason::TlsBadSignature,
+        "tls_bad_signature",
+        ErrorClass::Tls,
+    ),
+    (
+        Reason::TlsBadCertificate,
+        "tls_bad_certificate",
+        ErrorClass::Tls,
+    ),
+    (Reason::TlsPinMismatch, "tls_pin_mismatch", ErrorClass::Tls),
+    (
+        Reason::TlsAlertReceived,
+        "tls_alert_received",
+        ErrorClass::Tls,
+    ),
+    (Reason::TlsIncompatible, "tls_incompatible", ErrorClass::Tls),
+    (Reason::TlsOther, "tls_other", ErrorClass::Tls),
+    (Reason::DnsNoSuchName, "dns_no_such_name", ErrorClass::Dns),
+    (Reason::DnsNoAddress, "dns_no_address", ErrorClass::Dns),
+    (Reason::DnsOther, "dns_other", ErrorClass::Dns),
+];
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub fn all() -> impl Iterator<Item = Reason> {
+        REASONS.iter().map(|(r, _, _)| *r)
+    }
+
+    /// The stable name, as on the wire and in CSV.
+    pub fn name(self) -> &'static str {
+        REASONS
+            .iter()
+            .find(|(r, _, _)| *r == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("unknown")
+    }
+
+    /// The error class this reason refines.
+    pub fn class(self) -> ErrorClass {
+        REASONS
+            .iter()
+            .find(|(r, _, _)| *r == self)
+            .map(|(_, _, c)| *c)
+            .unwrap_or(ErrorClass::Io)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Reason {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        REASONS
+            .iter()
+            .find(|(_, n, _)| *n == s)
+            .map(|(r, _, _)| *r)
+            .ok_or_else(|| ParseNameError {
+                kind: "error reason",
+                name: s.to_string(),
+                known: REASONS
+                    .iter()
+                    .map(|(_, n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +379,19 @@ mod tests {
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
         }
         assert_eq!(seen.len(), 21);
+    }
+
+    #[test]
+    fn reason_names_round_trip_and_refine_one_class() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::all() {
+            assert!(seen.insert(r.name()), "duplicate name {}", r.name());
+            assert_eq!(r.name().parse::<Reason>().unwrap(), r);
+            let prefix = r.name().split('_').next().unwrap();
+            assert_eq!(prefix, r.class().name(), "{r} refines {}", r.class());
+        }
+        assert_eq!(seen.len(), 14);
+        assert!("tls_bogus".parse::<Reason>().is_err());
     }
 
     #[test]

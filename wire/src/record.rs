@@ -1,6 +1,6 @@
 use crate::histogram::{new_latency_histogram, LatencyHistogram};
 use crate::labels::Labels;
-use crate::metric::{ErrorClass, Metric};
+use crate::metric::{ErrorClass, Metric, Reason};
 use std::collections::BTreeMap;
 
 /// A data centre a probe measures: its name (`singapore`) and the address it
@@ -25,6 +25,25 @@ pub struct Window {
 
 /// Failed attempts by class. A sorted map so encodings are deterministic.
 pub type ErrorCounts = BTreeMap<ErrorClass, u64>;
+
+/// Failed attempts by finer reason, where the probe can tell one; each is
+/// also counted under its class in [`ErrorCounts`].
+pub type ReasonCounts = BTreeMap<Reason, u64>;
+
+/// HTTP responses by status code (the expected one included), so a report
+/// shows 200s next to 503s.
+pub type StatusCounts = BTreeMap<u16, u64>;
+
+/// A count map as `key=n;key=n` (`refused=2;tls=1`, `200=58;503=2`): how
+/// CSV columns and the collector's store write error, reason and status
+/// counts.
+pub fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
 
 /// Path properties only a packet metric (`udp_rtt`) can see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,6 +103,11 @@ pub struct Series {
     pub lost: u64,
     /// Attempts that failed otherwise, by class (never `timeout`).
     pub errors: ErrorCounts,
+    /// Failed attempts by finer reason (a TLS failure's cause, a DNS
+    /// answer's kind); part of `errors`, never in addition to it.
+    pub reasons: ReasonCounts,
+    /// HTTP responses by status code, for HTTP metrics.
+    pub statuses: StatusCounts,
     /// Payload bytes moved, for throughput metrics.
     pub bytes: u64,
     /// Loss direction, reordering, duplicates and jitter (packet metrics).
@@ -101,6 +125,8 @@ impl PartialEq for Series {
             && self.sent == other.sent
             && self.lost == other.lost
             && self.errors == other.errors
+            && self.reasons == other.reasons
+            && self.statuses == other.statuses
             && self.bytes == other.bytes
             && self.path == other.path
             && self.server_time == other.server_time
@@ -118,6 +144,8 @@ impl Series {
             sent: 0,
             lost: 0,
             errors: ErrorCounts::new(),
+            reasons: ReasonCounts::new(),
+            statuses: StatusCounts::new(),
             bytes: 0,
             path: PathStats::default(),
             server_time: ServerTime::default(),
@@ -126,7 +154,7 @@ impl Series {
 
     /// Failed attempts other than timeouts.
     pub fn error_total(&self) -> u64 {
-        self.errors.values().sum()
+        self.errors.values().fold(0, |a, n| a.saturating_add(*n))
     }
 
     /// Checks the invariants a collector relies on; the message says which failed.
@@ -139,6 +167,33 @@ impl Series {
         }
         if self.errors.contains_key(&ErrorClass::Timeout) {
             return Err("timeouts belong in `lost`, not in `errors`".into());
+        }
+        for class in ErrorClass::all() {
+            let refined: u64 = self
+                .reasons
+                .iter()
+                .filter(|(r, _)| r.class() == class)
+                .map(|(_, n)| *n)
+                .sum();
+            let counted = self.errors.get(&class).copied().unwrap_or(0);
+            if refined > counted {
+                return Err(format!(
+                    "{refined} `{class}` failures have a reason, but only {counted} are counted"
+                ));
+            }
+        }
+        if let Some(code) = self.statuses.keys().find(|c| !(100..=999).contains(*c)) {
+            return Err(format!("HTTP status {code} is not a three-digit code"));
+        }
+        let responses = self
+            .statuses
+            .values()
+            .try_fold(0u64, |a, n| a.checked_add(*n));
+        if responses.is_none_or(|n| n > self.sent) {
+            return Err(format!(
+                "more HTTP statuses counted than attempts ({})",
+                self.sent
+            ));
         }
         let accounted = self
             .histogram

@@ -8,7 +8,7 @@
 //! from the attempt's intended start, so a late attempt is charged its
 //! lateness (coordinated omission) in `http_total` and `http_warm_total`.
 
-use super::{classify_io, until, Event, Scheduled};
+use super::{classify_io, tls_reason_io, until, Event, Scheduled};
 use crate::config::{HttpTargetConfig, HttpVersion};
 use crate::recorder::{Outcome, Sample};
 use crate::schedule::{latency_from, TIMER_SLACK};
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use vantage_wire::{ErrorClass, Metric};
+use vantage_wire::{ErrorClass, Metric, Reason};
 
 /// A failed step: its class and what happened, for the log.
 type Failure = (ErrorClass, String);
@@ -154,8 +154,10 @@ pub(crate) struct Phases {
     pub(crate) transfer: Duration,
     pub(crate) body_bytes: u64,
     pub(crate) status: u16,
-    /// The HTTP version spoken: 1 or 2.
+    /// The HTTP version spoken: 1, 2 or 3.
     pub(crate) version: u8,
+    /// The finer cause of a TLS or DNS failure, when one is known.
+    pub(crate) reason: Option<Reason>,
 }
 
 /// A step of a request.
@@ -192,16 +194,33 @@ impl HttpCtx {
         self.emit(metric, intended, outcome).await;
     }
 
-    async fn failed(&self, metric: Metric, intended: Instant, class: ErrorClass, why: &str) {
-        tracing::debug!(target_index = self.index, url = %self.target.url, %metric, %class, why, "request failed");
-        self.emit(metric, intended, Outcome::failed(class)).await;
+    async fn failed(&self, metric: Metric, intended: Instant, outcome: Outcome, why: &str) {
+        tracing::debug!(target_index = self.index, url = %self.target.url, %metric, ?outcome, why, "request failed");
+        self.emit(metric, intended, outcome).await;
+    }
+
+    async fn status(&self, metric: Metric, intended: Instant, status: u16) {
+        let _ = self
+            .events
+            .send(Event::Status {
+                target: self.index,
+                metric,
+                intended,
+                status,
+            })
+            .await;
     }
 
     /// Looks the host up with the probe's resolver (no cache: every cold
     /// request asks the server), or takes the address as given.
-    async fn lookup(&self, deadline: Instant) -> Result<(Vec<IpAddr>, Option<Duration>), Failure> {
+    async fn lookup(
+        &self,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(Vec<IpAddr>, Option<Duration>), Failure> {
         let Some(resolver) = &self.resolver else {
             let ip = self.target.host.parse().map_err(|_| {
+                phases.reason = Some(Reason::DnsOther);
                 (
                     ErrorClass::Dns,
                     "host is neither a name nor an address".into(),
@@ -217,12 +236,22 @@ impl HttpCtx {
         .await
         {
             Err(_) => return Err((ErrorClass::Timeout, "DNS lookup timed out".into())),
-            Ok(Err(e)) => return Err((ErrorClass::Dns, format!("DNS: {e}"))),
+            Ok(Err(e)) => {
+                phases.reason = Some(if e.is_nx_domain() {
+                    Reason::DnsNoSuchName
+                } else if e.is_no_records_found() {
+                    Reason::DnsNoAddress
+                } else {
+                    Reason::DnsOther
+                });
+                return Err((ErrorClass::Dns, format!("DNS: {e}")));
+            }
             Ok(Ok(answer)) => answer,
         };
         let took = started.elapsed();
         let ips: Vec<IpAddr> = answer.iter().collect();
         if ips.is_empty() {
+            phases.reason = Some(Reason::DnsNoAddress);
             return Err((ErrorClass::Dns, "DNS answer holds no address".into()));
         }
         Ok((ips, Some(took)))
@@ -259,7 +288,10 @@ impl HttpCtx {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<HttpSender, (Phase, Failure)> {
-        let (ips, dns) = self.lookup(deadline).await.map_err(|f| (Phase::Dns, f))?;
+        let (ips, dns) = self
+            .lookup(deadline, phases)
+            .await
+            .map_err(|f| (Phase::Dns, f))?;
         phases.dns = dns;
         if self.target.version == HttpVersion::Http3 {
             return self.connect_h3(ips, deadline, phases).await;
@@ -292,8 +324,10 @@ impl HttpCtx {
         self.note_address(ip).await;
         let _ = tcp.set_nodelay(true);
 
-        let name = ServerName::try_from(self.target.host.clone())
-            .map_err(|e| (Phase::Tls, (ErrorClass::Tls, format!("server name: {e}"))))?;
+        let name = ServerName::try_from(self.target.host.clone()).map_err(|e| {
+            phases.reason = Some(Reason::TlsOther);
+            (Phase::Tls, (ErrorClass::Tls, format!("server name: {e}")))
+        })?;
         let started = Instant::now();
         let connector = tokio_rustls::TlsConnector::from(self.tls.config.clone());
         let tls = match tokio::time::timeout(until(deadline), connector.connect(name, tcp)).await {
@@ -304,11 +338,13 @@ impl HttpCtx {
                 ))
             }
             Ok(Err(e)) => {
-                // rustls' reason (expired, name mismatch, unknown issuer…) is in the message.
                 let class = match classify_io(&e) {
                     ErrorClass::Io => ErrorClass::Tls,
                     c => c,
                 };
+                if class == ErrorClass::Tls {
+                    phases.reason = Some(tls_reason_io(&e).unwrap_or(Reason::TlsOther));
+                }
                 return Err((Phase::Tls, (class, format!("TLS: {e}"))));
             }
             Ok(Ok(s)) => s,
@@ -389,10 +425,10 @@ impl HttpCtx {
                     break;
                 }
                 Ok(Err(e)) => {
-                    last = Some((
-                        super::quic::classify_connection(&e),
-                        format!("QUIC {addr}: {e}"),
-                    ));
+                    let class = super::quic::classify_connection(&e);
+                    phases.reason = (class == ErrorClass::Tls)
+                        .then(|| super::quic::tls_reason_quic(&e).unwrap_or(Reason::TlsOther));
+                    last = Some((class, format!("QUIC {addr}: {e}")));
                     continue;
                 }
                 Ok(Ok(c)) => c,
@@ -659,8 +695,12 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
             match ctx.connect(deadline, &mut unused).await {
                 Ok(s) => s,
                 Err((_, (class, why))) => {
+                    let outcome = match unused.reason {
+                        Some(r) if r.class() == class => Outcome::FailedBecause(r),
+                        _ => Outcome::failed(class),
+                    };
                     for m in [Metric::HttpWarmTtfb, Metric::HttpWarmTotal] {
-                        ctx.failed(m, intended, class, &why).await;
+                        ctx.failed(m, intended, outcome, &why).await;
                     }
                     return;
                 }
@@ -699,6 +739,9 @@ async fn record(
             Metric::HttpWarmTotal,
         )
     };
+    if phases.status != 0 {
+        ctx.status(total_m, intended, phases.status).await;
+    }
     let failed_at = result.as_ref().err().map(|(p, _)| *p);
     let reached = |p: Phase| failed_at.is_none_or(|f| phase_order(f) > phase_order(p));
     if cold {
@@ -725,6 +768,10 @@ async fn record(
                 .await
         }
         Err((phase, (class, why))) => {
+            let outcome = match phases.reason {
+                Some(r) if r.class() == class => Outcome::FailedBecause(r),
+                _ => Outcome::failed(class),
+            };
             let metric = match phase {
                 Phase::Dns => Some(Metric::HttpDns),
                 Phase::Connect => Some(Metric::HttpConnect),
@@ -736,9 +783,9 @@ async fn record(
             if let Some(m) = metric.filter(|m| {
                 cold || !matches!(m, Metric::HttpDns | Metric::HttpConnect | Metric::HttpTls)
             }) {
-                ctx.failed(m, intended, class, &why).await;
+                ctx.failed(m, intended, outcome, &why).await;
             }
-            ctx.failed(total_m, intended, class, &why).await;
+            ctx.failed(total_m, intended, outcome, &why).await;
         }
     }
 }
@@ -880,13 +927,23 @@ mod tests {
 
     /// The samples sent so far, as (metric, outcome).
     fn drain(rx: &mut mpsc::Receiver<Event>) -> Vec<(Metric, Outcome)> {
-        let mut out = Vec::new();
+        drain_all(rx).0
+    }
+
+    /// What a request sent: its samples and the HTTP statuses it counted.
+    type Sent = (Vec<(Metric, Outcome)>, Vec<(Metric, u16)>);
+
+    /// The samples and the HTTP statuses sent so far.
+    fn drain_all(rx: &mut mpsc::Receiver<Event>) -> Sent {
+        let (mut samples, mut statuses) = (Vec::new(), Vec::new());
         while let Ok(e) = rx.try_recv() {
-            if let Event::Sample(s) = e {
-                out.push((s.metric, s.outcome));
+            match e {
+                Event::Sample(s) => samples.push((s.metric, s.outcome)),
+                Event::Status { metric, status, .. } => statuses.push((metric, status)),
+                _ => {}
             }
         }
-        out
+        (samples, statuses)
     }
 
     fn failed(samples: &[(Metric, Outcome)]) -> Vec<(Metric, ErrorClass)> {
@@ -894,7 +951,19 @@ mod tests {
             .iter()
             .filter_map(|(m, o)| match o {
                 Outcome::Failed(c) => Some((*m, *c)),
+                Outcome::FailedBecause(r) => Some((*m, r.class())),
                 Outcome::Lost => Some((*m, ErrorClass::Timeout)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The reasons of the failures in `samples`, in order.
+    fn reasons(samples: &[(Metric, Outcome)]) -> Vec<(Metric, Reason)> {
+        samples
+            .iter()
+            .filter_map(|(m, o)| match o {
+                Outcome::FailedBecause(r) => Some((*m, *r)),
                 _ => None,
             })
             .collect()
@@ -1037,11 +1106,59 @@ mod tests {
         t.version = HttpVersion::Http3;
         let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
         http_cold(ctx, Instant::now()).await;
+        let (s, statuses) = drain_all(&mut rx);
+        assert_eq!(failed(&s), [(Metric::HttpTotal, ErrorClass::HttpStatus)]);
+        assert_eq!(statuses, [(Metric::HttpTotal, 404)]);
+        // A pin the server does not match: the QUIC handshake's TLS reason.
+        let other = Identity::generate(&["localhost".into()]).unwrap();
+        let mut t = target(
+            &format!("https://web.test:{}/echo", r.quic_addr().port()),
+            Trust::Pinned(vec![other.fingerprint()]),
+        );
+        t.version = HttpVersion::Http3;
+        let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
+        http_cold(ctx, Instant::now()).await;
+        let s = drain(&mut rx);
         assert_eq!(
-            failed(&drain(&mut rx)),
-            [(Metric::HttpTotal, ErrorClass::HttpStatus)]
+            reasons(&s),
+            [
+                (Metric::HttpTls, Reason::TlsPinMismatch),
+                (Metric::HttpTotal, Reason::TlsPinMismatch)
+            ]
         );
         r.shutdown().await;
+
+        // An expired certificate, and one for another name, over QUIC: quinn
+        // keeps the alert and rustls' message, and both tell them apart.
+        let dir = tempfile::tempdir().unwrap();
+        let (expired, expired_ca) = expired_identity(dir.path());
+        let named = Identity::load_or_generate(dir.path(), &["localhost".into()]).unwrap();
+        let named_ca = dir.path().join("cert.pem");
+        // (Not `localhost`: the resolver answers it itself, ::1 first, where
+        // nothing listens.)
+        for (id, ca, host, reason) in [
+            (expired, expired_ca, "expired.test", Reason::TlsExpired),
+            (named, named_ca, "web.test", Reason::TlsNameMismatch),
+        ] {
+            let mut config = ResponderConfig::local().unwrap();
+            config.identity = id;
+            let server = Responder::start(config).await.unwrap();
+            let mut t = target(
+                &format!("https://{host}:{}/echo", server.quic_addr().port()),
+                Trust::CaFile(ca),
+            );
+            t.version = HttpVersion::Http3;
+            let (dns, _) = dns_server(&["web.test", "expired.test"]).await;
+            let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
+            http_cold(ctx, Instant::now()).await;
+            let s = drain(&mut rx);
+            assert_eq!(
+                reasons(&s),
+                [(Metric::HttpTls, reason), (Metric::HttpTotal, reason)],
+                "{host}: {s:?}"
+            );
+            server.shutdown().await;
+        }
     }
 
     #[tokio::test]
@@ -1053,11 +1170,11 @@ mod tests {
         let run = |url: String, trust: Trust, timeout: Duration| async move {
             let (ctx, mut rx) = context(target(&url, trust), Some(dns), timeout);
             http_cold(ctx, Instant::now()).await;
-            drain(&mut rx)
+            drain_all(&mut rx)
         };
 
         // A name the DNS server does not know.
-        let s = run(
+        let (s, statuses) = run(
             format!("https://nowhere.test:{port}/echo"),
             pin.clone(),
             Duration::from_secs(5),
@@ -1071,6 +1188,14 @@ mod tests {
             ]
         );
         assert_eq!(s.len(), 2, "nothing after the lookup was attempted: {s:?}");
+        assert_eq!(
+            reasons(&s),
+            [
+                (Metric::HttpDns, Reason::DnsNoSuchName),
+                (Metric::HttpTotal, Reason::DnsNoSuchName)
+            ]
+        );
+        assert_eq!(statuses, [], "no response, no status");
 
         // A port nobody listens on.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1078,7 +1203,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let s = run(
+        let (s, statuses) = run(
             format!("https://web.test:{closed}/"),
             pin.clone(),
             Duration::from_secs(5),
@@ -1091,6 +1216,7 @@ mod tests {
                 (Metric::HttpTotal, ErrorClass::Refused)
             ]
         );
+        assert_eq!((reasons(&s), statuses), (vec![], vec![]));
         assert!(s
             .iter()
             .any(|(m, o)| *m == Metric::HttpDns && matches!(o, Outcome::Measured { .. })));
@@ -1100,7 +1226,7 @@ mod tests {
         let id = Identity::load_or_generate(dir.path(), &["localhost".into()]).unwrap();
         let named = tls_server(id, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
         let ca = Trust::CaFile(dir.path().join("cert.pem"));
-        let s = run(
+        let (s, statuses) = run(
             format!("https://web.test:{}/", named.port()),
             ca.clone(),
             Duration::from_secs(5),
@@ -1113,31 +1239,31 @@ mod tests {
                 (Metric::HttpTotal, ErrorClass::Tls)
             ]
         );
+        assert_eq!(
+            reasons(&s),
+            [
+                (Metric::HttpTls, Reason::TlsNameMismatch),
+                (Metric::HttpTotal, Reason::TlsNameMismatch)
+            ]
+        );
+        assert_eq!(statuses, []);
+
         // …which passes under its own name, so the CA file itself is fine.
-        let s = run(
+        let (s, statuses) = run(
             format!("https://localhost:{}/", named.port()),
             ca,
             Duration::from_secs(5),
         )
         .await;
         assert!(failed(&s).is_empty(), "{s:?}");
+        assert_eq!(statuses, [(Metric::HttpTotal, 200)]);
 
         // An expired certificate.
-        let expired = dir.path().join("expired");
-        std::fs::create_dir_all(&expired).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(expired.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(expired.join("key.pem"), key.serialize_pem()).unwrap();
-        let id =
-            Identity::from_pem_files(&expired.join("cert.pem"), &expired.join("key.pem")).unwrap();
+        let (id, expired) = expired_identity(dir.path());
         let old = tls_server(id, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
-        let s = run(
+        let (s, statuses) = run(
             format!("https://localhost:{}/", old.port()),
-            Trust::CaFile(expired.join("cert.pem")),
+            Trust::CaFile(expired),
             Duration::from_secs(5),
         )
         .await;
@@ -1148,10 +1274,36 @@ mod tests {
                 (Metric::HttpTotal, ErrorClass::Tls)
             ]
         );
+        assert_eq!(
+            reasons(&s),
+            [
+                (Metric::HttpTls, Reason::TlsExpired),
+                (Metric::HttpTotal, Reason::TlsExpired)
+            ]
+        );
+        assert_eq!(statuses, []);
+
+        // A pinned certificate the server does not present.
+        let other = Identity::generate(&["localhost".into()]).unwrap();
+        let (s, statuses) = run(
+            format!("https://web.test:{port}/echo"),
+            Trust::Pinned(vec![other.fingerprint()]),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            reasons(&s),
+            [
+                (Metric::HttpTls, Reason::TlsPinMismatch),
+                (Metric::HttpTotal, Reason::TlsPinMismatch)
+            ]
+        );
+        assert_eq!(failed(&s).len(), 2);
+        assert_eq!(statuses, []);
 
         // A status other than the expected one: the request's phases are
         // timed, the request is counted as failed by its class.
-        let s = run(
+        let (s, statuses) = run(
             format!("https://web.test:{port}/echo?bytes=999999999"),
             pin.clone(),
             Duration::from_secs(5),
@@ -1161,13 +1313,18 @@ mod tests {
         assert!(s
             .iter()
             .any(|(m, o)| *m == Metric::HttpTtfb && matches!(o, Outcome::Measured { .. })));
-        let s = run(
+        assert!(
+            matches!(statuses[..], [(Metric::HttpTotal, 400..=499)]),
+            "{statuses:?}"
+        );
+        let (s, statuses) = run(
             format!("https://web.test:{port}/no-such-page"),
             pin.clone(),
             Duration::from_secs(5),
         )
         .await;
         assert_eq!(failed(&s), [(Metric::HttpTotal, ErrorClass::HttpStatus)]);
+        assert_eq!(statuses, [(Metric::HttpTotal, 404)]);
 
         // A server that sends its headers and then stalls: the transfer is
         // lost at the timeout.
@@ -1179,7 +1336,7 @@ mod tests {
             true,
         )
         .await;
-        let s = run(
+        let (s, statuses) = run(
             format!("https://localhost.test:{}/", stall.port()),
             Trust::Pinned(vec![fp]),
             Duration::from_millis(400),
@@ -1192,7 +1349,27 @@ mod tests {
                 (Metric::HttpTotal, ErrorClass::Timeout)
             ]
         );
+        assert_eq!(statuses, [(Metric::HttpTotal, 200)], "the head came whole");
         r.shutdown().await;
+    }
+
+    /// A self-signed certificate for `localhost` and `expired.test` that
+    /// expired in 2021, and
+    /// the path of its PEM (the CA file that trusts it).
+    fn expired_identity(dir: &std::path::Path) -> (Identity, std::path::PathBuf) {
+        let expired = dir.join("expired");
+        std::fs::create_dir_all(&expired).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = vec!["localhost".to_string(), "expired.test".to_string()];
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(expired.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(expired.join("key.pem"), key.serialize_pem()).unwrap();
+        let id =
+            Identity::from_pem_files(&expired.join("cert.pem"), &expired.join("key.pem")).unwrap();
+        (id, expired.join("cert.pem"))
     }
 
     /// A TLS server that answers every request with `answer`, then closes

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use vantage_wire::echo::EchoRequest;
-use vantage_wire::{ErrorClass, Metric, PathStats};
+use vantage_wire::{ErrorClass, Metric, PathStats, Reason};
 
 /// What measurement tasks tell the recorder.
 #[derive(Debug, Clone)]
@@ -45,6 +45,17 @@ pub enum Event {
         intended: Instant,
         /// The statistics.
         delta: PathStats,
+    },
+    /// An HTTP response's status, counted in the window of `intended`.
+    Status {
+        /// Target index.
+        target: usize,
+        /// The metric whose series counts it (the request's total).
+        metric: Metric,
+        /// Intended time of the request.
+        intended: Instant,
+        /// The status code.
+        status: u16,
     },
     /// A URL's host resolved to a new address; series from now carry it.
     Address {
@@ -204,6 +215,38 @@ pub(crate) fn classify_io(e: &std::io::Error) -> ErrorClass {
         K::InvalidData => ErrorClass::Tls,
         _ => ErrorClass::Io,
     }
+}
+
+/// Why a TLS handshake failed, from rustls' own error: what a user fixes
+/// differs for an expired certificate, a wrong name and an unknown CA.
+pub(crate) fn tls_reason(e: &rustls::Error) -> Reason {
+    use rustls::CertificateError as C;
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => Reason::TlsExpired,
+            C::NotValidYet | C::NotValidYetContext { .. } => Reason::TlsNotYetValid,
+            C::NotValidForName | C::NotValidForNameContext { .. } => Reason::TlsNameMismatch,
+            C::UnknownIssuer => Reason::TlsUnknownIssuer,
+            C::Revoked => Reason::TlsRevoked,
+            C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Reason::TlsBadSignature,
+            _ => Reason::TlsBadCertificate,
+        },
+        E::General(m) if m.starts_with(crate::trust::PIN_MISMATCH) => Reason::TlsPinMismatch,
+        E::NoCertificatesPresented | E::UnsupportedNameType => Reason::TlsBadCertificate,
+        E::AlertReceived(_) => Reason::TlsAlertReceived,
+        E::PeerIncompatible(_) | E::NoApplicationProtocol => Reason::TlsIncompatible,
+        _ => Reason::TlsOther,
+    }
+}
+
+/// The TLS reason inside a socket error from tokio-rustls, if it holds one.
+pub(crate) fn tls_reason_io(e: &std::io::Error) -> Option<Reason> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(tls_reason)
 }
 
 /// Remaining time until `deadline`.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vantage_wire::echo::{EchoResponse, EchoStatus, RESPONSE_HEADER_LEN};
-use vantage_wire::{ErrorClass, Metric};
+use vantage_wire::{ErrorClass, Metric, Reason};
 
 /// A client endpoint trusting as `tls` says, for targets of `peer`'s family.
 pub(crate) fn quic_client_endpoint(
@@ -23,20 +23,52 @@ pub(crate) fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
     use quinn::ConnectionError as E;
     match e {
         E::TimedOut => ErrorClass::Timeout,
+        E::ConnectionClosed(c) if is_crypto(u64::from(c.error_code)) => ErrorClass::Tls,
         E::Reset | E::ApplicationClosed(_) | E::ConnectionClosed(_) | E::LocallyClosed => {
             ErrorClass::Reset
         }
-        E::TransportError(t) => {
-            // Crypto errors (TLS alerts, certificate failures) are 0x100..=0x1ff.
-            let code = u64::from(t.code);
-            if (0x100..=0x1ff).contains(&code) {
-                ErrorClass::Tls
-            } else {
-                ErrorClass::Protocol
-            }
-        }
+        E::TransportError(t) if is_crypto(u64::from(t.code)) => ErrorClass::Tls,
         _ => ErrorClass::Protocol,
     }
+}
+
+/// QUIC carries TLS alerts as transport error codes 0x100 + alert (RFC 9001 §4.8).
+fn is_crypto(code: u64) -> bool {
+    (0x100..=0x1ff).contains(&code)
+}
+
+/// Why a QUIC handshake failed in TLS, if it did. quinn keeps only the
+/// alert and rustls' message of a failure found here, so the reason comes
+/// from the alert (RFC 8446 §6.2), with the message telling apart the
+/// failures that share one; an alert the server sent is that.
+pub(crate) fn tls_reason_quic(e: &quinn::ConnectionError) -> Option<Reason> {
+    use quinn::ConnectionError as E;
+    let (code, text) = match e {
+        E::TransportError(t) => (u64::from(t.code), t.reason.as_str()),
+        E::ConnectionClosed(c) if is_crypto(u64::from(c.error_code)) => {
+            return Some(Reason::TlsAlertReceived)
+        }
+        _ => return None,
+    };
+    if !is_crypto(code) {
+        return None;
+    }
+    Some(match code - 0x100 {
+        45 if text.contains("not valid yet") || text.contains("NotValidYet") => {
+            Reason::TlsNotYetValid
+        }
+        45 => Reason::TlsExpired,
+        42 if text.contains("not valid for name") || text.contains("NotValidForName") => {
+            Reason::TlsNameMismatch
+        }
+        42 | 43 => Reason::TlsBadCertificate,
+        44 => Reason::TlsRevoked,
+        48 => Reason::TlsUnknownIssuer,
+        51 => Reason::TlsBadSignature,
+        _ if text.contains(crate::trust::PIN_MISMATCH) => Reason::TlsPinMismatch,
+        40 | 70 | 71 | 120 => Reason::TlsIncompatible,
+        _ => Reason::TlsOther,
+    })
 }
 
 /// Connects with a deadline; the error says which class and why.
