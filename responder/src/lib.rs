@@ -203,7 +203,7 @@ impl Responder {
                 addr: SocketAddr::new(config.bind, config.https_port),
                 source,
             })?;
-        let stamp_socket = stamp::bind(&config).await?;
+        let stamp_socket = stamp::bind(&config)?;
         let stamp_addr = stamp_socket
             .local_addr()
             .map_err(|source| ResponderError::Bind {
@@ -234,7 +234,8 @@ impl Responder {
             shared.clone(),
             shutdown_rx.clone(),
         ));
-        tasks.spawn(stamp::serve(stamp_socket, shared, shutdown_rx.clone()));
+        let stamp_shutdown = shutdown_rx.clone();
+        tasks.spawn_blocking(move || stamp::serve(stamp_socket, shared, stamp_shutdown));
         tasks.spawn(report_refusals(stats.clone(), shutdown_rx));
         tracing::info!(%quic_addr, %https_addr, %stamp_addr, %fingerprint, "responder listening");
         Ok(Responder {

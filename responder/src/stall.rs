@@ -14,6 +14,15 @@ impl Stall {
         }
     }
 
+    /// Blocks the thread until the stall (if any) is over: for the STAMP
+    /// reflector, which runs on a thread of its own.
+    pub(crate) fn wait_blocking(&self) {
+        let until = self.until.lock().ok().and_then(|u| *u);
+        if let Some(until) = until {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+    }
+
     /// Waits until the stall (if any) is over.
     pub(crate) async fn wait(&self) {
         let until = self.until.lock().ok().and_then(|u| *u);

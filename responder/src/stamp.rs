@@ -1,12 +1,19 @@
 //! The STAMP session-reflector (RFC 8762, unauthenticated, stateful).
+//!
+//! It runs on a thread of its own with blocking socket calls, not as a task
+//! on the async runtime: a test packet is reflected the moment it arrives,
+//! whatever the QUIC and HTTPS services are doing on the runtime's threads
+//! (a photo sync keeps them busy with crypto), so the reflector's own time
+//! is not added to the path it measures; and the packet costs one wake-up,
+//! as in sockperf's server, not a trip through the reactor.
 
 use crate::stats::Stats;
 use crate::{ResponderConfig, ResponderError, Shared};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use vantage_wire::stamp::{self, ErrorEstimate, NtpTimestamp, MAX_PACKET_LEN};
 
@@ -63,15 +70,20 @@ impl<K: Eq + Hash + Clone> SessionTable<K> {
     }
 }
 
-pub(crate) async fn bind(config: &ResponderConfig) -> Result<UdpSocket, ResponderError> {
+/// How long a blocking receive waits before the reflector looks at the
+/// shutdown signal again.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+pub(crate) fn bind(config: &ResponderConfig) -> Result<UdpSocket, ResponderError> {
     let addr = SocketAddr::new(config.bind, config.stamp_port);
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|source| ResponderError::Bind {
-            proto: "STAMP (UDP)",
-            addr,
-            source,
-        })
+    let err = |source| ResponderError::Bind {
+        proto: "STAMP (UDP)",
+        addr,
+        source,
+    };
+    let socket = UdpSocket::bind(addr).map_err(err)?;
+    socket.set_read_timeout(Some(SHUTDOWN_POLL)).map_err(err)?;
+    Ok(socket)
 }
 
 fn wall_now() -> NtpTimestamp {
@@ -82,7 +94,10 @@ fn wall_now() -> NtpTimestamp {
     )
 }
 
-pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+/// Reflects test packets until `shutdown` says so or its sender is gone
+/// (a responder dropped without `shutdown`). Blocking: run it on a thread
+/// of its own.
+pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver<bool>) {
     let ttl_known = match crate::ttl::enable(&socket) {
         Ok(()) => true,
         Err(e) => {
@@ -93,13 +108,21 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch
     let mut table = SessionTable::new(shared.limits.max_stamp_sessions, Duration::from_secs(300));
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     loop {
-        let received = tokio::select! {
-            r = crate::ttl::recv_from(&socket, &mut buf) => r,
-            _ = shutdown.changed() => break,
-        };
+        if shutdown.has_changed().is_err() || *shutdown.borrow() {
+            break;
+        }
+        let received = crate::ttl::recv_from(&socket, &mut buf);
         let t2 = wall_now();
         let (len, peer, ttl) = match received {
             Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 // ICMP errors from earlier replies surface here; not fatal.
                 tracing::debug!(error = %e, "STAMP receive error");
@@ -114,7 +137,7 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch
                 continue;
             }
         };
-        shared.stall.wait().await;
+        shared.stall.wait_blocking();
         let seq = table
             .next_sequence(&peer, Instant::now())
             .unwrap_or_else(|| {
@@ -132,7 +155,7 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Shared, mut shutdown: watch
             ErrorEstimate::UNSYNCHRONIZED,
             ttl,
         ) {
-            Ok(reply) => match socket.send_to(&reply, peer).await {
+            Ok(reply) => match socket.send_to(&reply, peer) {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
                 Err(e) => tracing::debug!(%peer, error = %e, "STAMP reply not sent"),
             },

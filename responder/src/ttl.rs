@@ -4,9 +4,8 @@
 //! the kernel with `recvmsg` and `IP_RECVTTL` / `IPV6_RECVHOPLIMIT`.
 
 use std::io;
+use std::net::UdpSocket;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Asks the kernel to deliver each datagram's TTL / Hop Limit.
 #[cfg(target_os = "linux")]
@@ -44,65 +43,60 @@ pub(crate) fn enable(_socket: &UdpSocket) -> io::Result<()> {
     ))
 }
 
-/// Receives one datagram: its length, sender, and TTL if the kernel gave it.
+/// Receives one datagram, waiting as the socket's read timeout allows: its
+/// length, sender, and TTL if the kernel gave it.
 #[cfg(target_os = "linux")]
-pub(crate) async fn recv_from(
+pub(crate) fn recv_from(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<u8>)> {
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
-    socket
-        .async_io(Interest::READABLE, || {
-            // SAFETY: every pointer in `msg` points at a live local buffer of
-            // the length given; the kernel writes at most those lengths, and
-            // the CMSG_* macros walk only the control bytes it reported.
-            unsafe {
-                let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-                let mut iov = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                };
-                let mut control = [0u64; 16];
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-                msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                msg.msg_iov = &mut iov;
-                msg.msg_iovlen = 1;
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = std::mem::size_of_val(&control) as _;
-                let n = libc::recvmsg(fd, &mut msg, 0);
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut ttl = None;
-                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-                while !cmsg.is_null() {
-                    let c = &*cmsg;
-                    let is_ttl = (c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_TTL)
-                        || (c.cmsg_level == libc::IPPROTO_IPV6
-                            && c.cmsg_type == libc::IPV6_HOPLIMIT);
-                    if is_ttl {
-                        let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                        ttl = u8::try_from(v).ok();
-                    }
-                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-                }
-                let peer = sockaddr_to_std(&addr).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "unknown address family")
-                })?;
-                Ok((n as usize, peer, ttl))
+    // SAFETY: every pointer in `msg` points at a live local buffer of
+    // the length given; the kernel writes at most those lengths, and
+    // the CMSG_* macros walk only the control bytes it reported.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ttl = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let is_ttl = (c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_TTL)
+                || (c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_HOPLIMIT);
+            if is_ttl {
+                let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                ttl = u8::try_from(v).ok();
             }
-        })
-        .await
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let peer = sockaddr_to_std(&addr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))?;
+        Ok((n as usize, peer, ttl))
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) async fn recv_from(
+pub(crate) fn recv_from(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<u8>)> {
-    let (n, peer) = socket.recv_from(buf).await?;
+    let (n, peer) = socket.recv_from(buf)?;
     Ok((n, peer, None))
 }
 

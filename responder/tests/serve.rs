@@ -128,7 +128,24 @@ async fn stamp_reflector_conversation() {
     let stats = responder.stats();
     assert_eq!(stats.stamp_malformed, 1);
     assert_eq!(stats.stamp_reflected, 4);
+    // The reflector's thread ends with the responder and frees its port,
+    // whether it is shut down or only dropped.
+    let addr = responder.stamp_addr();
     responder.shutdown().await;
+    std::net::UdpSocket::bind(addr).expect("STAMP port free after shutdown");
+    let dropped = Responder::start(ResponderConfig::local().unwrap())
+        .await
+        .unwrap();
+    let addr = dropped.stamp_addr();
+    drop(dropped);
+    let freed = async {
+        while std::net::UdpSocket::bind(addr).is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), freed)
+        .await
+        .expect("STAMP port free within 2 s of the responder's drop");
 }
 
 #[tokio::test]
