@@ -89,7 +89,13 @@ pub(crate) async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(shared.limits.handshake_timeout)
-                .max_buf_size(16 * 1024)
+                // Room for a photo upload's body to arrive in large reads:
+                // at 16 or 64 KiB the HTTPS upload ran at ~0.6 of a raw TLS
+                // stream on loopback, at 256 KiB ~0.75 (benches/ANALYSIS.md).
+                // Headers stay bounded by hyper's header count and the
+                // header-read timeout; the buffer grows only when reads fill
+                // it, so an idle connection keeps 8 KiB.
+                .max_buf_size(256 * 1024)
                 .keep_alive(true)
                 // One buffer per response: with vectored writes the head and a
                 // small body become two TLS records, and the client wakes twice.
