@@ -51,6 +51,15 @@ impl Outcome {
             Outcome::Failed(class)
         }
     }
+
+    /// A failure of class `class` with its finer reason, when one is known
+    /// and refines that class.
+    pub fn failed_for(class: ErrorClass, reason: Option<Reason>) -> Self {
+        match reason {
+            Some(r) if r.class() == class => Outcome::FailedBecause(r),
+            _ => Outcome::failed(class),
+        }
+    }
 }
 
 /// One attempt's outcome, with what it measured and when it was meant to start.

@@ -695,10 +695,7 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
             match ctx.connect(deadline, &mut unused).await {
                 Ok(s) => s,
                 Err((_, (class, why))) => {
-                    let outcome = match unused.reason {
-                        Some(r) if r.class() == class => Outcome::FailedBecause(r),
-                        _ => Outcome::failed(class),
-                    };
+                    let outcome = Outcome::failed_for(class, unused.reason);
                     for m in [Metric::HttpWarmTtfb, Metric::HttpWarmTotal] {
                         ctx.failed(m, intended, outcome, &why).await;
                     }
@@ -768,10 +765,7 @@ async fn record(
                 .await
         }
         Err((phase, (class, why))) => {
-            let outcome = match phases.reason {
-                Some(r) if r.class() == class => Outcome::FailedBecause(r),
-                _ => Outcome::failed(class),
-            };
+            let outcome = Outcome::failed_for(class, phases.reason);
             let metric = match phase {
                 Phase::Dns => Some(Metric::HttpDns),
                 Phase::Connect => Some(Metric::HttpConnect),
