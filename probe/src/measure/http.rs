@@ -952,6 +952,24 @@ mod tests {
             .collect()
     }
 
+    /// A request that failed in its TLS phase for `reason`: counted on the
+    /// phase and the total, no response, so no status.
+    fn assert_tls_failure(s: &[(Metric, Outcome)], statuses: &[(Metric, u16)], reason: Reason) {
+        assert_eq!(
+            failed(s),
+            [
+                (Metric::HttpTls, ErrorClass::Tls),
+                (Metric::HttpTotal, ErrorClass::Tls)
+            ],
+            "{s:?}"
+        );
+        assert_eq!(
+            reasons(s),
+            [(Metric::HttpTls, reason), (Metric::HttpTotal, reason)]
+        );
+        assert_eq!(statuses, []);
+    }
+
     /// The reasons of the failures in `samples`, in order.
     fn reasons(samples: &[(Metric, Outcome)]) -> Vec<(Metric, Reason)> {
         samples
@@ -1112,14 +1130,8 @@ mod tests {
         t.version = HttpVersion::Http3;
         let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
         http_cold(ctx, Instant::now()).await;
-        let s = drain(&mut rx);
-        assert_eq!(
-            reasons(&s),
-            [
-                (Metric::HttpTls, Reason::TlsPinMismatch),
-                (Metric::HttpTotal, Reason::TlsPinMismatch)
-            ]
-        );
+        let (s, statuses) = drain_all(&mut rx);
+        assert_tls_failure(&s, &statuses, Reason::TlsPinMismatch);
         r.shutdown().await;
 
         // An expired certificate, and one for another name, over QUIC: quinn
@@ -1145,12 +1157,8 @@ mod tests {
             let (dns, _) = dns_server(&["web.test", "expired.test"]).await;
             let (ctx, mut rx) = context(t, Some(dns), Duration::from_secs(5));
             http_cold(ctx, Instant::now()).await;
-            let s = drain(&mut rx);
-            assert_eq!(
-                reasons(&s),
-                [(Metric::HttpTls, reason), (Metric::HttpTotal, reason)],
-                "{host}: {s:?}"
-            );
+            let (s, statuses) = drain_all(&mut rx);
+            assert_tls_failure(&s, &statuses, reason);
             server.shutdown().await;
         }
     }
@@ -1226,21 +1234,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(
-            failed(&s),
-            [
-                (Metric::HttpTls, ErrorClass::Tls),
-                (Metric::HttpTotal, ErrorClass::Tls)
-            ]
-        );
-        assert_eq!(
-            reasons(&s),
-            [
-                (Metric::HttpTls, Reason::TlsNameMismatch),
-                (Metric::HttpTotal, Reason::TlsNameMismatch)
-            ]
-        );
-        assert_eq!(statuses, []);
+        assert_tls_failure(&s, &statuses, Reason::TlsNameMismatch);
 
         // …which passes under its own name, so the CA file itself is fine.
         let (s, statuses) = run(
@@ -1261,21 +1255,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(
-            failed(&s),
-            [
-                (Metric::HttpTls, ErrorClass::Tls),
-                (Metric::HttpTotal, ErrorClass::Tls)
-            ]
-        );
-        assert_eq!(
-            reasons(&s),
-            [
-                (Metric::HttpTls, Reason::TlsExpired),
-                (Metric::HttpTotal, Reason::TlsExpired)
-            ]
-        );
-        assert_eq!(statuses, []);
+        assert_tls_failure(&s, &statuses, Reason::TlsExpired);
 
         // A pinned certificate the server does not present.
         let other = Identity::generate(&["localhost".into()]).unwrap();
@@ -1285,15 +1265,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(
-            reasons(&s),
-            [
-                (Metric::HttpTls, Reason::TlsPinMismatch),
-                (Metric::HttpTotal, Reason::TlsPinMismatch)
-            ]
-        );
-        assert_eq!(failed(&s).len(), 2);
-        assert_eq!(statuses, []);
+        assert_tls_failure(&s, &statuses, Reason::TlsPinMismatch);
 
         // A status other than the expected one: the request's phases are
         // timed, the request is counted as failed by its class.
