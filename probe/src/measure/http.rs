@@ -10,7 +10,7 @@
 
 use super::{classify_io, tls_reason_io, until, Event, Scheduled};
 use crate::config::{HttpTargetConfig, HttpVersion};
-use crate::recorder::{Outcome, Sample};
+use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
 use crate::trust::TlsClient;
 use bytes::Bytes;
@@ -174,15 +174,7 @@ pub(crate) enum Phase {
 
 impl HttpCtx {
     async fn emit(&self, metric: Metric, intended: Instant, outcome: Outcome) {
-        let _ = self
-            .events
-            .send(Event::Sample(Sample {
-                target: self.index,
-                metric,
-                intended,
-                outcome,
-            }))
-            .await;
+        super::send_sample(&self.events, self.index, metric, intended, outcome).await;
     }
 
     async fn measured(&self, metric: Metric, intended: Instant, took: Duration, bytes: u64) {

@@ -127,15 +127,7 @@ impl TargetCtx {
         if let Outcome::Failed(class) = outcome {
             tracing::debug!(target_index = self.index, %metric, %class, "attempt failed");
         }
-        let _ = self
-            .events
-            .send(Event::Sample(Sample {
-                target: self.index,
-                metric,
-                intended,
-                outcome,
-            }))
-            .await;
+        send_sample(&self.events, self.index, metric, intended, outcome).await;
     }
 
     pub(crate) async fn emit_error(
@@ -193,6 +185,25 @@ pub(crate) async fn run_scheduled<C, F, Fut>(
         }
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+/// Hands one attempt's outcome to the recorder. A closed channel means the
+/// run is ending: the sample has nowhere to go and is not an error.
+pub(crate) async fn send_sample(
+    events: &mpsc::Sender<Event>,
+    target: usize,
+    metric: Metric,
+    intended: Instant,
+    outcome: Outcome,
+) {
+    let _ = events
+        .send(Event::Sample(Sample {
+            target,
+            metric,
+            intended,
+            outcome,
+        }))
+        .await;
 }
 
 /// The class of a socket error.
