@@ -73,6 +73,19 @@ fn p50_ms(s: &Series) -> f64 {
     s.histogram.value_at_quantile(0.5) as f64 / 1000.0
 }
 
+/// The p50 of `m` in ms, after checking the series has at least 5 samples
+/// and lost or failed none; `what` names the case in a failure.
+fn clean_p50_ms(summary: &RunSummary, m: Metric, what: &str) -> f64 {
+    let s = series(summary, m);
+    assert!(
+        s.histogram.len() >= 5,
+        "{what} {m}: {} samples",
+        s.histogram.len()
+    );
+    assert_eq!(s.lost + s.error_total(), 0, "{what} {m}: {:?}", s.errors);
+    p50_ms(s)
+}
+
 fn symmetric(one_way: Duration) -> PathSpec {
     let d = DirectionSpec {
         delay: one_way,
@@ -123,19 +136,7 @@ async fn injected_delay_is_measured() {
             // completes against the relay on loopback (see tcp_relay.rs).
             (Metric::TcpConnect, 0.0, 1.5),
         ] {
-            let s = series(&summary, metric);
-            assert!(
-                s.histogram.len() >= 5,
-                "{metric} at {one_way_ms} ms: {} samples",
-                s.histogram.len()
-            );
-            assert_eq!(
-                s.lost + s.error_total(),
-                0,
-                "{metric} at {one_way_ms} ms: {:?}",
-                s.errors
-            );
-            let measured = p50_ms(s);
+            let measured = clean_p50_ms(&summary, metric, &format!("{one_way_ms} ms one way:"));
             if one_way_ms == 0 {
                 floor.insert(metric, measured);
                 continue;
@@ -213,19 +214,7 @@ async fn url_phases_take_their_round_trips() {
                 (Metric::HttpWarmTtfb, 1.0),
                 (Metric::HttpWarmTotal, 1.0),
             ]) {
-                let s = series(&summary, metric);
-                assert!(
-                    s.histogram.len() >= 5,
-                    "{version:?} {metric}: {} samples",
-                    s.histogram.len()
-                );
-                assert_eq!(
-                    s.lost + s.error_total(),
-                    0,
-                    "{version:?} {metric}: {:?}",
-                    s.errors
-                );
-                let measured = p50_ms(s);
+                let measured = clean_p50_ms(&summary, metric, &format!("{version:?}"));
                 if one_way_ms == 0 {
                     floor.insert(metric, measured);
                     continue;
