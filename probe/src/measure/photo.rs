@@ -60,8 +60,10 @@ pub(crate) async fn photosync_job(
         let jobs = plan_batch(&sync, &mut rng);
         ctx.sync_gate.fetch_add(1, Ordering::SeqCst);
         run_batch(&ctx, &sync, jobs, intended, rng.gen()).await;
-        ctx.sync_gate.fetch_sub(1, Ordering::SeqCst);
+        // While the gate still holds the other measurements: the trim
+        // blocks this thread, and no attempt should wait behind it.
         release_freed_memory();
+        ctx.sync_gate.fetch_sub(1, Ordering::SeqCst);
         k += 1;
         // A batch whose start has already passed (only a stalled probe
         // gets here) is counted, never silently skipped.
