@@ -120,7 +120,7 @@ fn main() {
     let (elapsed, stored) = rt.block_on(async {
         let collector = Collector::start(CollectorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            identity: vantage_responder::Identity::generate(&["localhost".into()]).unwrap(),
+            identity: vantage_tls::Identity::generate(&["localhost".into()]).unwrap(),
             db: db.clone(),
             max_connections: 1024,
         })

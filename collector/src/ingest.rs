@@ -4,10 +4,10 @@
 //! after the commit that holds it has returned.
 
 use crate::metrics::Metrics;
-use crate::store::{Incoming, Inserted, Store};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use vantage_store::{Incoming, Inserted, Store};
 use vantage_wire::upload::{Ack, AckStatus};
 use vantage_wire::{Batch, MAX_BATCH_BYTES};
 

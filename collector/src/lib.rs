@@ -1,22 +1,22 @@
 //! The Vantage collector: receives batches from many probes, authenticates
-//! them, stores each exactly once and durably before acknowledging it, and
-//! merges stored histograms on query.
+//! them, stores each exactly once and durably before acknowledging it.
 //!
-//! Ingest ([`Ingest`]) sees only the [`Store`] trait; [`SqliteStore`] is
-//! the embedded default. [`Collector`] runs the QUIC and HTTPS listeners.
-//! [`select`] and [`export`] are the query side that `vantage export` and
-//! the reports use.
+//! Ingest ([`Ingest`]) sees only the [`Store`] trait of `vantage-store`;
+//! [`SqliteStore`] is the embedded backend. [`Collector`] runs the QUIC and
+//! HTTPS listeners. The query side (selectors, merges, export renderings)
+//! lives in `vantage-store`, so readers of a store link no collector.
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod export;
 mod ingest;
 mod metrics;
-pub mod select;
 mod server;
-pub mod store;
+mod sqlite;
 
 pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
 pub use metrics::Metrics;
-pub use select::{merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries};
 pub use server::{Collector, CollectorConfig, CollectorError};
-pub use store::{Incoming, Inserted, SqliteStore, Store, StoreError, TokenRecord};
+pub use sqlite::SqliteStore;
+pub use vantage_store::{
+    export, merge_groups, merge_into, select, Group, Incoming, Inserted, Selector, SelectorError,
+    Store, StoreError, StoredSeries, TokenRecord,
+};

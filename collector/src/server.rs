@@ -3,7 +3,7 @@
 
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, StoreError};
+use crate::sqlite::SqliteStore;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use vantage_responder::{Fingerprint, Identity, IdentityError};
+use vantage_store::StoreError;
+use vantage_tls::{Fingerprint, Identity, IdentityError};
 use vantage_wire::upload::{self, Ack, AckStatus};
 use vantage_wire::MAX_BATCH_BYTES;
 

@@ -13,7 +13,7 @@ use vantage_collector::{
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
 use vantage_probe::Trust;
-use vantage_responder::Identity;
+use vantage_tls::Identity;
 use vantage_wire::upload::AckStatus;
 use vantage_wire::{Batch, ErrorClass, Labels, Metric, Series, Target, Window};
 

@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod delay_line;
+pub mod demo;
 mod link;
 pub mod path;
 mod run;
@@ -17,6 +18,7 @@ mod tcp_relay;
 mod udp_relay;
 
 pub use delay_line::{ReleaseClock, TimingStats};
+pub use demo::{run_demo, DemoError, DemoEvent, DemoOptions, DemoOutcome, DEMO_CLAIMS};
 pub use link::{EmulatedPath, PathSpec, Upstream};
 pub use run::{run_lab, LabError, LabOptions, LabSummary};
 pub use scenario::{Phase, Scenario, ScenarioError};

@@ -3,12 +3,12 @@
 //! probe runs on, validated, with units parsed and conflicts resolved.
 
 use crate::schedule::Spacing;
-use crate::trust::Trust;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vantage_responder::Fingerprint;
+use vantage_tls::Fingerprint;
+use vantage_tls::Trust;
 use vantage_wire::{Labels, Metric};
 
 /// The request-latency metrics, measured while no photo sync runs.
@@ -571,7 +571,7 @@ pub enum ConfigError {
     NoTrust(String),
     /// A bad fingerprint.
     #[error(transparent)]
-    Pin(#[from] vantage_responder::tls::FingerprintError),
+    Pin(#[from] vantage_tls::FingerprintError),
     /// A bad label.
     #[error(transparent)]
     Label(#[from] vantage_wire::LabelError),

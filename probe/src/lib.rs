@@ -18,7 +18,6 @@ mod schedule;
 pub mod spool;
 mod stamp_session;
 mod state;
-mod trust;
 pub mod upload;
 
 pub use config::{
@@ -32,7 +31,7 @@ pub use run::{run, stop_on_signal, RunError, RunSummary};
 pub use schedule::{latency_from, Schedule, Spacing, TIMER_SLACK};
 pub use stamp_session::{Reply, StampSender};
 pub use state::{ProbeState, StateError};
-pub use trust::{TlsClient, Trust, TrustError};
+pub use vantage_tls::{TlsClient, Trust, TrustError};
 
 /// Sets up logging to stderr: `RUST_LOG` if set, else warnings (errors only with `quiet`).
 pub fn init_logging(quiet: bool) {

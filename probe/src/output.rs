@@ -2,15 +2,13 @@
 //! summary table. Renderers are functions from data to bytes, so each format
 //! is tested without files; [`LocalOutput`] only puts bytes in files.
 
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
-use vantage_wire::{Batch, Labels, Series};
+use std::time::{SystemTime, UNIX_EPOCH};
+use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, Batch, HlogError, Labels, Series};
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
 pub const SERIES_SCHEMA: &str = "vantage.series/3";
@@ -97,8 +95,19 @@ pub struct SeriesRow {
     pub statuses: String,
 }
 
-fn rfc3339_ms(unix_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+/// A rendering that failed: a row that did not serialize, or a histogram
+/// the log format cannot carry.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// CSV.
+    #[error("series CSV: {0}")]
+    Csv(#[from] csv::Error),
+    /// JSON.
+    #[error("series JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// HdrHistogram log.
+    #[error(transparent)]
+    Hlog(#[from] HlogError),
 }
 
 impl SeriesRow {
@@ -150,19 +159,19 @@ impl SeriesRow {
 }
 
 /// Renders rows as CSV, with the header row when `header` is set.
-pub fn render_csv(rows: &[SeriesRow], header: bool) -> Vec<u8> {
+pub fn render_csv(rows: &[SeriesRow], header: bool) -> Result<Vec<u8>, RenderError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(header)
         .from_writer(Vec::new());
     for r in rows {
-        // Serializing plain strings and numbers into a Vec cannot fail.
-        let _ = w.serialize(r);
+        w.serialize(r)?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner()
+        .map_err(|e| RenderError::Csv(e.into_error().into()))
 }
 
 /// Renders one row as a JSON line with its schema.
-pub fn render_json_line(row: &SeriesRow) -> String {
+pub fn render_json_line(row: &SeriesRow) -> Result<String, RenderError> {
     #[derive(Serialize)]
     struct Line<'a> {
         schema: &'static str,
@@ -172,59 +181,28 @@ pub fn render_json_line(row: &SeriesRow) -> String {
     let mut s = serde_json::to_string(&Line {
         schema: SERIES_SCHEMA,
         row,
-    })
-    .unwrap_or_default();
+    })?;
     s.push('\n');
-    s
+    Ok(s)
 }
 
-/// The header of an HdrHistogram interval log: timestamps are absolute
-/// (BaseTime 0), values in µs, `Interval_Max` in ms.
-pub fn render_hlog_header(series: &Series) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ser = V2DeflateSerializer::new();
-    let start = UNIX_EPOCH + Duration::from_millis(series.window.start_unix_ms);
-    let _ = IntervalLogWriterBuilder::new()
-        .add_comment(&format!(
-            "Vantage {} to {} ({}), values in microseconds",
-            series.metric, series.target.name, series.target.address
-        ))
-        .with_start_time(start)
-        .with_base_time(UNIX_EPOCH)
-        .with_max_value_divisor(1000.0)
-        .begin_log_with(&mut out, &mut ser);
-    out.extend_from_slice(b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n");
-    out
+/// The header of a series' HdrHistogram interval log: timestamps are
+/// absolute (BaseTime 0), values in µs, `Interval_Max` in ms.
+pub fn render_hlog_header(series: &Series) -> Result<Vec<u8>, RenderError> {
+    let comment = format!(
+        "Vantage {} to {} ({}), values in microseconds",
+        series.metric, series.target.name, series.target.address
+    );
+    Ok(hlog_header(&comment, series.window.start_unix_ms)?)
 }
 
 /// One interval line of an HdrHistogram log for a series.
-pub fn render_hlog_interval(series: &Series) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ser = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder.with_max_value_divisor(1000.0);
-    if let Ok(mut w) = builder.begin_log_with(&mut out, &mut ser) {
-        let start = Duration::from_millis(series.window.start_unix_ms);
-        let len = Duration::from_millis(
-            series
-                .window
-                .end_unix_ms
-                .saturating_sub(series.window.start_unix_ms),
-        );
-        let _ = w.write_histogram(
-            &series.histogram,
-            start,
-            len,
-            Tag::new(series.metric.name()),
-        );
-    }
-    // The builder wrote its divisor comment first: keep only the interval line.
-    let text = String::from_utf8_lossy(&out);
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .flat_map(|l| [l, "\n"])
-        .collect::<String>()
-        .into_bytes()
+pub fn render_hlog_interval(series: &Series) -> Result<Vec<u8>, RenderError> {
+    Ok(hlog_interval(
+        &series.histogram,
+        series.window,
+        series.metric.name(),
+    )?)
 }
 
 fn ms(us: u64) -> String {
@@ -301,12 +279,18 @@ pub fn render_table<'a>(
 
 /// Why local output failed.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}: {source} (check free space and permissions; earlier windows are already on disk)")]
-pub struct OutputError {
-    /// The file.
-    pub path: PathBuf,
-    /// The IO error.
-    pub source: io::Error,
+pub enum OutputError {
+    /// A file could not be written.
+    #[error("writing {path}: {source} (check free space and permissions; earlier windows are already on disk)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// A batch did not render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
 }
 
 /// Files under `--out DIR`: `series.csv` (appended to, header once) and
@@ -320,10 +304,12 @@ pub struct LocalOutput {
 
 impl LocalOutput {
     /// Opens (creating if needed) the output directory and `series.csv`.
-    pub fn open(dir: &Path) -> Result<Self, OutputError> {
+    /// `now` names a `series.csv` of another version's columns when it is
+    /// kept aside.
+    pub fn open(dir: &Path, now: SystemTime) -> Result<Self, OutputError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| OutputError { path, source }
+            move |source| OutputError::Io { path, source }
         };
         std::fs::create_dir_all(dir.join("hlog")).map_err(err(dir))?;
         let csv_path = dir.join("series.csv");
@@ -344,10 +330,7 @@ impl LocalOutput {
             // one file. Keep that file whole under a new name and start anew.
             let kept = dir.join(format!(
                 "series.{}.csv",
-                std::time::SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs()
+                now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
             ));
             std::fs::rename(&csv_path, &kept).map_err(err(&csv_path))?;
             tracing::warn!(kept = %kept.display(), "series.csv had other columns (an earlier version's); it was kept under a new name and a new series.csv begun");
@@ -381,10 +364,11 @@ impl LocalOutput {
             .map(|s| SeriesRow::new(batch, s))
             .collect();
         let csv_path = self.csv_path();
+        let bytes = render_csv(&rows, false)?;
         self.csv
-            .write_all(&render_csv(&rows, false))
+            .write_all(&bytes)
             .and_then(|_| self.csv.sync_data())
-            .map_err(|source| OutputError {
+            .map_err(|source| OutputError::Io {
                 path: csv_path,
                 source,
             })?;
@@ -394,15 +378,15 @@ impl LocalOutput {
             let fresh = !self.hlogs_started.contains(&path) && !path.exists();
             let mut bytes = Vec::new();
             if fresh {
-                bytes.extend_from_slice(&render_hlog_header(s));
+                bytes.extend_from_slice(&render_hlog_header(s)?);
             }
-            bytes.extend_from_slice(&render_hlog_interval(s));
+            bytes.extend_from_slice(&render_hlog_interval(s)?);
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .and_then(|mut f| f.write_all(&bytes))
-                .map_err(|source| OutputError {
+                .map_err(|source| OutputError::Io {
                     path: path.clone(),
                     source,
                 })?;
@@ -433,8 +417,9 @@ fn header_line() -> String {
             end_unix_ms: 1,
         },
     );
-    let text =
-        String::from_utf8(render_csv(&[SeriesRow::new(&batch, &s)], true)).unwrap_or_default();
+    // Plain strings and numbers into a Vec: this rendering cannot fail.
+    let bytes = render_csv(&[SeriesRow::new(&batch, &s)], true).unwrap_or_default();
+    let text = String::from_utf8(bytes).unwrap_or_default();
     text.lines()
         .next()
         .map(|l| format!("{l}\n"))
@@ -458,6 +443,7 @@ mod tests {
     use super::*;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
+    use std::time::Duration;
     use vantage_wire::{ErrorClass, Metric, Target, Window};
 
     fn batch() -> Batch {
@@ -500,7 +486,7 @@ mod tests {
     fn csv_has_units_in_duration_columns_and_one_row_per_series() {
         let b = batch();
         let rows = vec![SeriesRow::new(&b, &b.series[0])];
-        let text = String::from_utf8(render_csv(&rows, true)).unwrap();
+        let text = String::from_utf8(render_csv(&rows, true).unwrap()).unwrap();
         let mut lines = text.lines();
         let header = lines.next().unwrap();
         for col in [
@@ -538,7 +524,7 @@ mod tests {
     #[test]
     fn json_lines_carry_the_schema() {
         let b = batch();
-        let line = render_json_line(&SeriesRow::new(&b, &b.series[0]));
+        let line = render_json_line(&SeriesRow::new(&b, &b.series[0])).unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["schema"], SERIES_SCHEMA);
         assert_eq!(v["metric"], "quic_request");
@@ -549,9 +535,9 @@ mod tests {
     #[test]
     fn hlog_reads_back_with_the_hdrhistogram_log_reader() {
         let b = batch();
-        let mut log = render_hlog_header(&b.series[0]);
-        log.extend(render_hlog_interval(&b.series[0]));
-        log.extend(render_hlog_interval(&b.series[0]));
+        let mut log = render_hlog_header(&b.series[0]).unwrap();
+        log.extend(render_hlog_interval(&b.series[0]).unwrap());
+        log.extend(render_hlog_interval(&b.series[0]).unwrap());
         let mut intervals = 0;
         for entry in IntervalLogIterator::new(&log) {
             match entry.expect("log parses") {
@@ -596,7 +582,8 @@ mod tests {
             serde_json::from_str(include_str!("../../docs/series.schema.json")).unwrap();
         let b = batch();
         let line: serde_json::Value =
-            serde_json::from_str(&render_json_line(&SeriesRow::new(&b, &b.series[0]))).unwrap();
+            serde_json::from_str(&render_json_line(&SeriesRow::new(&b, &b.series[0])).unwrap())
+                .unwrap();
         let mut keys: Vec<&String> = line.as_object().unwrap().keys().collect();
         let mut props: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
         keys.sort();
@@ -623,7 +610,7 @@ mod tests {
     fn local_output_appends_without_repeating_the_header() {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..2 {
-            let mut out = LocalOutput::open(dir.path()).unwrap();
+            let mut out = LocalOutput::open(dir.path(), SystemTime::now()).unwrap();
             out.write_batch(&batch()).unwrap();
         }
         let csv = std::fs::read_to_string(dir.path().join("series.csv")).unwrap();
@@ -638,7 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = "probe_id,sequence,count\np1,1,3\n";
         std::fs::write(dir.path().join("series.csv"), old).unwrap();
-        let mut out = LocalOutput::open(dir.path()).unwrap();
+        let mut out = LocalOutput::open(dir.path(), SystemTime::now()).unwrap();
         out.write_batch(&batch()).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("series.csv")).unwrap();
         assert!(csv.starts_with(&header_line()), "{csv}");

@@ -89,14 +89,6 @@ impl WallAnchor {
         WallAnchor { instant, unix }
     }
 
-    /// Reads both clocks now.
-    pub fn now() -> Self {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        WallAnchor::new(Instant::now(), unix)
-    }
-
     /// Wall-clock label of a monotonic instant, ms since the Unix epoch.
     pub fn unix_ms(&self, at: Instant) -> u64 {
         let unix = match at.checked_duration_since(self.instant) {

@@ -8,7 +8,6 @@ use crate::output::{render_json_line, render_table, LocalOutput, OutputError, Se
 use crate::recorder::{Recorder, WallAnchor};
 use crate::schedule::Schedule;
 use crate::state::{ProbeState, StateError};
-use crate::trust::{TlsClient, Trust, TrustError};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use vantage_responder::{Fingerprint, Responder, ResponderConfig, ResponderError};
+use vantage_responder::{Responder, ResponderConfig, ResponderError};
+use vantage_tls::Fingerprint;
+use vantage_tls::{TlsClient, Trust, TrustError};
 use vantage_wire::echo::{self, EchoRequest};
 use vantage_wire::{Batch, Metric, Series, Target};
 
@@ -319,7 +320,13 @@ pub async fn run(
         }))
         .collect();
     let start = Instant::now();
-    let anchor = WallAnchor::now();
+    // Both clocks read once, together: windows are labelled from here on.
+    let anchor = WallAnchor::new(
+        start,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
     let grace = config.timeout + Duration::from_millis(500);
     let mut recorder = Recorder::new(anchor, start, config.window, grace, targets);
     let (jobs_stop, jobs_stop_rx) = watch::channel(false);
@@ -422,7 +429,11 @@ pub async fn run(
     let endpoints: Vec<quinn::Endpoint> = contexts.iter().map(|c| c.endpoint.clone()).collect();
     drop(contexts);
 
-    let mut output = config.out.as_deref().map(LocalOutput::open).transpose()?;
+    let mut output = config
+        .out
+        .as_deref()
+        .map(|dir| LocalOutput::open(dir, std::time::SystemTime::now()))
+        .transpose()?;
     let (uploader_stop, uploader_stop_rx) = watch::channel(false);
     let notify = Arc::new(tokio::sync::Notify::new());
     let (spool, uploader) = match &config.upload {
@@ -514,7 +525,8 @@ pub async fn run(
                 .series
                 .iter()
                 .map(|s| render_json_line(&SeriesRow::new(&batch, s)))
-                .collect();
+                .collect::<Result<_, _>>()
+                .map_err(OutputError::from)?;
             terminal.write(&text)?;
         }
         Ok(1)

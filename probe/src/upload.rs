@@ -4,7 +4,6 @@
 //! acknowledgement.
 
 use crate::spool::Spool;
-use crate::trust::{TlsClient, Trust, TrustError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -13,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+use vantage_tls::{TlsClient, Trust, TrustError};
 use vantage_wire::upload::{self, Ack, AckStatus};
 
 /// Where batches go, and how the probe proves who it is.
@@ -108,11 +108,10 @@ impl Uploader {
         if self.endpoint.is_none() {
             // A collector that died mid-exchange is noticed within seconds,
             // and the batch is retried, instead of waiting out a long idle timeout.
-            let endpoint = self.quic_tls.quic_endpoint(
-                addr,
-                Duration::from_secs(5),
-                Duration::from_secs(2),
-            )?;
+            let endpoint = self
+                .quic_tls
+                .quic_endpoint(addr, Duration::from_secs(5), Duration::from_secs(2))
+                .map_err(|e| e.to_string())?;
             self.endpoint = Some(endpoint);
         }
         let conn = match self.conn.as_ref().filter(|c| c.close_reason().is_none()) {

@@ -13,8 +13,8 @@
 
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use vantage_collector::StoredSeries;
 use vantage_reports::{build_report_from, write_report_from, Evidence, ReportOptions, Role};
+use vantage_store::StoredSeries;
 use vantage_wire::{Labels, Metric, Series, Target, Window};
 
 const PROBES: usize = 100;

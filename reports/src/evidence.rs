@@ -5,7 +5,7 @@
 
 use crate::stats::Unit;
 use std::collections::{BTreeMap, BTreeSet};
-use vantage_collector::StoredSeries;
+use vantage_store::{Selector, Store, StoreError, StoredSeries};
 use vantage_wire::Metric;
 
 /// Baseline or candidate.
@@ -79,6 +79,24 @@ impl Evidence {
             e.add(Role::Candidate, r);
         }
         e
+    }
+
+    /// Both sides of a comparison, streamed from `store`: each series is
+    /// compacted as it is read, so a large store is never held decoded.
+    pub fn gather(
+        store: &mut dyn Store,
+        group_by: &[String],
+        baseline: &Selector,
+        candidate: &Selector,
+    ) -> Result<Self, StoreError> {
+        let mut evidence = Evidence::new(group_by);
+        for (role, selector) in [(Role::Baseline, baseline), (Role::Candidate, candidate)] {
+            store.select_each(selector, &mut |row| {
+                evidence.add(role, &row);
+                Ok(())
+            })?;
+        }
+        Ok(evidence)
     }
 
     /// Adds one series to `side`.

@@ -20,7 +20,7 @@ use claim::{claimed_interval, verdict, Claim, Verdict};
 use serde::Serialize;
 use stats::{bootstrap, quantiles, Interval, Unit};
 use std::collections::{BTreeMap, BTreeSet};
-use vantage_collector::StoredSeries;
+use vantage_store::StoredSeries;
 
 use evidence::Gathered;
 pub use evidence::{Evidence, Role, MAX_UNITS};

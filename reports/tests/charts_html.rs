@@ -4,8 +4,8 @@
 
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-use vantage_collector::StoredSeries;
 use vantage_reports::{build_report, write_report, ReportOptions};
+use vantage_store::StoredSeries;
 use vantage_wire::{Labels, Metric, Series, Target, Window};
 
 /// Two countries, two phases, three probes, eight windows; request

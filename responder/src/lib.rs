@@ -23,13 +23,12 @@ mod quic;
 mod stall;
 mod stamp;
 mod stats;
-pub mod tls;
 mod ttl;
 
 pub use photo::PhotoFault;
 pub use stamp::SessionTable;
 pub use stats::{Stats, StatsSnapshot};
-pub use tls::{Fingerprint, Identity, IdentityError};
+pub use vantage_tls::{Fingerprint, Identity, IdentityError};
 
 use stall::Stall;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -13,11 +13,13 @@
 mod codec;
 pub mod echo;
 mod histogram;
+mod hlog;
 mod labels;
 mod metric;
 pub mod photo;
 mod record;
 pub mod stamp;
+mod time;
 pub mod upload;
 
 pub use codec::{DecodeError, MAX_BATCH_BYTES};
@@ -25,9 +27,11 @@ pub use histogram::{
     decode_histogram, encode_histogram, new_latency_histogram, record_clamped, same_counts,
     HistogramError, LatencyHistogram, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
 };
+pub use hlog::{hlog_header, hlog_interval, hlog_tag, HlogError};
 pub use labels::{LabelError, Labels, MAX_LABELS};
 pub use metric::{ErrorClass, Metric, ParseNameError, Reason, Unit};
 pub use record::{
     counts_text, Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime, StatusCounts,
     Target, Window,
 };
+pub use time::rfc3339_ms;

@@ -12,7 +12,6 @@ use super::{classify_io, tls_reason_io, until, Event, Scheduled};
 use crate::config::{HttpTargetConfig, HttpVersion};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
-use crate::trust::TlsClient;
 use bytes::Bytes;
 use hickory_resolver::TokioResolver;
 use http_body_util::{BodyExt, Full};
@@ -26,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use vantage_tls::TlsClient;
 use vantage_wire::{ErrorClass, Metric, Reason};
 
 /// A failed step: its class and what happened, for the log.
@@ -454,7 +454,8 @@ impl HttpCtx {
         }
         let e = self
             .tls
-            .quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))?;
+            .quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
         *slot = Some(e.clone());
         Ok(e)
     }
@@ -819,10 +820,10 @@ pub(crate) fn resolver(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::Trust;
     use std::net::Ipv4Addr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use vantage_responder::{Identity, Responder, ResponderConfig};
+    use vantage_tls::Trust;
 
     /// A DNS server on loopback that answers `A` queries for `names` with
     /// 127.0.0.1, any other name with NXDOMAIN, and counts the queries.

@@ -17,7 +17,6 @@ pub(crate) use udp::udp_rtt_job;
 
 use crate::recorder::{Outcome, Sample};
 use crate::schedule::Schedule;
-use crate::trust::TlsClient;
 use bytes::Bytes;
 use http_body_util::Empty;
 use std::future::Future;
@@ -27,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use vantage_tls::TlsClient;
 use vantage_wire::echo::EchoRequest;
 use vantage_wire::{ErrorClass, Metric, PathStats, Reason};
 
@@ -245,7 +245,7 @@ pub(crate) fn tls_reason(e: &rustls::Error) -> Reason {
             | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Reason::TlsBadSignature,
             _ => Reason::TlsBadCertificate,
         },
-        E::General(m) if m.starts_with(crate::trust::PIN_MISMATCH) => Reason::TlsPinMismatch,
+        E::Other(_) if vantage_tls::PinMismatch::in_rustls(e).is_some() => Reason::TlsPinMismatch,
         E::NoCertificatesPresented | E::UnsupportedNameType => Reason::TlsBadCertificate,
         E::AlertReceived(_) => Reason::TlsAlertReceived,
         E::PeerIncompatible(_) | E::NoApplicationProtocol => Reason::TlsIncompatible,

@@ -4,10 +4,10 @@
 use super::{until, TargetCtx};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
-use crate::trust::TlsClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vantage_tls::TlsClient;
 use vantage_wire::echo::{EchoResponse, EchoStatus, RESPONSE_HEADER_LEN};
 use vantage_wire::{ErrorClass, Metric, Reason};
 
@@ -17,6 +17,7 @@ pub(crate) fn quic_client_endpoint(
     peer: SocketAddr,
 ) -> Result<quinn::Endpoint, String> {
     tls.quic_endpoint(peer, Duration::from_secs(30), Duration::from_secs(10))
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn classify_connection(e: &quinn::ConnectionError) -> ErrorClass {
@@ -65,7 +66,7 @@ pub(crate) fn tls_reason_quic(e: &quinn::ConnectionError) -> Option<Reason> {
         44 => Reason::TlsRevoked,
         48 => Reason::TlsUnknownIssuer,
         51 => Reason::TlsBadSignature,
-        _ if text.contains(crate::trust::PIN_MISMATCH) => Reason::TlsPinMismatch,
+        _ if vantage_tls::PinMismatch::in_text(text) => Reason::TlsPinMismatch,
         40 | 70 | 71 | 120 => Reason::TlsIncompatible,
         _ => Reason::TlsOther,
     })

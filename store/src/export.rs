@@ -3,10 +3,8 @@
 //! merged histograms. Functions from data to bytes.
 
 use crate::select::Group;
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::Serialize;
-use std::time::{Duration, UNIX_EPOCH};
+use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, HlogError};
 
 /// Version of the export columns.
 pub const EXPORT_SCHEMA: &str = "vantage.group/2";
@@ -60,8 +58,26 @@ pub struct GroupRow {
     pub statuses: String,
 }
 
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+/// An export that could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A row did not serialize as CSV.
+    #[error("CSV export: {0}")]
+    Csv(#[from] csv::Error),
+    /// A row did not serialize as JSON.
+    #[error("JSON export: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A histogram did not serialize into the log.
+    #[error(transparent)]
+    Hlog(#[from] HlogError),
+}
+
+fn group_text(keys: &[String], g: &Group) -> String {
+    keys.iter()
+        .zip(&g.key)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 impl GroupRow {
@@ -71,18 +87,13 @@ impl GroupRow {
         let h = &s.histogram;
         let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p));
         GroupRow {
-            group: keys
-                .iter()
-                .zip(&g.key)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(";"),
+            group: group_text(keys, g),
             metric: s.metric.name().to_string(),
             unit: s.metric.unit().suffix().to_string(),
             probes: g.probes.len(),
             series: g.series,
-            window_start: rfc3339(s.window.start_unix_ms),
-            window_end: rfc3339(s.window.end_unix_ms),
+            window_start: rfc3339_ms(s.window.start_unix_ms),
+            window_end: rfc3339_ms(s.window.end_unix_ms),
             count: h.len(),
             sent: s.sent,
             lost: s.lost,
@@ -103,16 +114,17 @@ impl GroupRow {
 }
 
 /// CSV with a header row.
-pub fn render_csv(rows: &[GroupRow]) -> Vec<u8> {
+pub fn render_csv(rows: &[GroupRow]) -> Result<Vec<u8>, ExportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        let _ = w.serialize(r);
+        w.serialize(r)?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner()
+        .map_err(|e| ExportError::Csv(e.into_error().into()))
 }
 
 /// One JSON object per line, with the schema.
-pub fn render_json(rows: &[GroupRow]) -> Vec<u8> {
+pub fn render_json(rows: &[GroupRow]) -> Result<Vec<u8>, ExportError> {
     #[derive(Serialize)]
     struct Line<'a> {
         schema: &'static str,
@@ -121,60 +133,35 @@ pub fn render_json(rows: &[GroupRow]) -> Vec<u8> {
     }
     let mut out = Vec::new();
     for row in rows {
-        if let Ok(s) = serde_json::to_string(&Line {
-            schema: EXPORT_SCHEMA,
-            row,
-        }) {
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'\n');
-        }
+        serde_json::to_writer(
+            &mut out,
+            &Line {
+                schema: EXPORT_SCHEMA,
+                row,
+            },
+        )?;
+        out.push(b'\n');
     }
-    out
+    Ok(out)
 }
 
 /// An HdrHistogram interval log: one interval per group, tagged with the
 /// group, values in µs, timestamps absolute.
-pub fn render_hlog(keys: &[String], groups: &[Group]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ser = V2DeflateSerializer::new();
+pub fn render_hlog(keys: &[String], groups: &[Group]) -> Result<Vec<u8>, ExportError> {
     let start = groups
         .iter()
         .map(|g| g.merged.window.start_unix_ms)
         .min()
         .unwrap_or(0);
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder
-        .add_comment("Vantage export: merged histograms, values in microseconds")
-        .with_start_time(UNIX_EPOCH + Duration::from_millis(start))
-        .with_base_time(UNIX_EPOCH)
-        .with_max_value_divisor(1000.0);
-    if let Ok(mut w) = builder.begin_log_with(&mut out, &mut ser) {
-        for g in groups {
-            let s = &g.merged;
-            let tag: String = keys
-                .iter()
-                .zip(&g.key)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(";")
-                .chars()
-                .map(|c| {
-                    if c == ',' || c.is_whitespace() {
-                        '_'
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            let _ = w.write_histogram(
-                &s.histogram,
-                Duration::from_millis(s.window.start_unix_ms),
-                Duration::from_millis(s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms)),
-                Tag::new(&tag),
-            );
-        }
+    let mut out = hlog_header(
+        "Vantage export: merged histograms, values in microseconds",
+        start,
+    )?;
+    for g in groups {
+        let s = &g.merged;
+        out.extend(hlog_interval(&s.histogram, s.window, &group_text(keys, g))?);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -213,14 +200,15 @@ mod tests {
         assert_eq!(row.error_classes, "tls=2;server_error=1");
         assert_eq!(row.reasons, "tls_name_mismatch=2");
         assert_eq!(row.statuses, "200=1;503=1");
-        let csv = String::from_utf8(render_csv(&[row])).unwrap();
+        let csv = String::from_utf8(render_csv(&[row]).unwrap()).unwrap();
         let header = csv.lines().next().unwrap();
         assert!(
             header.ends_with(",error_classes,reasons,statuses"),
             "{header}"
         );
         let json =
-            String::from_utf8(render_json(&[GroupRow::new(&["country".into()], &group)])).unwrap();
+            String::from_utf8(render_json(&[GroupRow::new(&["country".into()], &group)]).unwrap())
+                .unwrap();
         assert!(json.contains("\"schema\":\"vantage.group/2\""), "{json}");
     }
 }

@@ -1,13 +1,13 @@
 //! How the probe decides to trust a responder's certificate: a pinned
 //! SHA-256 fingerprint, a CA file, or (only when asked explicitly) nothing.
 
+use crate::Fingerprint;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use vantage_responder::Fingerprint;
 
 /// The trust decision for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,12 @@ pub enum TrustError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The configuration cannot carry QUIC (it needs TLS 1.3).
+    #[error("QUIC client configuration: {0}")]
+    Quic(String),
+    /// No local UDP socket could be bound for a QUIC client.
+    #[error("binding a local UDP socket for QUIC: {0}")]
+    Socket(#[source] std::io::Error),
 }
 
 /// A rustls client configuration together with what its pin verifier saw.
@@ -146,10 +152,10 @@ impl TlsClient {
         peer: std::net::SocketAddr,
         idle: std::time::Duration,
         keep_alive: std::time::Duration,
-    ) -> Result<quinn::Endpoint, String> {
+    ) -> Result<quinn::Endpoint, TrustError> {
         use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.config.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TrustError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -161,7 +167,7 @@ impl TlsClient {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| e.to_string())?;
+        let mut endpoint = quinn::Endpoint::client(local).map_err(TrustError::Socket)?;
         endpoint.set_default_client_config(client);
         Ok(endpoint)
     }
@@ -181,13 +187,47 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Stri
         .map_err(|e| format!("not a PEM certificate file: {e}"))
 }
 
+/// A server certificate that matched none of the pins: what the server
+/// presented and what was expected. The pin verifier returns it inside
+/// `rustls::Error::Other`, so a failure is told apart by its type; only
+/// over QUIC, where quinn keeps nothing but the message, by its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{MESSAGE_START}: the server presented {presented}, expected {}; check --pin against the fingerprint `vantage serve` prints", expected_text(.expected))]
+pub struct PinMismatch {
+    /// The leaf certificate the server presented.
+    pub presented: Fingerprint,
+    /// The pins it was checked against.
+    pub expected: Vec<Fingerprint>,
+}
+
+const MESSAGE_START: &str = "certificate pin mismatch";
+
+fn expected_text(pins: &[Fingerprint]) -> String {
+    pins.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+impl PinMismatch {
+    /// The mismatch a rustls error carries, if it is one.
+    pub fn in_rustls(e: &rustls::Error) -> Option<&PinMismatch> {
+        match e {
+            rustls::Error::Other(other) => other.0.downcast_ref::<PinMismatch>(),
+            _ => None,
+        }
+    }
+
+    /// Whether an error's text (all quinn keeps of a QUIC handshake's TLS
+    /// failure) is a pin mismatch's.
+    pub fn in_text(text: &str) -> bool {
+        text.contains(MESSAGE_START)
+    }
+}
+
 /// Accepts a leaf certificate by its SHA-256 fingerprint. Names and expiry
 /// are not checked (the pin is the identity), but the handshake signature
 /// is, so the server must hold the pinned certificate's key.
-/// How a pin mismatch's message begins, so the failure is counted under
-/// its own reason (`tls_pin_mismatch`).
-pub(crate) const PIN_MISMATCH: &str = "certificate pin mismatch";
-
 #[derive(Debug)]
 struct PinVerifier {
     pins: Vec<Fingerprint>,
@@ -212,16 +252,12 @@ impl ServerCertVerifier for PinVerifier {
         if let Ok(mut m) = self.mismatch.lock() {
             *m = Some(presented);
         }
-        let expected = self
-            .pins
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(" or ");
-        Err(rustls::Error::General(format!(
-            "{PIN_MISMATCH}: the server presented {presented}, expected {expected}; \
-             check --pin against the fingerprint `vantage serve` prints"
-        )))
+        Err(rustls::Error::Other(rustls::OtherError(Arc::new(
+            PinMismatch {
+                presented,
+                expected: self.pins.clone(),
+            },
+        ))))
     }
 
     fn verify_tls12_signature(

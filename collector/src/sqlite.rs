@@ -1,113 +1,14 @@
-//! Where batches live. Ingest and queries see only the [`Store`] trait, so a
-//! second backend (PostgreSQL, for many collectors sharing one database) can
-//! be added without touching them. [`SqliteStore`] is the embedded default.
+//! The embedded backend of the [`Store`] trait: SQLite. Ingest and queries
+//! see only the trait, so a second backend (PostgreSQL, for many collectors
+//! sharing one database) can be added without touching them.
 
-use crate::select::{Selector, StoredSeries};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
+use vantage_store::{Incoming, Inserted, Selector, Store, StoreError, StoredSeries, TokenRecord};
 use vantage_wire::{
-    decode_histogram, encode_histogram, Batch, ErrorCounts, Labels, PathStats, ReasonCounts,
-    Series, ServerTime, StatusCounts, Target, Window,
+    decode_histogram, encode_histogram, ErrorCounts, Labels, PathStats, ReasonCounts, Series,
+    ServerTime, StatusCounts, Target, Window,
 };
-
-/// What storing one batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    /// New: stored now.
-    Stored,
-    /// `(probe id, sequence)` was already stored: nothing written.
-    Duplicate,
-}
-
-/// One batch to store: decoded, as received, and where each series'
-/// encoded histogram lies in the received bytes (from
-/// `Batch::decode_indexed`), so it is stored without encoding it again.
-/// An empty `histograms` makes the store encode them.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// The decoded batch.
-    pub batch: &'a Batch,
-    /// The bytes as received.
-    pub raw: &'a [u8],
-    /// Histogram ranges in `raw`, one per series, or empty.
-    pub histograms: &'a [std::ops::Range<usize>],
-}
-
-/// A store failure. Ingest answers `unavailable`, so the probe retries.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database refused an operation.
-    #[error("database {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// Cause.
-        source: rusqlite::Error,
-    },
-    /// A stored row does not decode (the file was changed by hand, or is corrupt).
-    #[error("database {path}: stored data is corrupt: {reason}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
-}
-
-/// A probe token as stored: only its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// SHA-256 of the token, hex.
-    pub hash: String,
-    /// The probe it belongs to.
-    pub probe_id: String,
-    /// When it was revoked, if it was.
-    pub revoked_unix_ms: Option<u64>,
-}
-
-/// A batch store.
-pub trait Store: Send {
-    /// Stores every batch not yet stored, in one durable transaction, and
-    /// says for each whether it was new. `raw` is the batch as received.
-    fn insert_batches(
-        &mut self,
-        batches: &[Incoming<'_>],
-        received_unix_ms: u64,
-    ) -> Result<Vec<Inserted>, StoreError>;
-    /// The probe a token hash belongs to, if it exists and is not revoked.
-    fn token_probe(&mut self, hash: &str) -> Result<Option<String>, StoreError>;
-    /// Adds a token hash for a probe.
-    fn add_token(&mut self, probe_id: &str, hash: &str, now_unix_ms: u64)
-        -> Result<(), StoreError>;
-    /// Revokes every token of a probe; returns how many were live.
-    fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError>;
-    /// Every token, for listing.
-    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Stored series matching `selector`.
-    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
-        let mut out = Vec::new();
-        self.select_each(selector, &mut |row| {
-            out.push(row);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-    /// Hands each stored series matching `selector` to `each`, one at a
-    /// time in (probe, sequence) order, so a caller that aggregates never
-    /// holds the whole selection decoded; an error from `each` stops it.
-    fn select_each(
-        &mut self,
-        selector: &Selector,
-        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError>;
-    /// Batches stored.
-    fn batch_count(&mut self) -> Result<u64, StoreError>;
-    /// The raw bytes of a stored batch, as received.
-    fn batch_bytes(&mut self, probe_id: &str, sequence: u64)
-        -> Result<Option<Vec<u8>>, StoreError>;
-    /// A cheap query, for health checks.
-    fn ping(&mut self) -> Result<(), StoreError>;
-}
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit returns only after
 /// the WAL is fsynced, so a batch acknowledged after its commit survives a
@@ -162,6 +63,14 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_by_probe ON tokens (probe_id);
 ";
 
+/// A SQLite failure, naming the database file.
+fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Database {
+        place: path.display().to_string(),
+        source: Box::new(source),
+    }
+}
+
 fn labels_text(l: &Labels) -> String {
     l.iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -200,10 +109,7 @@ fn i(v: u64) -> i64 {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| sqlite_error(path, source);
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
@@ -234,10 +140,7 @@ impl SqliteStore {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        move |source| sqlite_error(&self.path, source)
     }
 }
 
@@ -248,10 +151,7 @@ impl Store for SqliteStore {
         received_unix_ms: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
         let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| sqlite_error(&path, source);
         let tx = self.conn.transaction().map_err(&err)?;
         let mut out = Vec::with_capacity(batches.len());
         {
@@ -295,7 +195,7 @@ impl Store for SqliteStore {
                                 hist.clear();
                                 encode_histogram(&s.histogram, &mut hist).map_err(|e| {
                                     StoreError::Corrupt {
-                                        path: PathBuf::new(),
+                                        place: path.display().to_string(),
                                         reason: e.to_string(),
                                     }
                                 })?;
@@ -392,10 +292,7 @@ impl Store for SqliteStore {
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })
+        rows.map_err(|source| sqlite_error(&self.path, source))
     }
 
     fn select_each(
@@ -425,10 +322,7 @@ impl Store for SqliteStore {
         }
         sql.push_str(" ORDER BY probe_id, sequence, idx");
         let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = |source| sqlite_error(&path, source);
         let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
         let mut rows = st
             .query(rusqlite::params_from_iter(args.iter()))
@@ -437,7 +331,7 @@ impl Store for SqliteStore {
         while let Some(r) = rows.next().map_err(sqlite)? {
             let raw = RawRow::read(r).map_err(sqlite)?;
             let row = raw.into_series().map_err(|reason| StoreError::Corrupt {
-                path: path.clone(),
+                place: path.display().to_string(),
                 reason,
             })?;
             if selector.matches(&row) {
@@ -573,7 +467,7 @@ impl RawRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_wire::{ErrorClass, Metric, Reason};
+    use vantage_wire::{Batch, ErrorClass, Metric, Reason};
 
     pub(crate) fn batch(probe: &str, seq: u64, country: &str, values: &[u64]) -> Batch {
         let mut labels = Labels::new();

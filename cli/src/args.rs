@@ -1,0 +1,91 @@
+//! Argument groups shared by several subcommands, flattened into each, so
+//! a flag is spelled and documented once.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use vantage_tls::Identity;
+
+/// The certificate a server presents: generated once and kept in a
+/// directory, or loaded from PEM files.
+#[derive(clap::Args, Debug)]
+pub(crate) struct IdentityArgs {
+    /// Directory where a generated certificate is kept (made on first start) [default: vantage-cert; for collect: vantage-collector-cert].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cert_dir: Option<PathBuf>,
+    /// Certificate chain PEM file (instead of a generated one); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Private key PEM file for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// DNS names and IP addresses for a generated certificate; repeat for more.
+    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+    pub(crate) names: Vec<String>,
+}
+
+impl IdentityArgs {
+    /// The certificate from `--cert`/`--key`, or the one kept in
+    /// `--cert-dir` (or `default_dir`), generated there on first use.
+    pub(crate) fn load(&self, default_dir: &str) -> anyhow::Result<Identity> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                Identity::from_pem_files(cert, key).context("loading the certificate")
+            }
+            _ => {
+                let dir = self
+                    .cert_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(default_dir));
+                Identity::load_or_generate(&dir, &self.names)
+                    .with_context(|| format!("certificate in {}", dir.display()))
+            }
+        }
+    }
+}
+
+/// The store a subcommand reads or writes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DbArgs {
+    /// SQLite database file (created if missing by collect and collect token add).
+    #[arg(long, value_name = "FILE", default_value = "vantage.db")]
+    pub(crate) db: PathBuf,
+}
+
+impl DbArgs {
+    /// Opens the store, creating it.
+    pub(crate) fn open(&self) -> anyhow::Result<vantage_collector::SqliteStore> {
+        Ok(vantage_collector::SqliteStore::open(&self.db)?)
+    }
+
+    /// Opens a store that must already exist (for reading).
+    pub(crate) fn open_existing(&self) -> anyhow::Result<vantage_collector::SqliteStore> {
+        if !self.db.exists() {
+            anyhow::bail!(
+                "database {} does not exist (run `vantage collect --db …` first)",
+                self.db.display()
+            );
+        }
+        self.open()
+    }
+
+    /// Where the store is, for messages.
+    pub(crate) fn place(&self) -> &Path {
+        &self.db
+    }
+}
+
+/// Runs until Ctrl-C / SIGTERM, or until `duration` has passed.
+pub(crate) async fn run_until_stopped(duration: Option<std::time::Duration>) {
+    let mut stop = vantage_probe::stop_on_signal();
+    match duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        None => {
+            let _ = stop.changed().await;
+        }
+    }
+}

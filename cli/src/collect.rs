@@ -1,0 +1,135 @@
+//! `vantage collect`: the collector, and its probe tokens.
+
+use crate::args::{run_until_stopped, DbArgs, IdentityArgs};
+use clap::Subcommand;
+use std::time::Duration;
+use vantage_store::Store;
+
+/// Flags of `vantage collect`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CollectArgs {
+    #[command(subcommand)]
+    command: Option<CollectCommand>,
+    /// Address for QUIC (UDP) and HTTPS (TCP); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:4434")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    store: DbArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print only errors.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum CollectCommand {
+    /// Probe tokens: each probe has its own; the collector keeps only hashes.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a token for a probe and print it (once: only its hash is kept).
+    Add {
+        /// The probe's id (its --probe-id).
+        #[arg(long)]
+        probe: String,
+        #[command(flatten)]
+        store: DbArgs,
+    },
+    /// Revoke every token of a probe, at once.
+    Revoke {
+        /// The probe's id.
+        #[arg(long)]
+        probe: String,
+        #[command(flatten)]
+        store: DbArgs,
+    },
+    /// List token hashes and their probes.
+    List {
+        #[command(flatten)]
+        store: DbArgs,
+    },
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Add { probe, store } => {
+            let mut db = store.open()?;
+            let token = vantage_collector::new_token();
+            db.add_token(
+                &probe,
+                &vantage_collector::hash_token(&token),
+                now_unix_ms(),
+            )?;
+            println!("{token}");
+            eprintln!("token for probe `{probe}` (shown once; the collector keeps only its hash): give it to the probe with --token");
+        }
+        TokenCommand::Revoke { probe, store } => {
+            let n = store.open()?.revoke_tokens(&probe, now_unix_ms())?;
+            if n == 0 {
+                anyhow::bail!(
+                    "probe `{probe}` has no live token in {}",
+                    store.place().display()
+                );
+            }
+            println!("revoked {n} token(s) of probe `{probe}`");
+        }
+        TokenCommand::List { store } => {
+            for t in store.open()?.tokens()? {
+                let state = if t.revoked_unix_ms.is_some() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                println!("{} {} sha256:{}…", t.probe_id, state, &t.hash[..16]);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
+    if let Some(CollectCommand::Token { command }) = args.command {
+        return token(command);
+    }
+    let identity = args.identity.load("vantage-collector-cert")?;
+    let collector = vantage_collector::Collector::start(vantage_collector::CollectorConfig {
+        listen: args.listen,
+        identity,
+        db: args.store.db.clone(),
+        max_connections: 4096,
+    })
+    .await?;
+    if !args.quiet {
+        println!("vantage collector");
+        println!(
+            "  quic   {} (ALPN vantage-collect/1)",
+            collector.quic_addr()
+        );
+        println!(
+            "  https  {} (POST /v1/batches, GET /metrics, GET /health)",
+            collector.https_addr()
+        );
+        println!("  db     {}", args.store.place().display());
+        println!("  certificate {}", collector.fingerprint());
+        println!("probe with: --collector-pin {}", collector.fingerprint());
+    }
+    run_until_stopped(args.duration).await;
+    collector.shutdown().await;
+    Ok(())
+}

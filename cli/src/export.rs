@@ -1,0 +1,60 @@
+//! `vantage export`: stored series, merged by group, as CSV, JSON lines or
+//! an HdrHistogram interval log on stdout.
+
+use crate::args::DbArgs;
+use anyhow::Context;
+use std::io::Write;
+use vantage_store::export::{render_csv, render_hlog, render_json, GroupRow};
+use vantage_store::{merge_groups, Selector, Store};
+
+/// Flags of `vantage export`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    store: DbArgs,
+    /// Which series: key=value[,key=value…] over labels and probe, campaign, target, metric.
+    #[arg(long, default_value = "")]
+    select: String,
+    /// Grouping keys, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string(), "target".to_string(), "metric".to_string()])]
+    group_by: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: ExportFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    /// One row per group with count, loss and percentiles.
+    Csv,
+    /// The same rows as JSON lines.
+    Json,
+    /// The merged histograms as an HdrHistogram interval log.
+    Hlog,
+}
+
+pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let mut store = args.store.open_existing()?;
+    let selector: Selector = args.select.parse()?;
+    let rows = store.select(&selector)?;
+    let groups = merge_groups(&rows, &args.group_by);
+    let bytes = match args.format {
+        ExportFormat::Csv | ExportFormat::Json => {
+            let rows: Vec<_> = groups
+                .iter()
+                .map(|g| GroupRow::new(&args.group_by, g))
+                .collect();
+            if matches!(args.format, ExportFormat::Csv) {
+                render_csv(&rows)?
+            } else {
+                render_json(&rows)?
+            }
+        }
+        ExportFormat::Hlog => render_hlog(&args.group_by, &groups)?,
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing the export"),
+    }
+}

@@ -1,0 +1,101 @@
+//! `vantage report`: a baseline compared with a candidate, from the store.
+
+use crate::args::DbArgs;
+use anyhow::Context;
+use std::path::PathBuf;
+use vantage_reports::claim::Claim;
+use vantage_reports::{Evidence, ReportOptions, Role};
+use vantage_store::Selector;
+
+/// Flags of `vantage report`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    store: DbArgs,
+    /// Baseline selector, such as phase=before or target=beijing.
+    #[arg(long)]
+    baseline: String,
+    /// Candidate selector, such as phase=after or target=singapore.
+    #[arg(long)]
+    candidate: String,
+    /// Grouping keys besides the metric, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string()])]
+    group_by: Vec<String>,
+    /// A claim to judge; repeat for more.
+    #[arg(long = "claim", value_name = "CLAIM")]
+    claims: Vec<String>,
+    /// A file of claims, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    claims_file: Option<PathBuf>,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 1000)]
+    resamples: usize,
+    /// Seed of the resampling (reports are reproducible).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory: report.html (self-contained), report.json, comparison.csv, summary.txt, charts/.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+/// The claims of `--claim` and `--claims-file`, parsed.
+fn claims(args: &ReportArgs) -> anyhow::Result<Vec<Claim>> {
+    let mut texts = args.claims.clone();
+    if let Some(f) = &args.claims_file {
+        let body = std::fs::read_to_string(f)
+            .with_context(|| format!("reading claims from {}", f.display()))?;
+        texts.extend(
+            body.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(texts
+        .iter()
+        .map(|t| t.parse::<Claim>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let mut store = args.store.open_existing()?;
+    let claims = claims(&args)?;
+    let baseline: Selector = args.baseline.parse()?;
+    let candidate: Selector = args.candidate.parse()?;
+    let evidence = Evidence::gather(&mut store, &args.group_by, &baseline, &candidate)?;
+    let (nb, nc) = (
+        evidence.series(Role::Baseline),
+        evidence.series(Role::Candidate),
+    );
+    if nb == 0 || nc == 0 {
+        anyhow::bail!(
+            "nothing to compare: {nb} series match --baseline {}, {nc} match --candidate {}",
+            args.baseline,
+            args.candidate
+        );
+    }
+    let options = ReportOptions {
+        baseline: args.baseline.clone(),
+        candidate: args.candidate.clone(),
+        group_by: args.group_by.clone(),
+        resamples: args.resamples,
+        seed: args.seed,
+        claims,
+        ..Default::default()
+    };
+    let r = vantage_reports::build_report_from(&evidence, &options);
+    let written = vantage_reports::write_report_from(&r, &evidence, &args.out)
+        .with_context(|| format!("writing the report into {}", args.out.display()))?;
+    if !args.quiet {
+        print!("{}", written.summary);
+        println!(
+            "written: {} (self-contained), report.json, comparison.csv, summary.txt, charts/ in {}",
+            written.html.display(),
+            args.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `vantage serve`: a responder in a data centre.
+
+use crate::args::{run_until_stopped, IdentityArgs};
+use std::net::IpAddr;
+use std::time::Duration;
+use vantage_responder::{Limits, Responder, ResponderConfig};
+
+/// Flags of `vantage serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// QUIC (UDP) and HTTPS (TCP) port.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_PORT)]
+    port: u16,
+    /// HTTPS (TCP) port, when it differs from --port.
+    #[arg(long)]
+    https_port: Option<u16>,
+    /// STAMP (UDP) port; the IANA port 862 needs privileges.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_STAMP_PORT)]
+    stamp_port: u16,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Largest response a request may ask for, bytes.
+    #[arg(long, default_value_t = vantage_responder::DEFAULT_MAX_RESPONSE_BYTES)]
+    max_response_bytes: u32,
+    /// Most concurrent connections per protocol.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print only errors.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let identity = args.identity.load("vantage-cert")?;
+    let max_response_bytes = args
+        .max_response_bytes
+        .min(vantage_responder::DEFAULT_MAX_RESPONSE_BYTES);
+    let config = ResponderConfig {
+        bind: args.bind,
+        quic_port: args.port,
+        https_port: args.https_port.unwrap_or(args.port),
+        stamp_port: args.stamp_port,
+        identity,
+        limits: Limits {
+            max_response_bytes,
+            max_connections: args.max_connections,
+            ..Limits::default()
+        },
+    };
+    let responder = Responder::start(config).await?;
+    if !args.quiet {
+        println!("vantage responder");
+        println!(
+            "  quic   {} (ALPN vantage/1; h3: HTTP/3 GET /echo?bytes=N, /health)",
+            responder.quic_addr()
+        );
+        println!(
+            "  https  {} (GET /echo?bytes=N, /health)",
+            responder.https_addr()
+        );
+        println!("  stamp  {} (RFC 8762 reflector)", responder.stamp_addr());
+        println!("  certificate {}", responder.fingerprint());
+        println!("probe with: --pin {}", responder.fingerprint());
+    }
+    run_until_stopped(args.duration).await;
+    let stats = responder.stats();
+    responder.shutdown().await;
+    if !args.quiet {
+        let line: Vec<String> = stats
+            .pairs()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("served: {}", line.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! `vantage lab demo`: the whole story on one machine. A scenario's two
+//! phases run one after the other through one collector into one SQLite
+//! store, then the report is built from that store with the story's claims
+//! judged. The front end only shows progress: [`run_demo`] tells it what
+//! happens through [`DemoEvent`]s.
+
+use crate::run::{run_lab, LabError, LabOptions};
+use crate::scenario::Scenario;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use vantage_collector::SqliteStore;
+use vantage_reports::claim::{Claim, ClaimError};
+use vantage_reports::{Evidence, ReportOptions, Role, WriteError, WrittenReport};
+use vantage_store::{Selector, SelectorError, StoreError};
+
+/// The story's claims, judged by every demo.
+pub const DEMO_CLAIMS: [&str; 2] = [
+    "IN quic_cold_request p50 decreases by >= 350ms",
+    "MY photosync_goodput p50 ratio between 2 and 3",
+];
+
+/// What a demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The scenario; its `before` and `after` phases (or its first two).
+    pub scenario: Scenario,
+    /// How long each phase measures.
+    pub duration: Duration,
+    /// The probes' aggregation window.
+    pub window: Duration,
+    /// Rates, `METRIC=RATE`, as the probe takes them.
+    pub rates: Vec<String>,
+    /// Output directory: `vantage.db`, `phases/PHASE/`, `report/`.
+    pub out: PathBuf,
+}
+
+/// What the demo is doing, for a progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoEvent {
+    /// Phase number `index` (0 or 1) starts measuring.
+    PhaseStarted {
+        /// 0 for the baseline, 1 for the candidate.
+        index: usize,
+        /// Its name.
+        phase: String,
+    },
+    /// A phase ended with this many countries measured.
+    PhaseDone {
+        /// Its name.
+        phase: String,
+        /// Countries that ran a probe.
+        countries: usize,
+    },
+    /// Both phases are stored; the report is being written.
+    WritingReport,
+}
+
+/// What a demo produced.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    /// The baseline phase.
+    pub baseline: String,
+    /// The candidate phase.
+    pub candidate: String,
+    /// The store both phases went into.
+    pub db: PathBuf,
+    /// Where the report went.
+    pub report_dir: PathBuf,
+    /// The report's files and terminal summary.
+    pub written: WrittenReport,
+}
+
+/// Why a demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The scenario does not have two phases to compare.
+    #[error("scenario `{scenario}` has {phases} phase(s); the demo compares two (ideally named before and after)")]
+    Phases {
+        /// The scenario's name.
+        scenario: String,
+        /// How many phases it has.
+        phases: usize,
+    },
+    /// The output directory could not be prepared.
+    #[error("{path}: {source}")]
+    Output {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A phase failed.
+    #[error(transparent)]
+    Lab(Box<LabError>),
+    /// A signal stopped the demo.
+    #[error("stopped by a signal during phase {phase}")]
+    Stopped {
+        /// The phase that was running.
+        phase: String,
+    },
+    /// A demo claim or selector does not parse (a bug in the demo itself).
+    #[error("demo claim or selector: {0}")]
+    Grammar(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Nothing reached the store.
+    #[error("the collector stored {baseline} baseline and {candidate} candidate series; nothing to compare (see the probes' output in {})", phases_dir.display())]
+    Empty {
+        /// Baseline series stored.
+        baseline: usize,
+        /// Candidate series stored.
+        candidate: usize,
+        /// Where the probes wrote their own output.
+        phases_dir: PathBuf,
+    },
+    /// The report could not be written.
+    #[error("writing the report: {0}")]
+    Report(#[from] WriteError),
+}
+
+impl From<LabError> for DemoError {
+    fn from(e: LabError) -> Self {
+        DemoError::Lab(Box::new(e))
+    }
+}
+
+impl From<ClaimError> for DemoError {
+    fn from(e: ClaimError) -> Self {
+        DemoError::Grammar(e.to_string())
+    }
+}
+
+impl From<SelectorError> for DemoError {
+    fn from(e: SelectorError) -> Self {
+        DemoError::Grammar(e.to_string())
+    }
+}
+
+/// The two phases a demo compares: `before` and `after` when the scenario
+/// has both, else its first two.
+pub fn demo_phases(scenario: &Scenario) -> Result<(String, String), DemoError> {
+    let phases: Vec<String> =
+        if scenario.phases.contains_key("before") && scenario.phases.contains_key("after") {
+            vec!["before".into(), "after".into()]
+        } else {
+            scenario.phases.keys().take(2).cloned().collect()
+        };
+    match <[String; 2]>::try_from(phases) {
+        Ok([baseline, candidate]) => Ok((baseline, candidate)),
+        Err(phases) => Err(DemoError::Phases {
+            scenario: scenario.name.clone(),
+            phases: phases.len(),
+        }),
+    }
+}
+
+/// Removes an earlier demo's store, so a new demo starts empty.
+fn fresh_store(out: &Path) -> Result<PathBuf, DemoError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DemoError::Output { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    for stale in ["vantage.db", "vantage.db-wal", "vantage.db-shm"] {
+        let path = out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(out.join("vantage.db"))
+}
+
+/// Runs both phases into one store, then writes the report into
+/// `OUT/report`, telling `on_event` what it is doing.
+pub async fn run_demo(
+    options: DemoOptions,
+    stop: watch::Receiver<bool>,
+    on_event: &mut (dyn FnMut(DemoEvent) + Send),
+) -> Result<DemoOutcome, DemoError> {
+    let (baseline, candidate) = demo_phases(&options.scenario)?;
+    let db = fresh_store(&options.out)?;
+    for (index, phase) in [&baseline, &candidate].into_iter().enumerate() {
+        on_event(DemoEvent::PhaseStarted {
+            index,
+            phase: phase.clone(),
+        });
+        let summary = run_lab(
+            LabOptions {
+                scenario: options.scenario.clone(),
+                phase: phase.clone(),
+                duration: options.duration,
+                out: options.out.join("phases").join(phase),
+                window: options.window,
+                rates: options.rates.clone(),
+                db: Some(db.clone()),
+            },
+            stop.clone(),
+        )
+        .await?;
+        if *stop.borrow() {
+            return Err(DemoError::Stopped {
+                phase: phase.clone(),
+            });
+        }
+        on_event(DemoEvent::PhaseDone {
+            phase: phase.clone(),
+            countries: summary.countries.len(),
+        });
+    }
+    on_event(DemoEvent::WritingReport);
+    let claims = DEMO_CLAIMS
+        .iter()
+        .map(|t| t.parse::<Claim>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let report_options = ReportOptions {
+        baseline: format!("phase={baseline}"),
+        candidate: format!("phase={candidate}"),
+        claims,
+        ..Default::default()
+    };
+    let mut store = SqliteStore::open(&db)?;
+    let evidence = Evidence::gather(
+        &mut store,
+        &report_options.group_by,
+        &report_options.baseline.parse::<Selector>()?,
+        &report_options.candidate.parse::<Selector>()?,
+    )?;
+    let (nb, nc) = (
+        evidence.series(Role::Baseline),
+        evidence.series(Role::Candidate),
+    );
+    if nb == 0 || nc == 0 {
+        return Err(DemoError::Empty {
+            baseline: nb,
+            candidate: nc,
+            phases_dir: options.out.join("phases"),
+        });
+    }
+    let report = vantage_reports::build_report_from(&evidence, &report_options);
+    let report_dir = options.out.join("report");
+    let written = vantage_reports::write_report_from(&report, &evidence, &report_dir)?;
+    Ok(DemoOutcome {
+        baseline,
+        candidate,
+        db,
+        report_dir,
+        written,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_compares_before_with_after_or_the_first_two_phases() {
+        let default = Scenario::default_scenario();
+        assert_eq!(
+            demo_phases(&default).unwrap(),
+            ("before".into(), "after".into())
+        );
+        let mut one = default.clone();
+        let first = one.phases.keys().next().cloned().unwrap();
+        one.phases.retain(|k, _| *k == first);
+        assert!(matches!(
+            demo_phases(&one),
+            Err(DemoError::Phases { phases: 1, .. })
+        ));
+    }
+}

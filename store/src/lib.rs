@@ -1,0 +1,114 @@
+//! Where batches live, seen from every side that reads or writes them:
+//! the [`Store`] trait, what goes in ([`Incoming`]) and comes out
+//! ([`StoredSeries`]), the [`Selector`] that picks series, exact merges
+//! ([`merge_groups`]) and the export renderings ([`export`]).
+//!
+//! Backends implement [`Store`] elsewhere (SQLite in `vantage-collector`),
+//! so reports and exports link no database code: they see only the trait.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod export;
+pub mod select;
+
+pub use select::{merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries};
+
+use vantage_wire::Batch;
+
+/// What storing one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// New: stored now.
+    Stored,
+    /// `(probe id, sequence)` was already stored: nothing written.
+    Duplicate,
+}
+
+/// One batch to store: decoded, as received, and where each series'
+/// encoded histogram lies in the received bytes (from
+/// `Batch::decode_indexed`), so it is stored without encoding it again.
+/// An empty `histograms` makes the store encode them.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The decoded batch.
+    pub batch: &'a Batch,
+    /// The bytes as received.
+    pub raw: &'a [u8],
+    /// Histogram ranges in `raw`, one per series, or empty.
+    pub histograms: &'a [std::ops::Range<usize>],
+}
+
+/// A store failure. Ingest answers `unavailable`, so the probe retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused an operation or could not be reached.
+    #[error("database {place}: {source}")]
+    Database {
+        /// The database: a file path, or a URL without its password.
+        place: String,
+        /// The backend's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored row does not decode (the database was changed by hand, or is corrupt).
+    #[error("database {place}: stored data is corrupt: {reason}")]
+    Corrupt {
+        /// The database.
+        place: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A probe token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// The probe it belongs to.
+    pub probe_id: String,
+    /// When it was revoked, if it was.
+    pub revoked_unix_ms: Option<u64>,
+}
+
+/// A batch store.
+pub trait Store: Send {
+    /// Stores every batch not yet stored, in one durable transaction, and
+    /// says for each whether it was new. `raw` is the batch as received.
+    fn insert_batches(
+        &mut self,
+        batches: &[Incoming<'_>],
+        received_unix_ms: u64,
+    ) -> Result<Vec<Inserted>, StoreError>;
+    /// The probe a token hash belongs to, if it exists and is not revoked.
+    fn token_probe(&mut self, hash: &str) -> Result<Option<String>, StoreError>;
+    /// Adds a token hash for a probe.
+    fn add_token(&mut self, probe_id: &str, hash: &str, now_unix_ms: u64)
+        -> Result<(), StoreError>;
+    /// Revokes every token of a probe; returns how many were live.
+    fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError>;
+    /// Every token, for listing.
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Stored series matching `selector`.
+    fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
+        let mut out = Vec::new();
+        self.select_each(selector, &mut |row| {
+            out.push(row);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// Hands each stored series matching `selector` to `each`, one at a
+    /// time in (probe, sequence) order, so a caller that aggregates never
+    /// holds the whole selection decoded; an error from `each` stops it.
+    fn select_each(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError>;
+    /// Batches stored.
+    fn batch_count(&mut self) -> Result<u64, StoreError>;
+    /// The raw bytes of a stored batch, as received.
+    fn batch_bytes(&mut self, probe_id: &str, sequence: u64)
+        -> Result<Option<Vec<u8>>, StoreError>;
+    /// A cheap query, for health checks.
+    fn ping(&mut self) -> Result<(), StoreError>;
+}
