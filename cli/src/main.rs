@@ -28,7 +28,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure request latency against data centres.
     #[command(
-        after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out\n  vantage probe --url api=https://api.example.com/v1/ping --url cdn=https://cdn.example.com/p.jpg --country IN"
+        after_help = "Examples:\n  vantage probe --local --duration 10s --out ./probe-out\n  vantage probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after --out ./out\n  vantage probe --url api=https://api.example.com/v1/ping --url cdn=https://cdn.example.com/p.jpg --country IN\n\nPrecedence: a flag beats the --config file, whether the file sets a value for all or for one [[target]] or [[url]];\nthe file beats the built-in defaults. Labels, rates and request headers merge key by key under the same rule."
     )]
     Probe(Box<vantage_probe::ProbeArgs>),
     /// Run a collector: receive batches from probes (QUIC, HTTPS fallback) into a database.

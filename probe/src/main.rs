@@ -9,7 +9,7 @@ use clap::Parser;
 #[command(
     name = "vantage-probe",
     version,
-    after_help = "Examples:\n  vantage-probe --local --duration 10s --out ./probe-out\n  vantage-probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after\n  vantage-probe --url api=https://api.example.com/v1/ping --http-version auto --country IN --out ./out"
+    after_help = "Examples:\n  vantage-probe --local --duration 10s --out ./probe-out\n  vantage-probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after\n  vantage-probe --url api=https://api.example.com/v1/ping --http-version auto --country IN --out ./out\n\nPrecedence: a flag beats the --config file, whether the file sets a value for all or for one [[target]] or [[url]];\nthe file beats the built-in defaults. Labels, rates and request headers merge key by key under the same rule."
 )]
 struct Cli {
     #[command(flatten)]

@@ -331,7 +331,13 @@ pub async fn run(
     let mut recorder = Recorder::new(anchor, start, config.window, grace, targets);
     let (jobs_stop, jobs_stop_rx) = watch::channel(false);
     let mut jobs = JoinSet::new();
-    let mut seed = config.seed;
+    // Without --seed, a seed from the clock: each run draws its own times.
+    let mut seed = config.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
     for ctx in &http_contexts {
         for (&measurement, &spacing) in &config.schedules {
             let schedule = Schedule::new(spacing, start, next_seed(&mut seed));

@@ -1,5 +1,6 @@
-//! The report's charts, each written as PNG and SVG with its numbers in a
-//! CSV beside it. Text is drawn with the DejaVu Sans font shipped in
+//! The report's charts, each rendered to PNG and SVG bytes with its numbers
+//! as CSV bytes beside them ([`RenderedChart`]); the report's writer puts
+//! them on disk and the HTML inlines the PNG from the same bytes. Text is drawn with the DejaVu Sans font shipped in
 //! `reports/assets` (registered with plotters' ab_glyph), so a chart looks
 //! the same on every machine and needs no system font library.
 //!
@@ -16,7 +17,6 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use vantage_wire::Metric;
 
 /// The font every chart's text is drawn with.
@@ -28,7 +28,7 @@ const BASE: RGBColor = RGBColor(0x00, 0x72, 0xb2);
 const CAND: RGBColor = RGBColor(0xe6, 0x9f, 0x00);
 const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
 
-/// One chart as written.
+/// One chart's name and how to read it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChartFile {
     /// Title, as drawn.
@@ -39,7 +39,20 @@ pub struct ChartFile {
     pub stem: String,
 }
 
-/// Why a chart could not be written.
+/// One chart, rendered: its description and the bytes of each file.
+#[derive(Debug, Clone)]
+pub struct RenderedChart {
+    /// Title, caption and file stem.
+    pub file: ChartFile,
+    /// `STEM.svg`.
+    pub svg: Vec<u8>,
+    /// `STEM.png`.
+    pub png: Vec<u8>,
+    /// `STEM.csv`: the numbers drawn.
+    pub csv: Vec<u8>,
+}
+
+/// Why a chart could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
     /// The bundled font did not load.
@@ -52,14 +65,6 @@ pub enum ChartError {
         chart: String,
         /// What plotters said.
         reason: String,
-    },
-    /// Writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
     },
 }
 
@@ -98,19 +103,9 @@ trait Chart {
     fn csv(&self) -> Vec<Vec<String>>;
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ChartError> {
-    let io = |source| ChartError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
-/// Writes `STEM.svg`, `STEM.png` and `STEM.csv`, each to a temporary
-/// file renamed only once complete: a failed drawing leaves no blank chart.
-fn render<C: Chart>(chart: &C, dir: &Path) -> Result<ChartFile, ChartError> {
+/// Renders `chart` to SVG, PNG and CSV bytes; a failed drawing is an
+/// error, never a blank chart.
+fn render<C: Chart>(chart: &C) -> Result<RenderedChart, ChartError> {
     let stem = chart.stem();
     let draw_err = |reason: String| ChartError::Draw {
         chart: stem.clone(),
@@ -123,35 +118,38 @@ fn render<C: Chart>(chart: &C, dir: &Path) -> Result<ChartFile, ChartError> {
         chart.draw(&area).map_err(draw_err)?;
         area.present().map_err(|e| draw_err(err(e)))?;
     }
-    write_atomically(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
-
-    let png = dir.join(format!("{stem}.png"));
-    // The encoder picks PNG from the extension, so the temporary name ends in .png.
-    let tmp = dir.join(format!(".{stem}.tmp.png"));
-    let drawn = {
-        let area = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
-        chart.draw(&area).and_then(|_| area.present().map_err(err))
-    };
-    if let Err(reason) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_err(reason));
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        chart.draw(&area).map_err(draw_err)?;
+        area.present().map_err(|e| draw_err(err(e)))?;
     }
-    std::fs::rename(&tmp, &png).map_err(|source| ChartError::Io {
-        path: png.clone(),
-        source,
-    })?;
-
+    let png = encode_png(&rgb, w, h).map_err(draw_err)?;
     let mut out = csv::Writer::from_writer(Vec::new());
     for row in chart.csv() {
         out.write_record(&row).map_err(|e| draw_err(err(e)))?;
     }
-    let bytes = out.into_inner().map_err(|e| draw_err(err(e)))?;
-    write_atomically(&dir.join(format!("{stem}.csv")), &bytes)?;
-    Ok(ChartFile {
-        title: chart.title(),
-        caption: chart.caption(),
-        stem,
+    let csv = out.into_inner().map_err(|e| draw_err(err(e)))?;
+    Ok(RenderedChart {
+        file: ChartFile {
+            title: chart.title(),
+            caption: chart.caption(),
+            stem,
+        },
+        svg: svg.into_bytes(),
+        png,
+        csv,
     })
+}
+
+/// An RGB bitmap as PNG bytes.
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
+    use image::ImageEncoder;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(rgb, w, h, image::ColorType::Rgb8)
+        .map_err(err)?;
+    Ok(png)
 }
 
 fn text(size: f64) -> TextStyle<'static> {
@@ -836,18 +834,13 @@ fn latency_metrics_to_chart(report: &Report) -> Vec<Metric> {
         .collect()
 }
 
-/// Draws every chart of `report` into `dir` and returns them in reading
-/// order, from the evidence the report was built from.
-pub fn write_charts(
+/// Renders every chart of `report`, in reading order, from the evidence
+/// the report was built from.
+pub fn render_charts(
     report: &Report,
     evidence: &Evidence,
-    dir: &Path,
-) -> Result<Vec<ChartFile>, ChartError> {
+) -> Result<Vec<RenderedChart>, ChartError> {
     register_font()?;
-    std::fs::create_dir_all(dir).map_err(|source| ChartError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let sides = Sides {
         baseline: report.baseline.clone(),
         candidate: report.candidate.clone(),
@@ -878,8 +871,7 @@ pub fn write_charts(
         if spec_panels.is_empty() {
             continue;
         }
-        files.push(render(
-            &Panels {
+        files.push(render(&Panels {
                 stem: format!("spectrum_{metric}"),
                 title: format!("{metric}: percentile spectrum"),
                 caption: "Latency at each percentile, on HdrHistogram's 1/(1−p) scale: the tail reads to the right.".into(),
@@ -891,27 +883,21 @@ pub fn write_charts(
                 x_labels: percentile_label,
                 marker: None,
                 csv_header: ["inverse_tail_1_over_1_minus_p", "value_ms"],
-            },
-            dir,
-        )?);
-        files.push(render(
-            &Panels {
-                stem: format!("cdf_{metric}"),
-                title: format!("{metric}: cumulative distribution"),
-                caption:
-                    "Share of requests at or below each latency; a curve further left is faster."
-                        .into(),
-                x_desc: "ms".into(),
-                y_desc: "share of requests".into(),
-                log_x: false,
-                panels: cdf_panels,
-                sides: sides.clone(),
-                x_labels: |x| fmt_ms(x),
-                marker: None,
-                csv_header: ["value_ms", "quantile"],
-            },
-            dir,
-        )?);
+        })?);
+        files.push(render(&Panels {
+            stem: format!("cdf_{metric}"),
+            title: format!("{metric}: cumulative distribution"),
+            caption: "Share of requests at or below each latency; a curve further left is faster."
+                .into(),
+            x_desc: "ms".into(),
+            y_desc: "share of requests".into(),
+            log_x: false,
+            panels: cdf_panels,
+            sides: sides.clone(),
+            x_labels: |x| fmt_ms(x),
+            marker: None,
+            csv_header: ["value_ms", "quantile"],
+        })?);
         let rows: Vec<(String, [Option<f64>; 4])> = report
             .groups
             .iter()
@@ -931,15 +917,12 @@ pub fn write_charts(
                 )
             })
             .collect();
-        files.push(render(
-            &Bars {
-                metric,
-                sides: sides.clone(),
-                rows,
-            },
-            dir,
-        )?);
-        files.push(render(&timeline(evidence, metric, &sides), dir)?);
+        files.push(render(&Bars {
+            metric,
+            sides: sides.clone(),
+            rows,
+        })?);
+        files.push(render(&timeline(evidence, metric, &sides))?);
     }
 
     let speed: Vec<(String, Option<Interval>)> = report
@@ -957,13 +940,10 @@ pub fn write_charts(
         })
         .collect();
     if !speed.is_empty() {
-        files.push(render(
-            &SpeedUp {
-                confidence: report.confidence,
-                rows: speed,
-            },
-            dir,
-        )?);
+        files.push(render(&SpeedUp {
+            confidence: report.confidence,
+            rows: speed,
+        })?);
     }
 
     // Which data centre serves each country best, from everything at hand.
@@ -977,15 +957,12 @@ pub fn write_charts(
     let countries: BTreeSet<String> = cells.keys().map(|(c, _)| c.clone()).collect();
     let dcs: BTreeSet<String> = cells.keys().map(|(_, d)| d.clone()).collect();
     if !cells.is_empty() {
-        files.push(render(
-            &Matrix {
-                metric,
-                rows: countries.into_iter().collect(),
-                cols: dcs.into_iter().collect(),
-                cells,
-            },
-            dir,
-        )?);
+        files.push(render(&Matrix {
+            metric,
+            rows: countries.into_iter().collect(),
+            cols: dcs.into_iter().collect(),
+            cells,
+        })?);
     }
     Ok(files)
 }

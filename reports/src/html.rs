@@ -6,12 +6,11 @@
 // split each block's text from its newline for no gain.
 #![allow(clippy::write_with_newline)]
 
-use crate::charts::ChartFile;
+use crate::charts::RenderedChart;
 use crate::claim::Verdict;
 use crate::{Report, Side};
 use base64::Engine;
 use std::fmt::Write;
-use std::path::Path;
 
 /// What the methods section says about the data, beyond the numbers.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -97,15 +96,15 @@ figure{margin:26px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{
 code{background:#f4f4f4;padding:1px 4px}
 ";
 
-/// Renders the HTML report. `charts` were written into `chart_dir`; each
-/// PNG is read back and inlined.
+/// Renders the HTML report, each chart's PNG inlined from its bytes and its
+/// SVG and CSV linked under `chart_link_prefix`. Markup goes into a
+/// `String`, whose `fmt::Write` never fails.
 pub fn render_html(
     report: &Report,
     data: &DataSummary,
-    charts: &[ChartFile],
-    chart_dir: &Path,
+    charts: &[RenderedChart],
     chart_link_prefix: &str,
-) -> std::io::Result<String> {
+) -> String {
     let mut h = String::new();
     let w = &mut h;
     let _ = write!(
@@ -226,9 +225,9 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
     let _ = write!(w, "</table>\n");
 
     let _ = write!(w, "<h2 id=\"charts\">Charts</h2>\n");
-    for c in charts {
-        let png = std::fs::read(chart_dir.join(format!("{}.png", c.stem)))?;
-        let data = base64::engine::general_purpose::STANDARD.encode(png);
+    for rendered in charts {
+        let c = &rendered.file;
+        let data = base64::engine::general_purpose::STANDARD.encode(&rendered.png);
         let _ = write!(
             w,
             "<figure class=\"chart\" id=\"{stem}\"><img alt=\"{title}\" src=\"data:image/png;base64,{data}\">\
@@ -298,5 +297,5 @@ document.body.setAttribute('data-charts-total',i.length);\
 document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.complete&&x.naturalWidth>0;}}).length);}});</script>\n"
     );
     let _ = write!(w, "</body></html>\n");
-    Ok(h)
+    h
 }

@@ -424,16 +424,27 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
 }
 
 /// `report.json`.
-pub fn render_json(report: &Report) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(report).unwrap_or_default();
+pub fn render_json(report: &Report) -> Result<Vec<u8>, RenderError> {
+    let mut v = serde_json::to_vec_pretty(report)?;
     v.push(b'\n');
-    v
+    Ok(v)
+}
+
+/// A report rendering that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// `report.json` did not serialize.
+    #[error("report.json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `comparison.csv` did not serialize.
+    #[error("comparison.csv: {0}")]
+    Csv(#[from] csv::Error),
 }
 
 /// `comparison.csv`: one row per group and percentile.
-pub fn render_csv(report: &Report) -> Vec<u8> {
+pub fn render_csv(report: &Report) -> Result<Vec<u8>, RenderError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record([
+    w.write_record([
         "subject",
         "metric",
         "unit",
@@ -453,7 +464,7 @@ pub fn render_csv(report: &Report) -> Vec<u8> {
         "candidate_series",
         "baseline_loss_rate",
         "candidate_loss_rate",
-    ]);
+    ])?;
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let rate = |v: Option<f64>| v.map(|v| format!("{v:.5}")).unwrap_or_default();
     for g in &report.groups {
@@ -464,7 +475,7 @@ pub fn render_csv(report: &Report) -> Vec<u8> {
                     .map(|v| format!("{v:.3}"))
                     .unwrap_or_default()
             };
-            let _ = w.write_record([
+            w.write_record([
                 g.subject.clone(),
                 g.metric.clone(),
                 g.unit.clone(),
@@ -484,10 +495,11 @@ pub fn render_csv(report: &Report) -> Vec<u8> {
                 g.candidate.series.to_string(),
                 rate(g.baseline.loss_rate),
                 rate(g.candidate.loss_rate),
-            ]);
+            ])?;
         }
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner()
+        .map_err(|e| RenderError::Csv(e.into_error().into()))
 }
 
 /// A terminal summary: verdicts first, then p50 and p99 per group.
@@ -591,6 +603,9 @@ pub enum WriteError {
     /// A chart failed.
     #[error(transparent)]
     Chart(#[from] charts::ChartError),
+    /// The JSON or CSV did not render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -621,34 +636,48 @@ pub fn write_report_from(
     evidence: &Evidence,
     dir: &std::path::Path,
 ) -> Result<WrittenReport, WriteError> {
+    let summary = render_text(report);
+    let charts = charts::render_charts(report, evidence)?;
+    let page = html::render_html(report, &html::DataSummary::of(evidence), &charts, "charts/");
+    let (json, csv) = (render_json(report)?, render_csv(report)?);
+    let mut files: Vec<(std::path::PathBuf, &[u8])> = vec![
+        ("report.json".into(), &json),
+        ("comparison.csv".into(), &csv),
+        ("summary.txt".into(), summary.as_bytes()),
+    ];
+    for c in &charts {
+        for (ext, bytes) in [("svg", &c.svg), ("png", &c.png), ("csv", &c.csv)] {
+            let name = format!("charts/{}.{ext}", c.file.stem);
+            files.push((name.into(), bytes));
+        }
+    }
+    files.push(("report.html".into(), page.as_bytes()));
+    for (name, bytes) in &files {
+        put_file(&dir.join(name), bytes)?;
+    }
+    Ok(WrittenReport {
+        html: dir.join("report.html"),
+        json: dir.join("report.json"),
+        charts: charts.into_iter().map(|c| c.file).collect(),
+        summary,
+    })
+}
+
+/// Writes `bytes` to a temporary name beside `path`, then renames it, so a
+/// failure leaves no half-written file.
+fn put_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), WriteError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| WriteError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let put = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf, WriteError> {
-        let path = dir.join(name);
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(path)
-    };
-    let summary = render_text(report);
-    let json = put("report.json", &render_json(report))?;
-    put("comparison.csv", &render_csv(report))?;
-    put("summary.txt", summary.as_bytes())?;
-    let chart_dir = dir.join("charts");
-    let charts = charts::write_charts(report, evidence, &chart_dir)?;
-    let data = html::DataSummary::of(evidence);
-    let page =
-        html::render_html(report, &data, &charts, &chart_dir, "charts/").map_err(io(&chart_dir))?;
-    let html = put("report.html", page.as_bytes())?;
-    Ok(WrittenReport {
-        html,
-        json,
-        charts,
-        summary,
-    })
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -803,13 +832,39 @@ mod tests {
             my.percentiles.is_empty(),
             "no interval on insufficient data"
         );
-        let json: serde_json::Value = serde_json::from_slice(&render_json(&r)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&render_json(&r).unwrap()).unwrap();
         assert_eq!(json["schema"], REPORT_SCHEMA);
         check_against_schema(&json);
         assert_eq!(json["claims"][0]["verdict"], "holds");
-        let csv = String::from_utf8(render_csv(&r)).unwrap();
+        let csv = String::from_utf8(render_csv(&r).unwrap()).unwrap();
         assert_eq!(csv.lines().count(), 1 + 2 * QUANTILES.len());
         assert!(render_text(&r)
             .contains("claim: IN quic_cold_request p50 decreases by >= 350ms — holds"));
+    }
+
+    #[test]
+    fn charts_are_rendered_to_bytes_and_the_page_inlines_those_bytes() {
+        use base64::Engine;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let before = rows("IN", "before", 3, 4, 300_000, &mut rng);
+        let after = rows("IN", "after", 3, 4, 100_000, &mut rng);
+        let options = ReportOptions {
+            resamples: 100,
+            ..ReportOptions::default()
+        };
+        let evidence = Evidence::from_rows(&before, &after, &options.group_by);
+        let r = build_report_from(&evidence, &options);
+        let charts = charts::render_charts(&r, &evidence).unwrap();
+        assert!(charts.len() >= 4, "{} charts", charts.len());
+        for c in &charts {
+            assert!(c.png.starts_with(b"\x89PNG\r\n\x1a\n"), "{}", c.file.stem);
+            assert!(String::from_utf8_lossy(&c.svg).contains("<svg"));
+            assert!(c.csv.iter().filter(|b| **b == b'\n').count() > 1);
+        }
+        let page = html::render_html(&r, &html::DataSummary::of(&evidence), &charts, "charts/");
+        for c in &charts {
+            let inlined = base64::engine::general_purpose::STANDARD.encode(&c.png);
+            assert!(page.contains(&inlined), "{} is inlined", c.file.stem);
+        }
     }
 }
