@@ -155,7 +155,10 @@ async fn tokens_are_enforced_over_quic_and_https() {
                 last = Some(batch(probe, seq, &mut rng).encode().unwrap());
             }
             let bytes = last.clone().unwrap();
-            let ack = uploader(&s, port, token).send(&bytes).await.unwrap();
+            let ack = uploader(&s, port, token)
+                .send(&bytes, std::time::Instant::now())
+                .await
+                .unwrap();
             assert_eq!(
                 ack.status, expected,
                 "port {port}, token {token:.8}…, probe {probe}: {}",
@@ -247,7 +250,7 @@ async fn oversized_and_future_batches_are_refused_with_a_reason() {
     future.series[0].window.end_unix_ms = now_ms() + 86_460_000;
     let port = s.collector.quic_addr().port();
     let ack = uploader(&s, port, &token)
-        .send(&future.encode().unwrap())
+        .send(&future.encode().unwrap(), std::time::Instant::now())
         .await
         .unwrap();
     assert_eq!(ack.status, AckStatus::Invalid);
@@ -255,7 +258,10 @@ async fn oversized_and_future_batches_are_refused_with_a_reason() {
     let huge = vec![0u8; vantage_wire::MAX_BATCH_BYTES + 10];
     let https_only = tcp_only_forwarder(s.collector.https_addr()).await;
     for port in [port, https_only] {
-        let ack = uploader(&s, port, &token).send(&huge).await.unwrap();
+        let ack = uploader(&s, port, &token)
+            .send(&huge, std::time::Instant::now())
+            .await
+            .unwrap();
         assert_eq!(ack.status, AckStatus::TooLarge, "port {port}");
     }
     assert_eq!(SqliteStore::open(&s.db).unwrap().batch_count().unwrap(), 0);
@@ -336,7 +342,7 @@ async fn health_and_metrics_answer_over_https() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let b = batch("p1", 1, &mut rng).encode().unwrap();
     uploader(&s, s.collector.quic_addr().port(), &token)
-        .send(&b)
+        .send(&b, std::time::Instant::now())
         .await
         .unwrap();
     let text = s.collector.metrics().render();

@@ -1,17 +1,16 @@
 //! Sending spooled batches to a collector: QUIC first, HTTPS when QUIC
 //! does not get through (networks that block UDP), retries with
 //! exponential backoff and jitter, and deletion from the spool only on
-//! acknowledgement.
+//! acknowledgement. The loop that drives an [`Uploader`] (clock, sleeps,
+//! backoff) is in the driver layer, `run`; it is re-exported here.
 
-use crate::spool::Spool;
+pub use crate::run::upload_loop::{run_uploader, UploadStats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
 use vantage_tls::{TlsClient, Trust, TrustError};
 use vantage_wire::upload::{self, Ack, AckStatus};
 
@@ -28,6 +27,62 @@ pub struct CollectorTarget {
     pub trust: Trust,
     /// This probe's token.
     pub token: String,
+}
+
+/// Why one batch got no answer from the collector. Every one is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The collector's name did not resolve.
+    #[error("resolving {host}: {source} (check --collector)")]
+    Resolve {
+        /// The name.
+        host: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The name resolved to nothing.
+    #[error("{host} has no address (check --collector)")]
+    NoAddress {
+        /// The name.
+        host: String,
+    },
+    /// A step took longer than its limit.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// No QUIC client could be made.
+    #[error(transparent)]
+    Client(#[from] TrustError),
+    /// QUIC failed: connect, handshake or stream (quinn's words).
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// TCP connect failed.
+    #[error("TCP connect: {0}")]
+    Connect(std::io::Error),
+    /// The TLS handshake over TCP failed.
+    #[error("TLS: {0} (check --collector-pin or --collector-ca-file)")]
+    Tls(std::io::Error),
+    /// HTTP/1.1 failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The collector answered with a status the protocol does not know.
+    #[error("unexpected HTTP status {code}: {reason}")]
+    Status {
+        /// The status.
+        code: u16,
+        /// The body the collector sent.
+        reason: String,
+    },
+    /// The QUIC answer did not decode.
+    #[error("the collector's answer: {0}")]
+    Answer(String),
+}
+
+fn quic(e: impl std::fmt::Display) -> UploadError {
+    UploadError::Quic(e.to_string())
+}
+
+fn http(e: impl std::fmt::Display) -> UploadError {
+    UploadError::Http(e.to_string())
 }
 
 /// How long QUIC is skipped after it failed, before it is tried again.
@@ -74,18 +129,23 @@ impl Uploader {
         })
     }
 
-    async fn addr(&self) -> Result<SocketAddr, String> {
+    async fn addr(&self) -> Result<SocketAddr, UploadError> {
+        let host = || self.target.host.clone();
         tokio::net::lookup_host((self.target.host.as_str(), self.target.port))
             .await
-            .map_err(|e| format!("resolving {}: {e}", self.target.host))?
+            .map_err(|source| UploadError::Resolve {
+                host: host(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("{} has no address", self.target.host))
+            .ok_or_else(|| UploadError::NoAddress { host: host() })
     }
 
-    /// Sends one batch and returns the collector's answer, or why no answer came.
-    pub async fn send(&mut self, batch: &[u8]) -> Result<Ack, String> {
+    /// Sends one batch at `now` and returns the collector's answer, or why
+    /// no answer came. QUIC is skipped for a while after it failed.
+    pub async fn send(&mut self, batch: &[u8], now: Instant) -> Result<Ack, UploadError> {
         let addr = self.addr().await?;
-        if self.avoid_quic_until.is_none_or(|t| Instant::now() >= t) {
+        if self.avoid_quic_until.is_none_or(|t| now >= t) {
             match tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_quic(addr, batch)).await {
                 Ok(Ok(ack)) => {
                     self.avoid_quic_until = None;
@@ -97,64 +157,62 @@ impl Uploader {
                 Err(_) => tracing::info!("QUIC upload timed out; falling back to HTTPS"),
             }
             self.conn = None;
-            self.avoid_quic_until = Some(Instant::now() + QUIC_RETRY_AFTER);
+            self.avoid_quic_until = Some(now + QUIC_RETRY_AFTER);
         }
         tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_https(addr, batch))
             .await
-            .map_err(|_| "HTTPS upload timed out".to_string())?
+            .map_err(|_| UploadError::Timeout("HTTPS upload"))?
     }
 
-    async fn send_quic(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, String> {
+    async fn send_quic(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, UploadError> {
         if self.endpoint.is_none() {
             // A collector that died mid-exchange is noticed within seconds,
             // and the batch is retried, instead of waiting out a long idle timeout.
-            let endpoint = self
-                .quic_tls
-                .quic_endpoint(addr, Duration::from_secs(5), Duration::from_secs(2))
-                .map_err(|e| e.to_string())?;
+            let endpoint = self.quic_tls.quic_endpoint(
+                addr,
+                Duration::from_secs(5),
+                Duration::from_secs(2),
+            )?;
             self.endpoint = Some(endpoint);
         }
         let conn = match self.conn.as_ref().filter(|c| c.close_reason().is_none()) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = self.endpoint.as_ref().ok_or("no QUIC endpoint")?;
+                let endpoint = self.endpoint.as_ref().ok_or_else(|| quic("no endpoint"))?;
                 let connecting = endpoint
                     .connect(addr, &self.target.server_name)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(quic)?;
                 let c = tokio::time::timeout(self.quic_timeout, connecting)
                     .await
-                    .map_err(|_| "QUIC handshake timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| UploadError::Timeout("QUIC handshake"))?
+                    .map_err(quic)?;
                 self.conn = Some(c.clone());
                 c
             }
         };
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(quic)?;
         send.write_all(&upload::encode_request(&self.target.token, batch))
             .await
-            .map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
-        let answer = recv
-            .read_to_end(64 * 1024)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ack::decode(&answer).map_err(|e| e.to_string())
+            .map_err(quic)?;
+        send.finish().map_err(quic)?;
+        let answer = recv.read_to_end(64 * 1024).await.map_err(quic)?;
+        Ack::decode(&answer).map_err(|e| UploadError::Answer(e.to_string()))
     }
 
-    async fn send_https(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, String> {
+    async fn send_https(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, UploadError> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
-            .map_err(|_| "TCP connect timed out".to_string())?
-            .map_err(|e| format!("TCP connect: {e}"))?;
+            .map_err(|_| UploadError::Timeout("TCP connect"))?
+            .map_err(UploadError::Connect)?;
         let name = rustls::pki_types::ServerName::try_from(self.target.server_name.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| UploadError::Tls(std::io::Error::other(e)))?;
         let tls = tokio_rustls::TlsConnector::from(self.https_tls.config.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(UploadError::Tls)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -166,119 +224,20 @@ impl Uploader {
             )
             .header(hyper::header::CONTENT_TYPE, "application/vnd.vantage.batch")
             .body(Full::new(Bytes::copy_from_slice(batch)))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http)?;
+        let response = sender.send_request(request).await.map_err(http)?;
         let code = response.status().as_u16();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(http)?
             .to_bytes();
         let reason = String::from_utf8_lossy(&body).trim().to_string();
-        let status = AckStatus::from_http_status(code)
-            .ok_or_else(|| format!("unexpected HTTP status {code}: {reason}"))?;
+        let Some(status) = AckStatus::from_http_status(code) else {
+            return Err(UploadError::Status { code, reason });
+        };
         Ok(Ack { status, reason })
-    }
-}
-
-/// What an uploader did, for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct UploadStats {
-    /// Batches acknowledged as stored.
-    pub stored: u64,
-    /// Batches acknowledged as already stored.
-    pub duplicates: u64,
-    /// Batches the collector refused for good (kept in the spool's `rejected/`).
-    pub rejected: u64,
-    /// Failed attempts that will be retried.
-    pub retries: u64,
-}
-
-/// Sends the spool's batches, oldest first, until `stop` turns true; then
-/// keeps trying for at most `drain` before returning (what is left stays in
-/// the spool for the next start). `notify` wakes it when a batch is added.
-pub async fn run_uploader(
-    mut uploader: Uploader,
-    spool: Arc<Mutex<Spool>>,
-    notify: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-    drain: Duration,
-    base_backoff: Duration,
-) -> UploadStats {
-    let mut stats = UploadStats::default();
-    let mut attempt = 0u32;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        if deadline.is_none() && *stop.borrow() {
-            deadline = Some(Instant::now() + drain);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return stats;
-        }
-        let next = spool.lock().map_err(|_| ()).and_then(|s| {
-            s.oldest()
-                .map_err(|e| tracing::error!(error = %e, "spool read failed"))
-        });
-        let next = next.unwrap_or_default();
-        let Some((seq, bytes)) = next else {
-            if deadline.is_some() {
-                return stats;
-            }
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-            continue;
-        };
-        let outcome = uploader.send(&bytes).await;
-        let with_spool = |f: &mut dyn FnMut(&mut Spool) -> Result<(), crate::spool::SpoolError>| {
-            if let Ok(mut s) = spool.lock() {
-                if let Err(e) = f(&mut s) {
-                    tracing::error!(error = %e, "spool update failed");
-                }
-            }
-        };
-        match outcome {
-            Ok(ack) if ack.status.is_ack() => {
-                with_spool(&mut |s| s.remove(seq));
-                if ack.status == AckStatus::Stored {
-                    stats.stored += 1;
-                } else {
-                    stats.duplicates += 1;
-                }
-                attempt = 0;
-                continue;
-            }
-            Ok(ack) if !ack.status.is_retryable() => {
-                tracing::error!(sequence = seq, status = ack.status.name(), reason = %ack.reason, "collector refused a batch for good; kept in the spool's rejected/ directory");
-                with_spool(&mut |s| s.reject(seq));
-                stats.rejected += 1;
-                continue;
-            }
-            Ok(ack) => {
-                tracing::warn!(sequence = seq, status = ack.status.name(), reason = %ack.reason, "collector did not take the batch; will retry")
-            }
-            Err(e) => {
-                tracing::warn!(sequence = seq, error = %e, "collector not reachable; will retry")
-            }
-        }
-        stats.retries += 1;
-        attempt += 1;
-        let wait = backoff(attempt, base_backoff, Duration::from_secs(300), &mut rng);
-        let wait = match deadline {
-            Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
-            None => wait,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed(), if deadline.is_none() => {}
-        }
     }
 }
 

@@ -81,7 +81,7 @@ pub struct FileUrl {
     pub body: Option<String>,
     /// Expected status [200].
     pub expect_status: Option<u16>,
-    /// "auto", "1.1" or "2".
+    /// "auto", "1.1", "2" or "3".
     pub version: Option<HttpVersion>,
     /// Body cap, bytes.
     pub max_body_bytes: Option<u64>,

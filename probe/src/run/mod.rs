@@ -2,6 +2,8 @@
 //! their events to the recorder, closes windows into batches and writes
 //! them out. The only place that reads the clock to decide when to act.
 
+pub(crate) mod upload_loop;
+
 use crate::config::{Display, Measurement, ProbeConfig, TargetConfig};
 use crate::measure::{self, Event, TargetCtx};
 use crate::output::{render_json_line, render_table, LocalOutput, OutputError, SeriesRow};
