@@ -8,7 +8,7 @@
 //! from the attempt's intended start, so a late attempt is charged its
 //! lateness (coordinated omission) in `http_total` and `http_warm_total`.
 
-use super::{classify_io, tls_reason_io, until, Event, Scheduled};
+use super::{classify_io, tls_reason_io, until, Event, Failure, Scheduled};
 use crate::config::{HttpTargetConfig, HttpVersion};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
@@ -27,9 +27,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use vantage_tls::TlsClient;
 use vantage_wire::{ErrorClass, Metric, Reason};
-
-/// A failed step: its class and what happened, for the log.
-type Failure = (ErrorClass, String);
 
 /// Everything the measurements of one URL share.
 pub(crate) struct HttpCtx {

@@ -1,7 +1,7 @@
 //! `tcp_connect`, `tls_handshake` and `https_request` against the
 //! responder's HTTPS echo.
 
-use super::{classify_io, until, TargetCtx};
+use super::{classify_io, until, Failure, TargetCtx};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, TIMER_SLACK};
 use bytes::Bytes;
@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use vantage_wire::{ErrorClass, Metric};
-
-type Failure = (ErrorClass, String);
 
 fn server_name(ctx: &TargetCtx) -> Result<ServerName<'static>, Failure> {
     ServerName::try_from(ctx.server_name.clone()).map_err(|e| {

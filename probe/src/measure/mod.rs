@@ -206,6 +206,9 @@ pub(crate) async fn send_sample(
         .await;
 }
 
+/// A failed attempt: its class, and what went wrong in words.
+pub(crate) type Failure = (ErrorClass, String);
+
 /// The class of a socket error.
 pub(crate) fn classify_io(e: &std::io::Error) -> ErrorClass {
     use std::io::ErrorKind as K;

@@ -10,7 +10,7 @@
 //! they do for a user waiting on a sync.
 
 use super::quic::{classify_connection, connect, timed_echo};
-use super::{until, TargetCtx};
+use super::{until, Failure, TargetCtx};
 use crate::config::{PhotoSyncConfig, SyncTransport};
 use crate::photosync::{plan_batch, Leg, PhotoJob};
 use crate::recorder::Outcome;
@@ -33,8 +33,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use vantage_wire::photo::{self, PhotoBytes, PhotoCheck, PhotoReply, PhotoRequest, PhotoStatus};
 use vantage_wire::{ErrorClass, Metric};
-
-type Failure = (ErrorClass, String);
 
 /// Runs a photo-sync batch every `sync.every` from `start` until `stop`.
 /// A batch ends by its timeout at the latest, which is at most the
