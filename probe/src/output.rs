@@ -8,7 +8,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, Batch, HlogError, Labels, Series};
+use vantage_wire::{
+    hlog_header, hlog_interval, rfc3339_ms, Batch, HlogError, Labels, Series, Summary,
+};
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
 pub const SERIES_SCHEMA: &str = "vantage.series/3";
@@ -114,8 +116,7 @@ impl SeriesRow {
     /// The row of one series of a batch.
     pub fn new(batch: &Batch, s: &Series) -> Self {
         let label = |k| batch.labels.get(k).unwrap_or("").to_string();
-        let h = &s.histogram;
-        let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p));
+        let sum = Summary::of(&s.histogram);
         SeriesRow {
             probe_id: batch.probe_id.clone(),
             sequence: batch.sequence,
@@ -133,18 +134,18 @@ impl SeriesRow {
             unit: s.metric.unit().suffix().to_string(),
             window_start: rfc3339_ms(s.window.start_unix_ms),
             window_end: rfc3339_ms(s.window.end_unix_ms),
-            count: h.len(),
+            count: sum.count,
             sent: s.sent,
             lost: s.lost,
             errors: s.error_total(),
             error_classes: vantage_wire::counts_text(&s.errors),
-            min_us: (!h.is_empty()).then(|| h.min()),
-            p50_us: q(0.50),
-            p90_us: q(0.90),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: (!h.is_empty()).then(|| h.max()),
-            mean_us: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+            min_us: sum.min,
+            p50_us: sum.p50,
+            p90_us: sum.p90,
+            p99_us: sum.p99,
+            p999_us: sum.p999,
+            max_us: sum.max,
+            mean_us: sum.mean,
             server_mean_us: s.server_time.mean_us().map(|v| (v * 10.0).round() / 10.0),
             jitter_us: s.path.jitter_us().map(|v| (v * 10.0).round() / 10.0),
             duplicates: s.path.duplicates,

@@ -222,15 +222,8 @@ impl Recorder {
         delta: PathStats,
     ) {
         if let Some((s, total)) = self.entry(target, metric, intended) {
-            for s in [s, total] {
-                let p = &mut s.path;
-                p.duplicates += delta.duplicates;
-                p.reordered += delta.reordered;
-                p.forward_lost += delta.forward_lost;
-                p.backward_lost += delta.backward_lost;
-                p.ipdv_sum_us += delta.ipdv_sum_us;
-                p.ipdv_pairs += delta.ipdv_pairs;
-            }
+            s.path.add(&delta);
+            total.path.add(&delta);
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::select::Group;
 use serde::Serialize;
-use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, HlogError};
+use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, HlogError, Summary};
 
 /// Version of the export columns.
 pub const EXPORT_SCHEMA: &str = "vantage.group/2";
@@ -84,8 +84,7 @@ impl GroupRow {
     /// The row of a group, named by its grouping keys.
     pub fn new(keys: &[String], g: &Group) -> Self {
         let s = &g.merged;
-        let h = &s.histogram;
-        let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p));
+        let sum = Summary::of(&s.histogram);
         GroupRow {
             group: group_text(keys, g),
             metric: s.metric.name().to_string(),
@@ -94,18 +93,18 @@ impl GroupRow {
             series: g.series,
             window_start: rfc3339_ms(s.window.start_unix_ms),
             window_end: rfc3339_ms(s.window.end_unix_ms),
-            count: h.len(),
+            count: sum.count,
             sent: s.sent,
             lost: s.lost,
             errors: s.error_total(),
             loss_rate: (s.sent > 0).then(|| (s.lost + s.error_total()) as f64 / s.sent as f64),
-            min_us: (!h.is_empty()).then(|| h.min()),
-            p50_us: q(0.5),
-            p90_us: q(0.9),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: (!h.is_empty()).then(|| h.max()),
-            mean_us: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+            min_us: sum.min,
+            p50_us: sum.p50,
+            p90_us: sum.p90,
+            p99_us: sum.p99,
+            p999_us: sum.p999,
+            max_us: sum.max,
+            mean_us: sum.mean,
             error_classes: vantage_wire::counts_text(&s.errors),
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),

@@ -159,13 +159,7 @@ pub fn merge_into(into: &mut Series, s: &Series) {
     for (code, n) in &s.statuses {
         *into.statuses.entry(*code).or_insert(0) += n;
     }
-    let (p, q) = (&mut into.path, &s.path);
-    p.duplicates += q.duplicates;
-    p.reordered += q.reordered;
-    p.forward_lost += q.forward_lost;
-    p.backward_lost += q.backward_lost;
-    p.ipdv_sum_us += q.ipdv_sum_us;
-    p.ipdv_pairs += q.ipdv_pairs;
+    into.path.add(&s.path);
     into.server_time.sum_us += s.server_time.sum_us;
     into.server_time.count += s.server_time.count;
     into.window = Window {

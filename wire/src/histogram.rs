@@ -248,6 +248,47 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<LatencyHistogram, HistogramError
     Ok(h)
 }
 
+/// The figures every row of series or groups shows: count, extremes, the
+/// usual percentiles (HdrHistogram's `value_at_quantile`) and the mean
+/// rounded to 0.1. Everything but the count is `None` for an empty
+/// histogram, so no row shows a percentile of nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Minimum.
+    pub min: Option<u64>,
+    /// Median.
+    pub p50: Option<u64>,
+    /// 90th percentile.
+    pub p90: Option<u64>,
+    /// 99th percentile.
+    pub p99: Option<u64>,
+    /// 99.9th percentile.
+    pub p999: Option<u64>,
+    /// Maximum.
+    pub max: Option<u64>,
+    /// Mean, rounded to 0.1.
+    pub mean: Option<f64>,
+}
+
+impl Summary {
+    /// The summary of `h`.
+    pub fn of(h: &LatencyHistogram) -> Self {
+        let some = |f: &dyn Fn() -> u64| (!h.is_empty()).then(f);
+        Summary {
+            count: h.len(),
+            min: some(&|| h.min()),
+            p50: some(&|| h.value_at_quantile(0.5)),
+            p90: some(&|| h.value_at_quantile(0.9)),
+            p99: some(&|| h.value_at_quantile(0.99)),
+            p999: some(&|| h.value_at_quantile(0.999)),
+            max: some(&|| h.max()),
+            mean: (!h.is_empty()).then(|| (h.mean() * 10.0).round() / 10.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +417,21 @@ mod tests {
         for n in 0..buf.len() {
             assert!(decode_histogram(&buf[..n]).is_err(), "prefix {n} accepted");
         }
+    }
+
+    #[test]
+    fn a_summary_shows_nothing_of_an_empty_histogram_and_hdr_quantiles_of_a_full_one() {
+        let mut h = new_latency_histogram();
+        let empty = Summary::of(&h);
+        assert_eq!((empty.count, empty.p50, empty.mean), (0, None, None));
+        for v in 1..=1000 {
+            h.record(v).unwrap();
+        }
+        let s = Summary::of(&h);
+        assert_eq!(s.count, 1000);
+        assert_eq!((s.min, s.max), (Some(1), Some(1000)));
+        assert_eq!(s.p50, Some(h.value_at_quantile(0.5)));
+        assert_eq!(s.p999, Some(h.value_at_quantile(0.999)));
+        assert_eq!(s.mean, Some(500.5));
     }
 }

@@ -25,7 +25,8 @@ pub mod upload;
 pub use codec::{DecodeError, MAX_BATCH_BYTES};
 pub use histogram::{
     decode_histogram, encode_histogram, new_latency_histogram, record_clamped, same_counts,
-    HistogramError, LatencyHistogram, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
+    HistogramError, LatencyHistogram, Summary, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST,
+    HISTOGRAM_SIGFIG,
 };
 pub use hlog::{hlog_header, hlog_interval, hlog_tag, HlogError};
 pub use labels::{LabelError, Labels, MAX_LABELS};

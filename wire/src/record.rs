@@ -63,6 +63,16 @@ pub struct PathStats {
 }
 
 impl PathStats {
+    /// Adds `other` in: every field is a count or a sum, so merging is exact.
+    pub fn add(&mut self, other: &PathStats) {
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+        self.forward_lost += other.forward_lost;
+        self.backward_lost += other.backward_lost;
+        self.ipdv_sum_us += other.ipdv_sum_us;
+        self.ipdv_pairs += other.ipdv_pairs;
+    }
+
     /// Mean delay variation between consecutive packets (jitter), µs.
     pub fn jitter_us(&self) -> Option<f64> {
         (self.ipdv_pairs > 0).then(|| self.ipdv_sum_us as f64 / self.ipdv_pairs as f64)

@@ -81,22 +81,36 @@ fn resolve_labels(layers: &[&Layer]) -> Result<Labels, ConfigError> {
     Ok(labels)
 }
 
-/// The one place a certificate trust is chosen: the highest layer that
-/// decides, for this item or for all; within a layer the item's own.
-/// `None` when no layer decides.
+/// The value of one target or URL that layer `at` names: from the highest
+/// layer that gives one; in the item's own layer, its own value comes
+/// before that layer's value for all items.
+fn item_value<'a, T>(
+    layers: &[&'a Layer],
+    at: usize,
+    own: Option<T>,
+    for_all: impl Fn(&'a Layer) -> Option<T>,
+) -> Option<T> {
+    let mut own = own;
+    layers.iter().enumerate().find_map(|(i, l)| match i == at {
+        true => own.take().or_else(|| for_all(l)),
+        false => for_all(l),
+    })
+}
+
+/// The one place a certificate trust is chosen, by the rule of
+/// [`item_value`]: `own` is an item's own decision and the layer it is in
+/// (`None` for the collector, which only layers decide). `None` when no
+/// layer decides.
 fn choose_trust<'a>(
     layers: &[&'a Layer],
     own: Option<(usize, &'a Trust)>,
-    layer_wide: impl Fn(&'a Layer) -> Option<&'a Trust>,
+    for_all: impl Fn(&'a Layer) -> Option<&'a Trust>,
 ) -> Option<Trust> {
-    layers
-        .iter()
-        .enumerate()
-        .find_map(|(i, l)| match own {
-            Some((at, t)) if at == i => Some(t),
-            _ => layer_wide(l),
-        })
-        .cloned()
+    let (at, own) = match own {
+        Some((at, t)) => (at, Some(t)),
+        None => (usize::MAX, None),
+    };
+    item_value(layers, at, own, for_all).cloned()
 }
 
 /// Data centres of every layer, lower layers first.
@@ -109,17 +123,8 @@ fn resolve_targets(layers: &[&Layer]) -> Result<Vec<TargetConfig>, ConfigError> 
                 l.trust.as_ref()
             })
             .ok_or_else(|| ConfigError::NoTrust(t.name.clone()))?;
-            let stamp_port = layers
-                .iter()
-                .enumerate()
-                .find_map(|(i, l)| {
-                    if i == at {
-                        t.stamp_port.or(l.stamp_port)
-                    } else {
-                        l.stamp_port
-                    }
-                })
-                .unwrap_or(stamp_default);
+            let stamp_port =
+                item_value(layers, at, t.stamp_port, |l| l.stamp_port).unwrap_or(stamp_default);
             out.push(TargetConfig {
                 name: t.name.clone(),
                 server_name: t.server_name.clone().unwrap_or_else(|| t.host.clone()),
@@ -133,21 +138,14 @@ fn resolve_targets(layers: &[&Layer]) -> Result<Vec<TargetConfig>, ConfigError> 
     Ok(out)
 }
 
-/// One request setting of a URL from `at`: its own in its layer, else the
-/// highest layer's.
-fn url_setting<T: Clone>(
+/// One request setting of a URL from layer `at`, by the rule of [`item_value`].
+fn url_setting<T>(
     layers: &[&Layer],
     at: usize,
     own: &HttpSpec,
     get: impl Fn(&HttpSpec) -> Option<T>,
 ) -> Option<T> {
-    layers.iter().enumerate().find_map(|(i, l)| {
-        if i == at {
-            get(own).or_else(|| get(&l.http))
-        } else {
-            get(&l.http)
-        }
-    })
+    item_value(layers, at, get(own), |l| get(&l.http))
 }
 
 /// Request headers of a URL from `at`: every layer's, a header name of a
