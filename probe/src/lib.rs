@@ -8,6 +8,7 @@
 //! [`run`] wires it all together.
 #![warn(missing_docs, unreachable_pub)]
 
+mod batch;
 pub mod config;
 mod measure;
 pub mod output;

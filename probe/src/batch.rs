@@ -1,0 +1,117 @@
+//! Batch assembly: the closed windows' series, filtered to the metrics
+//! asked for, with the probe's identity, labels and the drop count the
+//! collector must hear of. Plain code: the instant of closing comes in as
+//! `now` and is labelled with the run's [`WallAnchor`].
+
+use crate::recorder::WallAnchor;
+use std::time::Instant;
+use vantage_wire::{Batch, Labels, Metric, Series};
+
+/// Makes every batch of one run.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchMaker {
+    campaign: String,
+    labels: Labels,
+    metrics: Vec<Metric>,
+    anchor: WallAnchor,
+}
+
+impl BatchMaker {
+    /// Batches of `campaign` carrying `labels`, with only `metrics`
+    /// (a cold measurement records two metrics; one may be unwanted).
+    pub(crate) fn new(
+        campaign: String,
+        labels: Labels,
+        metrics: Vec<Metric>,
+        anchor: WallAnchor,
+    ) -> Self {
+        BatchMaker {
+            campaign,
+            labels,
+            metrics,
+            anchor,
+        }
+    }
+
+    /// Whether `s` is of a metric asked for.
+    pub(crate) fn keeps(&self, s: &Series) -> bool {
+        self.metrics.contains(&s.metric)
+    }
+
+    /// The series worth a batch: those of the metrics asked for.
+    pub(crate) fn wanted(&self, series: Vec<Series>) -> Vec<Series> {
+        series.into_iter().filter(|s| self.keeps(s)).collect()
+    }
+
+    /// The batch of `series` (already [`wanted`](Self::wanted)), numbered
+    /// `sequence`, made at `now`, reporting `dropped` batches the spool
+    /// could not keep.
+    pub(crate) fn make(
+        &self,
+        probe_id: &str,
+        sequence: u64,
+        series: Vec<Series>,
+        dropped: u64,
+        now: Instant,
+    ) -> Batch {
+        Batch {
+            probe_id: probe_id.to_string(),
+            sequence,
+            campaign: self.campaign.clone(),
+            labels: self.labels.clone(),
+            created_unix_ms: self.anchor.unix_ms(now),
+            dropped_batches: dropped,
+            series,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use vantage_wire::{Target, Window};
+
+    fn series(metric: Metric) -> Series {
+        Series::new(
+            Target {
+                name: "sg".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            metric,
+            Window {
+                start_unix_ms: 0,
+                end_unix_ms: 60_000,
+            },
+        )
+    }
+
+    #[test]
+    fn a_batch_keeps_the_metrics_asked_for_and_is_labelled_at_its_instant() {
+        let t0 = Instant::now();
+        let anchor = WallAnchor::new(t0, Duration::from_secs(1_700_000_000));
+        let mut labels = Labels::new();
+        labels.insert("country", "IN").unwrap();
+        let maker = BatchMaker::new(
+            "move".into(),
+            labels.clone(),
+            vec![Metric::QuicHandshake],
+            anchor,
+        );
+        let wanted = maker.wanted(vec![
+            series(Metric::QuicHandshake),
+            series(Metric::QuicColdRequest),
+        ]);
+        assert_eq!(wanted.len(), 1);
+        assert_eq!(wanted[0].metric, Metric::QuicHandshake);
+        assert!(maker.wanted(vec![series(Metric::UdpRtt)]).is_empty());
+        let b = maker.make("p1", 7, wanted, 2, t0 + Duration::from_millis(1500));
+        assert_eq!(
+            (b.probe_id.as_str(), b.sequence, b.dropped_batches),
+            ("p1", 7, 2)
+        );
+        assert_eq!(b.campaign, "move");
+        assert_eq!(b.labels, labels);
+        assert_eq!(b.created_unix_ms, 1_700_000_001_500);
+    }
+}
