@@ -133,6 +133,24 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
         report.confidence * 100.0
     );
 
+    verdicts(w, report);
+    summary(w, report);
+    chart_figures(w, charts, chart_link_prefix);
+    methods(w, report, data);
+    // The only script: it records whether every chart image decoded, for
+    // the browser test and for anyone checking a report by hand.
+    let _ = write!(
+        w,
+        "<script>window.addEventListener('load',function(){{var i=Array.prototype.slice.call(document.images);\
+document.body.setAttribute('data-charts-total',i.length);\
+document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.complete&&x.naturalWidth>0;}}).length);}});</script>\n"
+    );
+    let _ = write!(w, "</body></html>\n");
+    h
+}
+
+/// The verdict of every claim, first: what a stakeholder reads.
+fn verdicts(w: &mut String, report: &Report) {
     let _ = write!(w, "<h2 id=\"verdicts\">Verdicts</h2>\n");
     if report.claims.is_empty() {
         let _ = write!(w, "<p>No claim was stated (<code>--claim</code>).</p>\n");
@@ -183,7 +201,10 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
         }
         let _ = write!(w, "</table>\n");
     }
+}
 
+/// One row per group: samples, probes, loss, p50 and p99, the p50 ratio.
+fn summary(w: &mut String, report: &Report) {
     let _ = write!(
         w,
         "<h2 id=\"summary\">Summary</h2>\n<table><tr><th class=\"l\">group</th><th class=\"l\">metric</th>\
@@ -223,7 +244,10 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
         );
     }
     let _ = write!(w, "</table>\n");
+}
 
+/// Each chart's PNG inlined, with links to its SVG and CSV.
+fn chart_figures(w: &mut String, charts: &[RenderedChart], chart_link_prefix: &str) {
     let _ = write!(w, "<h2 id=\"charts\">Charts</h2>\n");
     for rendered in charts {
         let c = &rendered.file;
@@ -238,7 +262,10 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
             p = esc(chart_link_prefix),
         );
     }
+}
 
+/// How the numbers were made, and from what data.
+fn methods(w: &mut String, report: &Report, data: &DataSummary) {
     let span = |s: &Option<(String, String)>| {
         s.as_ref()
             .map(|(a, b)| format!("{a} to {b}"))
@@ -288,14 +315,4 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
 relays on loopback; every series carries the label <code>simulated=true</code>.</p>\n"
         );
     }
-    // The only script: it records whether every chart image decoded, for
-    // the browser test and for anyone checking a report by hand.
-    let _ = write!(
-        w,
-        "<script>window.addEventListener('load',function(){{var i=Array.prototype.slice.call(document.images);\
-document.body.setAttribute('data-charts-total',i.length);\
-document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.complete&&x.naturalWidth>0;}}).length);}});</script>\n"
-    );
-    let _ = write!(w, "</body></html>\n");
-    h
 }

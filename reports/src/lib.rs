@@ -199,6 +199,160 @@ fn side(g: Option<&Gathered>) -> Side {
     }
 }
 
+/// Why a group's data do not suffice for a comparison; empty when they do.
+fn shortfalls(bs: &Side, cs: &Side, metric: &str, options: &ReportOptions) -> Vec<String> {
+    let min_samples = match metric
+        .parse::<vantage_wire::Metric>()
+        .ok()
+        .map(|m| m.unit())
+    {
+        Some(vantage_wire::Unit::KilobitsPerSecond | vantage_wire::Unit::RoundTripsPerMinute) => {
+            options.min_batches
+        }
+        _ => options.min_samples,
+    };
+    [
+        (bs.series < options.min_series || cs.series < options.min_series).then(|| {
+            format!(
+                "fewer than {} series on a side ({} vs {})",
+                options.min_series, bs.series, cs.series
+            )
+        }),
+        (bs.samples < min_samples || cs.samples < min_samples).then(|| {
+            format!(
+                "fewer than {} samples on a side ({} vs {})",
+                min_samples, bs.samples, cs.samples
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// One group's plan: its gathered sides, their summaries, its shortfalls.
+type Plan<'a> = (
+    Option<&'a Gathered>,
+    Option<&'a Gathered>,
+    Side,
+    Side,
+    Vec<String>,
+);
+/// A group's resampled units and intervals, when its data suffice.
+type Boot = Option<(Vec<Unit>, Vec<Unit>, Option<Vec<(Interval, Interval)>>)>;
+
+/// The bootstraps, the costly part, on every core: each group has its own
+/// seed, so the result does not depend on the thread count.
+fn bootstraps(plans: &[Plan<'_>], options: &ReportOptions) -> Vec<Boot> {
+    let mut boots: Vec<Boot> = (0..plans.len()).map(|_| None).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = plans.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (i, out) in boots.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (j, slot) in out.iter_mut().enumerate() {
+                    let n = i * chunk + j;
+                    let (bg, cg, _, _, short) = &plans[n];
+                    if let (true, Some(bg), Some(cg)) = (short.is_empty(), bg, cg) {
+                        let (bu, cu) = (
+                            bg.resampling_units(evidence::MAX_UNITS),
+                            cg.resampling_units(evidence::MAX_UNITS),
+                        );
+                        let iv = bootstrap(
+                            &bu,
+                            &cu,
+                            &QUANTILES,
+                            options.resamples,
+                            options.confidence,
+                            options.seed.wrapping_add(n as u64),
+                        );
+                        *slot = Some((bu, cu, iv));
+                    }
+                }
+            });
+        }
+    });
+    boots
+}
+
+/// A claim judged on every group it names, from the groups' units.
+fn judge_claim(
+    claim: &Claim,
+    groups: &[GroupComparison],
+    units_by_group: &BTreeMap<(String, String), SidesUnits<'_>>,
+    options: &ReportOptions,
+) -> ClaimResult {
+    let matching: Vec<&GroupComparison> = groups
+        .iter()
+        .filter(|g| {
+            g.metric == claim.metric.name()
+                && (claim.subject == "*" || g.subject.eq_ignore_ascii_case(&claim.subject))
+        })
+        .collect();
+    let judged: Vec<ClaimGroup> = matching
+        .iter()
+        .map(|g| {
+            let Some((bu, cu)) = units_by_group.get(&(g.subject.clone(), g.metric.clone())) else {
+                return ClaimGroup {
+                    subject: g.subject.clone(),
+                    statistic: None,
+                    verdict: Verdict::InsufficientData,
+                };
+            };
+            let iv = bootstrap(
+                bu,
+                cu,
+                &[claim.quantile],
+                options.resamples,
+                options.confidence,
+                options.seed ^ 0xc1a1,
+            );
+            match iv.and_then(|v| v.into_iter().next()) {
+                Some((d, r)) => {
+                    let s = claimed_interval(
+                        &claim.change,
+                        (d.estimate, d.low, d.high),
+                        (r.estimate, r.low, r.high),
+                    );
+                    ClaimGroup {
+                        subject: g.subject.clone(),
+                        statistic: Some(Interval {
+                            estimate: s.0,
+                            low: s.1,
+                            high: s.2,
+                        }),
+                        verdict: verdict(&claim.change, s),
+                    }
+                }
+                None => ClaimGroup {
+                    subject: g.subject.clone(),
+                    statistic: None,
+                    verdict: Verdict::InsufficientData,
+                },
+            }
+        })
+        .collect();
+    let overall = if judged.is_empty() {
+        Verdict::NoData
+    } else if judged.iter().all(|g| g.verdict == Verdict::Holds) {
+        Verdict::Holds
+    } else if judged.iter().any(|g| g.verdict == Verdict::Fails) {
+        Verdict::Fails
+    } else if judged
+        .iter()
+        .any(|g| g.verdict == Verdict::InsufficientData)
+    {
+        Verdict::InsufficientData
+    } else {
+        Verdict::Inconclusive
+    };
+    ClaimResult {
+        claim: claim.clone(),
+        groups: judged,
+        verdict: overall,
+    }
+}
+
 /// Compares `baseline` with `candidate` as `options` say.
 pub fn build_report(
     baseline: &[StoredSeries],
@@ -230,65 +384,10 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
     for key in &all_keys {
         let (bg, cg) = (b.get(*key), c.get(*key));
         let (bs, cs) = (side(bg), side(cg));
-        let metric = key.last().cloned().unwrap_or_default();
-        let parsed = metric.parse::<vantage_wire::Metric>().ok();
-        let min_samples = match parsed.map(|m| m.unit()) {
-            Some(
-                vantage_wire::Unit::KilobitsPerSecond | vantage_wire::Unit::RoundTripsPerMinute,
-            ) => options.min_batches,
-            _ => options.min_samples,
-        };
-        let short = [
-            (bs.series < options.min_series || cs.series < options.min_series).then(|| {
-                format!(
-                    "fewer than {} series on a side ({} vs {})",
-                    options.min_series, bs.series, cs.series
-                )
-            }),
-            (bs.samples < min_samples || cs.samples < min_samples).then(|| {
-                format!(
-                    "fewer than {} samples on a side ({} vs {})",
-                    min_samples, bs.samples, cs.samples
-                )
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>();
+        let short = shortfalls(&bs, &cs, key.last().map_or("", String::as_str), options);
         plans.push((bg, cg, bs, cs, short));
     }
-    // Then the bootstraps, the costly part, on every core: each group has
-    // its own seed, so the result does not depend on the thread count.
-    type Boot = Option<(Vec<Unit>, Vec<Unit>, Option<Vec<(Interval, Interval)>>)>;
-    let mut boots: Vec<Boot> = (0..plans.len()).map(|_| None).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = plans.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        for (i, out) in boots.chunks_mut(chunk).enumerate() {
-            let plans = &plans;
-            scope.spawn(move || {
-                for (j, slot) in out.iter_mut().enumerate() {
-                    let n = i * chunk + j;
-                    let (bg, cg, _, _, short) = &plans[n];
-                    if let (true, Some(bg), Some(cg)) = (short.is_empty(), bg, cg) {
-                        let (bu, cu) = (
-                            bg.resampling_units(evidence::MAX_UNITS),
-                            cg.resampling_units(evidence::MAX_UNITS),
-                        );
-                        let iv = bootstrap(
-                            &bu,
-                            &cu,
-                            &QUANTILES,
-                            options.resamples,
-                            options.confidence,
-                            options.seed.wrapping_add(n as u64),
-                        );
-                        *slot = Some((bu, cu, iv));
-                    }
-                }
-            });
-        }
-    });
+    let boots = bootstraps(&plans, options);
     let mut groups = Vec::new();
     let mut units_by_group: BTreeMap<(String, String), SidesUnits<'_>> = BTreeMap::new();
     for ((key, (_, _, bs, cs, short)), boot) in all_keys.iter().zip(plans).zip(&boots) {
@@ -333,78 +432,7 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
     let claims = options
         .claims
         .iter()
-        .map(|claim| {
-            let matching: Vec<&GroupComparison> = groups
-                .iter()
-                .filter(|g| {
-                    g.metric == claim.metric.name()
-                        && (claim.subject == "*" || g.subject.eq_ignore_ascii_case(&claim.subject))
-                })
-                .collect();
-            let judged: Vec<ClaimGroup> = matching
-                .iter()
-                .map(|g| {
-                    let Some((bu, cu)) = units_by_group.get(&(g.subject.clone(), g.metric.clone()))
-                    else {
-                        return ClaimGroup {
-                            subject: g.subject.clone(),
-                            statistic: None,
-                            verdict: Verdict::InsufficientData,
-                        };
-                    };
-                    let iv = bootstrap(
-                        bu,
-                        cu,
-                        &[claim.quantile],
-                        options.resamples,
-                        options.confidence,
-                        options.seed ^ 0xc1a1,
-                    );
-                    match iv.and_then(|v| v.into_iter().next()) {
-                        Some((d, r)) => {
-                            let s = claimed_interval(
-                                &claim.change,
-                                (d.estimate, d.low, d.high),
-                                (r.estimate, r.low, r.high),
-                            );
-                            ClaimGroup {
-                                subject: g.subject.clone(),
-                                statistic: Some(Interval {
-                                    estimate: s.0,
-                                    low: s.1,
-                                    high: s.2,
-                                }),
-                                verdict: verdict(&claim.change, s),
-                            }
-                        }
-                        None => ClaimGroup {
-                            subject: g.subject.clone(),
-                            statistic: None,
-                            verdict: Verdict::InsufficientData,
-                        },
-                    }
-                })
-                .collect();
-            let overall = if judged.is_empty() {
-                Verdict::NoData
-            } else if judged.iter().all(|g| g.verdict == Verdict::Holds) {
-                Verdict::Holds
-            } else if judged.iter().any(|g| g.verdict == Verdict::Fails) {
-                Verdict::Fails
-            } else if judged
-                .iter()
-                .any(|g| g.verdict == Verdict::InsufficientData)
-            {
-                Verdict::InsufficientData
-            } else {
-                Verdict::Inconclusive
-            };
-            ClaimResult {
-                claim: claim.clone(),
-                groups: judged,
-                verdict: overall,
-            }
-        })
+        .map(|claim| judge_claim(claim, &groups, &units_by_group, options))
         .collect();
     Report {
         schema: REPORT_SCHEMA,
