@@ -174,15 +174,6 @@ impl HttpCtx {
         super::send_sample(&self.events, self.index, metric, intended, outcome).await;
     }
 
-    async fn measured(&self, metric: Metric, intended: Instant, took: Duration, bytes: u64) {
-        let outcome = Outcome::Measured {
-            latency: took,
-            server_time: None,
-            bytes,
-        };
-        self.emit(metric, intended, outcome).await;
-    }
-
     async fn failed(&self, metric: Metric, intended: Instant, outcome: Outcome, why: &str) {
         tracing::debug!(target_index = self.index, url = %self.target.url, %metric, ?outcome, why, "request failed");
         self.emit(metric, intended, outcome).await;
@@ -706,17 +697,27 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
     }
 }
 
-/// Records a request's phases: each completed phase as measured, the one
+/// What one request counts: its status (on the total's metric), then one
+/// outcome per metric in the order they are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Counted {
+    /// The response's status, counted on the total's metric.
+    pub(crate) status: Option<(Metric, u16)>,
+    /// Each metric's outcome; a failure carries what went wrong, for the log.
+    pub(crate) outcomes: Vec<(Metric, Outcome, Option<String>)>,
+}
+
+/// Counts a request's phases: each completed phase as measured, the one
 /// that failed with its class, later ones not at all (never attempted), and
-/// the total as measured only if the whole request succeeded.
-async fn record(
-    ctx: &HttpCtx,
-    intended: Instant,
+/// the total as measured only if the whole request succeeded. A warm
+/// request has no lookup, connect or handshake of its own. Pure: the
+/// table test below holds every case.
+pub(crate) fn count_request(
     phases: &Phases,
-    result: Result<(), (Phase, Failure)>,
+    result: &Result<(), (Phase, Failure)>,
     total: Duration,
     cold: bool,
-) {
+) -> Counted {
     let (ttfb_m, transfer_m, total_m) = if cold {
         (Metric::HttpTtfb, Metric::HttpTransfer, Metric::HttpTotal)
     } else {
@@ -726,50 +727,76 @@ async fn record(
             Metric::HttpWarmTotal,
         )
     };
-    if phases.status != 0 {
-        ctx.status(total_m, intended, phases.status).await;
-    }
+    let measured = |latency: Duration, bytes: u64| Outcome::Measured {
+        latency,
+        server_time: None,
+        bytes,
+    };
+    let mut outcomes = Vec::new();
     let failed_at = result.as_ref().err().map(|(p, _)| *p);
     let reached = |p: Phase| failed_at.is_none_or(|f| phase_order(f) > phase_order(p));
     if cold {
-        if let (true, Some(d)) = (reached(Phase::Dns), phases.dns) {
-            ctx.measured(Metric::HttpDns, intended, d, 0).await;
-        }
-        if let (true, Some(d)) = (reached(Phase::Connect), phases.connect) {
-            ctx.measured(Metric::HttpConnect, intended, d, 0).await;
-        }
-        if let (true, Some(d)) = (reached(Phase::Tls), phases.tls) {
-            ctx.measured(Metric::HttpTls, intended, d, 0).await;
+        for (phase, metric, took) in [
+            (Phase::Dns, Metric::HttpDns, phases.dns),
+            (Phase::Connect, Metric::HttpConnect, phases.connect),
+            (Phase::Tls, Metric::HttpTls, phases.tls),
+        ] {
+            if let (true, Some(d)) = (reached(phase), took) {
+                outcomes.push((metric, measured(d, 0), None));
+            }
         }
     }
     if reached(Phase::Ttfb) {
-        ctx.measured(ttfb_m, intended, phases.ttfb, 0).await;
+        outcomes.push((ttfb_m, measured(phases.ttfb, 0), None));
     }
     if reached(Phase::Transfer) {
-        ctx.measured(transfer_m, intended, phases.transfer, phases.body_bytes)
-            .await;
+        outcomes.push((
+            transfer_m,
+            measured(phases.transfer, phases.body_bytes),
+            None,
+        ));
     }
     match result {
-        Ok(()) => {
-            ctx.measured(total_m, intended, total, phases.body_bytes)
-                .await
-        }
+        Ok(()) => outcomes.push((total_m, measured(total, phases.body_bytes), None)),
         Err((phase, (class, why))) => {
-            let outcome = Outcome::failed_for(class, phases.reason);
+            let outcome = Outcome::failed_for(*class, phases.reason);
             let metric = match phase {
-                Phase::Dns => Some(Metric::HttpDns),
-                Phase::Connect => Some(Metric::HttpConnect),
-                Phase::Tls => Some(Metric::HttpTls),
+                Phase::Dns if cold => Some(Metric::HttpDns),
+                Phase::Connect if cold => Some(Metric::HttpConnect),
+                Phase::Tls if cold => Some(Metric::HttpTls),
                 Phase::Ttfb => Some(ttfb_m),
                 Phase::Transfer => Some(transfer_m),
-                Phase::Status => None,
+                _ => None,
             };
-            if let Some(m) = metric.filter(|m| {
-                cold || !matches!(m, Metric::HttpDns | Metric::HttpConnect | Metric::HttpTls)
-            }) {
-                ctx.failed(m, intended, outcome, &why).await;
+            if let Some(m) = metric {
+                outcomes.push((m, outcome, Some(why.clone())));
             }
-            ctx.failed(total_m, intended, outcome, &why).await;
+            outcomes.push((total_m, outcome, Some(why.clone())));
+        }
+    }
+    Counted {
+        status: (phases.status != 0).then_some((total_m, phases.status)),
+        outcomes,
+    }
+}
+
+/// Sends what [`count_request`] counted to the recorder.
+async fn record(
+    ctx: &HttpCtx,
+    intended: Instant,
+    phases: &Phases,
+    result: Result<(), (Phase, Failure)>,
+    total: Duration,
+    cold: bool,
+) {
+    let counted = count_request(phases, &result, total, cold);
+    if let Some((metric, status)) = counted.status {
+        ctx.status(metric, intended, status).await;
+    }
+    for (metric, outcome, why) in counted.outcomes {
+        match why {
+            None => ctx.emit(metric, intended, outcome).await,
+            Some(why) => ctx.failed(metric, intended, outcome, &why).await,
         }
     }
 }
@@ -821,6 +848,238 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use vantage_responder::{Identity, Responder, ResponderConfig};
     use vantage_tls::Trust;
+
+    /// One request's outcome as a short word: `ok`, `lost`, a class, or a reason.
+    fn word(o: &Outcome) -> String {
+        match o {
+            Outcome::Measured { .. } => "ok".into(),
+            Outcome::Lost => "lost".into(),
+            Outcome::Failed(c) => c.name().into(),
+            Outcome::FailedBecause(r) => r.name().into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_counts_each_phase_it_reached_and_the_one_that_failed() {
+        use Metric::*;
+        let ms = Duration::from_millis;
+        let full = Phases {
+            dns: Some(ms(1)),
+            connect: Some(ms(2)),
+            tls: Some(ms(3)),
+            ttfb: ms(4),
+            transfer: ms(5),
+            body_bytes: 100,
+            status: 200,
+            version: 1,
+            reason: None,
+        };
+        let fail = |phase, class, reason: Option<Reason>, status: u16, dns| {
+            let phases = Phases {
+                status,
+                reason,
+                dns,
+                ..full
+            };
+            (phases, Err((phase, (class, "why".to_string()))))
+        };
+        type Case = (
+            &'static str,
+            (Phases, Result<(), (Phase, Failure)>),
+            bool,
+            Option<u16>,
+            Vec<(Metric, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "cold, whole",
+                (full, Ok(())),
+                true,
+                Some(200),
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "ok"),
+                    (HttpTls, "ok"),
+                    (HttpTtfb, "ok"),
+                    (HttpTransfer, "ok"),
+                    (HttpTotal, "ok"),
+                ],
+            ),
+            (
+                "cold to an address: no lookup",
+                (Phases { dns: None, ..full }, Ok(())),
+                true,
+                Some(200),
+                vec![
+                    (HttpConnect, "ok"),
+                    (HttpTls, "ok"),
+                    (HttpTtfb, "ok"),
+                    (HttpTransfer, "ok"),
+                    (HttpTotal, "ok"),
+                ],
+            ),
+            (
+                "no such name",
+                fail(
+                    Phase::Dns,
+                    ErrorClass::Dns,
+                    Some(Reason::DnsNoSuchName),
+                    0,
+                    None,
+                ),
+                true,
+                None,
+                vec![
+                    (HttpDns, "dns_no_such_name"),
+                    (HttpTotal, "dns_no_such_name"),
+                ],
+            ),
+            (
+                "refused",
+                fail(Phase::Connect, ErrorClass::Refused, None, 0, Some(ms(1))),
+                true,
+                None,
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "refused"),
+                    (HttpTotal, "refused"),
+                ],
+            ),
+            (
+                "expired certificate",
+                fail(
+                    Phase::Tls,
+                    ErrorClass::Tls,
+                    Some(Reason::TlsExpired),
+                    0,
+                    Some(ms(1)),
+                ),
+                true,
+                None,
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "ok"),
+                    (HttpTls, "tls_expired"),
+                    (HttpTotal, "tls_expired"),
+                ],
+            ),
+            (
+                "a reason of another class is not counted",
+                fail(
+                    Phase::Tls,
+                    ErrorClass::Reset,
+                    Some(Reason::TlsExpired),
+                    0,
+                    Some(ms(1)),
+                ),
+                true,
+                None,
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "ok"),
+                    (HttpTls, "reset"),
+                    (HttpTotal, "reset"),
+                ],
+            ),
+            (
+                "stall after the head",
+                fail(Phase::Transfer, ErrorClass::Timeout, None, 200, Some(ms(1))),
+                true,
+                Some(200),
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "ok"),
+                    (HttpTls, "ok"),
+                    (HttpTtfb, "ok"),
+                    (HttpTransfer, "lost"),
+                    (HttpTotal, "lost"),
+                ],
+            ),
+            (
+                "503: every phase measured, the request failed",
+                fail(
+                    Phase::Status,
+                    ErrorClass::ServerError,
+                    None,
+                    503,
+                    Some(ms(1)),
+                ),
+                true,
+                Some(503),
+                vec![
+                    (HttpDns, "ok"),
+                    (HttpConnect, "ok"),
+                    (HttpTls, "ok"),
+                    (HttpTtfb, "ok"),
+                    (HttpTransfer, "ok"),
+                    (HttpTotal, "server_error"),
+                ],
+            ),
+            (
+                "warm, whole",
+                (full, Ok(())),
+                false,
+                Some(200),
+                vec![
+                    (HttpWarmTtfb, "ok"),
+                    (HttpWarmTransfer, "ok"),
+                    (HttpWarmTotal, "ok"),
+                ],
+            ),
+            (
+                "warm, 404",
+                fail(Phase::Status, ErrorClass::HttpStatus, None, 404, None),
+                false,
+                Some(404),
+                vec![
+                    (HttpWarmTtfb, "ok"),
+                    (HttpWarmTransfer, "ok"),
+                    (HttpWarmTotal, "http_status"),
+                ],
+            ),
+            (
+                "warm, a TLS failure has no phase of its own",
+                fail(Phase::Tls, ErrorClass::Tls, None, 0, None),
+                false,
+                None,
+                vec![(HttpWarmTotal, "tls")],
+            ),
+        ];
+        for (name, (phases, result), cold, status, want) in cases {
+            let c = count_request(&phases, &result, ms(20), cold);
+            let got: Vec<(Metric, String)> =
+                c.outcomes.iter().map(|(m, o, _)| (*m, word(o))).collect();
+            let want: Vec<(Metric, String)> =
+                want.into_iter().map(|(m, w)| (m, w.to_string())).collect();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(c.status.map(|(_, s)| s), status, "{name}: status");
+            if let Some((m, _)) = c.status {
+                assert!(
+                    matches!(m, HttpTotal | HttpWarmTotal),
+                    "{name}: status on the total"
+                );
+            }
+            let total = c.outcomes.last().unwrap();
+            if result.is_ok() {
+                assert_eq!(
+                    total.1,
+                    Outcome::Measured {
+                        latency: ms(20),
+                        server_time: None,
+                        bytes: 100
+                    },
+                    "{name}"
+                );
+            } else {
+                assert_eq!(
+                    total.2.as_deref(),
+                    Some("why"),
+                    "{name}: the failure says why"
+                );
+            }
+        }
+    }
 
     /// A DNS server on loopback that answers `A` queries for `names` with
     /// 127.0.0.1, any other name with NXDOMAIN, and counts the queries.
