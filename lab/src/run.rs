@@ -3,7 +3,7 @@
 
 use crate::delay_line::ReleaseClock;
 use crate::link::{EmulatedPath, Upstream};
-use crate::scenario::Scenario;
+use crate::scenario::{Phase, Scenario};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +88,7 @@ pub enum LabError {
         /// Country.
         country: String,
         /// Cause.
-        source: RunError,
+        source: Box<RunError>,
     },
 }
 
@@ -138,39 +138,10 @@ pub async fn run_lab(
     let note = options.out.join("SIMULATED.txt");
     std::fs::write(&note, SIMULATED_NOTE).map_err(out_err(note.clone()))?;
 
-    let mut responders = BTreeMap::new();
-    for country in scenario.countries.keys() {
-        for dc in phase.targets_of(country, scenario) {
-            if !responders.contains_key(dc) {
-                let config = ResponderConfig::local().map_err(|e| LabError::Responder {
-                    datacenter: dc.to_string(),
-                    source: e.into(),
-                })?;
-                let r = Responder::start(config)
-                    .await
-                    .map_err(|source| LabError::Responder {
-                        datacenter: dc.to_string(),
-                        source,
-                    })?;
-                responders.insert(dc.to_string(), r);
-            }
-        }
-    }
+    let responders = start_responders(scenario, phase).await?;
 
     let collector = match &options.db {
-        Some(db) => Some(
-            vantage_collector::Collector::start(vantage_collector::CollectorConfig {
-                listen: "127.0.0.1:0"
-                    .parse()
-                    .map_err(|_| LabError::Collector("address".into()))?,
-                identity: vantage_responder::Identity::generate(&["localhost".into()])
-                    .map_err(|e| LabError::Collector(e.to_string()))?,
-                db: db.clone(),
-                max_connections: 256,
-            })
-            .await
-            .map_err(|e| LabError::Collector(e.to_string()))?,
-        ),
+        Some(db) => Some(start_collector(db).await?),
         None => None,
     };
     let run_id = format!(
@@ -222,48 +193,14 @@ pub async fn run_lab(
         toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
         let config_path = dir.join("probe.toml");
         std::fs::write(&config_path, toml).map_err(out_err(config_path.clone()))?;
-        let args = ProbeArgs {
-            config: Some(config_path),
-            labels: vec!["simulated=true".into()],
-            phase: Some(options.phase.clone()),
-            country: Some(country.clone()),
-            region: (!region.is_empty()).then(|| region.clone()),
-            network: Some("lab".into()),
-            campaign: Some(scenario.name.clone()),
-            // Unique per run: a collector drops a (probe, sequence) it
-            // already has, and each run starts its probes' sequences anew.
-            probe_id: Some(format!(
-                "lab-{}-{}-{run_id}",
-                country.to_ascii_lowercase(),
-                options.phase
-            )),
-            state_dir: Some(options.out.join("state").join(country)),
-            duration: Some(options.duration),
-            window: Some(options.window),
-            // Cold handshakes at 4/s (a probe's default is 0.5/s) so a
-            // short lab run has enough samples for intervals; --rate wins.
-            rates: ["quic_handshake=4", "tcp_connect=4"]
-                .into_iter()
-                .map(String::from)
-                .chain(options.rates.iter().cloned())
-                .collect(),
-            out: Some(dir),
-            quiet: true,
-            seed: Some(scenario.seed.wrapping_add(i as u64)),
-            ..ProbeArgs::default()
-        };
-        let mut args = args;
-        if let (Some(c), Some(db)) = (&collector, &options.db) {
-            use vantage_collector::Store;
-            let token = vantage_collector::new_token();
-            let probe_id = args.probe_id.clone().unwrap_or_default();
-            vantage_collector::SqliteStore::open(db)
-                .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
-                .map_err(|e| LabError::Collector(e.to_string()))?;
-            args.collector = Some(c.quic_addr().to_string());
-            args.token = Some(token);
-            args.collector_pins = vec![c.fingerprint().to_string()];
-        }
+        let args = probe_args(
+            &options,
+            (i, country, region),
+            config_path,
+            dir,
+            &run_id,
+            collector.as_ref(),
+        )?;
         let config = args.into_config().map_err(|source| LabError::ProbeConfig {
             country: country.clone(),
             source,
@@ -283,7 +220,10 @@ pub async fn run_lab(
                 countries.insert(country, summary);
             }
             Ok((country, Err(source))) => {
-                failure = failure.or(Some(LabError::Probe { country, source }))
+                failure = failure.or(Some(LabError::Probe {
+                    country,
+                    source: Box::new(source),
+                }))
             }
             Err(e) => tracing::error!(error = %e, "a probe task failed"),
         }
@@ -304,4 +244,100 @@ pub async fn run_lab(
         countries,
         relay_lateness: (p50, p99, n),
     })
+}
+
+/// One responder per data centre any country of `phase` measures.
+async fn start_responders(
+    scenario: &Scenario,
+    phase: &Phase,
+) -> Result<BTreeMap<String, Responder>, LabError> {
+    let mut responders = BTreeMap::new();
+    for country in scenario.countries.keys() {
+        for dc in phase.targets_of(country, scenario) {
+            if !responders.contains_key(dc) {
+                let config = ResponderConfig::local().map_err(|e| LabError::Responder {
+                    datacenter: dc.to_string(),
+                    source: e.into(),
+                })?;
+                let r = Responder::start(config)
+                    .await
+                    .map_err(|source| LabError::Responder {
+                        datacenter: dc.to_string(),
+                        source,
+                    })?;
+                responders.insert(dc.to_string(), r);
+            }
+        }
+    }
+    Ok(responders)
+}
+
+/// A collector on loopback storing into `db`.
+async fn start_collector(db: &std::path::Path) -> Result<vantage_collector::Collector, LabError> {
+    vantage_collector::Collector::start(vantage_collector::CollectorConfig {
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|_| LabError::Collector("address".into()))?,
+        identity: vantage_responder::Identity::generate(&["localhost".into()])
+            .map_err(|e| LabError::Collector(e.to_string()))?,
+        db: db.to_path_buf(),
+        max_connections: 256,
+    })
+    .await
+    .map_err(|e| LabError::Collector(e.to_string()))
+}
+
+/// The probe flags of one country: its generated config file, its labels,
+/// the lab's rates and, with a store, its token for the lab's collector.
+fn probe_args(
+    options: &LabOptions,
+    (i, country, region): (usize, &String, &String),
+    config_path: PathBuf,
+    dir: PathBuf,
+    run_id: &str,
+    collector: Option<&vantage_collector::Collector>,
+) -> Result<ProbeArgs, LabError> {
+    let scenario = &options.scenario;
+    let mut args = ProbeArgs {
+        config: Some(config_path),
+        labels: vec!["simulated=true".into()],
+        phase: Some(options.phase.clone()),
+        country: Some(country.clone()),
+        region: (!region.is_empty()).then(|| region.clone()),
+        network: Some("lab".into()),
+        campaign: Some(scenario.name.clone()),
+        // Unique per run: a collector drops a (probe, sequence) it
+        // already has, and each run starts its probes' sequences anew.
+        probe_id: Some(format!(
+            "lab-{}-{}-{run_id}",
+            country.to_ascii_lowercase(),
+            options.phase
+        )),
+        state_dir: Some(options.out.join("state").join(country)),
+        duration: Some(options.duration),
+        window: Some(options.window),
+        // Cold handshakes at 4/s (a probe's default is 0.5/s) so a
+        // short lab run has enough samples for intervals; --rate wins.
+        rates: ["quic_handshake=4", "tcp_connect=4"]
+            .into_iter()
+            .map(String::from)
+            .chain(options.rates.iter().cloned())
+            .collect(),
+        out: Some(dir),
+        quiet: true,
+        seed: Some(scenario.seed.wrapping_add(i as u64)),
+        ..ProbeArgs::default()
+    };
+    if let (Some(c), Some(db)) = (collector, &options.db) {
+        use vantage_collector::Store;
+        let token = vantage_collector::new_token();
+        let probe_id = args.probe_id.clone().unwrap_or_default();
+        vantage_collector::SqliteStore::open(db)
+            .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
+            .map_err(|e| LabError::Collector(e.to_string()))?;
+        args.collector = Some(c.quic_addr().to_string());
+        args.token = Some(token);
+        args.collector_pins = vec![c.fingerprint().to_string()];
+    }
+    Ok(args)
 }
