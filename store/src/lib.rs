@@ -8,8 +8,10 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod export;
+mod resolution;
 pub mod select;
 
+pub use resolution::{Resolution, ResolutionError};
 pub use select::{merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries};
 
 use vantage_wire::Batch;

@@ -45,6 +45,8 @@ pub struct Selector {
     pub since_unix_ms: Option<u64>,
     /// Windows ending at or before this, ms since the epoch.
     pub until_unix_ms: Option<u64>,
+    /// Which series: the probes' own windows, or hourly or daily roll-ups.
+    pub resolution: crate::Resolution,
 }
 
 /// A selector that does not parse.

@@ -2,9 +2,13 @@
 //! see only the trait, so a second backend (PostgreSQL, for many collectors
 //! sharing one database) can be added without touching them.
 
+mod rollup;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use vantage_store::{Incoming, Inserted, Selector, Store, StoreError, StoredSeries, TokenRecord};
+use vantage_store::{
+    Incoming, Inserted, Resolution, Selector, Store, StoreError, StoredSeries, TokenRecord,
+};
 use vantage_wire::{
     decode_histogram, encode_histogram, ErrorCounts, Labels, PathStats, ReasonCounts, Series,
     ServerTime, StatusCounts, Target, Window,
@@ -102,13 +106,81 @@ fn parse_counts<K: Ord + std::str::FromStr>(
     Ok(out)
 }
 
+/// The columns [`RawRow::read`] reads, in its order; `sequence` is the
+/// expression for the sequence column (`0` for a roll-up, which has none).
+fn select_columns(sequence: &str) -> String {
+    format!(
+        "probe_id, {sequence}, campaign, labels, target, target_address, metric, window_start, window_end, \
+         sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
+         server_sum_us, server_count, histogram, reasons, statuses"
+    )
+}
+
 fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. A database made
+    /// before roll-ups gains them first; see [`SqliteStore::open_with_progress`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_progress(path, &mut |_, _| {})
+    }
+
+    /// [`SqliteStore::open`], telling `progress` (batches rolled up, of
+    /// how many) while a database made before roll-ups gains them. The
+    /// migration commits a chunk at a time with its cursor: stopped at any
+    /// point, it resumes at the next open, nothing lost or doubled.
+    pub fn open_with_progress(
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, StoreError> {
+        let mut store = Self::open_schema(path)?;
+        store.migrate_rollups(rollup::MIGRATION_CHUNK, usize::MAX, progress)?;
+        Ok(store)
+    }
+
+    /// Rolls up at most `chunks` chunks of `chunk` batches not rolled up yet.
+    fn migrate_rollups(
+        &mut self,
+        chunk: usize,
+        chunks: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| sqlite_error(&path, source);
+        let total = self.batch_count()?;
+        let mut done = 0;
+        for _ in 0..chunks {
+            let tx = self.conn.transaction().map_err(err)?;
+            let rollup::MigrationState::After(after) = rollup::state(&tx, &path)? else {
+                tx.commit().map_err(err)?;
+                return Ok(());
+            };
+            if done == 0 {
+                done = match &after {
+                    None => 0,
+                    Some((p, s)) => tx
+                        .query_row(
+                            "SELECT COUNT(*) FROM batches WHERE (probe_id, sequence) <= (?1, ?2)",
+                            params![p, i(*s)],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .map_err(err)?
+                        .max(0) as u64,
+                };
+            }
+            let (_, n) = rollup::migrate_chunk(&tx, &path, after, chunk)?;
+            tx.commit().map_err(err)?;
+            if n > 0 {
+                done += n;
+                progress(done, total);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_schema(path: &Path) -> Result<Self, StoreError> {
         let err = |source| sqlite_error(path, source);
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -118,6 +190,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(rollup::SCHEMA).map_err(err)?;
         for (column, definition) in ADDED_SERIES_COLUMNS {
             let present: bool = conn
                 .query_row(
@@ -167,6 +240,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(&err)?;
             let mut hist = Vec::new();
+            let mut pending = rollup::Pending::default();
             for item in batches {
                 let (b, raw) = (item.batch, item.raw);
                 let labels = labels_text(&b.labels);
@@ -238,8 +312,12 @@ impl Store for SqliteStore {
                         ])
                         .map_err(&err)?;
                 }
+                for s in &b.series {
+                    pending.add(&b.probe_id, &b.campaign, &b.labels, s);
+                }
                 out.push(Inserted::Stored);
             }
+            pending.apply(&tx, &path)?;
         }
         tx.commit().map_err(&err)?;
         Ok(out)
@@ -302,12 +380,26 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         // Narrow in SQL on the indexed, well-known columns; the selector
         // itself decides in the end (other labels, alternatives, time).
-        let mut sql = String::from(
-            "SELECT probe_id, sequence, campaign, labels, target, target_address, metric, window_start, window_end, \
-             sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
-             server_sum_us, server_count, histogram, reasons, statuses FROM series WHERE 1=1",
-        );
         let mut args: Vec<String> = Vec::new();
+        let (mut sql, order) = match selector.resolution {
+            Resolution::Window => (
+                format!(
+                    "SELECT {} FROM series WHERE 1=1",
+                    select_columns("sequence")
+                ),
+                " ORDER BY probe_id, sequence, idx",
+            ),
+            r => {
+                args.push(r.name().to_string());
+                (
+                    format!(
+                        "SELECT {} FROM rollups WHERE resolution = ?1",
+                        select_columns("0")
+                    ),
+                    " ORDER BY probe_id, block_start, target, metric",
+                )
+            }
+        };
         for col in ["country", "phase", "metric", "target", "campaign"] {
             if let Some(vs) = selector.equals.get(col) {
                 let marks: Vec<String> = vs
@@ -320,7 +412,7 @@ impl Store for SqliteStore {
                 sql.push_str(&format!(" AND {col} IN ({})", marks.join(",")));
             }
         }
-        sql.push_str(" ORDER BY probe_id, sequence, idx");
+        sql.push_str(order);
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, source);
         let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
@@ -500,6 +592,154 @@ mod tests {
             dropped_batches: 0,
             series: vec![s],
         }
+    }
+
+    fn insert_all(store: &mut SqliteStore, batches: &[Batch]) -> Vec<Inserted> {
+        let raws: Vec<Vec<u8>> = batches.iter().map(|b| b.encode().unwrap()).collect();
+        let items: Vec<Incoming<'_>> = batches
+            .iter()
+            .zip(&raws)
+            .map(|(batch, raw)| Incoming {
+                batch,
+                raw,
+                histograms: &[],
+            })
+            .collect();
+        store.insert_batches(&items, 1).unwrap()
+    }
+
+    fn at(resolution: Resolution) -> Selector {
+        Selector {
+            resolution,
+            ..Selector::default()
+        }
+    }
+
+    /// The roll-up `resolution` should hold: the raw series merged by
+    /// (probe, target, metric, block), from the raw rows themselves.
+    fn expected(store: &mut SqliteStore, resolution: Resolution) -> Vec<(String, Series)> {
+        let mut by: std::collections::BTreeMap<(String, u64), Series> = Default::default();
+        for row in store.select(&at(Resolution::Window)).unwrap() {
+            let block = resolution.block_start(row.series.window.start_unix_ms);
+            match by.entry((row.probe_id.clone(), block)) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    vantage_store::merge_into(e.get_mut(), &row.series)
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(row.series.clone());
+                }
+            }
+        }
+        by.into_iter().map(|((p, _), s)| (p, s)).collect()
+    }
+
+    fn rolled(store: &mut SqliteStore, resolution: Resolution) -> Vec<(String, Series)> {
+        store
+            .select(&at(resolution))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.probe_id, r.series))
+            .collect()
+    }
+
+    #[test]
+    fn rollups_merge_each_hour_and_day_exactly_and_a_duplicate_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        // 150 one-minute windows: two whole hours and part of a third, two
+        // probes, with a reason and a status so every field is summed.
+        let mut batches = Vec::new();
+        for seq in 1..=150 {
+            for probe in ["p1", "p2"] {
+                let mut b = batch(probe, seq, "IN", &[100 + seq, 2000 + 7 * seq]);
+                b.series[0].statuses.insert(200, 1);
+                b.series[0].bytes = seq;
+                b.series[0].path.ipdv_sum_us = 3 * seq;
+                b.series[0].server_time.sum_us = seq;
+                b.series[0].server_time.count = 1;
+                batches.push(b);
+            }
+        }
+        let (first, rest) = batches.split_at(100);
+        insert_all(&mut store, first);
+        // The rest in one transaction together with duplicates of the first.
+        let mut again: Vec<Batch> = rest.to_vec();
+        again.extend(first[..10].iter().cloned());
+        let out = insert_all(&mut store, &again);
+        assert_eq!(
+            out.iter().filter(|o| **o == Inserted::Duplicate).count(),
+            10
+        );
+        for resolution in [Resolution::Hour, Resolution::Day] {
+            let want = expected(&mut store, resolution);
+            let got = rolled(&mut store, resolution);
+            assert_eq!(got.len(), want.len(), "{resolution}");
+            assert_eq!(got, want, "{resolution}: merged exactly");
+        }
+        assert_eq!(
+            rolled(&mut store, Resolution::Hour).len(),
+            2 * 3,
+            "3 hours, 2 probes"
+        );
+        assert_eq!(rolled(&mut store, Resolution::Day).len(), 2);
+        let sel: Selector = "country=IN".parse().unwrap();
+        let day = store
+            .select(&Selector {
+                resolution: Resolution::Day,
+                ..sel
+            })
+            .unwrap();
+        assert_eq!(day[0].labels.get("rack"), Some("r1"), "labels kept");
+        assert_eq!(
+            day[0].series.histogram.len(),
+            300,
+            "150 windows × 2 samples"
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_rollups_gains_them_and_a_stopped_migration_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let batches: Vec<Batch> = (1..=130)
+            .flat_map(|seq| ["p1", "p2", "p3"].map(|p| batch(p, seq, "MY", &[seq * 11])))
+            .collect();
+        let (hours, days) = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            insert_all(&mut store, &batches);
+            let kept = (
+                rolled(&mut store, Resolution::Hour),
+                rolled(&mut store, Resolution::Day),
+            );
+            // Back to a database from before roll-ups.
+            store
+                .conn
+                .execute_batch("DROP TABLE rollups; DROP TABLE meta;")
+                .unwrap();
+            kept
+        };
+        {
+            // Stopped after two chunks of 50 batches.
+            let mut store = SqliteStore::open_schema(&path).unwrap();
+            let mut seen = Vec::new();
+            store
+                .migrate_rollups(50, 2, &mut |done, total| seen.push((done, total)))
+                .unwrap();
+            assert_eq!(seen, [(50, 390), (100, 390)]);
+        }
+        let mut seen = Vec::new();
+        let mut store =
+            SqliteStore::open_with_progress(&path, &mut |done, total| seen.push((done, total)))
+                .unwrap();
+        assert_eq!(seen, [(390, 390)], "resumed after the 100 done");
+        assert_eq!(rolled(&mut store, Resolution::Hour), hours);
+        assert_eq!(rolled(&mut store, Resolution::Day), days);
+        // Done: a new batch is rolled up as it comes, once.
+        insert_all(&mut store, &[batch("p1", 131, "MY", &[5])]);
+        assert_eq!(
+            rolled(&mut store, Resolution::Day)[0].1.histogram.len(),
+            131
+        );
     }
 
     #[test]
