@@ -5,7 +5,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::io::Write;
 use vantage_store::export::{render_csv, render_hlog, render_json, GroupRow};
-use vantage_store::{merge_groups, Selector, Store};
+use vantage_store::{merge_groups, Resolution, Selector, Store};
 
 /// Flags of `vantage export`.
 #[derive(clap::Args, Debug)]
@@ -18,6 +18,9 @@ pub(crate) struct ExportArgs {
     /// Grouping keys, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string(), "target".to_string(), "metric".to_string()])]
     group_by: Vec<String>,
+    /// Which stored series: 1m (the probes' windows), or the exact 1h or 1d roll-ups.
+    #[arg(long, default_value = "1m", value_name = "1m|1h|1d")]
+    resolution: Resolution,
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     format: ExportFormat,
@@ -35,8 +38,35 @@ enum ExportFormat {
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut store = args.store.open_existing()?;
-    let selector: Selector = args.select.parse()?;
+    let selector = Selector {
+        resolution: args.resolution,
+        ..args.select.parse()?
+    };
     let rows = store.select(&selector)?;
+    if rows.is_empty() {
+        let available: Vec<&str> = Resolution::ALL
+            .into_iter()
+            .filter(|r| *r != args.resolution)
+            .filter_map(|r| {
+                let other = Selector {
+                    resolution: r,
+                    ..selector.clone()
+                };
+                match store.any(&other) {
+                    Ok(true) => Some(Ok(r.name())),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        if !available.is_empty() {
+            anyhow::bail!(
+                "no series at resolution {} match --select; the store has them at {}: use --resolution with one of those",
+                args.resolution,
+                available.join(", ")
+            );
+        }
+    }
     let groups = merge_groups(&rows, &args.group_by);
     let bytes = match args.format {
         ExportFormat::Csv | ExportFormat::Json => {

@@ -4,7 +4,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::path::PathBuf;
 use vantage_reports::claim::Claim;
-use vantage_reports::{Evidence, ReportOptions, Role};
+use vantage_reports::{Evidence, ReportOptions, ResolutionChoice, Role};
 use vantage_store::Selector;
 
 /// Flags of `vantage report`.
@@ -27,6 +27,10 @@ pub(crate) struct ReportArgs {
     /// A file of claims, one per line (# starts a comment).
     #[arg(long, value_name = "FILE")]
     claims_file: Option<PathBuf>,
+    /// What to resample: 1m (the probes' windows), 1h or 1d (exact roll-ups),
+    /// or auto, the coarsest at which every group keeps enough units.
+    #[arg(long, default_value = "auto", value_name = "1m|1h|1d|auto")]
+    resolution: ResolutionChoice,
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 1000)]
     resamples: usize,
@@ -65,7 +69,15 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
     let claims = claims(&args)?;
     let baseline: Selector = args.baseline.parse()?;
     let candidate: Selector = args.candidate.parse()?;
-    let evidence = Evidence::gather(&mut store, &args.group_by, &baseline, &candidate)?;
+    let min_units = ReportOptions::default().min_series;
+    let evidence = Evidence::gather_at(
+        &mut store,
+        &args.group_by,
+        &baseline,
+        &candidate,
+        args.resolution,
+        min_units,
+    )?;
     let (nb, nc) = (
         evidence.series(Role::Baseline),
         evidence.series(Role::Candidate),

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vantage_collector::SqliteStore;
 use vantage_reports::claim::{Claim, ClaimError};
-use vantage_reports::{Evidence, ReportOptions, Role, WriteError, WrittenReport};
+use vantage_reports::{
+    Evidence, GatherError, ReportOptions, ResolutionChoice, Role, WriteError, WrittenReport,
+};
 use vantage_store::{Selector, SelectorError, StoreError};
 
 /// The story's claims, judged by every demo.
@@ -105,6 +107,9 @@ pub enum DemoError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The evidence could not be gathered.
+    #[error(transparent)]
+    Gather(#[from] GatherError),
     /// Nothing reached the store.
     #[error("the collector stored {baseline} baseline and {candidate} candidate series; nothing to compare (see the probes' output in {})", phases_dir.display())]
     Empty {
@@ -221,11 +226,13 @@ pub async fn run_demo(
         ..Default::default()
     };
     let mut store = SqliteStore::open(&db)?;
-    let evidence = Evidence::gather(
+    let evidence = Evidence::gather_at(
         &mut store,
         &report_options.group_by,
         &report_options.baseline.parse::<Selector>()?,
         &report_options.candidate.parse::<Selector>()?,
+        ResolutionChoice::Auto,
+        report_options.min_series,
     )?;
     let (nb, nc) = (
         evidence.series(Role::Baseline),

@@ -5,7 +5,7 @@
 
 use crate::stats::Unit;
 use std::collections::{BTreeMap, BTreeSet};
-use vantage_store::{Selector, Store, StoreError, StoredSeries};
+use vantage_store::{Resolution, Selector, Store, StoreError, StoredSeries};
 use vantage_wire::Metric;
 
 /// Baseline or candidate.
@@ -51,6 +51,51 @@ pub struct Evidence {
     /// country × data-centre matrix.
     pub(crate) matrix: BTreeMap<(String, String), Vec<Unit>>,
     probe_index: std::collections::HashMap<String, u32>,
+    /// Which stored series the units are: the probes' windows, or hourly
+    /// or daily roll-ups.
+    pub(crate) resolution: Resolution,
+    /// Why that resolution, for the methods section.
+    pub(crate) resolution_reason: String,
+}
+
+/// Which resolution a report reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResolutionChoice {
+    /// The coarsest at which every group keeps enough units.
+    #[default]
+    Auto,
+    /// This one.
+    Fixed(Resolution),
+}
+
+impl std::str::FromStr for ResolutionChoice {
+    type Err = vantage_store::ResolutionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(ResolutionChoice::Auto),
+            other => other.parse().map(ResolutionChoice::Fixed),
+        }
+    }
+}
+
+/// Why the evidence could not be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Nothing is stored at the resolution asked for, but at others.
+    #[error("no series at resolution {asked} match the selectors; the store has them at {}: use --resolution with one of those (one-minute series may have been removed by --keep-raw)", names(.available))]
+    NoSuchResolution {
+        /// What was asked for.
+        asked: Resolution,
+        /// What the store has for the selection.
+        available: Vec<Resolution>,
+    },
+}
+
+fn names(rs: &[Resolution]) -> String {
+    rs.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
 }
 
 impl Evidence {
@@ -62,6 +107,8 @@ impl Evidence {
             simulated: false,
             matrix: BTreeMap::new(),
             probe_index: std::collections::HashMap::new(),
+            resolution: Resolution::Window,
+            resolution_reason: "the series as given".into(),
         }
     }
 
@@ -97,6 +144,87 @@ impl Evidence {
             })?;
         }
         Ok(evidence)
+    }
+
+    /// Both sides at the resolution `choice` names. `Auto` tries daily
+    /// roll-ups, then hourly, then the probes' windows, and keeps the
+    /// coarsest at which every group with data on both sides has at least
+    /// `min_units` (probe, block) units a side: fewer rows to read, and
+    /// units that are, if anything, more independent.
+    pub fn gather_at(
+        store: &mut dyn Store,
+        group_by: &[String],
+        baseline: &Selector,
+        candidate: &Selector,
+        choice: ResolutionChoice,
+        min_units: usize,
+    ) -> Result<Self, GatherError> {
+        let at = |r: Resolution, s: &Selector| Selector {
+            resolution: r,
+            ..s.clone()
+        };
+        match choice {
+            ResolutionChoice::Fixed(r) => {
+                let mut e = Self::gather(store, group_by, &at(r, baseline), &at(r, candidate))?;
+                if e.series(Role::Baseline) + e.series(Role::Candidate) == 0 {
+                    let mut available = Vec::new();
+                    for other in Resolution::ALL {
+                        if other != r
+                            && (store.any(&at(other, baseline))?
+                                || store.any(&at(other, candidate))?)
+                        {
+                            available.push(other);
+                        }
+                    }
+                    if !available.is_empty() {
+                        return Err(GatherError::NoSuchResolution {
+                            asked: r,
+                            available,
+                        });
+                    }
+                }
+                e.resolution = r;
+                e.resolution_reason = format!("{} as asked (--resolution {})", unit_name(r), r);
+                Ok(e)
+            }
+            ResolutionChoice::Auto => {
+                for r in [Resolution::Day, Resolution::Hour] {
+                    let mut e = Self::gather(store, group_by, &at(r, baseline), &at(r, candidate))?;
+                    if e.every_group_has(min_units) {
+                        e.resolution = r;
+                        e.resolution_reason = format!(
+                            "{}: the coarsest resolution at which every group has at least {min_units} units on each side",
+                            unit_name(r)
+                        );
+                        return Ok(e);
+                    }
+                }
+                let r = Resolution::Window;
+                let mut e = Self::gather(store, group_by, &at(r, baseline), &at(r, candidate))?;
+                e.resolution = r;
+                e.resolution_reason = format!(
+                    "{}: hourly and daily roll-ups would leave some group with fewer than {min_units} units on a side",
+                    unit_name(r)
+                );
+                Ok(e)
+            }
+        }
+    }
+
+    /// Whether the evidence has data and every group with data on both
+    /// sides has at least `n` units on each.
+    fn every_group_has(&self, n: usize) -> bool {
+        let (b, c) = (&self.sides[0].groups, &self.sides[1].groups);
+        !b.is_empty()
+            && !c.is_empty()
+            && b.iter()
+                .filter_map(|(k, g)| c.get(k).map(|h| (g, h)))
+                .all(|(g, h)| g.units.len() >= n && h.units.len() >= n)
+    }
+
+    /// The resolution the units are at.
+    pub fn resolution(&self) -> Resolution {
+        self.resolution
     }
 
     /// Adds one series to `side`.
@@ -180,5 +308,14 @@ impl Gathered {
             }
         }
         out
+    }
+}
+
+/// What one resampled unit is at `r`.
+fn unit_name(r: Resolution) -> &'static str {
+    match r {
+        Resolution::Window => "(probe, window) series",
+        Resolution::Hour => "(probe, hour) roll-ups",
+        Resolution::Day => "(probe, day) roll-ups",
     }
 }

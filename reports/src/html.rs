@@ -291,6 +291,7 @@ each probe's consecutive windows are merged into blocks so that at most that man
 bootstrap: neighbouring windows of one probe are not independent either). A group with fewer than the minimum samples or \
 series on either side is marked insufficient data and gets no verdict. A claim holds when its whole \
 interval satisfies it, fails when the whole interval contradicts it, and is inconclusive otherwise.</p>\n\
+<p><b>Resolution.</b> The units resampled are {}.</p>\n\
 <table><tr><th class=\"l\"></th><th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\
 <tr><td class=\"l\">selector</td><td class=\"l\"><code>{}</code></td><td class=\"l\"><code>{}</code></td></tr>\
 <tr><td class=\"l\">probes</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\
@@ -298,6 +299,7 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
 <p>Data centres: {}. Samples per group are in the summary table. Tool: Vantage {}, report schema <code>{}</code>.</p>\n",
         report.resamples,
         crate::MAX_UNITS,
+        esc(&report.resolution_reason),
         esc(&report.baseline),
         esc(&report.candidate),
         esc(&data.baseline_probes.join(", ")),

@@ -23,10 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use vantage_store::StoredSeries;
 
 use evidence::Gathered;
-pub use evidence::{Evidence, Role, MAX_UNITS};
+pub use evidence::{Evidence, GatherError, ResolutionChoice, Role, MAX_UNITS};
 
 /// Version of `report.json`, bumped on any change of its fields.
-pub const REPORT_SCHEMA: &str = "vantage.report/1";
+pub const REPORT_SCHEMA: &str = "vantage.report/2";
 /// The percentiles every group reports.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
@@ -163,6 +163,10 @@ pub struct Report {
     pub confidence: f64,
     /// True when any series came from the lab (label simulated=true).
     pub simulated: bool,
+    /// The resolution resampled: `1m` (the probes' windows), `1h` or `1d`.
+    pub resolution: String,
+    /// Why that resolution.
+    pub resolution_reason: String,
     /// Probes on each side.
     pub probes: (usize, usize),
     /// Every group.
@@ -442,6 +446,8 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         resamples: options.resamples,
         confidence: options.confidence,
         simulated: evidence.simulated,
+        resolution: evidence.resolution.name().to_string(),
+        resolution_reason: evidence.resolution_reason.clone(),
         probes: (
             evidence.side(Role::Baseline).probes.len(),
             evidence.side(Role::Candidate).probes.len(),

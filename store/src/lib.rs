@@ -106,6 +106,11 @@ pub trait Store: Send {
         selector: &Selector,
         each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError>;
+    /// Whether any stored series matches `selector` (to say which
+    /// resolutions a selection exists at). A backend may stop at the first.
+    fn any(&mut self, selector: &Selector) -> Result<bool, StoreError> {
+        Ok(self.select_each(selector, &mut |_| Ok(()))? > 0)
+    }
     /// Batches stored.
     fn batch_count(&mut self) -> Result<u64, StoreError>;
     /// The raw bytes of a stored batch, as received.

@@ -11,7 +11,7 @@ use vantage_wire::{Labels, Series, Window};
 pub struct StoredSeries {
     /// Probe that measured it.
     pub probe_id: String,
-    /// Its batch's sequence number.
+    /// Its batch's sequence number; 0 for a roll-up, which merges many.
     pub sequence: u64,
     /// Campaign.
     pub campaign: String,

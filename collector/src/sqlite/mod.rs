@@ -698,6 +698,36 @@ mod tests {
     }
 
     #[test]
+    fn a_resolution_the_store_no_longer_has_says_which_it_has() {
+        use vantage_reports::{Evidence, GatherError, ResolutionChoice};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        insert_all(
+            &mut store,
+            &[batch("p1", 1, "IN", &[5]), batch("p1", 2, "IN", &[6])],
+        );
+        // The raw series gone (as retention will remove them), roll-ups kept.
+        store.conn.execute_batch("DELETE FROM series").unwrap();
+        let sel: Selector = "country=IN".parse().unwrap();
+        assert!(!store.any(&sel).unwrap());
+        assert!(store.any(&at(Resolution::Hour)).unwrap());
+        let err = Evidence::gather_at(
+            &mut store,
+            &[],
+            &sel,
+            &sel,
+            ResolutionChoice::Fixed(Resolution::Window),
+            3,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, GatherError::NoSuchResolution { available, .. } if available == &[Resolution::Hour, Resolution::Day]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("1h, 1d"), "{err}");
+    }
+
+    #[test]
     fn a_database_from_before_rollups_gains_them_and_a_stopped_migration_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");

@@ -69,34 +69,56 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Adds one stored series to each of its roll-ups.
+    /// Adds one stored series to its hourly roll-up (the daily ones are
+    /// made from the hours in [`Pending::apply`]: one merge per hour, not
+    /// per series).
     pub(super) fn add(&mut self, probe_id: &str, campaign: &str, labels: &Labels, s: &Series) {
-        let labels_key = labels_text(labels);
-        for resolution in Resolution::ROLLUPS {
-            let key = Key {
-                resolution,
-                probe_id: probe_id.to_string(),
-                campaign: campaign.to_string(),
-                labels: labels_key.clone(),
-                target: s.target.name.clone(),
-                address: s.target.address.clone(),
-                metric: s.metric.name(),
-                block_start: resolution.block_start(s.window.start_unix_ms),
-            };
-            match self.rows.get_mut(&key) {
-                Some((_, merged, n)) => {
-                    merge_into(merged, s);
-                    *n += 1;
-                }
-                None => {
-                    self.rows.insert(key, (labels.clone(), s.clone(), 1));
-                }
+        let key = Key {
+            resolution: Resolution::Hour,
+            probe_id: probe_id.to_string(),
+            campaign: campaign.to_string(),
+            labels: labels_text(labels),
+            target: s.target.name.clone(),
+            address: s.target.address.clone(),
+            metric: s.metric.name(),
+            block_start: Resolution::Hour.block_start(s.window.start_unix_ms),
+        };
+        match self.rows.get_mut(&key) {
+            Some((_, merged, n)) => {
+                merge_into(merged, s);
+                *n += 1;
+            }
+            None => {
+                self.rows.insert(key, (labels.clone(), s.clone(), 1));
             }
         }
     }
 
+    /// The daily roll-ups of the pending hours, added beside them.
+    fn add_days(&mut self) {
+        let mut days: HashMap<Key, (Labels, Series, u64)> = HashMap::new();
+        for (key, (labels, s, n)) in &self.rows {
+            let day = Key {
+                resolution: Resolution::Day,
+                block_start: Resolution::Day.block_start(key.block_start),
+                ..key.clone()
+            };
+            match days.get_mut(&day) {
+                Some((_, merged, m)) => {
+                    merge_into(merged, s);
+                    *m += n;
+                }
+                None => {
+                    days.insert(day, (labels.clone(), s.clone(), *n));
+                }
+            }
+        }
+        self.rows.extend(days);
+    }
+
     /// Merges everything pending into the roll-up rows, inside `tx`.
-    pub(super) fn apply(self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    pub(super) fn apply(mut self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+        self.add_days();
         let err = |source| sqlite_error(path, source);
         let mut read = tx
             .prepare_cached(&format!(
