@@ -311,9 +311,14 @@ impl Store for SqliteStore {
                             vantage_wire::counts_text(&s.statuses),
                         ])
                         .map_err(&err)?;
-                }
-                for s in &b.series {
-                    pending.add(&b.probe_id, &b.campaign, &b.labels, s);
+                    pending.add(
+                        &b.probe_id,
+                        b.sequence,
+                        &b.campaign,
+                        &b.labels,
+                        s,
+                        Some(stored_hist),
+                    );
                 }
                 out.push(Inserted::Stored);
             }
@@ -394,9 +399,9 @@ impl Store for SqliteStore {
                 (
                     format!(
                         "SELECT {} FROM rollups WHERE resolution = ?1",
-                        select_columns("0")
+                        select_columns("block_start")
                     ),
-                    " ORDER BY probe_id, block_start, target, metric",
+                    " ORDER BY probe_id, block_start, campaign, labels, target, target_address, metric, part",
                 )
             }
         };
@@ -420,16 +425,44 @@ impl Store for SqliteStore {
             .query(rusqlite::params_from_iter(args.iter()))
             .map_err(sqlite)?;
         let mut matched = 0u64;
+        let mut emit = |row: StoredSeries| -> Result<(), StoreError> {
+            if selector.matches(&row) {
+                matched += 1;
+                each(row)?;
+            }
+            Ok(())
+        };
+        // A roll-up may be stored in parts (one per transaction that added
+        // to it); its parts are adjacent in this order and merged here.
+        let rollup = selector.resolution != Resolution::Window;
+        let mut open: Option<StoredSeries> = None;
         while let Some(r) = rows.next().map_err(sqlite)? {
             let raw = RawRow::read(r).map_err(sqlite)?;
             let row = raw.into_series().map_err(|reason| StoreError::Corrupt {
                 place: path.display().to_string(),
                 reason,
             })?;
-            if selector.matches(&row) {
-                matched += 1;
-                each(row)?;
+            if !rollup {
+                emit(row)?;
+                continue;
             }
+            match open.as_mut() {
+                Some(o) if rollup::same_rollup(o, &row) => {
+                    vantage_store::merge_into(&mut o.series, &row.series)
+                }
+                _ => {
+                    if let Some(mut done) = open.take() {
+                        done.sequence = 0;
+                        emit(done)?;
+                    }
+                    // `sequence` holds the block start until the row is emitted.
+                    open = Some(row);
+                }
+            }
+        }
+        if let Some(mut done) = open.take() {
+            done.sequence = 0;
+            emit(done)?;
         }
         Ok(matched)
     }

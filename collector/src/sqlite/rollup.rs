@@ -4,6 +4,11 @@
 //! come from. Merges are exact (histograms add, counts sum), so a report
 //! from roll-ups gives the same percentiles as one from the raw series.
 //!
+//! A transaction never reads a roll-up back: it appends one *part* per
+//! roll-up it adds to (keyed by the first batch sequence in it, unique per
+//! probe), reusing the histogram bytes as received when the part holds one
+//! series. Reads merge a roll-up's parts, which are adjacent in key order.
+//!
 //! A database made before roll-ups gains them on open: batches are rolled
 //! up in (probe, sequence) order, a chunk per transaction, with the cursor
 //! in `meta` committed with each chunk, so a migration stopped at any point
@@ -13,6 +18,7 @@ use super::{i, labels_text, select_columns, sqlite_error, RawRow};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
+use vantage_store::StoredSeries;
 use vantage_store::{merge_into, Resolution, StoreError};
 use vantage_wire::{encode_histogram, Labels, Series};
 
@@ -26,6 +32,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     target_address TEXT NOT NULL,
     metric TEXT NOT NULL,
     block_start INTEGER NOT NULL,
+    part INTEGER NOT NULL,
     phase TEXT, country TEXT, region TEXT, network TEXT, asn TEXT, device TEXT,
     window_start INTEGER NOT NULL,
     window_end INTEGER NOT NULL,
@@ -37,7 +44,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     histogram BLOB NOT NULL,
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     series_count INTEGER NOT NULL,
-    PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start)
+    PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start, part)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_labels ON rollups (resolution, country, phase, metric);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -62,17 +69,56 @@ struct Key {
     block_start: u64,
 }
 
-/// Series merged by roll-up row, in memory, for one transaction.
+/// One roll-up part being made: its labels, the merged series, how many
+/// series it holds, the first batch sequence in it, and the histogram
+/// bytes as received while it holds exactly one series.
+struct Part {
+    labels: Labels,
+    series: Series,
+    count: u64,
+    first_sequence: u64,
+    bytes: Option<Vec<u8>>,
+}
+
+impl Part {
+    fn merge(&mut self, other: &Series, count: u64, first_sequence: u64) {
+        merge_into(&mut self.series, other);
+        self.count += count;
+        self.first_sequence = self.first_sequence.min(first_sequence);
+        self.bytes = None;
+    }
+}
+
+/// Series merged by roll-up part, in memory, for one transaction.
 #[derive(Default)]
 pub(super) struct Pending {
-    rows: HashMap<Key, (Labels, Series, u64)>,
+    rows: HashMap<Key, Part>,
+}
+
+/// Whether two rows read in key order are parts of one roll-up (the
+/// block start rides in `sequence` while they are read).
+pub(super) fn same_rollup(a: &StoredSeries, b: &StoredSeries) -> bool {
+    a.sequence == b.sequence
+        && a.probe_id == b.probe_id
+        && a.campaign == b.campaign
+        && a.labels == b.labels
+        && a.series.target == b.series.target
+        && a.series.metric == b.series.metric
 }
 
 impl Pending {
-    /// Adds one stored series to its hourly roll-up (the daily ones are
-    /// made from the hours in [`Pending::apply`]: one merge per hour, not
-    /// per series).
-    pub(super) fn add(&mut self, probe_id: &str, campaign: &str, labels: &Labels, s: &Series) {
+    /// Adds one stored series (of batch `sequence`) to its hourly roll-up;
+    /// `bytes` are its histogram as stored. The daily roll-ups are made
+    /// from the hours in [`Pending::apply`]: one merge per hour, not per series.
+    pub(super) fn add(
+        &mut self,
+        probe_id: &str,
+        sequence: u64,
+        campaign: &str,
+        labels: &Labels,
+        s: &Series,
+        bytes: Option<&[u8]>,
+    ) {
         let key = Key {
             resolution: Resolution::Hour,
             probe_id: probe_id.to_string(),
@@ -84,89 +130,77 @@ impl Pending {
             block_start: Resolution::Hour.block_start(s.window.start_unix_ms),
         };
         match self.rows.get_mut(&key) {
-            Some((_, merged, n)) => {
-                merge_into(merged, s);
-                *n += 1;
-            }
+            Some(part) => part.merge(s, 1, sequence),
             None => {
-                self.rows.insert(key, (labels.clone(), s.clone(), 1));
+                self.rows.insert(
+                    key,
+                    Part {
+                        labels: labels.clone(),
+                        series: s.clone(),
+                        count: 1,
+                        first_sequence: sequence,
+                        bytes: bytes.map(<[u8]>::to_vec),
+                    },
+                );
             }
         }
     }
 
-    /// The daily roll-ups of the pending hours, added beside them.
+    /// The daily parts of the pending hours, added beside them.
     fn add_days(&mut self) {
-        let mut days: HashMap<Key, (Labels, Series, u64)> = HashMap::new();
-        for (key, (labels, s, n)) in &self.rows {
+        let mut days: HashMap<Key, Part> = HashMap::new();
+        for (key, hour) in &self.rows {
             let day = Key {
                 resolution: Resolution::Day,
                 block_start: Resolution::Day.block_start(key.block_start),
                 ..key.clone()
             };
             match days.get_mut(&day) {
-                Some((_, merged, m)) => {
-                    merge_into(merged, s);
-                    *m += n;
-                }
+                Some(part) => part.merge(&hour.series, hour.count, hour.first_sequence),
                 None => {
-                    days.insert(day, (labels.clone(), s.clone(), *n));
+                    days.insert(
+                        day,
+                        Part {
+                            labels: hour.labels.clone(),
+                            series: hour.series.clone(),
+                            count: hour.count,
+                            first_sequence: hour.first_sequence,
+                            bytes: hour.bytes.clone(),
+                        },
+                    );
                 }
             }
         }
         self.rows.extend(days);
     }
 
-    /// Merges everything pending into the roll-up rows, inside `tx`.
+    /// Appends every pending part to the roll-ups, inside `tx`.
     pub(super) fn apply(mut self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
         self.add_days();
         let err = |source| sqlite_error(path, source);
-        let mut read = tx
-            .prepare_cached(&format!(
-                "SELECT {}, series_count FROM rollups WHERE resolution = ?1 AND probe_id = ?2 \
-                 AND campaign = ?3 AND labels = ?4 AND target = ?5 AND target_address = ?6 AND metric = ?7 \
-                 AND block_start = ?8",
-                select_columns("0")
-            ))
-            .map_err(err)?;
         let mut write = tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+                "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
             )
             .map_err(err)?;
-        let mut hist = Vec::new();
-        for (key, (labels, mut merged, mut count)) in self.rows {
-            let old = read
-                .query_row(
-                    params![
-                        key.resolution.name(),
-                        key.probe_id,
-                        key.campaign,
-                        key.labels,
-                        key.target,
-                        key.address,
-                        key.metric,
-                        i(key.block_start)
-                    ],
-                    |r| Ok((RawRow::read(r)?, r.get::<_, i64>(24)?)),
-                )
-                .optional()
-                .map_err(err)?;
-            if let Some((raw, n)) = old {
-                let stored = raw.into_series().map_err(|reason| StoreError::Corrupt {
-                    place: path.display().to_string(),
-                    reason,
-                })?;
-                merge_into(&mut merged, &stored.series);
-                count += n.max(0) as u64;
-            }
-            hist.clear();
-            encode_histogram(&merged.histogram, &mut hist).map_err(|e| StoreError::Corrupt {
-                place: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let l = |k| labels.get(k);
-            let s = &merged;
+        let mut encoded = Vec::new();
+        for (key, part) in self.rows {
+            let hist: &[u8] = match &part.bytes {
+                Some(b) => b,
+                None => {
+                    encoded.clear();
+                    encode_histogram(&part.series.histogram, &mut encoded).map_err(|e| {
+                        StoreError::Corrupt {
+                            place: path.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    &encoded
+                }
+            };
+            let l = |k| part.labels.get(k);
+            let s = &part.series;
             write
                 .execute(params![
                     key.resolution.name(),
@@ -177,6 +211,7 @@ impl Pending {
                     key.address,
                     key.metric,
                     i(key.block_start),
+                    i(part.first_sequence),
                     l("phase"),
                     l("country"),
                     l("region"),
@@ -197,10 +232,10 @@ impl Pending {
                     i(s.path.ipdv_pairs),
                     i(s.server_time.sum_us),
                     i(s.server_time.count),
-                    &hist,
+                    hist,
                     vantage_wire::counts_text(&s.reasons),
                     vantage_wire::counts_text(&s.statuses),
-                    i(count),
+                    i(part.count),
                 ])
                 .map_err(err)?;
         }
@@ -317,7 +352,14 @@ pub(super) fn migrate_chunk(
                     place: path.display().to_string(),
                     reason,
                 })?;
-            pending.add(&row.probe_id, &row.campaign, &row.labels, &row.series);
+            pending.add(
+                &row.probe_id,
+                row.sequence,
+                &row.campaign,
+                &row.labels,
+                &row.series,
+                None,
+            );
         }
     }
     pending.apply(tx, path)?;
