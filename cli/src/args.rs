@@ -52,9 +52,32 @@ pub(crate) struct DbArgs {
 }
 
 impl DbArgs {
-    /// Opens the store, creating it.
+    /// Opens the store, creating it. A store made before roll-ups gains
+    /// them first, with a progress bar on stderr while it does.
     pub(crate) fn open(&self) -> anyhow::Result<vantage_collector::SqliteStore> {
-        Ok(vantage_collector::SqliteStore::open(&self.db)?)
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let store = vantage_collector::SqliteStore::open_with_progress(
+            &self.db,
+            &mut |done, total| {
+                let bar = bar.get_or_insert_with(|| {
+                eprintln!(
+                    "{}: adding hourly and daily roll-ups to a store made before them (resumable if stopped)",
+                    self.db.display()
+                );
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} batches {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+                bar.set_position(done);
+            },
+        )?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        Ok(store)
     }
 
     /// Opens a store that must already exist (for reading).

@@ -107,6 +107,9 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
     if let Some(CollectCommand::Token { command }) = args.command {
         return token(command);
     }
+    // Opened here first so a store made before roll-ups gains them with a
+    // progress bar, before the collector takes its first batch.
+    drop(args.store.open()?);
     let identity = args.identity.load("vantage-collector-cert")?;
     let collector = vantage_collector::Collector::start(vantage_collector::CollectorConfig {
         listen: args.listen,
