@@ -20,6 +20,11 @@ pub(crate) struct CollectArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Keep one-minute series this long (e.g. 14d), then remove them in
+    /// small steps; hourly and daily roll-ups are kept for the whole
+    /// campaign (default: keep everything).
+    #[arg(long, value_parser = parse_keep, value_name = "DURATION")]
+    keep_raw: Option<Duration>,
     /// Print only errors.
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -57,6 +62,18 @@ enum TokenCommand {
         #[command(flatten)]
         store: DbArgs,
     },
+}
+
+/// A retention time: at least an hour, so a typo such as `14m` cannot
+/// remove the series of the hour still being rolled up.
+fn parse_keep(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(3600) {
+        return Err(format!(
+            "{s} is shorter than an hour: keep raw series at least 1h (e.g. 14d)"
+        ));
+    }
+    Ok(d)
 }
 
 fn now_unix_ms() -> u64 {
@@ -116,6 +133,7 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
         identity,
         db: args.store.db.clone(),
         max_connections: 4096,
+        keep_raw: args.keep_raw,
     })
     .await?;
     if !args.quiet {

@@ -33,7 +33,7 @@ enum Command {
     Probe(Box<vantage_probe::ProbeArgs>),
     /// Run a collector: receive batches from probes (QUIC, HTTPS fallback) into a database.
     #[command(
-        after_help = "Examples:\n  vantage collect --listen 0.0.0.0:4434 --db vantage.db --cert-dir /var/lib/vantage/collector-cert\n  vantage collect token add --db vantage.db --probe vm-mumbai-1\n  vantage collect token revoke --db vantage.db --probe vm-mumbai-1"
+        after_help = "Examples:\n  vantage collect --listen 0.0.0.0:4434 --db vantage.db --cert-dir /var/lib/vantage/collector-cert\n  vantage collect --db vantage.db --keep-raw 14d   (one-minute series for 14 days; hourly and daily roll-ups for good)\n  vantage collect token add --db vantage.db --probe vm-mumbai-1\n  vantage collect token revoke --db vantage.db --probe vm-mumbai-1"
     )]
     Collect(collect::CollectArgs),
     /// Select stored series, merge them by group, and write CSV, JSON lines or an HdrHistogram log.

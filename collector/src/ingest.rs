@@ -4,6 +4,7 @@
 //! after the commit that holds it has returned.
 
 use crate::metrics::Metrics;
+use crate::upkeep::{Step, Upkeep, FOLD_CHUNK, RETAIN_CHUNK, RETAIN_EVERY};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +33,105 @@ pub fn new_token() -> String {
     )
 }
 
+/// The writer thread: commit what is waiting (group commit), then at
+/// most one bounded upkeep step, then wait (no longer than the next step
+/// is due). Ends when every sender is gone.
+fn write_loop(
+    runtime: &tokio::runtime::Runtime,
+    mut rx: mpsc::Receiver<WriteJob>,
+    writer: &mut dyn Store,
+    m: &Metrics,
+    mut upkeep: Upkeep,
+) {
+    let mut jobs = Vec::with_capacity(GROUP);
+    loop {
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let idle = jobs.is_empty();
+        if !idle {
+            let stored = commit(writer, m, std::mem::take(&mut jobs));
+            upkeep.stored(stored);
+        }
+        let now = now_unix_ms();
+        match upkeep.due(now, idle && rx.is_empty()) {
+            Some(step) => run_step(writer, m, &mut upkeep, step, now),
+            None if idle => {
+                let wait = upkeep.wait(now);
+                let next = runtime.block_on(async {
+                    match wait {
+                        Some(d) => tokio::time::timeout(d, rx.recv()).await.ok(),
+                        None => Some(rx.recv().await),
+                    }
+                });
+                match next {
+                    Some(Some(job)) => jobs.push(job),
+                    Some(None) => return,
+                    None => {}
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Commits one group; returns how many batches were new.
+fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
+    let started = Instant::now();
+    let result = {
+        let items: Vec<Incoming<'_>> = jobs
+            .iter()
+            .map(|j| Incoming {
+                batch: &j.batch,
+                raw: &j.raw,
+                histograms: &j.histograms,
+            })
+            .collect();
+        writer.insert_batches(&items, now_unix_ms())
+    };
+    m.commit(started.elapsed());
+    match result {
+        Ok(outcomes) => {
+            let stored = outcomes.iter().filter(|o| **o == Inserted::Stored).count();
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+            stored as u64
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store commit failed; {} batches answered unavailable", jobs.len());
+            for job in jobs {
+                let _ = job.reply.send(Err(e.to_string()));
+            }
+            0
+        }
+    }
+}
+
+/// Runs one upkeep step and counts what it did.
+fn run_step(writer: &mut dyn Store, m: &Metrics, upkeep: &mut Upkeep, step: Step, now: u64) {
+    let result = match step {
+        Step::Fold => writer.fold_rollups(FOLD_CHUNK).map(|n| {
+            upkeep.folded(FOLD_CHUNK, n);
+            m.count_folded(n);
+        }),
+        Step::Retain { before_unix_ms } => writer
+            .remove_raw_before(before_unix_ms, RETAIN_CHUNK)
+            .map(|removed| {
+                upkeep.retained(now, RETAIN_CHUNK, removed);
+                m.removed_raw(removed);
+            }),
+    };
+    if let Err(e) = result {
+        upkeep.failed(now);
+        m.upkeep_failed();
+        tracing::error!(error = %e, ?step, "store upkeep failed; ingest goes on, upkeep retries in {} s", RETAIN_EVERY.as_secs());
+    }
+}
+
 struct WriteJob {
     batch: Batch,
     raw: Vec<u8>,
@@ -56,51 +156,27 @@ fn now_unix_ms() -> u64 {
 impl Ingest {
     /// Starts the writer thread on `writer` (the store batches go to) and
     /// answers token look-ups from `auth` (a second handle on the same
-    /// store, so look-ups do not wait for commits).
+    /// store, so look-ups do not wait for commits). Between commits the
+    /// writer folds batches into the roll-ups and, with `keep_raw`, removes
+    /// raw series older than that.
     pub fn start(
         mut writer: Box<dyn Store>,
         auth: Box<dyn Store>,
         metrics: Arc<Metrics>,
+        keep_raw: Option<Duration>,
     ) -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::channel::<WriteJob>(4 * GROUP);
+        let (tx, rx) = mpsc::channel::<WriteJob>(4 * GROUP);
         let m = metrics.clone();
-        std::thread::Builder::new().name("collector-writer".into()).spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut jobs = vec![first];
-                while jobs.len() < GROUP {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
-                let started = Instant::now();
-                let result = {
-                    let items: Vec<Incoming<'_>> = jobs
-                        .iter()
-                        .map(|j| Incoming {
-                            batch: &j.batch,
-                            raw: &j.raw,
-                            histograms: &j.histograms,
-                        })
-                        .collect();
-                    writer.insert_batches(&items, now_unix_ms())
-                };
-                m.commit(started.elapsed());
-                match result {
-                    Ok(outcomes) => {
-                        for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                            let _ = job.reply.send(Ok(outcome));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "store commit failed; {} batches answered unavailable", jobs.len());
-                        for job in jobs {
-                            let _ = job.reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
-            }
-        })?;
+        let unfolded = writer.unfolded_batches().unwrap_or(0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("collector-writer".into())
+            .spawn(move || {
+                let upkeep = Upkeep::new(keep_raw, unfolded);
+                write_loop(&runtime, rx, writer.as_mut(), &m, upkeep)
+            })?;
         Ok(Ingest {
             writer: tx,
             auth: Mutex::new(auth),

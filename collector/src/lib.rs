@@ -11,6 +11,7 @@ mod ingest;
 mod metrics;
 mod server;
 mod sqlite;
+pub mod upkeep;
 
 pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
 pub use metrics::Metrics;

@@ -16,6 +16,10 @@ pub struct Metrics {
     series: AtomicU64,
     commits: AtomicU64,
     commit_ns: AtomicU64,
+    folded: AtomicU64,
+    raw_batches_removed: AtomicU64,
+    raw_series_removed: AtomicU64,
+    upkeep_failures: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     last_seen: Mutex<BTreeMap<String, u64>>,
 }
@@ -44,6 +48,21 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_folded(&self, batches: u64) {
+        self.folded.fetch_add(batches, Ordering::Relaxed);
+    }
+
+    pub(crate) fn removed_raw(&self, removed: vantage_store::RawRemoved) {
+        self.raw_batches_removed
+            .fetch_add(removed.batches, Ordering::Relaxed);
+        self.raw_series_removed
+            .fetch_add(removed.series, Ordering::Relaxed);
+    }
+
+    pub(crate) fn upkeep_failed(&self) {
+        self.upkeep_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn seen(&self, probe: &str, unix_ms: u64) {
         if let Ok(mut m) = self.last_seen.lock() {
             // Bounded by the number of probes with valid tokens.
@@ -59,6 +78,11 @@ impl Metrics {
     /// Duplicate batches acknowledged without storing.
     pub fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Batches folded into the roll-ups.
+    pub fn folded(&self) -> u64 {
+        self.folded.load(Ordering::Relaxed)
     }
 
     /// Refusals by reason.
@@ -94,6 +118,26 @@ impl Metrics {
             "vantage_collector_store_commits_total",
             "Store transactions committed.",
             self.commits.load(Ordering::Relaxed),
+        );
+        counter(
+            "vantage_collector_batches_folded_total",
+            "Batches folded into the hourly and daily roll-ups.",
+            self.folded(),
+        );
+        counter(
+            "vantage_collector_raw_batches_removed_total",
+            "Batches whose one-minute series and raw bytes retention (--keep-raw) removed.",
+            self.raw_batches_removed.load(Ordering::Relaxed),
+        );
+        counter(
+            "vantage_collector_raw_series_removed_total",
+            "One-minute series removed by retention (--keep-raw); their roll-ups are kept.",
+            self.raw_series_removed.load(Ordering::Relaxed),
+        );
+        counter(
+            "vantage_collector_store_upkeep_failures_total",
+            "Fold or retention steps that failed (ingest goes on; the step is retried).",
+            self.upkeep_failures.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

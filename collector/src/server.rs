@@ -32,6 +32,9 @@ pub struct CollectorConfig {
     pub db: PathBuf,
     /// Most concurrent connections per protocol.
     pub max_connections: usize,
+    /// How long one-minute series are kept (`None`: forever); the hourly
+    /// and daily roll-ups are kept whatever this is.
+    pub keep_raw: Option<std::time::Duration>,
 }
 
 /// Why a collector could not start.
@@ -79,6 +82,7 @@ impl Collector {
                 Box::new(writer),
                 Box::new(auth),
                 Arc::new(Metrics::default()),
+                config.keep_raw,
             )
             .map_err(CollectorError::Writer)?,
         );

@@ -78,6 +78,7 @@ async fn setup() -> Setup {
         identity: Identity::generate(&["localhost".into()]).unwrap(),
         db: db.clone(),
         max_connections: 64,
+        keep_raw: None,
     })
     .await
     .unwrap();
@@ -190,6 +191,7 @@ async fn random_and_mutated_input_is_refused_and_never_stored_as_garbage() {
         Box::new(SqliteStore::open(&db).unwrap()),
         Box::new(SqliteStore::open(&db).unwrap()),
         Arc::new(Metrics::default()),
+        None,
     )
     .unwrap();
     let token = add_token(&db, "p1");

@@ -282,6 +282,7 @@ async fn start_collector(db: &std::path::Path) -> Result<vantage_collector::Coll
             .map_err(|e| LabError::Collector(e.to_string()))?,
         db: db.to_path_buf(),
         max_connections: 256,
+        keep_raw: None,
     })
     .await
     .map_err(|e| LabError::Collector(e.to_string()))

@@ -113,9 +113,36 @@ pub trait Store: Send {
     }
     /// Batches stored.
     fn batch_count(&mut self) -> Result<u64, StoreError>;
-    /// The raw bytes of a stored batch, as received.
+    /// The raw bytes of a stored batch, as received (`None` if it is not
+    /// stored, or retention removed them).
     fn batch_bytes(&mut self, probe_id: &str, sequence: u64)
         -> Result<Option<Vec<u8>>, StoreError>;
     /// A cheap query, for health checks.
     fn ping(&mut self) -> Result<(), StoreError>;
+    /// Folds up to `max_batches` stored batches not yet folded into the
+    /// hourly and daily roll-ups, in one transaction; returns how many (0:
+    /// none were waiting). Roll-ups read whole either way (a backend merges
+    /// unfolded batches in as it reads); folding keeps that merge small and
+    /// must come before a batch's raw series are removed.
+    fn fold_rollups(&mut self, max_batches: usize) -> Result<u64, StoreError>;
+    /// Batches stored but not yet folded into the roll-ups.
+    fn unfolded_batches(&mut self) -> Result<u64, StoreError>;
+    /// Removes the one-minute series and raw bytes of up to `max_batches`
+    /// folded batches created before `before_unix_ms`, in one transaction.
+    /// The batch keys stay (a late duplicate is still known) and so do the
+    /// roll-ups.
+    fn remove_raw_before(
+        &mut self,
+        before_unix_ms: u64,
+        max_batches: usize,
+    ) -> Result<RawRemoved, StoreError>;
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawRemoved {
+    /// Batches whose raw series and bytes were removed.
+    pub batches: u64,
+    /// One-minute series rows removed.
+    pub series: u64,
 }

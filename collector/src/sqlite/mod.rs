@@ -7,7 +7,8 @@ mod rollup;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use vantage_store::{
-    Incoming, Inserted, Resolution, Selector, Store, StoreError, StoredSeries, TokenRecord,
+    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
+    TokenRecord,
 };
 use vantage_wire::{
     decode_histogram, encode_histogram, ErrorCounts, Labels, PathStats, ReasonCounts, Series,
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS series (
     PRIMARY KEY (probe_id, sequence, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
+CREATE INDEX IF NOT EXISTS batches_raw_by_created ON batches (created_unix_ms) WHERE length(body) > 0;
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     probe_id TEXT NOT NULL,
@@ -127,55 +129,40 @@ impl SqliteStore {
         Self::open_with_progress(path, &mut |_, _| {})
     }
 
-    /// [`SqliteStore::open`], telling `progress` (batches rolled up, of
-    /// how many) while a database made before roll-ups gains them. The
-    /// migration commits a chunk at a time with its cursor: stopped at any
+    /// [`SqliteStore::open`], telling `progress` (batches folded into the
+    /// roll-ups, of how many) while stored batches wait to be folded: all
+    /// of them in a database made before roll-ups, or those a collector
+    /// left unfolded. Folding commits a chunk at a time: stopped at any
     /// point, it resumes at the next open, nothing lost or doubled.
     pub fn open_with_progress(
         path: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, StoreError> {
         let mut store = Self::open_schema(path)?;
-        store.migrate_rollups(rollup::MIGRATION_CHUNK, usize::MAX, progress)?;
+        let err = |source| sqlite_error(path, source);
+        let tx = store.conn.transaction().map_err(err)?;
+        rollup::upgrade(&tx, path)?;
+        tx.commit().map_err(err)?;
+        store.fold_chunks(rollup::OPEN_FOLD_CHUNK, usize::MAX, progress)?;
         Ok(store)
     }
 
-    /// Rolls up at most `chunks` chunks of `chunk` batches not rolled up yet.
-    fn migrate_rollups(
+    /// Folds at most `chunks` chunks of `chunk` pending batches.
+    fn fold_chunks(
         &mut self,
         chunk: usize,
         chunks: usize,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| sqlite_error(&path, source);
-        let total = self.batch_count()?;
+        let total = rollup::pending_count(&self.conn, &self.path)?;
         let mut done = 0;
         for _ in 0..chunks {
-            let tx = self.conn.transaction().map_err(err)?;
-            let rollup::MigrationState::After(after) = rollup::state(&tx, &path)? else {
-                tx.commit().map_err(err)?;
-                return Ok(());
-            };
-            if done == 0 {
-                done = match &after {
-                    None => 0,
-                    Some((p, s)) => tx
-                        .query_row(
-                            "SELECT COUNT(*) FROM batches WHERE (probe_id, sequence) <= (?1, ?2)",
-                            params![p, i(*s)],
-                            |r| r.get::<_, i64>(0),
-                        )
-                        .map_err(err)?
-                        .max(0) as u64,
-                };
+            let n = self.fold_rollups(chunk)?;
+            if n == 0 {
+                break;
             }
-            let (_, n) = rollup::migrate_chunk(&tx, &path, after, chunk)?;
-            tx.commit().map_err(err)?;
-            if n > 0 {
-                done += n;
-                progress(done, total);
-            }
+            done += n;
+            progress(done, total);
         }
         Ok(())
     }
@@ -240,7 +227,6 @@ impl Store for SqliteStore {
                 )
                 .map_err(&err)?;
             let mut hist = Vec::new();
-            let mut pending = rollup::Pending::default();
             for item in batches {
                 let (b, raw) = (item.batch, item.raw);
                 let labels = labels_text(&b.labels);
@@ -311,18 +297,10 @@ impl Store for SqliteStore {
                             vantage_wire::counts_text(&s.statuses),
                         ])
                         .map_err(&err)?;
-                    pending.add(
-                        &b.probe_id,
-                        b.sequence,
-                        &b.campaign,
-                        &b.labels,
-                        s,
-                        Some(stored_hist),
-                    );
                 }
+                rollup::enter_pending(&tx, &path, &b.probe_id, b.sequence)?;
                 out.push(Inserted::Stored);
             }
-            pending.apply(&tx, &path)?;
         }
         tx.commit().map_err(&err)?;
         Ok(out)
@@ -383,87 +361,81 @@ impl Store for SqliteStore {
         selector: &Selector,
         each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        // Narrow in SQL on the indexed, well-known columns; the selector
-        // itself decides in the end (other labels, alternatives, time).
+        // Narrow in SQL on the indexed, well-known columns (both tables
+        // have them); the selector itself decides in the end (other
+        // labels, alternatives, time).
+        let mut filter = String::new();
         let mut args: Vec<String> = Vec::new();
-        let (mut sql, order) = match selector.resolution {
-            Resolution::Window => (
-                format!(
-                    "SELECT {} FROM series WHERE 1=1",
-                    select_columns("sequence")
-                ),
-                " ORDER BY probe_id, sequence, idx",
-            ),
-            r => {
-                args.push(r.name().to_string());
-                (
-                    format!(
-                        "SELECT {} FROM rollups WHERE resolution = ?1",
-                        select_columns("block_start")
-                    ),
-                    " ORDER BY probe_id, block_start, campaign, labels, target, target_address, metric, part",
-                )
-            }
-        };
         for col in ["country", "phase", "metric", "target", "campaign"] {
             if let Some(vs) = selector.equals.get(col) {
-                let marks: Vec<String> = vs
-                    .iter()
-                    .map(|v| {
-                        args.push(v.clone());
-                        format!("?{}", args.len())
-                    })
-                    .collect();
-                sql.push_str(&format!(" AND {col} IN ({})", marks.join(",")));
+                let marks = vec!["?"; vs.len()].join(",");
+                filter.push_str(&format!(" AND {col} IN ({marks})"));
+                args.extend(vs.iter().cloned());
             }
         }
-        sql.push_str(order);
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, source);
-        let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
-        let mut rows = st
-            .query(rusqlite::params_from_iter(args.iter()))
-            .map_err(sqlite)?;
+        let corrupt = |reason| StoreError::Corrupt {
+            place: path.display().to_string(),
+            reason,
+        };
         let mut matched = 0u64;
-        let mut emit = |row: StoredSeries| -> Result<(), StoreError> {
+        let mut emit = |mut row: StoredSeries, rollup: bool| -> Result<(), StoreError> {
+            if rollup {
+                row.sequence = 0;
+            }
             if selector.matches(&row) {
                 matched += 1;
                 each(row)?;
             }
             Ok(())
         };
-        // A roll-up may be stored in parts (one per transaction that added
-        // to it); its parts are adjacent in this order and merged here.
-        let rollup = selector.resolution != Resolution::Window;
-        let mut open: Option<StoredSeries> = None;
-        while let Some(r) = rows.next().map_err(sqlite)? {
-            let raw = RawRow::read(r).map_err(sqlite)?;
-            let row = raw.into_series().map_err(|reason| StoreError::Corrupt {
-                place: path.display().to_string(),
-                reason,
-            })?;
-            if !rollup {
-                emit(row)?;
-                continue;
+        let resolution = selector.resolution;
+        if resolution == Resolution::Window {
+            let sql = format!(
+                "SELECT {} FROM series WHERE 1=1{filter} ORDER BY probe_id, sequence, idx",
+                select_columns("sequence")
+            );
+            let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
+            let mut rows = st
+                .query(rusqlite::params_from_iter(args.iter()))
+                .map_err(sqlite)?;
+            while let Some(r) = rows.next().map_err(sqlite)? {
+                emit(RawRow::read(r).map_err(sqlite)?.into_series().map_err(corrupt)?, false)?;
             }
-            match open.as_mut() {
-                Some(o) if rollup::same_rollup(o, &row) => {
-                    vantage_store::merge_into(&mut o.series, &row.series)
+            return Ok(matched);
+        }
+        // Folded roll-ups, each merged with what its unfolded batches add
+        // (read in one transaction, so a fold in between cannot count a
+        // batch twice or not at all).
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        let mut unfolded = rollup::unfolded(&tx, &path, resolution, &filter, &args)?;
+        {
+            let sql = format!(
+                "SELECT {} FROM rollups WHERE resolution = ?{filter} \
+                 ORDER BY probe_id, campaign, labels, target, target_address, metric, block_start",
+                select_columns("block_start")
+            );
+            let mut st = tx.prepare(&sql).map_err(sqlite)?;
+            let mut rows = st
+                .query(rusqlite::params_from_iter(
+                    std::iter::once(resolution.name().to_string()).chain(args.iter().cloned()),
+                ))
+                .map_err(sqlite)?;
+            while let Some(r) = rows.next().map_err(sqlite)? {
+                let mut row = RawRow::read(r).map_err(sqlite)?.into_series().map_err(corrupt)?;
+                if let Some(more) = unfolded.remove(&rollup::key_as_read(resolution, &row)) {
+                    vantage_store::merge_into(&mut row.series, &more.series);
                 }
-                _ => {
-                    if let Some(mut done) = open.take() {
-                        done.sequence = 0;
-                        emit(done)?;
-                    }
-                    // `sequence` holds the block start until the row is emitted.
-                    open = Some(row);
-                }
+                emit(row, true)?;
             }
         }
-        if let Some(mut done) = open.take() {
-            done.sequence = 0;
-            emit(done)?;
+        let mut rest: Vec<_> = unfolded.into_iter().collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, row) in rest {
+            emit(row, true)?;
         }
+        tx.commit().map_err(sqlite)?;
         Ok(matched)
     }
 
@@ -481,7 +453,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
             .query_row(
-                "SELECT body FROM batches WHERE probe_id = ?1 AND sequence = ?2",
+                "SELECT body FROM batches WHERE probe_id = ?1 AND sequence = ?2 AND length(body) > 0",
                 params![probe_id, i(sequence)],
                 |r| r.get(0),
             )
@@ -493,6 +465,60 @@ impl Store for SqliteStore {
         self.conn
             .query_row("SELECT 1", [], |_| Ok(()))
             .map_err(self.err())
+    }
+
+    fn fold_rollups(&mut self, max_batches: usize) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sqlite_error(&path, e))?;
+        let folded = rollup::fold(&tx, &path, max_batches)?;
+        tx.commit().map_err(|e| sqlite_error(&path, e))?;
+        Ok(folded)
+    }
+
+    fn unfolded_batches(&mut self) -> Result<u64, StoreError> {
+        rollup::pending_count(&self.conn, &self.path)
+    }
+
+    fn remove_raw_before(
+        &mut self,
+        before_unix_ms: u64,
+        max_batches: usize,
+    ) -> Result<RawRemoved, StoreError> {
+        let path = self.path.clone();
+        let err = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut removed = RawRemoved::default();
+        {
+            // Only folded batches: their series are in the roll-ups.
+            let mut doomed = tx
+                .prepare_cached(
+                    "SELECT probe_id, sequence FROM batches \
+                     WHERE length(body) > 0 AND created_unix_ms < ?1 \
+                     AND (probe_id, sequence) NOT IN (SELECT probe_id, sequence FROM rollup_pending) \
+                     ORDER BY created_unix_ms LIMIT ?2",
+                )
+                .map_err(err)?;
+            let keys = doomed
+                .query_map(params![i(before_unix_ms), max_batches as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            let mut series = tx
+                .prepare_cached("DELETE FROM series WHERE probe_id = ?1 AND sequence = ?2")
+                .map_err(err)?;
+            let mut body = tx
+                .prepare_cached(
+                    "UPDATE batches SET body = X'' WHERE probe_id = ?1 AND sequence = ?2",
+                )
+                .map_err(err)?;
+            for (probe, sequence) in &keys {
+                removed.series += series.execute(params![probe, sequence]).map_err(err)? as u64;
+                removed.batches += body.execute(params![probe, sequence]).map_err(err)? as u64;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(removed)
     }
 }
 
@@ -703,12 +729,20 @@ mod tests {
             out.iter().filter(|o| **o == Inserted::Duplicate).count(),
             10
         );
-        for resolution in [Resolution::Hour, Resolution::Day] {
-            let want = expected(&mut store, resolution);
-            let got = rolled(&mut store, resolution);
-            assert_eq!(got.len(), want.len(), "{resolution}");
-            assert_eq!(got, want, "{resolution}: merged exactly");
+        // Whole before any fold (the pending batches merged in as read),
+        // part-way through folding, and once everything is folded.
+        for fold in [0, 7, usize::MAX] {
+            if fold > 0 {
+                store.fold_rollups(fold).unwrap();
+            }
+            for resolution in [Resolution::Hour, Resolution::Day] {
+                let want = expected(&mut store, resolution);
+                let got = rolled(&mut store, resolution);
+                assert_eq!(got.len(), want.len(), "{resolution} after folding {fold}");
+                assert_eq!(got, want, "{resolution} after folding {fold}: merged exactly");
+            }
         }
+        assert_eq!(store.unfolded_batches().unwrap(), 0);
         assert_eq!(
             rolled(&mut store, Resolution::Hour).len(),
             2 * 3,
@@ -739,8 +773,27 @@ mod tests {
             &mut store,
             &[batch("p1", 1, "IN", &[5]), batch("p1", 2, "IN", &[6])],
         );
-        // The raw series gone (as retention will remove them), roll-ups kept.
-        store.conn.execute_batch("DELETE FROM series").unwrap();
+        // Retention takes only folded batches.
+        assert_eq!(
+            store.remove_raw_before(u64::MAX, 100).unwrap(),
+            RawRemoved::default()
+        );
+        assert_eq!(store.fold_rollups(100).unwrap(), 2);
+        assert_eq!(
+            store.remove_raw_before(1, 100).unwrap(),
+            RawRemoved::default(),
+            "created at 1: not before 1"
+        );
+        // The raw series gone, roll-ups and batch keys kept.
+        let removed = store.remove_raw_before(u64::MAX, 100).unwrap();
+        assert_eq!((removed.batches, removed.series), (2, 2));
+        assert_eq!(store.batch_bytes("p1", 1).unwrap(), None);
+        assert_eq!(store.batch_count().unwrap(), 2);
+        assert_eq!(
+            insert_all(&mut store, &[batch("p1", 1, "IN", &[5])]),
+            [Inserted::Duplicate],
+            "a late duplicate is still known"
+        );
         let sel: Selector = "country=IN".parse().unwrap();
         assert!(!store.any(&sel).unwrap());
         assert!(store.any(&at(Resolution::Hour)).unwrap());
@@ -777,16 +830,19 @@ mod tests {
             // Back to a database from before roll-ups.
             store
                 .conn
-                .execute_batch("DROP TABLE rollups; DROP TABLE meta;")
+                .execute_batch("DROP TABLE rollups; DROP TABLE rollup_pending; DROP TABLE meta;")
                 .unwrap();
             kept
         };
         {
             // Stopped after two chunks of 50 batches.
             let mut store = SqliteStore::open_schema(&path).unwrap();
+            let tx = store.conn.transaction().unwrap();
+            rollup::upgrade(&tx, &path).unwrap();
+            tx.commit().unwrap();
             let mut seen = Vec::new();
             store
-                .migrate_rollups(50, 2, &mut |done, total| seen.push((done, total)))
+                .fold_chunks(50, 2, &mut |done, total| seen.push((done, total)))
                 .unwrap();
             assert_eq!(seen, [(50, 390), (100, 390)]);
         }
@@ -794,7 +850,8 @@ mod tests {
         let mut store =
             SqliteStore::open_with_progress(&path, &mut |done, total| seen.push((done, total)))
                 .unwrap();
-        assert_eq!(seen, [(390, 390)], "resumed after the 100 done");
+        assert_eq!(seen, [(290, 290)], "resumed after the 100 done");
+        assert_eq!(store.unfolded_batches().unwrap(), 0);
         assert_eq!(rolled(&mut store, Resolution::Hour), hours);
         assert_eq!(rolled(&mut store, Resolution::Day), days);
         // Done: a new batch is rolled up as it comes, once.

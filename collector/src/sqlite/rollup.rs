@@ -1,25 +1,34 @@
 //! Hourly and daily roll-ups: one merged series per (probe, campaign,
 //! labels, target, address, metric) and UTC block, kept beside the
-//! one-minute series and written in the same transaction as the batch they
-//! come from. Merges are exact (histograms add, counts sum), so a report
-//! from roll-ups gives the same percentiles as one from the raw series.
+//! one-minute series. Merges are exact (histograms add, counts sum), so a
+//! report from roll-ups gives the same percentiles as one from the raw
+//! series.
 //!
-//! A transaction never reads a roll-up back: it appends one *part* per
-//! roll-up it adds to (keyed by the first batch sequence in it, unique per
-//! probe), reusing the histogram bytes as received when the part holds one
-//! series. Reads merge a roll-up's parts, which are adjacent in key order.
+//! The transaction that stores a batch also enters it in `rollup_pending`:
+//! its share of the roll-ups, written with it, once (a duplicate is not
+//! stored, so it is not entered either). Folding moves pending batches into
+//! the `rollups` rows, a bounded chunk per transaction that also deletes
+//! their pending entries, so a batch is counted in the roll-ups exactly
+//! once at every instant: pending, or folded, never both and never neither.
+//! Reads merge the pending batches' series into the folded rows, so a
+//! roll-up read is whole whether or not its batches are folded yet.
 //!
-//! A database made before roll-ups gains them on open: batches are rolled
-//! up in (probe, sequence) order, a chunk per transaction, with the cursor
-//! in `meta` committed with each chunk, so a migration stopped at any point
-//! resumes where it stopped, nothing lost or doubled.
+//! Why not update `rollups` in the ingest transaction itself: a batch adds
+//! to one row per (target, metric) and resolution, each in its own place
+//! in the table, so every commit wrote dozens of scattered pages and ingest
+//! ran at a fraction of its former rate. A fold touches each row once per
+//! chunk (60 one-minute batches of a probe fold into one hourly write).
+//!
+//! A database made before roll-ups gains them on open: every batch is
+//! entered as pending (one statement), then folded a chunk per transaction;
+//! a fold stopped at any point resumes at the next open, nothing lost or
+//! doubled.
 
 use super::{i, labels_text, select_columns, sqlite_error, RawRow};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
-use vantage_store::StoredSeries;
-use vantage_store::{merge_into, Resolution, StoreError};
+use vantage_store::{merge_into, Resolution, StoreError, StoredSeries};
 use vantage_wire::{encode_histogram, Labels, Series};
 
 pub(super) const SCHEMA: &str = "
@@ -32,7 +41,6 @@ CREATE TABLE IF NOT EXISTS rollups (
     target_address TEXT NOT NULL,
     metric TEXT NOT NULL,
     block_start INTEGER NOT NULL,
-    part INTEGER NOT NULL,
     phase TEXT, country TEXT, region TEXT, network TEXT, asn TEXT, device TEXT,
     window_start INTEGER NOT NULL,
     window_end INTEGER NOT NULL,
@@ -44,21 +52,26 @@ CREATE TABLE IF NOT EXISTS rollups (
     histogram BLOB NOT NULL,
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     series_count INTEGER NOT NULL,
-    PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start, part)
+    PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_labels ON rollups (resolution, country, phase, metric);
+CREATE TABLE IF NOT EXISTS rollup_pending (
+    probe_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    PRIMARY KEY (probe_id, sequence)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 ";
 
-/// The `meta` key of the roll-up migration: `done`, or the cursor
-/// `PROBE\tSEQUENCE` of the last batch rolled up.
+/// The `meta` key saying every batch stored before roll-ups existed has
+/// been entered as pending.
 const STATE_KEY: &str = "rollups";
-/// Batches rolled up per migration transaction.
-pub(super) const MIGRATION_CHUNK: usize = 2000;
+/// Batches folded per transaction while a store is opened.
+pub(super) const OPEN_FOLD_CHUNK: usize = 2000;
 
 /// The identity of one roll-up row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct Key {
     resolution: Resolution,
     probe_id: String,
     campaign: String,
@@ -69,136 +82,106 @@ struct Key {
     block_start: u64,
 }
 
-/// One roll-up part being made: its labels, the merged series, how many
-/// series it holds, the first batch sequence in it, and the histogram
-/// bytes as received while it holds exactly one series.
+impl Key {
+    /// The roll-up at `resolution` that a stored series belongs to.
+    pub(super) fn of(resolution: Resolution, row: &StoredSeries) -> Self {
+        Key {
+            resolution,
+            probe_id: row.probe_id.clone(),
+            campaign: row.campaign.clone(),
+            labels: labels_text(&row.labels),
+            target: row.series.target.name.clone(),
+            address: row.series.target.address.clone(),
+            metric: row.series.metric.name(),
+            block_start: resolution.block_start(row.series.window.start_unix_ms),
+        }
+    }
+}
+
+/// One roll-up being made: its labels, the merged series and how many
+/// series it holds.
 struct Part {
     labels: Labels,
     series: Series,
     count: u64,
-    first_sequence: u64,
-    bytes: Option<Vec<u8>>,
 }
 
-impl Part {
-    fn merge(&mut self, other: &Series, count: u64, first_sequence: u64) {
-        merge_into(&mut self.series, other);
-        self.count += count;
-        self.first_sequence = self.first_sequence.min(first_sequence);
-        self.bytes = None;
-    }
-}
-
-/// Series merged by roll-up part, in memory, for one transaction.
+/// Roll-ups being merged in memory, for one fold.
 #[derive(Default)]
-pub(super) struct Pending {
+struct Folding {
     rows: HashMap<Key, Part>,
 }
 
-/// Whether two rows read in key order are parts of one roll-up (the
-/// block start rides in `sequence` while they are read).
-pub(super) fn same_rollup(a: &StoredSeries, b: &StoredSeries) -> bool {
-    a.sequence == b.sequence
-        && a.probe_id == b.probe_id
-        && a.campaign == b.campaign
-        && a.labels == b.labels
-        && a.series.target == b.series.target
-        && a.series.metric == b.series.metric
-}
-
-impl Pending {
-    /// Adds one stored series (of batch `sequence`) to its hourly roll-up;
-    /// `bytes` are its histogram as stored. The daily roll-ups are made
-    /// from the hours in [`Pending::apply`]: one merge per hour, not per series.
-    pub(super) fn add(
-        &mut self,
-        probe_id: &str,
-        sequence: u64,
-        campaign: &str,
-        labels: &Labels,
-        s: &Series,
-        bytes: Option<&[u8]>,
-    ) {
-        let key = Key {
-            resolution: Resolution::Hour,
-            probe_id: probe_id.to_string(),
-            campaign: campaign.to_string(),
-            labels: labels_text(labels),
-            target: s.target.name.clone(),
-            address: s.target.address.clone(),
-            metric: s.metric.name(),
-            block_start: Resolution::Hour.block_start(s.window.start_unix_ms),
-        };
-        match self.rows.get_mut(&key) {
-            Some(part) => part.merge(s, 1, sequence),
-            None => {
-                self.rows.insert(
-                    key,
-                    Part {
-                        labels: labels.clone(),
-                        series: s.clone(),
-                        count: 1,
-                        first_sequence: sequence,
-                        bytes: bytes.map(<[u8]>::to_vec),
-                    },
-                );
-            }
-        }
-    }
-
-    /// The daily parts of the pending hours, added beside them.
-    fn add_days(&mut self) {
-        let mut days: HashMap<Key, Part> = HashMap::new();
-        for (key, hour) in &self.rows {
-            let day = Key {
-                resolution: Resolution::Day,
-                block_start: Resolution::Day.block_start(key.block_start),
-                ..key.clone()
-            };
-            match days.get_mut(&day) {
-                Some(part) => part.merge(&hour.series, hour.count, hour.first_sequence),
+impl Folding {
+    /// Adds one stored series to its hourly and daily roll-ups.
+    fn add(&mut self, row: &StoredSeries) {
+        for resolution in [Resolution::Hour, Resolution::Day] {
+            match self.rows.get_mut(&Key::of(resolution, row)) {
+                Some(part) => {
+                    merge_into(&mut part.series, &row.series);
+                    part.count += 1;
+                }
                 None => {
-                    days.insert(
-                        day,
+                    self.rows.insert(
+                        Key::of(resolution, row),
                         Part {
-                            labels: hour.labels.clone(),
-                            series: hour.series.clone(),
-                            count: hour.count,
-                            first_sequence: hour.first_sequence,
-                            bytes: hour.bytes.clone(),
+                            labels: row.labels.clone(),
+                            series: row.series.clone(),
+                            count: 1,
                         },
                     );
                 }
             }
         }
-        self.rows.extend(days);
     }
 
-    /// Appends every pending part to the roll-ups, inside `tx`.
-    pub(super) fn apply(mut self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
-        self.add_days();
+    /// Merges every roll-up made into its stored row, inside `tx`.
+    fn apply(self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
         let err = |source| sqlite_error(path, source);
+        let corrupt = |reason: String| StoreError::Corrupt {
+            place: path.display().to_string(),
+            reason,
+        };
+        let mut read = tx
+            .prepare_cached(&format!(
+                "SELECT {}, series_count FROM rollups WHERE resolution = ?1 AND probe_id = ?2 \
+                 AND campaign = ?3 AND labels = ?4 AND target = ?5 AND target_address = ?6 \
+                 AND metric = ?7 AND block_start = ?8",
+                select_columns("block_start")
+            ))
+            .map_err(err)?;
         let mut write = tx
             .prepare_cached(
-                "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+                "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
             )
             .map_err(err)?;
-        let mut encoded = Vec::new();
-        for (key, part) in self.rows {
-            let hist: &[u8] = match &part.bytes {
-                Some(b) => b,
-                None => {
-                    encoded.clear();
-                    encode_histogram(&part.series.histogram, &mut encoded).map_err(|e| {
-                        StoreError::Corrupt {
-                            place: path.display().to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    &encoded
-                }
-            };
+        let mut hist = Vec::new();
+        for (key, mut part) in self.rows {
+            let stored = read
+                .query_row(
+                    params![
+                        key.resolution.name(),
+                        key.probe_id,
+                        key.campaign,
+                        key.labels,
+                        key.target,
+                        key.address,
+                        key.metric,
+                        i(key.block_start)
+                    ],
+                    |r| Ok((RawRow::read(r)?, r.get::<_, i64>(24)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            if let Some((raw, count)) = stored {
+                let old = raw.into_series().map_err(corrupt)?;
+                merge_into(&mut part.series, &old.series);
+                part.count += count.max(0) as u64;
+            }
+            hist.clear();
+            encode_histogram(&part.series.histogram, &mut hist)
+                .map_err(|e| corrupt(e.to_string()))?;
             let l = |k| part.labels.get(k);
             let s = &part.series;
             write
@@ -211,7 +194,6 @@ impl Pending {
                     key.address,
                     key.metric,
                     i(key.block_start),
-                    i(part.first_sequence),
                     l("phase"),
                     l("country"),
                     l("region"),
@@ -232,7 +214,7 @@ impl Pending {
                     i(s.path.ipdv_pairs),
                     i(s.server_time.sum_us),
                     i(s.server_time.count),
-                    hist,
+                    &hist,
                     vantage_wire::counts_text(&s.reasons),
                     vantage_wire::counts_text(&s.statuses),
                     i(part.count),
@@ -243,107 +225,24 @@ impl Pending {
     }
 }
 
-/// Where the roll-up migration stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum MigrationState {
-    /// Every stored batch is rolled up; new ones are as they come.
-    Done,
-    /// Batches after this (probe, sequence) are still to be rolled up
-    /// (`None`: from the first).
-    After(Option<(String, u64)>),
-}
+/// The pending batches a fold takes: the first `max` in (probe, sequence)
+/// order, so one probe's consecutive windows fold together.
+const NEXT_PENDING: &str =
+    "SELECT probe_id, sequence FROM rollup_pending ORDER BY probe_id, sequence LIMIT ?1";
 
-/// Reads the migration state; a database without one is new (nothing to
-/// roll up) or made before roll-ups (everything to roll up).
-pub(super) fn state(tx: &Transaction<'_>, path: &Path) -> Result<MigrationState, StoreError> {
+/// Folds up to `max` pending batches into the roll-ups, inside `tx`, and
+/// deletes their pending entries; returns how many were folded.
+pub(super) fn fold(tx: &Transaction<'_>, path: &Path, max: usize) -> Result<u64, StoreError> {
     let err = |source| sqlite_error(path, source);
-    let value: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = ?1", [STATE_KEY], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(err)?;
-    Ok(match value.as_deref() {
-        Some("done") => MigrationState::Done,
-        Some(cursor) => {
-            let parsed = cursor
-                .split_once('\t')
-                .and_then(|(p, s)| Some((p.to_string(), s.parse().ok()?)));
-            MigrationState::After(parsed)
-        }
-        None => {
-            let batches: i64 = tx
-                .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
-                .map_err(err)?;
-            if batches == 0 {
-                set_state(tx, path, &MigrationState::Done)?;
-                MigrationState::Done
-            } else {
-                MigrationState::After(None)
-            }
-        }
-    })
-}
-
-fn set_state(tx: &Transaction<'_>, path: &Path, state: &MigrationState) -> Result<(), StoreError> {
-    let value = match state {
-        MigrationState::Done => "done".to_string(),
-        MigrationState::After(None) => String::new(),
-        MigrationState::After(Some((p, s))) => format!("{p}\t{s}"),
-    };
-    tx.execute(
-        "INSERT OR REPLACE INTO meta VALUES (?1, ?2)",
-        params![STATE_KEY, value],
-    )
-    .map(|_| ())
-    .map_err(|source| sqlite_error(path, source))
-}
-
-/// Rolls up the next chunk of at most `chunk` batches after `after`, in
-/// `tx`, and moves the cursor past them; `Done` when none were left.
-pub(super) fn migrate_chunk(
-    tx: &Transaction<'_>,
-    path: &Path,
-    after: Option<(String, u64)>,
-    chunk: usize,
-) -> Result<(MigrationState, u64), StoreError> {
-    let err = |source| sqlite_error(path, source);
-    let (p, s) = after
-        .clone()
-        .map(|(p, s)| (p, i(s)))
-        .unwrap_or((String::new(), -1));
-    let last: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT probe_id, sequence FROM (SELECT probe_id, sequence FROM batches \
-             WHERE (probe_id, sequence) > (?1, ?2) ORDER BY probe_id, sequence LIMIT ?3) \
-             ORDER BY probe_id DESC, sequence DESC LIMIT 1",
-            params![p, s, chunk as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(err)?;
-    let Some((lp, ls)) = last else {
-        set_state(tx, path, &MigrationState::Done)?;
-        return Ok((MigrationState::Done, 0));
-    };
-    let batches: i64 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM batches WHERE (probe_id, sequence) > (?1, ?2) \
-             AND (probe_id, sequence) <= (?3, ?4)",
-            params![p, s, lp, ls],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
-    let mut pending = Pending::default();
+    let mut folding = Folding::default();
     {
         let mut st = tx
-            .prepare(&format!(
-                "SELECT {} FROM series WHERE (probe_id, sequence) > (?1, ?2) \
-                 AND (probe_id, sequence) <= (?3, ?4) ORDER BY probe_id, sequence, idx",
+            .prepare_cached(&format!(
+                "SELECT {} FROM series WHERE (probe_id, sequence) IN ({NEXT_PENDING})",
                 select_columns("sequence")
             ))
             .map_err(err)?;
-        let mut rows = st.query(params![p, s, lp, ls]).map_err(err)?;
+        let mut rows = st.query([max as i64]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let row = RawRow::read(r)
                 .map_err(err)?
@@ -352,18 +251,119 @@ pub(super) fn migrate_chunk(
                     place: path.display().to_string(),
                     reason,
                 })?;
-            pending.add(
-                &row.probe_id,
-                row.sequence,
-                &row.campaign,
-                &row.labels,
-                &row.series,
-                None,
-            );
+            folding.add(&row);
         }
     }
-    pending.apply(tx, path)?;
-    let next = MigrationState::After(Some((lp, ls.max(0) as u64)));
-    set_state(tx, path, &next)?;
-    Ok((next, batches.max(0) as u64))
+    folding.apply(tx, path)?;
+    let folded = tx
+        .execute(
+            &format!("DELETE FROM rollup_pending WHERE (probe_id, sequence) IN ({NEXT_PENDING})"),
+            [max as i64],
+        )
+        .map_err(err)?;
+    Ok(folded as u64)
+}
+
+/// Enters one stored batch as pending, inside the transaction storing it.
+pub(super) fn enter_pending(
+    tx: &Transaction<'_>,
+    path: &Path,
+    probe_id: &str,
+    sequence: u64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO rollup_pending VALUES (?1, ?2)")
+        .and_then(|mut st| st.execute(params![probe_id, i(sequence)]))
+        .map(|_| ())
+        .map_err(|source| sqlite_error(path, source))
+}
+
+/// Batches stored but not yet folded.
+pub(super) fn pending_count(tx: &rusqlite::Connection, path: &Path) -> Result<u64, StoreError> {
+    tx.query_row("SELECT COUNT(*) FROM rollup_pending", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as u64)
+    .map_err(|source| sqlite_error(path, source))
+}
+
+/// Brings a database made before roll-ups (or with the first, part-wise
+/// roll-up layout) to this one: drops derived rows of an old layout, and
+/// enters every batch not yet accounted for as pending, in `tx`.
+pub(super) fn upgrade(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let err = |source| sqlite_error(path, source);
+    let parts_layout: bool = tx
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('rollups') WHERE name = 'part'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if parts_layout {
+        // Roll-ups are derived from the series: rebuilt from them.
+        tx.execute_batch(&format!(
+            "DROP TABLE rollups; DELETE FROM meta WHERE key = '{STATE_KEY}'; {SCHEMA}"
+        ))
+        .map_err(err)?;
+    }
+    let state: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [STATE_KEY], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(err)?;
+    if state.as_deref() != Some("done") {
+        tx.execute_batch(&format!(
+            "INSERT OR IGNORE INTO rollup_pending SELECT probe_id, sequence FROM batches; \
+             INSERT OR REPLACE INTO meta VALUES ('{STATE_KEY}', 'done');"
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The pending batches' series that `where_sql` (over the series columns,
+/// with `args`) selects, merged by roll-up at `resolution`.
+pub(super) fn unfolded(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    resolution: Resolution,
+    where_sql: &str,
+    args: &[String],
+) -> Result<HashMap<Key, StoredSeries>, StoreError> {
+    let err = |source| sqlite_error(path, source);
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT {} FROM series WHERE (probe_id, sequence) IN (SELECT probe_id, sequence FROM rollup_pending){where_sql}",
+            select_columns("sequence")
+        ))
+        .map_err(err)?;
+    let mut rows = st
+        .query(rusqlite::params_from_iter(args.iter()))
+        .map_err(err)?;
+    let mut out: HashMap<Key, StoredSeries> = HashMap::new();
+    while let Some(r) = rows.next().map_err(err)? {
+        let row = RawRow::read(r)
+            .map_err(err)?
+            .into_series()
+            .map_err(|reason| StoreError::Corrupt {
+                place: path.display().to_string(),
+                reason,
+            })?;
+        let key = Key::of(resolution, &row);
+        match out.get_mut(&key) {
+            Some(o) => merge_into(&mut o.series, &row.series),
+            None => {
+                out.insert(key, row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The key of a folded row as read (the block start rides in `sequence`).
+pub(super) fn key_as_read(resolution: Resolution, row: &StoredSeries) -> Key {
+    Key {
+        block_start: row.sequence,
+        ..Key::of(resolution, row)
+    }
 }

@@ -1,0 +1,165 @@
+//! What the store writer does between commits: fold stored batches into
+//! the roll-ups and remove raw series past retention, in bounded steps, so
+//! ingest never waits behind more than one step. Plain logic on a `now`
+//! given by the writer thread (which owns the clock), tested with a fake one.
+
+use std::time::Duration;
+use vantage_store::RawRemoved;
+
+/// Batches folded per step: one short transaction.
+pub const FOLD_CHUNK: usize = 512;
+/// Unfolded batches past which a fold runs between commits even while
+/// uploads keep arriving (otherwise folds wait for a quiet moment).
+pub const FOLD_HIGH_WATER: u64 = 4 * FOLD_CHUNK as u64;
+/// Batches whose raw series one retention step removes.
+pub const RETAIN_CHUNK: usize = 256;
+/// How often retention looks for raw series past their time once it has
+/// caught up (and how long upkeep waits after a failed step).
+pub const RETAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// One bounded step of upkeep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Fold up to [`FOLD_CHUNK`] batches into the roll-ups.
+    Fold,
+    /// Remove the raw series of up to [`RETAIN_CHUNK`] folded batches
+    /// created before this instant (Unix ms).
+    Retain {
+        /// The cut-off, Unix ms.
+        before_unix_ms: u64,
+    },
+}
+
+/// The writer's upkeep state.
+#[derive(Debug, Clone)]
+pub struct Upkeep {
+    keep_raw: Option<Duration>,
+    /// Batches stored and not yet folded, as far as the writer knows.
+    unfolded: u64,
+    /// When retention next runs, Unix ms.
+    retain_at: u64,
+    /// No step before this (after a failure), Unix ms.
+    paused_until: u64,
+}
+
+impl Upkeep {
+    /// Upkeep for a store holding `unfolded` batches not yet folded, with
+    /// raw series kept for `keep_raw` (`None`: forever).
+    pub fn new(keep_raw: Option<Duration>, unfolded: u64) -> Self {
+        Upkeep {
+            keep_raw,
+            unfolded,
+            retain_at: 0,
+            paused_until: 0,
+        }
+    }
+
+    /// `n` new batches were committed.
+    pub fn stored(&mut self, n: u64) {
+        self.unfolded += n;
+    }
+
+    /// The step to take now, if any. `idle`: no upload is waiting.
+    pub fn due(&self, now_unix_ms: u64, idle: bool) -> Option<Step> {
+        if now_unix_ms < self.paused_until {
+            return None;
+        }
+        if self.unfolded >= FOLD_HIGH_WATER || (idle && self.unfolded > 0) {
+            return Some(Step::Fold);
+        }
+        let keep = self.keep_raw?;
+        (now_unix_ms >= self.retain_at).then(|| Step::Retain {
+            before_unix_ms: now_unix_ms.saturating_sub(keep.as_millis() as u64),
+        })
+    }
+
+    /// How long the idle writer may wait for an upload before a step is due
+    /// (`None`: until one comes).
+    pub fn wait(&self, now_unix_ms: u64) -> Option<Duration> {
+        let next = if self.unfolded > 0 {
+            0
+        } else {
+            self.keep_raw.map(|_| self.retain_at)?
+        };
+        let next = next.max(self.paused_until);
+        Some(Duration::from_millis(next.saturating_sub(now_unix_ms)))
+    }
+
+    /// A fold asked for `asked` batches and folded `folded`.
+    pub fn folded(&mut self, asked: usize, folded: u64) {
+        self.unfolded = if folded < asked as u64 {
+            0
+        } else {
+            self.unfolded.saturating_sub(folded)
+        };
+    }
+
+    /// A retention step asked for `asked` batches and removed `removed`:
+    /// when it found fewer, it has caught up until [`RETAIN_EVERY`] from now.
+    pub fn retained(&mut self, now_unix_ms: u64, asked: usize, removed: RawRemoved) {
+        if removed.batches < asked as u64 {
+            self.retain_at = now_unix_ms + RETAIN_EVERY.as_millis() as u64;
+        }
+    }
+
+    /// A step failed: pause upkeep for [`RETAIN_EVERY`] (ingest goes on).
+    pub fn failed(&mut self, now_unix_ms: u64) {
+        self.paused_until = now_unix_ms + RETAIN_EVERY.as_millis() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn folds_when_idle_or_far_behind_and_never_starves_ingest() {
+        let mut u = Upkeep::new(None, 0);
+        assert_eq!(u.due(0, true), None, "nothing to do");
+        assert_eq!(u.wait(0), None, "so wait for an upload");
+        u.stored(10);
+        assert_eq!(u.due(0, false), None, "uploads waiting: they go first");
+        assert_eq!(u.due(0, true), Some(Step::Fold));
+        assert_eq!(u.wait(5), Some(Duration::ZERO));
+        u.folded(FOLD_CHUNK, 10);
+        assert_eq!(u.due(0, true), None);
+        u.stored(FOLD_HIGH_WATER);
+        assert_eq!(u.due(0, false), Some(Step::Fold), "too far behind: fold anyway");
+        u.folded(FOLD_CHUNK, FOLD_CHUNK as u64);
+        assert_eq!(u.due(0, false), None, "one step, then ingest again");
+        assert_eq!(u.due(0, true), Some(Step::Fold));
+    }
+
+    #[test]
+    fn retention_cuts_at_now_minus_keep_and_rests_once_caught_up() {
+        let now = 30 * DAY;
+        let mut u = Upkeep::new(Some(Duration::from_millis(14 * DAY)), 0);
+        assert_eq!(
+            u.due(now, false),
+            Some(Step::Retain {
+                before_unix_ms: 16 * DAY
+            })
+        );
+        u.retained(now, RETAIN_CHUNK, RawRemoved { batches: RETAIN_CHUNK as u64, series: 9 });
+        assert!(u.due(now, true).is_some(), "more to remove: keep going");
+        u.retained(now, RETAIN_CHUNK, RawRemoved { batches: 3, series: 9 });
+        assert_eq!(u.due(now + 1, true), None, "caught up");
+        assert_eq!(u.wait(now + 1), Some(RETAIN_EVERY - Duration::from_millis(1)));
+        let later = now + RETAIN_EVERY.as_millis() as u64;
+        assert!(matches!(u.due(later, true), Some(Step::Retain { .. })));
+        // Folding comes first: only folded batches may lose their raw series.
+        u.stored(1);
+        assert_eq!(u.due(later, true), Some(Step::Fold));
+    }
+
+    #[test]
+    fn a_failed_step_pauses_upkeep_but_not_ingest() {
+        let mut u = Upkeep::new(Some(Duration::from_secs(1)), 5);
+        u.failed(1000);
+        assert_eq!(u.due(1000, true), None);
+        assert_eq!(u.wait(1000), Some(RETAIN_EVERY));
+        assert_eq!(u.due(1000 + RETAIN_EVERY.as_millis() as u64, true), Some(Step::Fold));
+    }
+}
