@@ -33,9 +33,14 @@ pub fn new_token() -> String {
     )
 }
 
-/// The writer thread: commit what is waiting (group commit), then at
-/// most one bounded upkeep step, then wait (no longer than the next step
-/// is due). Ends when every sender is gone.
+/// How long no upload may arrive before the writer counts as idle: the
+/// gap between one commit's acknowledgements and the probes' next
+/// batches is not idleness.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// The writer thread: commit what is waiting (group commit), then at most
+/// one bounded upkeep step; steps that wait for a quiet store run only
+/// once no upload has come for [`QUIET`]. Ends when every sender is gone.
 fn write_loop(
     runtime: &tokio::runtime::Runtime,
     mut rx: mpsc::Receiver<WriteJob>,
@@ -51,29 +56,35 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let idle = jobs.is_empty();
-        if !idle {
+        let busy = !jobs.is_empty();
+        if busy {
             let stored = commit(writer, m, std::mem::take(&mut jobs));
             upkeep.stored(stored);
         }
         let now = now_unix_ms();
-        match upkeep.due(now, idle && rx.is_empty()) {
-            Some(step) => run_step(writer, m, &mut upkeep, step, now),
-            None if idle => {
-                let wait = upkeep.wait(now);
-                let next = runtime.block_on(async {
-                    match wait {
-                        Some(d) => tokio::time::timeout(d, rx.recv()).await.ok(),
-                        None => Some(rx.recv().await),
-                    }
-                });
-                match next {
-                    Some(Some(job)) => jobs.push(job),
-                    Some(None) => return,
-                    None => {}
+        if let Some(step) = upkeep.due(now, false) {
+            run_step(writer, m, &mut upkeep, step, now);
+            continue;
+        }
+        if busy {
+            continue;
+        }
+        let wait = upkeep.wait(now).map(|d| d.max(QUIET));
+        let next = runtime.block_on(async {
+            match wait {
+                Some(d) => tokio::time::timeout(d, rx.recv()).await.ok(),
+                None => Some(rx.recv().await),
+            }
+        });
+        match next {
+            Some(Some(job)) => jobs.push(job),
+            Some(None) => return,
+            None => {
+                let now = now_unix_ms();
+                if let Some(step) = upkeep.due(now, true) {
+                    run_step(writer, m, &mut upkeep, step, now);
                 }
             }
-            None => {}
         }
     }
 }
@@ -115,7 +126,7 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
 fn run_step(writer: &mut dyn Store, m: &Metrics, upkeep: &mut Upkeep, step: Step, now: u64) {
     let result = match step {
         Step::Fold => writer.fold_rollups(FOLD_CHUNK).map(|n| {
-            upkeep.folded(FOLD_CHUNK, n);
+            upkeep.folded(now, FOLD_CHUNK, n);
             m.count_folded(n);
         }),
         Step::Retain { before_unix_ms } => writer

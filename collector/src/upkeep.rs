@@ -6,11 +6,17 @@
 use std::time::Duration;
 use vantage_store::RawRemoved;
 
-/// Batches folded per step: one short transaction.
+/// Batches folded per step: one transaction of a few hundred ms.
 pub const FOLD_CHUNK: usize = 512;
 /// Unfolded batches past which a fold runs between commits even while
 /// uploads keep arriving (otherwise folds wait for a quiet moment).
-pub const FOLD_HIGH_WATER: u64 = 4 * FOLD_CHUNK as u64;
+pub const FOLD_HIGH_WATER: u64 = 8 * FOLD_CHUNK as u64;
+/// Longest a batch waits to be folded while the writer is idle. Folds are
+/// put off so that each folds many windows of a probe: a fold writes every
+/// roll-up it touches once, so folding each commit's few batches (one per
+/// probe) would cost a roll-up write per series. Reads merge unfolded
+/// batches in, so waiting changes no figure.
+pub const FOLD_EVERY: Duration = Duration::from_secs(60);
 /// Batches whose raw series one retention step removes.
 pub const RETAIN_CHUNK: usize = 256;
 /// How often retention looks for raw series past their time once it has
@@ -38,6 +44,8 @@ pub struct Upkeep {
     unfolded: u64,
     /// When retention next runs, Unix ms.
     retain_at: u64,
+    /// When the last fold ran, Unix ms.
+    folded_at: u64,
     /// No step before this (after a failure), Unix ms.
     paused_until: u64,
 }
@@ -50,6 +58,7 @@ impl Upkeep {
             keep_raw,
             unfolded,
             retain_at: 0,
+            folded_at: 0,
             paused_until: 0,
         }
     }
@@ -64,7 +73,9 @@ impl Upkeep {
         if now_unix_ms < self.paused_until {
             return None;
         }
-        if self.unfolded >= FOLD_HIGH_WATER || (idle && self.unfolded > 0) {
+        if self.unfolded >= FOLD_HIGH_WATER
+            || (idle && self.fold_at().is_some_and(|at| at <= now_unix_ms))
+        {
             return Some(Step::Fold);
         }
         let keep = self.keep_raw?;
@@ -76,17 +87,28 @@ impl Upkeep {
     /// How long the idle writer may wait for an upload before a step is due
     /// (`None`: until one comes).
     pub fn wait(&self, now_unix_ms: u64) -> Option<Duration> {
-        let next = if self.unfolded > 0 {
-            0
-        } else {
-            self.keep_raw.map(|_| self.retain_at)?
+        let retain = self.keep_raw.map(|_| self.retain_at);
+        let next = match (self.fold_at(), retain) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
         };
         let next = next.max(self.paused_until);
         Some(Duration::from_millis(next.saturating_sub(now_unix_ms)))
     }
 
-    /// A fold asked for `asked` batches and folded `folded`.
-    pub fn folded(&mut self, asked: usize, folded: u64) {
+    /// When an idle writer should next fold, if anything is unfolded: at
+    /// once when a chunk is waiting, else [`FOLD_EVERY`] after the last.
+    fn fold_at(&self) -> Option<u64> {
+        match self.unfolded {
+            0 => None,
+            n if n >= FOLD_CHUNK as u64 => Some(0),
+            _ => Some(self.folded_at + FOLD_EVERY.as_millis() as u64),
+        }
+    }
+
+    /// A fold at `now` asked for `asked` batches and folded `folded`.
+    pub fn folded(&mut self, now_unix_ms: u64, asked: usize, folded: u64) {
+        self.folded_at = now_unix_ms;
         self.unfolded = if folded < asked as u64 {
             0
         } else {
@@ -115,21 +137,52 @@ mod tests {
     const DAY: u64 = 86_400_000;
 
     #[test]
-    fn folds_when_idle_or_far_behind_and_never_starves_ingest() {
+    fn folds_a_chunk_when_idle_or_far_behind_and_a_few_batches_after_a_while() {
+        let minute = FOLD_EVERY.as_millis() as u64;
         let mut u = Upkeep::new(None, 0);
         assert_eq!(u.due(0, true), None, "nothing to do");
         assert_eq!(u.wait(0), None, "so wait for an upload");
         u.stored(10);
-        assert_eq!(u.due(0, false), None, "uploads waiting: they go first");
-        assert_eq!(u.due(0, true), Some(Step::Fold));
-        assert_eq!(u.wait(5), Some(Duration::ZERO));
-        u.folded(FOLD_CHUNK, 10);
-        assert_eq!(u.due(0, true), None);
+        assert_eq!(u.due(minute, false), None, "uploads waiting: they go first");
+        assert_eq!(
+            u.due(minute, true),
+            Some(Step::Fold),
+            "a while since the last fold"
+        );
+        u.folded(minute, FOLD_CHUNK, 10);
+        u.stored(10);
+        assert_eq!(u.due(minute + 1, true), None, "a few batches wait for more");
+        assert_eq!(
+            u.wait(minute + 1),
+            Some(FOLD_EVERY - Duration::from_millis(1))
+        );
+        assert_eq!(u.due(2 * minute, true), Some(Step::Fold));
+        u.stored(FOLD_CHUNK as u64);
+        assert_eq!(
+            u.due(minute + 2, true),
+            Some(Step::Fold),
+            "a chunk is waiting"
+        );
+        assert_eq!(u.wait(minute + 2), Some(Duration::ZERO));
+        u.folded(minute + 2, FOLD_CHUNK, 7);
+        assert_eq!(
+            u.due(minute + 2, true),
+            None,
+            "fewer than asked: all folded"
+        );
         u.stored(FOLD_HIGH_WATER);
-        assert_eq!(u.due(0, false), Some(Step::Fold), "too far behind: fold anyway");
-        u.folded(FOLD_CHUNK, FOLD_CHUNK as u64);
-        assert_eq!(u.due(0, false), None, "one step, then ingest again");
-        assert_eq!(u.due(0, true), Some(Step::Fold));
+        assert_eq!(
+            u.due(minute + 2, false),
+            Some(Step::Fold),
+            "too far behind: fold anyway"
+        );
+        u.folded(minute + 2, FOLD_CHUNK, FOLD_CHUNK as u64);
+        assert!(u.unfolded < FOLD_HIGH_WATER);
+        assert_eq!(
+            u.due(minute + 2, false),
+            None,
+            "one step, then ingest again"
+        );
     }
 
     #[test]
@@ -142,24 +195,44 @@ mod tests {
                 before_unix_ms: 16 * DAY
             })
         );
-        u.retained(now, RETAIN_CHUNK, RawRemoved { batches: RETAIN_CHUNK as u64, series: 9 });
+        u.retained(
+            now,
+            RETAIN_CHUNK,
+            RawRemoved {
+                batches: RETAIN_CHUNK as u64,
+                series: 9,
+            },
+        );
         assert!(u.due(now, true).is_some(), "more to remove: keep going");
-        u.retained(now, RETAIN_CHUNK, RawRemoved { batches: 3, series: 9 });
+        u.retained(
+            now,
+            RETAIN_CHUNK,
+            RawRemoved {
+                batches: 3,
+                series: 9,
+            },
+        );
         assert_eq!(u.due(now + 1, true), None, "caught up");
-        assert_eq!(u.wait(now + 1), Some(RETAIN_EVERY - Duration::from_millis(1)));
+        assert_eq!(
+            u.wait(now + 1),
+            Some(RETAIN_EVERY - Duration::from_millis(1))
+        );
         let later = now + RETAIN_EVERY.as_millis() as u64;
         assert!(matches!(u.due(later, true), Some(Step::Retain { .. })));
         // Folding comes first: only folded batches may lose their raw series.
-        u.stored(1);
+        u.stored(FOLD_CHUNK as u64);
         assert_eq!(u.due(later, true), Some(Step::Fold));
     }
 
     #[test]
     fn a_failed_step_pauses_upkeep_but_not_ingest() {
-        let mut u = Upkeep::new(Some(Duration::from_secs(1)), 5);
+        let mut u = Upkeep::new(Some(Duration::from_secs(1)), FOLD_CHUNK as u64);
         u.failed(1000);
         assert_eq!(u.due(1000, true), None);
         assert_eq!(u.wait(1000), Some(RETAIN_EVERY));
-        assert_eq!(u.due(1000 + RETAIN_EVERY.as_millis() as u64, true), Some(Step::Fold));
+        assert_eq!(
+            u.due(1000 + RETAIN_EVERY.as_millis() as u64, true),
+            Some(Step::Fold)
+        );
     }
 }

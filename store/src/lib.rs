@@ -12,7 +12,9 @@ mod resolution;
 pub mod select;
 
 pub use resolution::{Resolution, ResolutionError};
-pub use select::{merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries};
+pub use select::{
+    merge_counts_into, merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries,
+};
 
 use vantage_wire::Batch;
 

@@ -149,6 +149,12 @@ pub fn merge_groups(rows: &[StoredSeries], keys: &[String]) -> Vec<Group> {
 pub fn merge_into(into: &mut Series, s: &Series) {
     // Same bounds on both sides (decoders refuse others), so `add` cannot fail.
     let _ = into.histogram.add(&s.histogram);
+    merge_counts_into(into, s);
+}
+
+/// [`merge_into`] for everything but the histogram: for a caller that
+/// adds the histogram's counts itself (from sparse counts, say).
+pub fn merge_counts_into(into: &mut Series, s: &Series) {
     into.sent += s.sent;
     into.lost += s.lost;
     into.bytes += s.bytes;

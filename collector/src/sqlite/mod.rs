@@ -12,7 +12,7 @@ use vantage_store::{
 };
 use vantage_wire::{
     decode_histogram, encode_histogram, ErrorCounts, Labels, PathStats, ReasonCounts, Series,
-    ServerTime, StatusCounts, Target, Window,
+    ServerTime, SparseCounts, StatusCounts, Target, Window,
 };
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit returns only after
@@ -401,7 +401,13 @@ impl Store for SqliteStore {
                 .query(rusqlite::params_from_iter(args.iter()))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                emit(RawRow::read(r).map_err(sqlite)?.into_series().map_err(corrupt)?, false)?;
+                emit(
+                    RawRow::read(r)
+                        .map_err(sqlite)?
+                        .into_series()
+                        .map_err(corrupt)?,
+                    false,
+                )?;
             }
             return Ok(matched);
         }
@@ -423,7 +429,10 @@ impl Store for SqliteStore {
                 ))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                let mut row = RawRow::read(r).map_err(sqlite)?.into_series().map_err(corrupt)?;
+                let mut row = RawRow::read(r)
+                    .map_err(sqlite)?
+                    .into_series()
+                    .map_err(corrupt)?;
                 if let Some(more) = unfolded.remove(&rollup::key_as_read(resolution, &row)) {
                     vantage_store::merge_into(&mut row.series, &more.series);
                 }
@@ -469,7 +478,10 @@ impl Store for SqliteStore {
 
     fn fold_rollups(&mut self, max_batches: usize) -> Result<u64, StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sqlite_error(&path, e))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_error(&path, e))?;
         let folded = rollup::fold(&tx, &path, max_batches)?;
         tx.commit().map_err(|e| sqlite_error(&path, e))?;
         Ok(folded)
@@ -563,6 +575,21 @@ impl RawRow {
     }
 
     fn into_series(self) -> Result<StoredSeries, String> {
+        let (mut row, bytes) = self.into_row()?;
+        row.series.histogram = decode_histogram(&bytes).map_err(|e| e.to_string())?;
+        Ok(row)
+    }
+
+    /// The row with an empty histogram, and the histogram's sparse counts
+    /// (what merging needs, without the dense decode).
+    fn into_sparse(self) -> Result<(StoredSeries, SparseCounts), String> {
+        let (row, bytes) = self.into_row()?;
+        let counts = SparseCounts::decode(&bytes).map_err(|e| e.to_string())?;
+        Ok((row, counts))
+    }
+
+    /// The row with an empty histogram, and the histogram's bytes.
+    fn into_row(self) -> Result<(StoredSeries, Vec<u8>), String> {
         let mut labels = Labels::new();
         for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
             labels.insert_pair(pair).map_err(|e| e.to_string())?;
@@ -585,7 +612,7 @@ impl RawRow {
                 start_unix_ms: u(n[0]),
                 end_unix_ms: u(n[1]),
             },
-            histogram: decode_histogram(&self.histogram).map_err(|e| e.to_string())?,
+            histogram: vantage_wire::new_latency_histogram(),
             sent: u(n[2]),
             lost: u(n[3]),
             errors,
@@ -605,13 +632,14 @@ impl RawRow {
                 count: u(n[12]),
             },
         };
-        Ok(StoredSeries {
+        let row = StoredSeries {
             probe_id: self.probe_id,
             sequence: u(self.sequence),
             campaign: self.campaign,
             labels,
             series,
-        })
+        };
+        Ok((row, self.histogram))
     }
 }
 
@@ -739,7 +767,10 @@ mod tests {
                 let want = expected(&mut store, resolution);
                 let got = rolled(&mut store, resolution);
                 assert_eq!(got.len(), want.len(), "{resolution} after folding {fold}");
-                assert_eq!(got, want, "{resolution} after folding {fold}: merged exactly");
+                assert_eq!(
+                    got, want,
+                    "{resolution} after folding {fold}: merged exactly"
+                );
             }
         }
         assert_eq!(store.unfolded_batches().unwrap(), 0);

@@ -28,8 +28,8 @@ use super::{i, labels_text, select_columns, sqlite_error, RawRow};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
-use vantage_store::{merge_into, Resolution, StoreError, StoredSeries};
-use vantage_wire::{encode_histogram, Labels, Series};
+use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
+use vantage_wire::{encode_histogram_fast, CountsScratch, Labels, Series, SparseCounts};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollups (
@@ -98,11 +98,13 @@ impl Key {
     }
 }
 
-/// One roll-up being made: its labels, the merged series and how many
-/// series it holds.
+/// One roll-up being made: its labels, the merged series (all but the
+/// histogram), its series' histograms as sparse counts (summed once, when
+/// it is written) and how many series it holds.
 struct Part {
     labels: Labels,
     series: Series,
+    pieces: Vec<SparseCounts>,
     count: u64,
 }
 
@@ -113,20 +115,24 @@ struct Folding {
 }
 
 impl Folding {
-    /// Adds one stored series to its hourly and daily roll-ups.
-    fn add(&mut self, row: &StoredSeries) {
+    /// Adds one stored series (its histogram as `counts`) to its hourly
+    /// and daily roll-ups.
+    fn add(&mut self, row: &StoredSeries, counts: &SparseCounts) {
         for resolution in [Resolution::Hour, Resolution::Day] {
-            match self.rows.get_mut(&Key::of(resolution, row)) {
+            let key = Key::of(resolution, row);
+            match self.rows.get_mut(&key) {
                 Some(part) => {
-                    merge_into(&mut part.series, &row.series);
+                    merge_counts_into(&mut part.series, &row.series);
+                    part.pieces.push(counts.clone());
                     part.count += 1;
                 }
                 None => {
                     self.rows.insert(
-                        Key::of(resolution, row),
+                        key,
                         Part {
                             labels: row.labels.clone(),
                             series: row.series.clone(),
+                            pieces: vec![counts.clone()],
                             count: 1,
                         },
                     );
@@ -157,6 +163,7 @@ impl Folding {
             )
             .map_err(err)?;
         let mut hist = Vec::new();
+        let mut scratch = CountsScratch::default();
         for (key, mut part) in self.rows {
             let stored = read
                 .query_row(
@@ -175,12 +182,14 @@ impl Folding {
                 .optional()
                 .map_err(err)?;
             if let Some((raw, count)) = stored {
-                let old = raw.into_series().map_err(corrupt)?;
-                merge_into(&mut part.series, &old.series);
+                let (old, counts) = raw.into_sparse().map_err(corrupt)?;
+                merge_counts_into(&mut part.series, &old.series);
+                part.pieces.push(counts);
                 part.count += count.max(0) as u64;
             }
+            part.series.histogram = scratch.sum(&part.pieces);
             hist.clear();
-            encode_histogram(&part.series.histogram, &mut hist)
+            encode_histogram_fast(&part.series.histogram, &mut hist)
                 .map_err(|e| corrupt(e.to_string()))?;
             let l = |k| part.labels.get(k);
             let s = &part.series;
@@ -244,14 +253,14 @@ pub(super) fn fold(tx: &Transaction<'_>, path: &Path, max: usize) -> Result<u64,
             .map_err(err)?;
         let mut rows = st.query([max as i64]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let row = RawRow::read(r)
+            let (row, counts) = RawRow::read(r)
                 .map_err(err)?
-                .into_series()
+                .into_sparse()
                 .map_err(|reason| StoreError::Corrupt {
                     place: path.display().to_string(),
                     reason,
                 })?;
-            folding.add(&row);
+            folding.add(&row, &counts);
         }
     }
     folding.apply(tx, path)?;
@@ -342,17 +351,21 @@ pub(super) fn unfolded(
         .map_err(err)?;
     let mut out: HashMap<Key, StoredSeries> = HashMap::new();
     while let Some(r) = rows.next().map_err(err)? {
-        let row = RawRow::read(r)
+        let (mut row, counts) = RawRow::read(r)
             .map_err(err)?
-            .into_series()
+            .into_sparse()
             .map_err(|reason| StoreError::Corrupt {
                 place: path.display().to_string(),
                 reason,
             })?;
         let key = Key::of(resolution, &row);
         match out.get_mut(&key) {
-            Some(o) => merge_into(&mut o.series, &row.series),
+            Some(o) => {
+                merge_counts_into(&mut o.series, &row.series);
+                counts.add_to(&mut o.series.histogram);
+            }
             None => {
+                counts.add_to(&mut row.series.histogram);
                 out.insert(key, row);
             }
         }
