@@ -154,3 +154,17 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
     collector.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_raw_takes_days_and_refuses_less_than_an_hour() {
+        assert_eq!(parse_keep("14d").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(parse_keep("1h").unwrap(), Duration::from_secs(3600));
+        let err = parse_keep("14m").unwrap_err();
+        assert!(err.contains("shorter than an hour"), "{err}");
+        assert!(parse_keep("two weeks").is_err());
+    }
+}

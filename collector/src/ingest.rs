@@ -4,7 +4,7 @@
 //! after the commit that holds it has returned.
 
 use crate::metrics::Metrics;
-use crate::upkeep::{Step, Upkeep, FOLD_CHUNK, RETAIN_CHUNK, RETAIN_EVERY};
+use crate::upkeep::{Step, Upkeep, UpkeepConfig, FOLD_CHUNK, RETAIN_CHUNK, RETAIN_EVERY};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -168,13 +168,13 @@ impl Ingest {
     /// Starts the writer thread on `writer` (the store batches go to) and
     /// answers token look-ups from `auth` (a second handle on the same
     /// store, so look-ups do not wait for commits). Between commits the
-    /// writer folds batches into the roll-ups and, with `keep_raw`, removes
-    /// raw series older than that.
+    /// writer folds batches into the roll-ups and removes raw series past
+    /// `upkeep`'s retention.
     pub fn start(
         mut writer: Box<dyn Store>,
         auth: Box<dyn Store>,
         metrics: Arc<Metrics>,
-        keep_raw: Option<Duration>,
+        upkeep: UpkeepConfig,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<WriteJob>(4 * GROUP);
         let m = metrics.clone();
@@ -185,7 +185,7 @@ impl Ingest {
         std::thread::Builder::new()
             .name("collector-writer".into())
             .spawn(move || {
-                let upkeep = Upkeep::new(keep_raw, unfolded);
+                let upkeep = Upkeep::new(upkeep, unfolded);
                 write_loop(&runtime, rx, writer.as_mut(), &m, upkeep)
             })?;
         Ok(Ingest {

@@ -85,6 +85,14 @@ impl Metrics {
         self.folded.load(Ordering::Relaxed)
     }
 
+    /// What retention removed: batches, and their one-minute series.
+    pub fn raw_removed(&self) -> vantage_store::RawRemoved {
+        vantage_store::RawRemoved {
+            batches: self.raw_batches_removed.load(Ordering::Relaxed),
+            series: self.raw_series_removed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Refusals by reason.
     pub fn refused(&self) -> BTreeMap<&'static str, u64> {
         self.refused.lock().map(|m| m.clone()).unwrap_or_default()

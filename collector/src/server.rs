@@ -82,7 +82,10 @@ impl Collector {
                 Box::new(writer),
                 Box::new(auth),
                 Arc::new(Metrics::default()),
-                config.keep_raw,
+                crate::upkeep::UpkeepConfig {
+                    keep_raw: config.keep_raw,
+                    ..Default::default()
+                },
             )
             .map_err(CollectorError::Writer)?,
         );

@@ -36,10 +36,29 @@ pub enum Step {
     },
 }
 
+/// How the writer keeps the store: what `vantage collect` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpkeepConfig {
+    /// How long one-minute series are kept (`None`: forever).
+    pub keep_raw: Option<Duration>,
+    /// Longest a few unfolded batches wait while the writer is idle.
+    pub fold_every: Duration,
+}
+
+impl Default for UpkeepConfig {
+    fn default() -> Self {
+        UpkeepConfig {
+            keep_raw: None,
+            fold_every: FOLD_EVERY,
+        }
+    }
+}
+
 /// The writer's upkeep state.
 #[derive(Debug, Clone)]
 pub struct Upkeep {
     keep_raw: Option<Duration>,
+    fold_every: Duration,
     /// Batches stored and not yet folded, as far as the writer knows.
     unfolded: u64,
     /// When retention next runs, Unix ms.
@@ -51,11 +70,12 @@ pub struct Upkeep {
 }
 
 impl Upkeep {
-    /// Upkeep for a store holding `unfolded` batches not yet folded, with
-    /// raw series kept for `keep_raw` (`None`: forever).
-    pub fn new(keep_raw: Option<Duration>, unfolded: u64) -> Self {
+    /// Upkeep as `config` says, for a store holding `unfolded` batches not
+    /// yet folded.
+    pub fn new(config: UpkeepConfig, unfolded: u64) -> Self {
         Upkeep {
-            keep_raw,
+            keep_raw: config.keep_raw,
+            fold_every: config.fold_every,
             unfolded,
             retain_at: 0,
             folded_at: 0,
@@ -102,13 +122,17 @@ impl Upkeep {
         match self.unfolded {
             0 => None,
             n if n >= FOLD_CHUNK as u64 => Some(0),
-            _ => Some(self.folded_at + FOLD_EVERY.as_millis() as u64),
+            _ => Some(self.folded_at + self.fold_every.as_millis() as u64),
         }
     }
 
     /// A fold at `now` asked for `asked` batches and folded `folded`.
     pub fn folded(&mut self, now_unix_ms: u64, asked: usize, folded: u64) {
         self.folded_at = now_unix_ms;
+        if folded > 0 {
+            // Newly folded batches may be past retention.
+            self.retain_at = self.retain_at.min(now_unix_ms);
+        }
         self.unfolded = if folded < asked as u64 {
             0
         } else {
@@ -136,10 +160,17 @@ mod tests {
 
     const DAY: u64 = 86_400_000;
 
+    fn keep(d: Duration) -> UpkeepConfig {
+        UpkeepConfig {
+            keep_raw: Some(d),
+            ..UpkeepConfig::default()
+        }
+    }
+
     #[test]
     fn folds_a_chunk_when_idle_or_far_behind_and_a_few_batches_after_a_while() {
         let minute = FOLD_EVERY.as_millis() as u64;
-        let mut u = Upkeep::new(None, 0);
+        let mut u = Upkeep::new(UpkeepConfig::default(), 0);
         assert_eq!(u.due(0, true), None, "nothing to do");
         assert_eq!(u.wait(0), None, "so wait for an upload");
         u.stored(10);
@@ -188,7 +219,7 @@ mod tests {
     #[test]
     fn retention_cuts_at_now_minus_keep_and_rests_once_caught_up() {
         let now = 30 * DAY;
-        let mut u = Upkeep::new(Some(Duration::from_millis(14 * DAY)), 0);
+        let mut u = Upkeep::new(keep(Duration::from_millis(14 * DAY)), 0);
         assert_eq!(
             u.due(now, false),
             Some(Step::Retain {
@@ -222,11 +253,15 @@ mod tests {
         // Folding comes first: only folded batches may lose their raw series.
         u.stored(FOLD_CHUNK as u64);
         assert_eq!(u.due(later, true), Some(Step::Fold));
+        // And what it folded may be past retention: looked at at once.
+        u.retained(later, RETAIN_CHUNK, RawRemoved::default());
+        u.folded(later + 5, FOLD_CHUNK, 3);
+        assert!(matches!(u.due(later + 5, true), Some(Step::Retain { .. })));
     }
 
     #[test]
     fn a_failed_step_pauses_upkeep_but_not_ingest() {
-        let mut u = Upkeep::new(Some(Duration::from_secs(1)), FOLD_CHUNK as u64);
+        let mut u = Upkeep::new(keep(Duration::from_secs(1)), FOLD_CHUNK as u64);
         u.failed(1000);
         assert_eq!(u.due(1000, true), None);
         assert_eq!(u.wait(1000), Some(RETAIN_EVERY));

@@ -191,7 +191,7 @@ async fn random_and_mutated_input_is_refused_and_never_stored_as_garbage() {
         Box::new(SqliteStore::open(&db).unwrap()),
         Box::new(SqliteStore::open(&db).unwrap()),
         Arc::new(Metrics::default()),
-        None,
+        Default::default(),
     )
     .unwrap();
     let token = add_token(&db, "p1");
