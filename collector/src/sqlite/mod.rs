@@ -4,7 +4,7 @@
 
 mod rollup;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
@@ -140,7 +140,10 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let mut store = Self::open_schema(path)?;
         let err = |source| sqlite_error(path, source);
-        let tx = store.conn.transaction().map_err(err)?;
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
         rollup::upgrade(&tx, path)?;
         tx.commit().map_err(err)?;
         store.fold_chunks(rollup::OPEN_FOLD_CHUNK, usize::MAX, progress)?;
@@ -212,7 +215,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Inserted>, StoreError> {
         let path = self.path.clone();
         let err = |source| sqlite_error(&path, source);
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         let mut out = Vec::with_capacity(batches.len());
         {
             let mut insert_batch = tx
@@ -480,7 +486,7 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sqlite_error(&path, e))?;
         let folded = rollup::fold(&tx, &path, max_batches)?;
         tx.commit().map_err(|e| sqlite_error(&path, e))?;
@@ -498,7 +504,10 @@ impl Store for SqliteStore {
     ) -> Result<RawRemoved, StoreError> {
         let path = self.path.clone();
         let err = |source| sqlite_error(&path, source);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
         let mut removed = RawRemoved::default();
         {
             // Only folded batches: their series are in the roll-ups.
@@ -793,6 +802,42 @@ mod tests {
             300,
             "150 windows × 2 samples"
         );
+    }
+
+    #[test]
+    fn two_processes_folding_and_storing_at_once_count_every_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        // A second handle (as `vantage report` opening the store while the
+        // collector runs) folds while the first stores and folds too.
+        let mut other = SqliteStore::open(&path).unwrap();
+        let folder = std::thread::spawn(move || {
+            let mut folded = 0;
+            for _ in 0..200 {
+                folded += other.fold_rollups(7).unwrap();
+                std::thread::yield_now();
+            }
+            folded
+        });
+        let mut folded = 0;
+        for seq in 1..=120 {
+            insert_all(&mut writer, &[batch("p1", seq, "IN", &[seq, 3 * seq])]);
+            if seq % 10 == 0 {
+                folded += writer.fold_rollups(5).unwrap();
+            }
+        }
+        folded += folder.join().unwrap();
+        folded += writer.fold_rollups(usize::MAX).unwrap();
+        assert_eq!(writer.unfolded_batches().unwrap(), 0);
+        for resolution in [Resolution::Hour, Resolution::Day] {
+            assert_eq!(
+                rolled(&mut writer, resolution),
+                expected(&mut writer, resolution),
+                "{resolution}"
+            );
+        }
+        assert_eq!(folded, 120, "each batch folded once");
     }
 
     #[test]
