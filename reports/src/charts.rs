@@ -190,6 +190,30 @@ fn style_of(side: usize) -> (RGBColor, &'static str) {
 struct Line {
     side: usize,
     points: Vec<(f64, f64)>,
+    /// Consecutive points farther apart than this along x are not joined
+    /// (a stretch with no data is a gap, not a slope).
+    max_step: Option<f64>,
+}
+
+impl Line {
+    /// The runs of points drawn as one stroke each.
+    fn segments(&self) -> Vec<&[(f64, f64)]> {
+        let Some(step) = self.max_step else {
+            return vec![&self.points[..]];
+        };
+        let mut out = Vec::new();
+        let mut from = 0;
+        for i in 1..self.points.len() {
+            if self.points[i].0 - self.points[i - 1].0 > step {
+                out.push(&self.points[from..i]);
+                from = i;
+            }
+        }
+        if from < self.points.len() {
+            out.push(&self.points[from..]);
+        }
+        out
+    }
 }
 
 /// Panels of lines: one per group (country).
@@ -370,14 +394,16 @@ where
 {
     let (colour, _) = style_of(line.side);
     if line.side == 0 {
-        chart
-            .draw_series(DashedLineSeries::new(
-                line.points.iter().copied(),
-                8,
-                5,
-                colour.stroke_width(3),
-            ))
-            .map_err(err)?;
+        for run in line.segments() {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    run.iter().copied(),
+                    8,
+                    5,
+                    colour.stroke_width(3),
+                ))
+                .map_err(err)?;
+        }
         chart
             .draw_series(
                 line.points
@@ -386,12 +412,11 @@ where
             )
             .map_err(err)?;
     } else {
-        chart
-            .draw_series(LineSeries::new(
-                line.points.iter().copied(),
-                colour.stroke_width(3),
-            ))
-            .map_err(err)?;
+        for run in line.segments() {
+            chart
+                .draw_series(LineSeries::new(run.iter().copied(), colour.stroke_width(3)))
+                .map_err(err)?;
+        }
         chart
             .draw_series(
                 line.points
@@ -856,10 +881,12 @@ pub fn render_charts(
             for (side, g) in by_side.into_iter().enumerate() {
                 if let Some(g) = g {
                     spec_lines.push(Line {
+                        max_step: None,
                         side,
                         points: spectrum(&g.units),
                     });
                     cdf_lines.push(Line {
+                        max_step: None,
                         side,
                         points: cdf(&g.units),
                     });
@@ -981,51 +1008,210 @@ fn groups_of(evidence: &Evidence, metric: Metric) -> Vec<(String, [Option<&Gathe
     out.into_iter().collect()
 }
 
-/// p50 and p99 per window over time for each group, the cut-over marked
-/// where the candidate's data begins.
+/// How finely the timeline is drawn: a point per window for a few hours,
+/// per hour up to three days, per day beyond (a month of one-minute
+/// points is unreadable), never finer than the units themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimeBucket {
+    ms: u64,
+    unit_ms: u64,
+    unit: &'static str,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+
+impl TimeBucket {
+    /// For data spanning `range_ms`, whose units are `block_ms` long.
+    fn choose(range_ms: u64, block_ms: u64) -> Self {
+        let ms = if range_ms > 3 * DAY_MS {
+            DAY_MS
+        } else if range_ms > 6 * HOUR_MS {
+            HOUR_MS
+        } else {
+            block_ms
+        }
+        .max(block_ms)
+        .max(1);
+        let (unit_ms, unit) = if ms >= DAY_MS {
+            (DAY_MS, "days")
+        } else if ms >= HOUR_MS {
+            (HOUR_MS, "hours")
+        } else {
+            (60_000, "minutes")
+        };
+        TimeBucket { ms, unit_ms, unit }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.ms {
+            DAY_MS => "day",
+            HOUR_MS => "hour",
+            _ => "window",
+        }
+    }
+}
+
+/// (x, y) on a chart.
+type Point = (f64, f64);
+
+/// (x, p50 ms) and (x, p99 ms) per bucket with data, x in the bucket's
+/// unit from `start`; buckets without a unit have no point.
+fn bucket_points(g: &Gathered, start: u64, bucket: TimeBucket) -> [Vec<Point>; 2] {
+    let mut by_bucket: BTreeMap<u64, Vec<&Unit>> = BTreeMap::new();
+    for (u, w) in g.units.iter().zip(&g.windows) {
+        by_bucket
+            .entry(w.saturating_sub(start) / bucket.ms)
+            .or_default()
+            .push(u);
+    }
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
+    for (b, units) in by_bucket {
+        if let Some(v) = quantiles(units, &[0.5, 0.99]) {
+            let x = (b * bucket.ms) as f64 / bucket.unit_ms as f64;
+            p50.push((x, v[0] as f64 / 1000.0));
+            p99.push((x, v[1] as f64 / 1000.0));
+        }
+    }
+    [p50, p99]
+}
+
+/// The length of the units' blocks: the resolution's, or for the probes'
+/// windows the shortest step between two of them (a minute if unknown).
+fn block_ms(evidence: &Evidence) -> u64 {
+    match evidence.resolution {
+        vantage_store::Resolution::Hour => HOUR_MS,
+        vantage_store::Resolution::Day => DAY_MS,
+        vantage_store::Resolution::Window => {
+            let mut step = u64::MAX;
+            for side in &evidence.sides {
+                for g in side.groups.values() {
+                    let mut w: Vec<u64> = g.windows.clone();
+                    w.sort_unstable();
+                    w.dedup();
+                    for pair in w.windows(2) {
+                        step = step.min(pair[1] - pair[0]);
+                    }
+                }
+            }
+            if step == u64::MAX {
+                60_000
+            } else {
+                step
+            }
+        }
+    }
+}
+
+/// p50 and p99 per window, hour or day over time for each group, the
+/// cut-over marked where the candidate's data begins; a stretch without
+/// data is a gap in the lines.
 fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
     let spans = [Role::Baseline, Role::Candidate].map(|r| evidence.side(r).span);
     let start = spans.iter().flatten().map(|(a, _)| *a).min().unwrap_or(0);
-    let minutes = |ms: u64| (ms.saturating_sub(start)) as f64 / 60_000.0;
+    let end = spans
+        .iter()
+        .flatten()
+        .map(|(_, b)| *b)
+        .max()
+        .unwrap_or(start);
+    let bucket = TimeBucket::choose(end.saturating_sub(start), block_ms(evidence));
+    let x_of = |ms: u64| ms.saturating_sub(start) as f64 / bucket.unit_ms as f64;
+    // More than one bucket without data between two points: a gap.
+    let max_step = Some(1.5 * bucket.ms as f64 / bucket.unit_ms as f64);
     let mut panels = Vec::new();
     for (subject, by_side) in groups_of(evidence, metric) {
         let mut lines = Vec::new();
         for (side, g) in by_side.into_iter().enumerate() {
             let Some(g) = g else { continue };
-            let mut by_window: BTreeMap<u64, Vec<&Unit>> = BTreeMap::new();
-            for (u, w) in g.units.iter().zip(&g.windows) {
-                by_window.entry(*w).or_default().push(u);
+            for points in bucket_points(g, start, bucket) {
+                lines.push(Line {
+                    side,
+                    points,
+                    max_step,
+                });
             }
-            let (mut p50, mut p99) = (Vec::new(), Vec::new());
-            for (w, units) in by_window {
-                if let Some(v) = quantiles(units, &[0.5, 0.99]) {
-                    p50.push((minutes(w), v[0] as f64 / 1000.0));
-                    p99.push((minutes(w), v[1] as f64 / 1000.0));
-                }
-            }
-            lines.push(Line { side, points: p50 });
-            lines.push(Line { side, points: p99 });
         }
         panels.push((subject, lines));
     }
     // The cut-over: where the candidate begins, if it all follows the baseline.
     let cut = match spans {
         [Some((_, b_end)), Some((c_start, _))] if b_end <= c_start => {
-            Some((minutes(c_start), "cut-over".to_string()))
+            Some((x_of(c_start), "cut-over".to_string()))
         }
         _ => None,
     };
+    let per = bucket.name();
     Panels {
         stem: format!("timeline_{metric}"),
-        title: format!("{metric}: p50 (lower line) and p99 per window over time"),
-        caption: "Each point is one aggregation window, all probes of the group merged; the vertical line marks where the candidate's data begins.".into(),
-        x_desc: "minutes from the first window".into(),
+        title: format!("{metric}: p50 (lower line) and p99 per {per} over time"),
+        caption: format!("Each point is one {per}, all probes of the group merged; a break in a line is a stretch with no data; the vertical line marks where the candidate's data begins."),
+        x_desc: format!("{} from the first window", bucket.unit),
         y_desc: "ms".into(),
         log_x: false,
         panels,
         sides: sides.clone(),
         x_labels: |x| format!("{x:.1}"),
         marker: cut,
-        csv_header: ["minutes", "value_ms"],
+        csv_header: [bucket.unit, "value_ms"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: u64) -> Unit {
+        let mut h = vantage_wire::new_latency_histogram();
+        h.record_n(v, 10).unwrap();
+        Unit::from_histogram(&h)
+    }
+
+    #[test]
+    fn the_timeline_draws_windows_hours_or_days_by_range_never_finer_than_its_units() {
+        let minute = 60_000;
+        let pick = |range, block| TimeBucket::choose(range, block);
+        assert_eq!(pick(2 * HOUR_MS, minute).ms, minute);
+        assert_eq!(pick(2 * HOUR_MS, minute).unit, "minutes");
+        assert_eq!(pick(DAY_MS, minute).ms, HOUR_MS);
+        assert_eq!(pick(DAY_MS, minute).unit, "hours");
+        assert_eq!(pick(28 * DAY_MS, minute).ms, DAY_MS);
+        assert_eq!(pick(28 * DAY_MS, minute).name(), "day");
+        assert_eq!(pick(2 * HOUR_MS, HOUR_MS).ms, HOUR_MS, "hourly roll-ups");
+        assert_eq!(pick(DAY_MS, DAY_MS).unit, "days", "daily roll-ups");
+    }
+
+    #[test]
+    fn a_month_is_drawn_daily_and_days_without_data_are_gaps_not_slopes() {
+        // Hourly units over 10 days; nothing on days 3 and 4.
+        let start = 1_790_000_000_000 / DAY_MS * DAY_MS;
+        let mut g = Gathered::default();
+        for hour in 0..240u64 {
+            if (72..120).contains(&hour) {
+                continue;
+            }
+            g.units.push(unit(1000 + hour));
+            g.windows.push(start + hour * HOUR_MS);
+            g.unit_probes.push(0);
+        }
+        let bucket = TimeBucket::choose(240 * HOUR_MS, HOUR_MS);
+        let [p50, p99] = bucket_points(&g, start, bucket);
+        let days: Vec<f64> = p50.iter().map(|p| p.0).collect();
+        assert_eq!(days, [0.0, 1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        assert_eq!(p99.len(), 8);
+        // Day 0 holds hours 0..24: its median unit is hour 11 or 12.
+        assert!((1.0..=1.03).contains(&p50[0].1), "{}", p50[0].1);
+        let line = Line {
+            side: 1,
+            points: p50,
+            max_step: Some(1.5),
+        };
+        let runs: Vec<usize> = line.segments().iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [3, 5], "broken across the two empty days");
+        let joined = Line {
+            max_step: None,
+            ..line
+        };
+        assert_eq!(joined.segments().len(), 1);
     }
 }
