@@ -20,9 +20,12 @@ pub enum Role {
 /// One group's series on one side.
 #[derive(Debug, Default)]
 pub(crate) struct Gathered {
-    /// One unit per series, and the start of its window.
+    /// One unit per series (or, past [`GATHER_CAP`], per block of a
+    /// probe's consecutive series), and the start of its first window.
     pub(crate) units: Vec<Unit>,
     pub(crate) windows: Vec<u64>,
+    /// Series read into the units.
+    pub(crate) series: usize,
     /// The probe of each unit, as an index into [`Evidence`]'s probe ids.
     pub(crate) unit_probes: Vec<u32>,
     pub(crate) sent: u64,
@@ -232,13 +235,19 @@ impl Evidence {
         let s = &row.series;
         let unit = Unit::from_histogram(&s.histogram);
         if s.metric == Metric::QuicRequest {
-            self.matrix
+            let cell = self
+                .matrix
                 .entry((
                     row.key("country").unwrap_or("-").to_string(),
                     s.target.name.clone(),
                 ))
-                .or_default()
-                .push(unit.clone());
+                .or_default();
+            cell.push(unit.clone());
+            // The matrix shows percentiles only, which merging keeps.
+            if cell.len() > MATRIX_CELL_CAP {
+                let merged = Unit::merge(cell.iter());
+                *cell = vec![merged];
+            }
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
         let mut key: Vec<String> = self
@@ -257,9 +266,7 @@ impl Evidence {
             Some((a, b)) => (a.min(s.window.start_unix_ms), b.max(s.window.end_unix_ms)),
         });
         let g = ev.groups.entry(key).or_default();
-        g.units.push(unit);
-        g.windows.push(s.window.start_unix_ms);
-        g.unit_probes.push(probe);
+        g.push(unit, s.window.start_unix_ms, probe);
         g.sent += s.sent;
         g.failed += s.lost + s.error_total();
         if !g.probes.contains(&row.probe_id) {
@@ -272,7 +279,7 @@ impl Evidence {
         self.sides[side as usize]
             .groups
             .values()
-            .map(|g| g.units.len())
+            .map(|g| g.series)
             .sum()
     }
 
@@ -288,7 +295,49 @@ impl Evidence {
 /// however long the campaign.
 pub const MAX_UNITS: usize = 4096;
 
+/// Most units a group holds while it is gathered. Past it, each probe's
+/// consecutive units are merged in pairs (in window order), so memory is
+/// bounded by the number of groups, never by the series read; merges are
+/// exact, so percentiles do not change, and the bootstrap resamples the
+/// merged blocks (of one probe, close in time) as its units.
+pub const GATHER_CAP: usize = 2 * MAX_UNITS;
+
+/// Units a country × data-centre cell holds before they are merged into
+/// one (the matrix shows percentiles only).
+const MATRIX_CELL_CAP: usize = 64;
+
 impl Gathered {
+    /// Adds one series' unit.
+    fn push(&mut self, unit: Unit, window: u64, probe: u32) {
+        self.units.push(unit);
+        self.windows.push(window);
+        self.unit_probes.push(probe);
+        self.series += 1;
+        if self.units.len() > GATHER_CAP {
+            self.merge_pairs();
+        }
+    }
+
+    /// Merges each probe's units in pairs, in window order.
+    fn merge_pairs(&mut self) {
+        let mut by_probe: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in self.unit_probes.iter().enumerate() {
+            by_probe.entry(*p).or_default().push(i);
+        }
+        let (mut units, mut windows, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+        for (probe, mut idx) in by_probe {
+            idx.sort_by_key(|&i| self.windows[i]);
+            for pair in idx.chunks(2) {
+                units.push(Unit::merge(pair.iter().map(|&i| &self.units[i])));
+                windows.push(self.windows[pair[0]]);
+                probes.push(probe);
+            }
+        }
+        self.units = units;
+        self.windows = windows;
+        self.unit_probes = probes;
+    }
+
     /// The units the bootstrap resamples: the series themselves, or blocks
     /// of each probe's consecutive windows when there are more than `max`.
     pub(crate) fn resampling_units(&self, max: usize) -> Vec<Unit> {
@@ -317,5 +366,84 @@ fn unit_name(r: Resolution) -> &'static str {
         Resolution::Window => "(probe, window) series",
         Resolution::Hour => "(probe, hour) roll-ups",
         Resolution::Day => "(probe, day) roll-ups",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::quantiles;
+    use vantage_wire::{Labels, Series, Target, Window};
+
+    fn row(probe: &str, window: u64, values: &[u64]) -> StoredSeries {
+        let mut labels = Labels::new();
+        labels.insert("country", "IN").unwrap();
+        let mut s = Series::new(
+            Target {
+                name: "sg".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            Metric::QuicRequest,
+            Window {
+                start_unix_ms: window * 60_000,
+                end_unix_ms: (window + 1) * 60_000,
+            },
+        );
+        for v in values {
+            s.histogram.record(*v).unwrap();
+        }
+        s.sent = values.len() as u64;
+        StoredSeries {
+            probe_id: probe.into(),
+            sequence: window,
+            campaign: "c".into(),
+            labels,
+            series: s,
+        }
+    }
+
+    #[test]
+    fn a_large_group_is_held_in_bounded_units_with_the_same_percentiles() {
+        let mut rows = Vec::new();
+        for w in 0..10_000u64 {
+            rows.push(row("p1", w, &[1000 + w % 700, 5000 + (w * 37) % 9000]));
+        }
+        for w in 0..300u64 {
+            rows.push(row("p2", w, &[800 + w]));
+        }
+        let evidence = Evidence::from_rows(&rows, &[], &["country".into()]);
+        let g = &evidence.side(Role::Baseline).groups
+            [&vec!["IN".to_string(), "quic_request".to_string()]];
+        assert!(g.units.len() <= GATHER_CAP, "{} units", g.units.len());
+        assert!(g.units.len() > GATHER_CAP / 4, "{} units", g.units.len());
+        assert_eq!(g.series, 10_300, "every series counted");
+        assert_eq!(evidence.series(Role::Baseline), 10_300);
+        let all: Vec<Unit> = rows
+            .iter()
+            .map(|r| Unit::from_histogram(&r.series.histogram))
+            .collect();
+        let qs = [0.0, 0.5, 0.9, 0.99, 0.999, 1.0];
+        assert_eq!(
+            quantiles(&g.units, &qs),
+            quantiles(&all, &qs),
+            "merges are exact"
+        );
+        let samples: u64 = g.units.iter().map(Unit::samples).sum();
+        assert_eq!(samples, 20_300);
+        // Blocks never mix probes, and p2's 300 windows stay apart from p1's.
+        assert_eq!(g.unit_probes.len(), g.units.len());
+        let p2 = *evidence.probe_index.get("p2").unwrap();
+        let p2_samples: u64 = g
+            .units
+            .iter()
+            .zip(&g.unit_probes)
+            .filter(|(_, p)| **p == p2)
+            .map(|(u, _)| u.samples())
+            .sum();
+        assert_eq!(p2_samples, 300);
+        // The matrix cell keeps the percentiles of all its units.
+        let cell = &evidence.matrix[&("IN".to_string(), "sg".to_string())];
+        assert!(cell.len() <= MATRIX_CELL_CAP);
+        assert_eq!(quantiles(cell, &qs), quantiles(&all, &qs));
     }
 }

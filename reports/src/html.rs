@@ -288,7 +288,8 @@ resamples whole (probe, window) series, never single requests: requests in one w
 the same congestion and the same probe, so they are not independent, and resampling them one by one would \
 give intervals far narrower than the evidence supports. When a group has more than {} series on a side, \
 each probe's consecutive windows are merged into blocks so that at most that many units remain (a block \
-bootstrap: neighbouring windows of one probe are not independent either). A group with fewer than the minimum samples or \
+bootstrap: neighbouring windows of one probe are not independent either); the merging begins while the series \
+are read, so a report's memory is bounded by its groups, not by the series stored. A group with fewer than the minimum samples or \
 series on either side is marked insufficient data and gets no verdict. A claim holds when its whole \
 interval satisfies it, fails when the whole interval contradicts it, and is inconclusive otherwise.</p>\n\
 <p><b>Resolution.</b> The units resampled are {}.</p>\n\

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vantage_store::StoredSeries;
 
 use evidence::Gathered;
-pub use evidence::{Evidence, GatherError, ResolutionChoice, Role, MAX_UNITS};
+pub use evidence::{Evidence, GatherError, ResolutionChoice, Role, GATHER_CAP, MAX_UNITS};
 
 /// Version of `report.json`, bumped on any change of its fields.
 pub const REPORT_SCHEMA: &str = "vantage.report/2";
@@ -192,7 +192,7 @@ fn side(g: Option<&Gathered>) -> Side {
     let q = quantiles(&g.units, &QUANTILES);
     Side {
         samples: g.units.iter().map(Unit::samples).sum(),
-        series: g.units.len(),
+        series: g.series,
         probes: g.probes.len(),
         sent: g.sent,
         loss_rate: (g.sent > 0).then(|| g.failed as f64 / g.sent as f64),
