@@ -300,7 +300,7 @@ pub const MAX_UNITS: usize = 4096;
 /// bounded by the number of groups, never by the series read; merges are
 /// exact, so percentiles do not change, and the bootstrap resamples the
 /// merged blocks (of one probe, close in time) as its units.
-pub const GATHER_CAP: usize = 2 * MAX_UNITS;
+pub const GATHER_CAP: usize = MAX_UNITS;
 
 /// Units a country × data-centre cell holds before they are merged into
 /// one (the matrix shows percentiles only).
