@@ -293,7 +293,7 @@ impl Evidence {
 /// of one probe close in time share its network, so blocks are, if
 /// anything, the more honest unit, and the bootstrap's cost stays bounded
 /// however long the campaign.
-pub const MAX_UNITS: usize = 4096;
+pub const MAX_UNITS: usize = 1024;
 
 /// Most units a group holds while it is gathered. Past it, each probe's
 /// consecutive units are merged in pairs (in window order), so memory is
