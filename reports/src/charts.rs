@@ -1077,30 +1077,26 @@ fn bucket_points(g: &Gathered, start: u64, bucket: TimeBucket) -> [Vec<Point>; 2
 }
 
 /// The length of the units' blocks: the resolution's, or for the probes'
-/// windows the shortest step between two of them (a minute if unknown).
+/// windows the shortest window read; times the most series any group's
+/// units were merged from (a long one-minute selection merges a probe's
+/// consecutive windows), so a bucket never falls between two units.
 fn block_ms(evidence: &Evidence) -> u64 {
-    match evidence.resolution {
+    let base = match evidence.resolution {
         vantage_store::Resolution::Hour => HOUR_MS,
         vantage_store::Resolution::Day => DAY_MS,
-        vantage_store::Resolution::Window => {
-            let mut step = u64::MAX;
-            for side in &evidence.sides {
-                for g in side.groups.values() {
-                    let mut w: Vec<u64> = g.windows.clone();
-                    w.sort_unstable();
-                    w.dedup();
-                    for pair in w.windows(2) {
-                        step = step.min(pair[1] - pair[0]);
-                    }
-                }
-            }
-            if step == u64::MAX {
-                60_000
-            } else {
-                step
-            }
-        }
-    }
+        vantage_store::Resolution::Window => match evidence.shortest_window_ms {
+            u64::MAX => 60_000,
+            ms => ms,
+        },
+    };
+    let merged = evidence
+        .sides
+        .iter()
+        .flat_map(|side| side.groups.values())
+        .map(|g| g.merged.max(1))
+        .max()
+        .unwrap_or(1);
+    base.saturating_mul(merged)
 }
 
 /// p50 and p99 per window, hour or day over time for each group, the

@@ -26,6 +26,9 @@ pub(crate) struct Gathered {
     pub(crate) windows: Vec<u64>,
     /// Series read into the units.
     pub(crate) series: usize,
+    /// How many of a probe's consecutive series a unit holds at most
+    /// (doubles at each merge past [`GATHER_CAP`]; 0 means 1).
+    pub(crate) merged: u64,
     /// The probe of each unit, as an index into [`Evidence`]'s probe ids.
     pub(crate) unit_probes: Vec<u32>,
     pub(crate) sent: u64,
@@ -59,6 +62,8 @@ pub struct Evidence {
     pub(crate) resolution: Resolution,
     /// Why that resolution, for the methods section.
     pub(crate) resolution_reason: String,
+    /// The shortest window of any series read, ms (`u64::MAX`: none).
+    pub(crate) shortest_window_ms: u64,
 }
 
 /// Which resolution a report reads.
@@ -112,6 +117,7 @@ impl Evidence {
             probe_index: std::collections::HashMap::new(),
             resolution: Resolution::Window,
             resolution_reason: "the series as given".into(),
+            shortest_window_ms: u64::MAX,
         }
     }
 
@@ -250,6 +256,10 @@ impl Evidence {
             }
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
+        let length = s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms);
+        if length > 0 {
+            self.shortest_window_ms = self.shortest_window_ms.min(length);
+        }
         let mut key: Vec<String> = self
             .keys
             .iter()
@@ -336,6 +346,7 @@ impl Gathered {
         self.units = units;
         self.windows = windows;
         self.unit_probes = probes;
+        self.merged = 2 * self.merged.max(1);
     }
 
     /// The units the bootstrap resamples: the series themselves, or blocks
@@ -417,6 +428,8 @@ mod tests {
         assert!(g.units.len() <= GATHER_CAP, "{} units", g.units.len());
         assert!(g.units.len() > GATHER_CAP / 4, "{} units", g.units.len());
         assert_eq!(g.series, 10_300, "every series counted");
+        assert!(g.merged >= 2, "merged {}", g.merged);
+        assert_eq!(evidence.shortest_window_ms, 60_000);
         assert_eq!(evidence.series(Role::Baseline), 10_300);
         let all: Vec<Unit> = rows
             .iter()
