@@ -1077,15 +1077,15 @@ fn bucket_points(g: &Gathered, start: u64, bucket: TimeBucket) -> [Vec<Point>; 2
 }
 
 /// The length of the units' blocks: the resolution's, or for the probes'
-/// windows the shortest window read; times the most series any group's
+/// windows the longest window read (a last window may be cut short); times the most series any group's
 /// units were merged from (a long one-minute selection merges a probe's
 /// consecutive windows), so a bucket never falls between two units.
 fn block_ms(evidence: &Evidence) -> u64 {
     let base = match evidence.resolution {
         vantage_store::Resolution::Hour => HOUR_MS,
         vantage_store::Resolution::Day => DAY_MS,
-        vantage_store::Resolution::Window => match evidence.shortest_window_ms {
-            u64::MAX => 60_000,
+        vantage_store::Resolution::Window => match evidence.longest_window_ms {
+            0 => 60_000,
             ms => ms,
         },
     };

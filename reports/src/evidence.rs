@@ -62,8 +62,9 @@ pub struct Evidence {
     pub(crate) resolution: Resolution,
     /// Why that resolution, for the methods section.
     pub(crate) resolution_reason: String,
-    /// The shortest window of any series read, ms (`u64::MAX`: none).
-    pub(crate) shortest_window_ms: u64,
+    /// The longest window of any series read, ms (0: none); a probe's
+    /// last window may be cut short, so the longest is its window.
+    pub(crate) longest_window_ms: u64,
 }
 
 /// Which resolution a report reads.
@@ -117,7 +118,7 @@ impl Evidence {
             probe_index: std::collections::HashMap::new(),
             resolution: Resolution::Window,
             resolution_reason: "the series as given".into(),
-            shortest_window_ms: u64::MAX,
+            longest_window_ms: 0,
         }
     }
 
@@ -257,9 +258,7 @@ impl Evidence {
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
         let length = s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms);
-        if length > 0 {
-            self.shortest_window_ms = self.shortest_window_ms.min(length);
-        }
+        self.longest_window_ms = self.longest_window_ms.max(length);
         let mut key: Vec<String> = self
             .keys
             .iter()
@@ -429,7 +428,7 @@ mod tests {
         assert!(g.units.len() > GATHER_CAP / 4, "{} units", g.units.len());
         assert_eq!(g.series, 10_300, "every series counted");
         assert!(g.merged >= 2, "merged {}", g.merged);
-        assert_eq!(evidence.shortest_window_ms, 60_000);
+        assert_eq!(evidence.longest_window_ms, 60_000);
         assert_eq!(evidence.series(Role::Baseline), 10_300);
         let all: Vec<Unit> = rows
             .iter()
