@@ -1055,20 +1055,23 @@ impl TimeBucket {
 /// (x, y) on a chart.
 type Point = (f64, f64);
 
-/// (x, p50 ms) and (x, p99 ms) per bucket with data, x in the bucket's
-/// unit from `start`; buckets without a unit have no point.
+/// (x, p50 ms) and (x, p99 ms) per bucket with data, x its first window
+/// in the bucket's unit from `start`; buckets without a unit have no point.
 fn bucket_points(g: &Gathered, start: u64, bucket: TimeBucket) -> [Vec<Point>; 2] {
-    let mut by_bucket: BTreeMap<u64, Vec<&Unit>> = BTreeMap::new();
+    // Each bucket's point sits at its first window, so a point never
+    // appears before the data it shows (the cut-over mark is exact).
+    let mut by_bucket: BTreeMap<u64, (u64, Vec<&Unit>)> = BTreeMap::new();
     for (u, w) in g.units.iter().zip(&g.windows) {
-        by_bucket
+        let entry = by_bucket
             .entry(w.saturating_sub(start) / bucket.ms)
-            .or_default()
-            .push(u);
+            .or_insert((*w, Vec::new()));
+        entry.0 = entry.0.min(*w);
+        entry.1.push(u);
     }
     let (mut p50, mut p99) = (Vec::new(), Vec::new());
-    for (b, units) in by_bucket {
+    for (first, units) in by_bucket.into_values() {
         if let Some(v) = quantiles(units, &[0.5, 0.99]) {
-            let x = (b * bucket.ms) as f64 / bucket.unit_ms as f64;
+            let x = first.saturating_sub(start) as f64 / bucket.unit_ms as f64;
             p50.push((x, v[0] as f64 / 1000.0));
             p99.push((x, v[1] as f64 / 1000.0));
         }
