@@ -1150,7 +1150,11 @@ fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
         log_x: false,
         panels,
         sides: sides.clone(),
-        x_labels: |x| format!("{x:.1}"),
+        x_labels: |x| {
+            // Two decimals, trailing zeros dropped: 0.05, 0.1, 2.
+            let s = format!("{x:.2}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        },
         marker: cut,
         csv_header: [bucket.unit, "value_ms"],
     }
