@@ -329,6 +329,16 @@ impl Gathered {
 
     /// Merges each probe's units in pairs, in window order.
     fn merge_pairs(&mut self) {
+        let (units, windows, probes) = self.blocks(2);
+        self.units = units;
+        self.windows = windows;
+        self.unit_probes = probes;
+        self.merged = 2 * self.merged.max(1);
+    }
+
+    /// Each probe's units merged `block` at a time, in window order: the
+    /// merged units, each one's first window, and its probe.
+    fn blocks(&self, block: usize) -> (Vec<Unit>, Vec<u64>, Vec<u32>) {
         let mut by_probe: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, p) in self.unit_probes.iter().enumerate() {
             by_probe.entry(*p).or_default().push(i);
@@ -336,16 +346,13 @@ impl Gathered {
         let (mut units, mut windows, mut probes) = (Vec::new(), Vec::new(), Vec::new());
         for (probe, mut idx) in by_probe {
             idx.sort_by_key(|&i| self.windows[i]);
-            for pair in idx.chunks(2) {
-                units.push(Unit::merge(pair.iter().map(|&i| &self.units[i])));
-                windows.push(self.windows[pair[0]]);
+            for chunk in idx.chunks(block.max(1)) {
+                units.push(Unit::merge(chunk.iter().map(|&i| &self.units[i])));
+                windows.push(self.windows[chunk[0]]);
                 probes.push(probe);
             }
         }
-        self.units = units;
-        self.windows = windows;
-        self.unit_probes = probes;
-        self.merged = 2 * self.merged.max(1);
+        (units, windows, probes)
     }
 
     /// The units the bootstrap resamples: the series themselves, or blocks
@@ -354,19 +361,7 @@ impl Gathered {
         if self.units.len() <= max {
             return self.units.clone();
         }
-        let block = self.units.len().div_ceil(max.max(1));
-        let mut by_probe: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for (i, p) in self.unit_probes.iter().enumerate() {
-            by_probe.entry(*p).or_default().push(i);
-        }
-        let mut out = Vec::new();
-        for (_, mut idx) in by_probe {
-            idx.sort_by_key(|&i| self.windows[i]);
-            for chunk in idx.chunks(block) {
-                out.push(Unit::merge(chunk.iter().map(|&i| &self.units[i])));
-            }
-        }
-        out
+        self.blocks(self.units.len().div_ceil(max.max(1))).0
     }
 }
 

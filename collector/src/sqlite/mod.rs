@@ -589,6 +589,21 @@ impl RawRow {
         Ok(row)
     }
 
+    /// Reads a row with [`RawRow::into_sparse`], naming the database on
+    /// failure.
+    fn read_sparse(
+        r: &rusqlite::Row<'_>,
+        path: &Path,
+    ) -> Result<(StoredSeries, SparseCounts), StoreError> {
+        RawRow::read(r)
+            .map_err(|source| sqlite_error(path, source))?
+            .into_sparse()
+            .map_err(|reason| StoreError::Corrupt {
+                place: path.display().to_string(),
+                reason,
+            })
+    }
+
     /// The row with an empty histogram, and the histogram's sparse counts
     /// (what merging needs, without the dense decode).
     fn into_sparse(self) -> Result<(StoredSeries, SparseCounts), String> {

@@ -253,13 +253,7 @@ pub(super) fn fold(tx: &Transaction<'_>, path: &Path, max: usize) -> Result<u64,
             .map_err(err)?;
         let mut rows = st.query([max as i64]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let (row, counts) = RawRow::read(r)
-                .map_err(err)?
-                .into_sparse()
-                .map_err(|reason| StoreError::Corrupt {
-                    place: path.display().to_string(),
-                    reason,
-                })?;
+            let (row, counts) = RawRow::read_sparse(r, path)?;
             folding.add(&row, &counts);
         }
     }
@@ -351,13 +345,7 @@ pub(super) fn unfolded(
         .map_err(err)?;
     let mut out: HashMap<Key, StoredSeries> = HashMap::new();
     while let Some(r) = rows.next().map_err(err)? {
-        let (mut row, counts) = RawRow::read(r)
-            .map_err(err)?
-            .into_sparse()
-            .map_err(|reason| StoreError::Corrupt {
-                place: path.display().to_string(),
-                reason,
-            })?;
+        let (mut row, counts) = RawRow::read_sparse(r, path)?;
         let key = Key::of(resolution, &row);
         match out.get_mut(&key) {
             Some(o) => {
