@@ -113,7 +113,7 @@ fn a_migration_killed_part_way_resumes_without_loss_or_double_counting() {
                 .map(|(batch, raw)| Incoming {
                     batch,
                     raw,
-                    histograms: &[],
+                    plain_histograms: &[],
                 })
                 .collect();
             store.insert_batches(&items, 0).unwrap();

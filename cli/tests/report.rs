@@ -52,7 +52,7 @@ fn fill(db: &std::path::Path) {
                         &[Incoming {
                             batch: &b,
                             raw: &raw,
-                            histograms: &[],
+                            plain_histograms: &[],
                         }],
                         0,
                     )

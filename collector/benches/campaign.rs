@@ -126,7 +126,7 @@ fn make(dir: &Path, hours: u64, window_s: u64) {
                     .map(|(batch, raw)| Incoming {
                         batch,
                         raw,
-                        histograms: &[],
+                        plain_histograms: &[],
                     })
                     .collect();
                 let t = Instant::now();

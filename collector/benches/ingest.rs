@@ -101,7 +101,7 @@ fn main() {
         // for free, as ingest has them from validation.
         let decoded: Vec<_> = chunk
             .iter()
-            .map(|(_, r)| Batch::decode_indexed(r).unwrap())
+            .map(|(_, r)| Batch::decode_with_plain_histograms(r).unwrap())
             .collect();
         let items: Vec<Incoming<'_>> = chunk
             .iter()
@@ -109,7 +109,7 @@ fn main() {
             .map(|((_, r), (b, h))| Incoming {
                 batch: b,
                 raw: r,
-                histograms: h,
+                plain_histograms: h,
             })
             .collect();
         let t = Instant::now();

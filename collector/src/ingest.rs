@@ -98,7 +98,7 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
             .map(|j| Incoming {
                 batch: &j.batch,
                 raw: &j.raw,
-                histograms: &j.histograms,
+                plain_histograms: &j.plain_histograms,
             })
             .collect();
         writer.insert_batches(&items, now_unix_ms())
@@ -146,7 +146,7 @@ fn run_step(writer: &mut dyn Store, m: &Metrics, upkeep: &mut Upkeep, step: Step
 struct WriteJob {
     batch: Batch,
     raw: Vec<u8>,
-    histograms: Vec<std::ops::Range<usize>>,
+    plain_histograms: Vec<Vec<u8>>,
     reply: oneshot::Sender<Result<Inserted, String>>,
 }
 
@@ -252,7 +252,7 @@ impl Ingest {
         let Some(owner) = owner else {
             return refuse(AckStatus::Unauthorized, "unknown or revoked token".into());
         };
-        let (batch, histograms) = match Batch::decode_indexed(body) {
+        let (batch, plain_histograms) = match Batch::decode_with_plain_histograms(body) {
             Ok(b) => b,
             Err(e) => return refuse(AckStatus::Invalid, e.to_string()),
         };
@@ -290,7 +290,7 @@ impl Ingest {
             .send(WriteJob {
                 batch,
                 raw: body.to_vec(),
-                histograms,
+                plain_histograms,
                 reply,
             })
             .await

@@ -58,7 +58,7 @@ fn fill(store: &mut SqliteStore) {
                 .map(|(batch, raw)| Incoming {
                     batch,
                     raw,
-                    histograms: &[],
+                    plain_histograms: &[],
                 })
                 .collect();
             store.insert_batches(&items, 0).unwrap();

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use vantage_reports::{build_report_from, write_report_from, Evidence, ReportOptions, Role};
 use vantage_store::StoredSeries;
-use vantage_wire::{Labels, Metric, Series, Target, Window};
+use vantage_wire::{Labels, Metric, Series, SparseCounts, Target, Window};
 
 const PROBES: usize = 100;
 const COUNTRIES: [&str; 4] = ["IN", "MY", "ID", "US"];
@@ -73,7 +73,7 @@ fn gather(windows: u64) -> (Evidence, usize) {
                             labels: labels.clone(),
                             series: s,
                         };
-                        evidence.add(role, &row);
+                        evidence.add(role, &row, &SparseCounts::of(&row.series.histogram));
                         n += 1;
                     }
                 }

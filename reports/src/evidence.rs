@@ -6,7 +6,7 @@
 use crate::stats::Unit;
 use std::collections::{BTreeMap, BTreeSet};
 use vantage_store::{Resolution, Selector, Store, StoreError, StoredSeries};
-use vantage_wire::Metric;
+use vantage_wire::{Metric, SparseCounts};
 
 /// Baseline or candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,11 +129,10 @@ impl Evidence {
         group_by: &[String],
     ) -> Self {
         let mut e = Evidence::new(group_by);
-        for r in baseline {
-            e.add(Role::Baseline, r);
-        }
-        for r in candidate {
-            e.add(Role::Candidate, r);
+        for (role, rows) in [(Role::Baseline, baseline), (Role::Candidate, candidate)] {
+            for r in rows {
+                e.add(role, r, &SparseCounts::of(&r.series.histogram));
+            }
         }
         e
     }
@@ -148,8 +147,8 @@ impl Evidence {
     ) -> Result<Self, StoreError> {
         let mut evidence = Evidence::new(group_by);
         for (role, selector) in [(Role::Baseline, baseline), (Role::Candidate, candidate)] {
-            store.select_each(selector, &mut |row| {
-                evidence.add(role, &row);
+            store.select_sparse(selector, &mut |row, counts| {
+                evidence.add(role, row, counts);
                 Ok(())
             })?;
         }
@@ -237,10 +236,11 @@ impl Evidence {
         self.resolution
     }
 
-    /// Adds one series to `side`.
-    pub fn add(&mut self, side: Role, row: &StoredSeries) {
+    /// Adds one series to `side`, its histogram as `counts` (the series'
+    /// own `histogram` is not read).
+    pub fn add(&mut self, side: Role, row: &StoredSeries, counts: &SparseCounts) {
         let s = &row.series;
-        let unit = Unit::from_histogram(&s.histogram);
+        let unit = Unit::from_counts(counts);
         if s.metric == Metric::QuicRequest {
             let cell = self
                 .matrix

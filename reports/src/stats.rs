@@ -6,7 +6,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vantage_wire::LatencyHistogram;
+use vantage_wire::{LatencyHistogram, SparseCounts};
 
 /// One resampling unit: a (probe, window) series' distribution, compacted
 /// to its recorded (value, count) pairs.
@@ -34,30 +34,74 @@ impl Unit {
         }
     }
 
+    /// The unit of one series' sparse counts.
+    pub fn from_counts(counts: &SparseCounts) -> Self {
+        let values: Vec<(u64, u64)> = counts.iter_highest().collect();
+        Unit {
+            samples: values.iter().map(|&(_, n)| n).sum(),
+            values,
+        }
+    }
+
     /// Samples in the unit.
     pub fn samples(&self) -> u64 {
         self.samples
     }
 
-    /// One unit holding every sample of `units`.
+    /// One unit holding every sample of `units`: sorted lists merged
+    /// pairwise, in a tree, so each value is copied about log2(units) times
+    /// and nothing is sorted.
     pub fn merge<'a>(units: impl IntoIterator<Item = &'a Unit>) -> Unit {
-        let mut values: Vec<(u64, u64)> = Vec::new();
-        let mut samples = 0;
+        let mut level: Vec<Unit> = Vec::new();
+        let mut pending: Option<&Unit> = None;
         for u in units {
-            values.extend_from_slice(&u.values);
-            samples += u.samples;
-        }
-        values.sort_unstable_by_key(|(v, _)| *v);
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(values.len());
-        for (v, c) in values {
-            match merged.last_mut() {
-                Some((lv, lc)) if *lv == v => *lc += c,
-                _ => merged.push((v, c)),
+            match pending.take() {
+                None => pending = Some(u),
+                Some(p) => level.push(Unit::merge_two(p, u)),
             }
         }
+        if let Some(p) = pending {
+            level.push(p.clone());
+        }
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut it = level.into_iter();
+            while let Some(a) = it.next() {
+                next.push(match it.next() {
+                    Some(b) => Unit::merge_two(&a, &b),
+                    None => a,
+                });
+            }
+            level = next;
+        }
+        level.pop().unwrap_or_default()
+    }
+
+    /// `a` and `b` together, in one pass over both.
+    fn merge_two(a: &Unit, b: &Unit) -> Unit {
+        let (x, y) = (&a.values, &b.values);
+        let mut values = Vec::with_capacity(x.len() + y.len());
+        let (mut i, mut j) = (0, 0);
+        while i < x.len() && j < y.len() {
+            let (vx, nx) = x[i];
+            let (vy, ny) = y[j];
+            if vx == vy {
+                values.push((vx, nx + ny));
+                i += 1;
+                j += 1;
+            } else if vx < vy {
+                values.push((vx, nx));
+                i += 1;
+            } else {
+                values.push((vy, ny));
+                j += 1;
+            }
+        }
+        values.extend_from_slice(&x[i..]);
+        values.extend_from_slice(&y[j..]);
         Unit {
-            values: merged,
-            samples,
+            values,
+            samples: a.samples + b.samples,
         }
     }
 }

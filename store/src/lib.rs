@@ -16,7 +16,7 @@ pub use select::{
     merge_counts_into, merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries,
 };
 
-use vantage_wire::Batch;
+use vantage_wire::{Batch, SparseCounts};
 
 /// What storing one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,18 +27,18 @@ pub enum Inserted {
     Duplicate,
 }
 
-/// One batch to store: decoded, as received, and where each series'
-/// encoded histogram lies in the received bytes (from
-/// `Batch::decode_indexed`), so it is stored without encoding it again.
-/// An empty `histograms` makes the store encode them.
+/// One batch to store: decoded, as received, and each series' histogram
+/// as plain V2 bytes (from `Batch::decode_with_plain_histograms`), so it
+/// is stored without encoding it again. An empty `plain_histograms` makes
+/// the store encode them.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
     /// The decoded batch.
     pub batch: &'a Batch,
     /// The bytes as received.
     pub raw: &'a [u8],
-    /// Histogram ranges in `raw`, one per series, or empty.
-    pub histograms: &'a [std::ops::Range<usize>],
+    /// Plain V2 histograms, one per series, or empty.
+    pub plain_histograms: &'a [Vec<u8>],
 }
 
 /// A store failure. Ingest answers `unavailable`, so the probe retries.
@@ -91,6 +91,30 @@ pub trait Store: Send {
     fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError>;
     /// Every token, for listing.
     fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Hands each stored series matching `selector` to `each`, in (probe,
+    /// sequence) order, with its histogram as sparse counts: the series'
+    /// own `histogram` is left empty. What a caller that aggregates wants:
+    /// no dense histogram is made, and the backend may reuse one row for
+    /// all. An error from `each` stops it; returns how many were handed.
+    fn select_sparse(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(&StoredSeries, &SparseCounts) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError>;
+    /// Hands each stored series matching `selector` to `each`, one at a
+    /// time in (probe, sequence) order, its histogram decoded, so a caller
+    /// never holds the whole selection; an error from `each` stops it.
+    fn select_each(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.select_sparse(selector, &mut |row, counts| {
+            let mut row = row.clone();
+            row.series.histogram = counts.to_histogram();
+            each(row)
+        })
+    }
     /// Stored series matching `selector`.
     fn select(&mut self, selector: &Selector) -> Result<Vec<StoredSeries>, StoreError> {
         let mut out = Vec::new();
@@ -100,18 +124,10 @@ pub trait Store: Send {
         })?;
         Ok(out)
     }
-    /// Hands each stored series matching `selector` to `each`, one at a
-    /// time in (probe, sequence) order, so a caller that aggregates never
-    /// holds the whole selection decoded; an error from `each` stops it.
-    fn select_each(
-        &mut self,
-        selector: &Selector,
-        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError>;
     /// Whether any stored series matches `selector` (to say which
     /// resolutions a selection exists at). A backend may stop at the first.
     fn any(&mut self, selector: &Selector) -> Result<bool, StoreError> {
-        Ok(self.select_each(selector, &mut |_| Ok(()))? > 0)
+        Ok(self.select_sparse(selector, &mut |_, _| Ok(()))? > 0)
     }
     /// Batches stored.
     fn batch_count(&mut self) -> Result<u64, StoreError>;

@@ -26,7 +26,7 @@
 //! version 1, so a collector that predates version 2 still takes every
 //! batch that does not need it; readers take both versions.
 
-use crate::histogram::{decode_histogram, encode_histogram, HistogramError};
+use crate::histogram::{decode_histogram_plain, encode_histogram, HistogramError};
 use crate::labels::{LabelError, Labels, MAX_LABELS};
 use crate::metric::{ErrorClass, Metric, ParseNameError, Reason};
 use crate::record::{
@@ -240,15 +240,16 @@ impl Batch {
 
     /// Decodes and validates a batch. Never panics, whatever the input.
     pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
-        Self::decode_indexed(bytes).map(|(b, _)| b)
+        Self::decode_with_plain_histograms(bytes).map(|(b, _)| b)
     }
 
-    /// Decodes like [`Batch::decode`], and also returns where each series'
-    /// encoded histogram lies in `bytes`, so a store can keep those bytes
-    /// as they came instead of encoding the histogram again.
-    pub fn decode_indexed(
+    /// Decodes like [`Batch::decode`], and also returns each series'
+    /// histogram as plain V2 bytes (what decoding inflated anyway), so a
+    /// store keeps them as they are instead of encoding the histograms
+    /// again (see [`crate::encode_histogram_plain`]).
+    pub fn decode_with_plain_histograms(
         bytes: &[u8],
-    ) -> Result<(Batch, Vec<std::ops::Range<usize>>), DecodeError> {
+    ) -> Result<(Batch, Vec<Vec<u8>>), DecodeError> {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(DecodeError::TooLarge {
                 what: "batch",
@@ -278,13 +279,11 @@ impl Batch {
         }
         let n_series = r.bounded("series count", MAX_SERIES)?;
         let mut series = Vec::with_capacity(n_series.min(1024) as usize);
-        let mut ranges = Vec::with_capacity(n_series.min(1024) as usize);
+        let mut plain = Vec::with_capacity(n_series.min(1024) as usize);
         for _ in 0..n_series {
-            // The histogram is a series' last field.
-            let (s, hist_len) = decode_series(&mut r, version)?;
-            let end = bytes.len() - r.rest.len();
+            let (s, histogram) = decode_series(&mut r, version)?;
             series.push(s);
-            ranges.push(end - hist_len..end);
+            plain.push(histogram);
         }
         if !r.rest.is_empty() {
             return Err(DecodeError::TrailingBytes(r.rest.len()));
@@ -298,11 +297,11 @@ impl Batch {
             dropped_batches,
             series,
         };
-        Ok((batch, ranges))
+        Ok((batch, plain))
     }
 }
 
-fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, usize), DecodeError> {
+fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), DecodeError> {
     let target = Target {
         name: r.string("target name")?,
         address: r.string("target address")?,
@@ -345,7 +344,7 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, usize), Dec
         *v = r.varint("path statistics")?;
     }
     let hist_len = r.bounded("histogram length", MAX_HISTOGRAM_BYTES)? as usize;
-    let histogram = decode_histogram(r.take(hist_len, "histogram")?)?;
+    let (histogram, plain) = decode_histogram_plain(r.take(hist_len, "histogram")?)?;
     let series = Series {
         target,
         metric,
@@ -375,7 +374,7 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, usize), Dec
         metric: series.metric.name().to_string(),
         reason,
     })?;
-    Ok((series, hist_len))
+    Ok((series, plain))
 }
 
 #[cfg(test)]
@@ -437,17 +436,16 @@ mod tests {
     }
 
     #[test]
-    fn indexed_decoding_points_at_each_histogram() {
+    fn decoding_for_a_store_gives_each_histogram_plain() {
         let b = sample_batch(3, &[10, 200, 3000]);
         let bytes = b.encode().unwrap();
-        let (back, ranges) = Batch::decode_indexed(&bytes).unwrap();
+        let (back, plain) = Batch::decode_with_plain_histograms(&bytes).unwrap();
         assert_eq!(back, b);
-        assert_eq!(ranges.len(), 3);
-        for (s, r) in b.series.iter().zip(ranges) {
-            assert!(crate::histogram::same_counts(
-                &crate::decode_histogram(&bytes[r]).unwrap(),
-                &s.histogram
-            ));
+        assert_eq!(plain.len(), 3);
+        for (s, p) in b.series.iter().zip(plain) {
+            let mut want = Vec::new();
+            crate::encode_histogram_plain(&s.histogram, &mut want).unwrap();
+            assert_eq!(p, want);
         }
     }
 

@@ -1,12 +1,14 @@
-//! The latency histogram: its bounds, and its codec (HdrHistogram V2 +
-//! deflate, the format other HdrHistogram tools read), hardened against
+//! The latency histogram: its bounds, and its codec (HdrHistogram V2,
+//! deflated on the wire and plain in the store: formats other HdrHistogram
+//! tools read), hardened against
 //! hostile input: bounds are checked before any allocation and the inflated
 //! size is capped, so a crafted header cannot make a decoder allocate
 //! gigabytes.
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use std::io::Write;
+use std::borrow::Cow;
+use std::io::{Read, Write};
 
 /// A latency histogram in microseconds (or a throughput histogram in kbit/s).
 pub type LatencyHistogram = Histogram<u64>;
@@ -32,8 +34,8 @@ pub enum HistogramError {
     /// Fewer bytes than the header or the declared length.
     #[error("histogram truncated: {0}")]
     Truncated(&'static str),
-    /// The cookie is not HdrHistogram V2 (deflate).
-    #[error("not an HdrHistogram V2 deflate histogram (cookie {0:#x})")]
+    /// The cookie is not HdrHistogram V2 (plain or deflate).
+    #[error("not an HdrHistogram V2 histogram, plain or deflate (cookie {0:#x})")]
     BadCookie(u32),
     /// Bounds other than Vantage's (1 µs .. 1 h, 3 digits).
     #[error("histogram bounds {lowest}..{highest} with {sigfig} digits differ from Vantage's {HISTOGRAM_LOWEST}..{HISTOGRAM_HIGHEST} with {HISTOGRAM_SIGFIG}")]
@@ -105,21 +107,21 @@ pub fn encode_histogram(h: &LatencyHistogram, out: &mut Vec<u8>) -> Result<(), H
     encode_histogram_at(h, out, flate2::Compression::default())
 }
 
-/// [`encode_histogram`] at deflate's fastest level: what the store uses
-/// for roll-ups, which are re-encoded at every fold (a few per cent more
-/// bytes for about a third of the time). Any HdrHistogram reader reads it.
-pub fn encode_histogram_fast(
+/// Encodes as plain HdrHistogram V2 (no deflate), with Vantage's full
+/// bounds: what the store keeps. A small histogram barely compresses (a
+/// minute's 60 samples: 149 bytes plain, 129 deflated), and reading it
+/// back needs no inflating, which cost more than all the rest of reading a
+/// stored series. Any HdrHistogram reader reads it.
+pub fn encode_histogram_plain(
     h: &LatencyHistogram,
     out: &mut Vec<u8>,
 ) -> Result<(), HistogramError> {
-    encode_histogram_at(h, out, flate2::Compression::fast())
+    out.extend_from_slice(&plain_v2(h)?);
+    Ok(())
 }
 
-fn encode_histogram_at(
-    h: &LatencyHistogram,
-    out: &mut Vec<u8>,
-    level: flate2::Compression,
-) -> Result<(), HistogramError> {
+/// The plain V2 encoding of `h`, its header naming the full bounds.
+fn plain_v2(h: &LatencyHistogram) -> Result<Vec<u8>, HistogramError> {
     if h.lowest_equivalent(h.max()) > HISTOGRAM_HIGHEST
         || h.low() != HISTOGRAM_LOWEST
         || h.sigfig() != HISTOGRAM_SIGFIG
@@ -137,6 +139,15 @@ fn encode_histogram_at(
         .serialize(h, &mut plain)
         .map_err(|e| HistogramError::Encode(format!("{e:?}")))?;
     plain[24..32].copy_from_slice(&HISTOGRAM_HIGHEST.to_be_bytes());
+    Ok(plain)
+}
+
+fn encode_histogram_at(
+    h: &LatencyHistogram,
+    out: &mut Vec<u8>,
+    level: flate2::Compression,
+) -> Result<(), HistogramError> {
+    let plain = plain_v2(h)?;
     let start = out.len();
     out.extend_from_slice(&V2_DEFLATE_COOKIE.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -245,35 +256,49 @@ fn inflate_capped(compressed: &[u8]) -> Result<Vec<u8>, HistogramError> {
     })
 }
 
-/// Inflates HdrHistogram V2 + deflate bytes and checks the header: the
-/// inflated bytes, header included, and the payload's length.
-fn inflate_checked(bytes: &[u8]) -> Result<(Vec<u8>, usize), HistogramError> {
+/// Checks HdrHistogram V2 bytes, plain or deflated, and gives their plain
+/// encoding (borrowed when it was plain) and its payload's length.
+fn v2_checked(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, usize), HistogramError> {
     if bytes.len() < 8 {
-        return Err(HistogramError::Truncated("deflate header"));
-    }
-    let cookie = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    if cookie != V2_DEFLATE_COOKIE {
-        return Err(HistogramError::BadCookie(cookie));
-    }
-    let len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-    let compressed = bytes
-        .get(8..)
-        .filter(|rest| rest.len() >= len)
-        .map(|rest| &rest[..len])
-        .ok_or(HistogramError::Truncated("compressed payload"))?;
-    let inflated = inflate_capped(compressed)?;
-    if inflated.len() < V2_HEADER_LEN {
         return Err(HistogramError::Truncated("V2 header"));
     }
-    let be32 = |at: usize| u32::from_be_bytes(inflated[at..at + 4].try_into().unwrap_or([0; 4]));
-    let be64 = |at: usize| u64::from_be_bytes(inflated[at..at + 8].try_into().unwrap_or([0; 8]));
+    let cookie = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let plain = match cookie {
+        V2_COOKIE => Cow::Borrowed(bytes),
+        V2_DEFLATE_COOKIE => {
+            let len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+            let compressed = bytes
+                .get(8..)
+                .filter(|rest| rest.len() >= len)
+                .map(|rest| &rest[..len])
+                .ok_or(HistogramError::Truncated("compressed payload"))?;
+            Cow::Owned(inflate_capped(compressed)?)
+        }
+        other => return Err(HistogramError::BadCookie(other)),
+    };
+    if plain.len() < V2_HEADER_LEN {
+        return Err(HistogramError::Truncated("V2 header"));
+    }
+    let be32 = |at: usize| u32::from_be_bytes(plain[at..at + 4].try_into().unwrap_or([0; 4]));
+    let be64 = |at: usize| u64::from_be_bytes(plain[at..at + 8].try_into().unwrap_or([0; 8]));
     let inner_cookie = be32(0);
     if inner_cookie != V2_COOKIE {
         return Err(HistogramError::BadCookie(inner_cookie));
     }
     let payload_len = be32(4) as usize;
-    if inflated.len() < V2_HEADER_LEN + payload_len {
+    if payload_len > MAX_INFLATED {
+        return Err(HistogramError::Payload(format!(
+            "{payload_len} bytes of counts, more than {MAX_INFLATED}"
+        )));
+    }
+    if plain.len() < V2_HEADER_LEN + payload_len {
         return Err(HistogramError::Truncated("V2 counts"));
+    }
+    if cookie == V2_COOKIE && plain.len() > V2_HEADER_LEN + payload_len {
+        return Err(HistogramError::Payload(format!(
+            "{} bytes after the counts",
+            plain.len() - V2_HEADER_LEN - payload_len
+        )));
     }
     let (sigfig, lowest, highest) = (be32(12), be64(16), be64(24));
     if lowest != HISTOGRAM_LOWEST
@@ -286,26 +311,91 @@ fn inflate_checked(bytes: &[u8]) -> Result<(Vec<u8>, usize), HistogramError> {
             sigfig,
         });
     }
-    Ok((inflated, payload_len))
+    Ok((plain, payload_len))
 }
 
-/// Decodes HdrHistogram V2 + deflate bytes, accepting only Vantage's bounds.
+/// Decodes HdrHistogram V2 bytes, plain or deflated, accepting only
+/// Vantage's bounds.
 pub fn decode_histogram(bytes: &[u8]) -> Result<LatencyHistogram, HistogramError> {
-    let (mut inflated, payload_len) = inflate_checked(bytes)?;
+    let (plain, payload_len) = v2_checked(bytes)?;
+    dense_of(&plain, payload_len)
+}
+
+/// Decodes like [`decode_histogram`], and also gives the plain V2 encoding
+/// (see [`encode_histogram_plain`]), so a store keeps it without encoding
+/// the histogram again or inflating it at every read.
+pub fn decode_histogram_plain(bytes: &[u8]) -> Result<(LatencyHistogram, Vec<u8>), HistogramError> {
+    let (plain, payload_len) = v2_checked(bytes)?;
+    let h = dense_of(&plain, payload_len)?;
+    let mut plain = plain.into_owned();
+    plain.truncate(V2_HEADER_LEN + payload_len);
+    Ok((h, plain))
+}
+
+/// The histogram of checked plain V2 bytes.
+fn dense_of(plain: &[u8], payload_len: usize) -> Result<LatencyHistogram, HistogramError> {
+    let payload = &plain[V2_HEADER_LEN..V2_HEADER_LEN + payload_len];
+    let mut header = [0u8; V2_HEADER_LEN];
+    header.copy_from_slice(&plain[..V2_HEADER_LEN]);
     // Allocate only as far as the largest count, not the full hour: most
     // stored histograms hold milliseconds, and a full array is ~190 kB to
     // zero and later walk for every series decoded.
-    if let Some(filled) = counts_length(&inflated[V2_HEADER_LEN..V2_HEADER_LEN + payload_len]) {
+    if let Some(filled) = counts_length(payload) {
         let fit = value_at_index(filled.max(1))
             .saturating_mul(2)
             .clamp(2 * HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST);
-        inflated[24..32].copy_from_slice(&fit.to_be_bytes());
+        header[24..32].copy_from_slice(&fit.to_be_bytes());
     }
     let mut h: LatencyHistogram = Deserializer::new()
-        .deserialize(&mut &inflated[..V2_HEADER_LEN + payload_len])
+        .deserialize(&mut (&header[..]).chain(payload))
         .map_err(|e| HistogramError::Payload(format!("{e:?}")))?;
     h.auto(true);
     Ok(h)
+}
+
+/// Writes the plain V2 encoding of nonzero `(index, count)` pairs in
+/// ascending index order, byte for byte what hdrhistogram's serializer
+/// writes for the same counts with Vantage's bounds.
+fn write_plain(out: &mut Vec<u8>, counts: impl Iterator<Item = (usize, u64)>) {
+    let start = out.len();
+    out.extend_from_slice(&V2_COOKIE.to_be_bytes());
+    out.extend_from_slice(&[0; 4]); // payload length, below
+    out.extend_from_slice(&0u32.to_be_bytes()); // normalizing index offset
+    out.extend_from_slice(&u32::from(HISTOGRAM_SIGFIG).to_be_bytes());
+    out.extend_from_slice(&HISTOGRAM_LOWEST.to_be_bytes());
+    out.extend_from_slice(&HISTOGRAM_HIGHEST.to_be_bytes());
+    out.extend_from_slice(&1.0f64.to_be_bytes());
+    let mut next = 0usize;
+    for (index, n) in counts {
+        match index - next {
+            0 => {}
+            1 => write_zigzag(out, 0),
+            zeros => write_zigzag(out, -(zeros.min(i64::MAX as usize) as i64)),
+        }
+        write_zigzag(out, n.min(i64::MAX as u64) as i64);
+        next = index + 1;
+    }
+    if next == 0 {
+        // An empty histogram: one zero count, as the serializer writes.
+        write_zigzag(out, 0);
+    }
+    let len = (out.len() - start - V2_HEADER_LEN) as u32;
+    out[start + 4..start + 8].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends `n` zig-zag encoded as LEB128-64b9B (the ninth byte carries a
+/// full 8 bits), the V2 payload's integer form.
+fn write_zigzag(out: &mut Vec<u8>, n: i64) {
+    let mut zz = ((n << 1) ^ (n >> 63)) as u64;
+    for _ in 0..8 {
+        if zz < 0x80 {
+            out.push(zz as u8);
+            return;
+        }
+        out.push(0x80 | (zz & 0x7f) as u8);
+        zz >>= 7;
+    }
+    out.push(zz as u8);
 }
 
 /// A histogram's nonzero counts, decoded from its bytes without the dense
@@ -319,28 +409,46 @@ pub struct SparseCounts {
 }
 
 impl SparseCounts {
-    /// Decodes HdrHistogram V2 + deflate bytes with Vantage's bounds, as
-    /// [`decode_histogram`] does, refusing what it refuses.
+    /// Decodes HdrHistogram V2 bytes, plain or deflated, with Vantage's
+    /// bounds, as [`decode_histogram`] does, refusing what it refuses.
     pub fn decode(bytes: &[u8]) -> Result<Self, HistogramError> {
-        let (inflated, payload_len) = inflate_checked(bytes)?;
-        let payload = &inflated[V2_HEADER_LEN..V2_HEADER_LEN + payload_len];
-        let mut counts = Vec::new();
+        let mut counts = SparseCounts::default();
+        counts.decode_into(bytes)?;
+        Ok(counts)
+    }
+
+    /// [`SparseCounts::decode`] into `self`, reusing its buffer (a reader
+    /// of millions of rows allocates once); on error `self` is left empty.
+    pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), HistogramError> {
+        self.counts.clear();
+        let (plain, payload_len) = v2_checked(bytes)?;
+        let payload = &plain[V2_HEADER_LEN..V2_HEADER_LEN + payload_len];
+        let counts = &mut self.counts;
         let mut beyond = false;
-        walk_counts(payload, |index, n| {
+        let walked = walk_counts(payload, |index, n| {
             let v = value_at_index(index);
             if v > HISTOGRAM_HIGHEST {
                 beyond = true;
             } else {
                 counts.push((v, n));
             }
-        })
-        .ok_or_else(|| HistogramError::Payload("malformed counts".into()))?;
-        if beyond {
-            return Err(HistogramError::Payload(format!(
+        });
+        let failure = if walked.is_none() {
+            Some(HistogramError::Payload("malformed counts".into()))
+        } else if beyond {
+            Some(HistogramError::Payload(format!(
                 "a count beyond the highest value {HISTOGRAM_HIGHEST}"
-            )));
+            )))
+        } else {
+            None
+        };
+        match failure {
+            Some(e) => {
+                self.counts.clear();
+                Err(e)
+            }
+            None => Ok(()),
         }
-        Ok(SparseCounts { counts })
     }
 
     /// The sparse counts of a histogram in memory.
@@ -367,6 +475,50 @@ impl SparseCounts {
     /// HdrHistogram's percentiles report for a bucket.
     pub fn iter_highest(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.counts.iter().map(|&(v, n)| (highest_equivalent(v), n))
+    }
+
+    /// Adds `other`'s counts (exactly: bucket by bucket).
+    pub fn merge(&mut self, other: &SparseCounts) {
+        if other.counts.is_empty() {
+            return;
+        }
+        let mine = std::mem::take(&mut self.counts);
+        let mut merged = Vec::with_capacity(mine.len() + other.counts.len());
+        let (mut a, mut b) = (mine.iter().peekable(), other.counts.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(va, na)), Some(&&(vb, nb))) if va == vb => {
+                    a.next();
+                    b.next();
+                    (va, na.saturating_add(nb))
+                }
+                (Some(&&x), Some(&&y)) => {
+                    if x.0 < y.0 {
+                        a.next();
+                        x
+                    } else {
+                        b.next();
+                        y
+                    }
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.counts = merged;
+    }
+
+    /// The plain V2 encoding of these counts (see [`encode_histogram_plain`]).
+    pub fn encode_plain(&self, out: &mut Vec<u8>) {
+        write_plain(out, self.counts.iter().map(|&(v, n)| (index_of(v), n)));
     }
 
     /// Samples counted.
@@ -424,12 +576,14 @@ pub struct CountsScratch {
 }
 
 impl CountsScratch {
-    /// The histogram holding the sum of `pieces`; the scratch is left
-    /// zeroed for the next sum.
-    pub fn sum<'a>(
+    /// Writes the plain V2 encoding (see [`encode_histogram_plain`]) of
+    /// the sum of `pieces` to `out`; the scratch is left zeroed for the
+    /// next sum.
+    pub fn sum_plain<'a>(
         &mut self,
         pieces: impl IntoIterator<Item = &'a SparseCounts>,
-    ) -> LatencyHistogram {
+        out: &mut Vec<u8>,
+    ) {
         let (mut low, mut high) = (usize::MAX, 0);
         for piece in pieces {
             for (v, n) in piece.iter() {
@@ -442,19 +596,12 @@ impl CountsScratch {
                 high = high.max(i);
             }
         }
-        let mut h = new_latency_histogram();
-        if low > high {
-            return h;
-        }
-        // The largest first, so a growing histogram resizes once.
-        let _ = h.record_n(value_at_index(high), std::mem::take(&mut self.counts[high]));
-        for i in low..high {
-            let n = std::mem::take(&mut self.counts[i]);
-            if n > 0 {
-                let _ = h.record_n(value_at_index(i), n);
-            }
-        }
-        h
+        let range = if low > high { 0..0 } else { low..high + 1 };
+        let counts = &mut self.counts;
+        write_plain(
+            out,
+            range.filter_map(|i| Some((i, std::mem::take(&mut counts[i]))).filter(|&(_, n)| n > 0)),
+        );
     }
 }
 
@@ -632,18 +779,102 @@ mod tests {
             pieces.push(sparse);
         }
         let mut scratch = CountsScratch::default();
-        let summed = scratch.sum(&pieces);
+        let sum = |scratch: &mut CountsScratch, pieces: &[SparseCounts]| {
+            let mut plain = Vec::new();
+            scratch.sum_plain(pieces, &mut plain);
+            decode_histogram(&plain).unwrap()
+        };
+        let summed = sum(&mut scratch, &pieces);
         assert!(same_counts(&summed, &merged_dense) && same_counts(&merged_dense, &summed));
         assert_eq!(summed.len(), merged_dense.len());
         assert!(scratch.counts.iter().all(|&n| n == 0), "left zeroed");
         assert!(same_counts(
-            &scratch.sum(&pieces[..1]),
+            &sum(&mut scratch, &pieces[..1]),
             &pieces[0].to_histogram()
         ));
+        let mut merged_pairs = SparseCounts::default();
+        for piece in &pieces {
+            merged_pairs.merge(piece);
+        }
+        assert_eq!(merged_pairs, SparseCounts::of(&merged_dense));
         assert!(same_counts(&merged_dense, &merged_sparse));
         assert!(same_counts(&merged_sparse, &merged_dense));
         assert_eq!(merged_dense.len(), merged_sparse.len());
         assert_eq!(merged_dense.max(), merged_sparse.max());
+    }
+
+    #[test]
+    fn the_plain_encoding_is_the_reference_serializers_and_reads_back_as_the_deflated_one() {
+        let mut full =
+            Histogram::new_with_bounds(HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST, HISTOGRAM_SIGFIG)
+                .unwrap();
+        let mut grown = new_latency_histogram();
+        for (round, values) in [
+            &[][..],
+            &[1],
+            &[5, 5, 6, 3_000, 3_000, 90_000, 2_500_000, HISTOGRAM_HIGHEST],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for &v in values {
+                full.record(v).unwrap();
+                record_clamped(&mut grown, v);
+            }
+            let mut reference = Vec::new();
+            V2Serializer::new()
+                .serialize(&full, &mut reference)
+                .unwrap();
+            let (mut ours, mut from_sparse, mut deflated) = (Vec::new(), Vec::new(), Vec::new());
+            encode_histogram_plain(&grown, &mut ours).unwrap();
+            SparseCounts::of(&grown).encode_plain(&mut from_sparse);
+            assert_eq!(ours, reference, "round {round}");
+            assert_eq!(from_sparse, reference, "round {round}");
+            encode_histogram(&grown, &mut deflated).unwrap();
+            let (dense, plain) = decode_histogram_plain(&deflated).unwrap();
+            assert_eq!(plain, reference, "round {round}");
+            assert!(same_counts(&dense, &full) && same_counts(&full, &dense));
+            let back = decode_histogram(&plain).unwrap();
+            assert!(same_counts(&back, &full) && same_counts(&full, &back));
+            assert_eq!(
+                SparseCounts::decode(&plain).unwrap(),
+                SparseCounts::decode(&deflated).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_histogram_cut_short_or_with_bytes_after_it_is_refused() {
+        let mut h = new_latency_histogram();
+        for v in [7u64, 1234, 99_000] {
+            h.record(v).unwrap();
+        }
+        let mut plain = Vec::new();
+        encode_histogram_plain(&h, &mut plain).unwrap();
+        for n in 0..plain.len() {
+            assert!(
+                decode_histogram(&plain[..n]).is_err(),
+                "prefix {n} accepted"
+            );
+            assert!(
+                SparseCounts::decode(&plain[..n]).is_err(),
+                "prefix {n} accepted"
+            );
+        }
+        let mut longer = plain.clone();
+        longer.push(0);
+        assert!(matches!(
+            SparseCounts::decode(&longer),
+            Err(HistogramError::Payload(_))
+        ));
+        assert!(decode_histogram(&longer).is_err());
+        // A declared payload past the cap is refused before anything is read.
+        let mut huge = plain.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_histogram(&huge),
+            Err(HistogramError::Payload(_))
+        ));
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub mod upload;
 
 pub use codec::{DecodeError, MAX_BATCH_BYTES};
 pub use histogram::{
-    decode_histogram, encode_histogram, encode_histogram_fast, new_latency_histogram,
-    record_clamped, same_counts, CountsScratch, HistogramError, LatencyHistogram, SparseCounts,
-    Summary, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
+    decode_histogram, decode_histogram_plain, encode_histogram, encode_histogram_plain,
+    new_latency_histogram, record_clamped, same_counts, CountsScratch, HistogramError,
+    LatencyHistogram, SparseCounts, Summary, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
 };
 pub use hlog::{hlog_header, hlog_interval, hlog_tag, HlogError};
 pub use labels::{LabelError, Labels, MAX_LABELS};

@@ -3,6 +3,9 @@
 //! sharing one database) can be added without touching them.
 
 mod rollup;
+mod row;
+
+use row::{select_columns, RowReader};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -10,10 +13,7 @@ use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
     TokenRecord,
 };
-use vantage_wire::{
-    decode_histogram, encode_histogram, ErrorCounts, Labels, PathStats, ReasonCounts, Series,
-    ServerTime, SparseCounts, StatusCounts, Target, Window,
-};
+use vantage_wire::{encode_histogram_plain, Labels, SparseCounts};
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit returns only after
 /// the WAL is fsynced, so a batch acknowledged after its commit survives a
@@ -106,16 +106,6 @@ fn parse_counts<K: Ord + std::str::FromStr>(
         out.insert(key, n);
     }
     Ok(out)
-}
-
-/// The columns [`RawRow::read`] reads, in its order; `sequence` is the
-/// expression for the sequence column (`0` for a roll-up, which has none).
-fn select_columns(sequence: &str) -> String {
-    format!(
-        "probe_id, {sequence}, campaign, labels, target, target_address, metric, window_start, window_end, \
-         sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
-         server_sum_us, server_count, histogram, reasons, statuses"
-    )
 }
 
 fn i(v: u64) -> i64 {
@@ -254,20 +244,19 @@ impl Store for SqliteStore {
                 }
                 let l = |k| b.labels.get(k);
                 for (idx, s) in b.series.iter().enumerate() {
-                    let stored_hist: &[u8] =
-                        match item.histograms.get(idx).and_then(|r| raw.get(r.clone())) {
-                            Some(bytes) => bytes,
-                            None => {
-                                hist.clear();
-                                encode_histogram(&s.histogram, &mut hist).map_err(|e| {
-                                    StoreError::Corrupt {
-                                        place: path.display().to_string(),
-                                        reason: e.to_string(),
-                                    }
-                                })?;
-                                &hist
-                            }
-                        };
+                    let stored_hist: &[u8] = match item.plain_histograms.get(idx) {
+                        Some(bytes) => bytes,
+                        None => {
+                            hist.clear();
+                            encode_histogram_plain(&s.histogram, &mut hist).map_err(|e| {
+                                StoreError::Corrupt {
+                                    place: path.display().to_string(),
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                            &hist
+                        }
+                    };
                     insert_series
                         .execute(params![
                             b.probe_id,
@@ -362,10 +351,10 @@ impl Store for SqliteStore {
         rows.map_err(|source| sqlite_error(&self.path, source))
     }
 
-    fn select_each(
+    fn select_sparse(
         &mut self,
         selector: &Selector,
-        each: &mut dyn FnMut(StoredSeries) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&StoredSeries, &SparseCounts) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         // Narrow in SQL on the indexed, well-known columns (both tables
         // have them); the selector itself decides in the end (other
@@ -381,21 +370,15 @@ impl Store for SqliteStore {
         }
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, source);
-        let corrupt = |reason| StoreError::Corrupt {
-            place: path.display().to_string(),
-            reason,
-        };
         let mut matched = 0u64;
-        let mut emit = |mut row: StoredSeries, rollup: bool| -> Result<(), StoreError> {
-            if rollup {
-                row.sequence = 0;
-            }
-            if selector.matches(&row) {
+        let mut emit = |row: &StoredSeries, counts: &SparseCounts| -> Result<(), StoreError> {
+            if selector.matches(row) {
                 matched += 1;
-                each(row)?;
+                each(row, counts)?;
             }
             Ok(())
         };
+        let mut reader = RowReader::default();
         let resolution = selector.resolution;
         if resolution == Resolution::Window {
             let sql = format!(
@@ -407,19 +390,14 @@ impl Store for SqliteStore {
                 .query(rusqlite::params_from_iter(args.iter()))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                emit(
-                    RawRow::read(r)
-                        .map_err(sqlite)?
-                        .into_series()
-                        .map_err(corrupt)?,
-                    false,
-                )?;
+                reader.read(r, &path)?;
+                emit(&reader.row, &reader.counts)?;
             }
             return Ok(matched);
         }
         // Folded roll-ups, each merged with what its unfolded batches add
         // (read in one transaction, so a fold in between cannot count a
-        // batch twice or not at all).
+        // batch twice or not at all). A roll-up's sequence reads as 0.
         let tx = self.conn.transaction().map_err(sqlite)?;
         let mut unfolded = rollup::unfolded(&tx, &path, resolution, &filter, &args)?;
         {
@@ -435,20 +413,31 @@ impl Store for SqliteStore {
                 ))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                let mut row = RawRow::read(r)
-                    .map_err(sqlite)?
-                    .into_series()
-                    .map_err(corrupt)?;
-                if let Some(more) = unfolded.remove(&rollup::key_as_read(resolution, &row)) {
-                    vantage_store::merge_into(&mut row.series, &more.series);
+                reader.read(r, &path)?;
+                let more = if unfolded.is_empty() {
+                    None
+                } else {
+                    unfolded.remove(&rollup::key_as_read(resolution, &reader.row))
+                };
+                reader.row.sequence = 0;
+                match more {
+                    None => emit(&reader.row, &reader.counts)?,
+                    Some((more, more_counts)) => {
+                        // A copy: the reader's row is reused as read.
+                        let mut row = reader.row.clone();
+                        let mut counts = reader.counts.clone();
+                        vantage_store::merge_counts_into(&mut row.series, &more.series);
+                        counts.merge(&more_counts);
+                        emit(&row, &counts)?;
+                    }
                 }
-                emit(row, true)?;
             }
         }
         let mut rest: Vec<_> = unfolded.into_iter().collect();
         rest.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, row) in rest {
-            emit(row, true)?;
+        for (_, (mut row, counts)) in rest {
+            row.sequence = 0;
+            emit(&row, &counts)?;
         }
         tx.commit().map_err(sqlite)?;
         Ok(matched)
@@ -543,134 +532,10 @@ impl Store for SqliteStore {
     }
 }
 
-struct RawRow {
-    probe_id: String,
-    sequence: i64,
-    campaign: String,
-    labels: String,
-    target: String,
-    target_address: String,
-    metric: String,
-    n: [i64; 14],
-    errors: String,
-    histogram: Vec<u8>,
-    reasons: String,
-    statuses: String,
-}
-
-impl RawRow {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        let mut n = [0i64; 14];
-        // window_start, window_end, sent, lost, [errors], bytes, duplicates, reordered,
-        // forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, server_sum_us, server_count
-        let cols = [7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20];
-        for (slot, col) in cols.iter().enumerate() {
-            n[slot] = r.get(*col)?;
-        }
-        Ok(RawRow {
-            probe_id: r.get(0)?,
-            sequence: r.get(1)?,
-            campaign: r.get(2)?,
-            labels: r.get(3)?,
-            target: r.get(4)?,
-            target_address: r.get(5)?,
-            metric: r.get(6)?,
-            n,
-            errors: r.get(11)?,
-            histogram: r.get(21)?,
-            reasons: r.get(22)?,
-            statuses: r.get(23)?,
-        })
-    }
-
-    fn into_series(self) -> Result<StoredSeries, String> {
-        let (mut row, bytes) = self.into_row()?;
-        row.series.histogram = decode_histogram(&bytes).map_err(|e| e.to_string())?;
-        Ok(row)
-    }
-
-    /// Reads a row with [`RawRow::into_sparse`], naming the database on
-    /// failure.
-    fn read_sparse(
-        r: &rusqlite::Row<'_>,
-        path: &Path,
-    ) -> Result<(StoredSeries, SparseCounts), StoreError> {
-        RawRow::read(r)
-            .map_err(|source| sqlite_error(path, source))?
-            .into_sparse()
-            .map_err(|reason| StoreError::Corrupt {
-                place: path.display().to_string(),
-                reason,
-            })
-    }
-
-    /// The row with an empty histogram, and the histogram's sparse counts
-    /// (what merging needs, without the dense decode).
-    fn into_sparse(self) -> Result<(StoredSeries, SparseCounts), String> {
-        let (row, bytes) = self.into_row()?;
-        let counts = SparseCounts::decode(&bytes).map_err(|e| e.to_string())?;
-        Ok((row, counts))
-    }
-
-    /// The row with an empty histogram, and the histogram's bytes.
-    fn into_row(self) -> Result<(StoredSeries, Vec<u8>), String> {
-        let mut labels = Labels::new();
-        for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
-            labels.insert_pair(pair).map_err(|e| e.to_string())?;
-        }
-        let errors: ErrorCounts = parse_counts("error counts", &self.errors)?;
-        let reasons: ReasonCounts = parse_counts("reason counts", &self.reasons)?;
-        let statuses: StatusCounts = parse_counts("status counts", &self.statuses)?;
-        let u = |v: i64| v.max(0) as u64;
-        let n = self.n;
-        let series = Series {
-            target: Target {
-                name: self.target,
-                address: self.target_address,
-            },
-            metric: self
-                .metric
-                .parse()
-                .map_err(|e: vantage_wire::ParseNameError| e.to_string())?,
-            window: Window {
-                start_unix_ms: u(n[0]),
-                end_unix_ms: u(n[1]),
-            },
-            histogram: vantage_wire::new_latency_histogram(),
-            sent: u(n[2]),
-            lost: u(n[3]),
-            errors,
-            reasons,
-            statuses,
-            bytes: u(n[4]),
-            path: PathStats {
-                duplicates: u(n[5]),
-                reordered: u(n[6]),
-                forward_lost: u(n[7]),
-                backward_lost: u(n[8]),
-                ipdv_sum_us: u(n[9]),
-                ipdv_pairs: u(n[10]),
-            },
-            server_time: ServerTime {
-                sum_us: u(n[11]),
-                count: u(n[12]),
-            },
-        };
-        let row = StoredSeries {
-            probe_id: self.probe_id,
-            sequence: u(self.sequence),
-            campaign: self.campaign,
-            labels,
-            series,
-        };
-        Ok((row, self.histogram))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_wire::{Batch, ErrorClass, Metric, Reason};
+    use vantage_wire::{Batch, ErrorClass, Metric, Reason, Series, Target, Window};
 
     pub(crate) fn batch(probe: &str, seq: u64, country: &str, values: &[u64]) -> Batch {
         let mut labels = Labels::new();
@@ -713,7 +578,7 @@ mod tests {
             .map(|(batch, raw)| Incoming {
                 batch,
                 raw,
-                histograms: &[],
+                plain_histograms: &[],
             })
             .collect();
         store.insert_batches(&items, 1).unwrap()
@@ -954,6 +819,32 @@ mod tests {
     }
 
     #[test]
+    fn histograms_stored_deflated_by_earlier_versions_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let a = batch("p1", 1, "IN", &[100, 200, 200, 90_000]);
+        insert_all(&mut store, std::slice::from_ref(&a));
+        let plain: Vec<u8> = store
+            .conn
+            .query_row("SELECT histogram FROM series", [], |r| r.get(0))
+            .unwrap();
+        let mut want = Vec::new();
+        encode_histogram_plain(&a.series[0].histogram, &mut want).unwrap();
+        assert_eq!(plain, want, "new rows are kept plain");
+        let mut deflated = Vec::new();
+        vantage_wire::encode_histogram(&a.series[0].histogram, &mut deflated).unwrap();
+        store
+            .conn
+            .execute("UPDATE series SET histogram = ?1", [&deflated])
+            .unwrap();
+        let rows = store.select(&"country=IN".parse().unwrap()).unwrap();
+        assert_eq!(rows[0].series, a.series[0]);
+        while store.fold_rollups(10).unwrap() > 0 {}
+        let hour = store.select(&at(Resolution::Hour)).unwrap();
+        assert_eq!(hour[0].series.histogram, a.series[0].histogram);
+    }
+
+    #[test]
     fn stores_once_and_reads_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
@@ -964,11 +855,11 @@ mod tests {
         b.series[0].reasons.insert(Reason::TlsExpired, 2);
         b.series[0].statuses.insert(200, 1);
         let (ra, rb) = (a.encode().unwrap(), b.encode().unwrap());
-        let (_, ranges) = Batch::decode_indexed(&ra).unwrap();
-        let item = |batch, raw, histograms| Incoming {
+        let (_, ranges) = Batch::decode_with_plain_histograms(&ra).unwrap();
+        let item = |batch, raw, plain_histograms| Incoming {
             batch,
             raw,
-            histograms,
+            plain_histograms,
         };
         let out = store
             .insert_batches(
@@ -1013,7 +904,7 @@ mod tests {
             let item = Incoming {
                 batch: &a,
                 raw: &ra,
-                histograms: &[],
+                plain_histograms: &[],
             };
             store.insert_batches(&[item], 5).unwrap();
             // Back to the first release's layout, its row in place.
@@ -1031,7 +922,7 @@ mod tests {
         let item = Incoming {
             batch: &b,
             raw: &rb,
-            histograms: &[],
+            plain_histograms: &[],
         };
         assert_eq!(
             store.insert_batches(&[item], 6).unwrap(),

@@ -24,12 +24,13 @@
 //! a fold stopped at any point resumes at the next open, nothing lost or
 //! doubled.
 
-use super::{i, labels_text, select_columns, sqlite_error, RawRow};
+use super::row::{select_columns, RowReader, SERIES_COUNT_COLUMN};
+use super::{i, labels_text, sqlite_error};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
 use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
-use vantage_wire::{encode_histogram_fast, CountsScratch, Labels, Series, SparseCounts};
+use vantage_wire::{CountsScratch, Labels, Series, SparseCounts};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollups (
@@ -144,10 +145,6 @@ impl Folding {
     /// Merges every roll-up made into its stored row, inside `tx`.
     fn apply(self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
         let err = |source| sqlite_error(path, source);
-        let corrupt = |reason: String| StoreError::Corrupt {
-            place: path.display().to_string(),
-            reason,
-        };
         let mut read = tx
             .prepare_cached(&format!(
                 "SELECT {}, series_count FROM rollups WHERE resolution = ?1 AND probe_id = ?2 \
@@ -164,33 +161,30 @@ impl Folding {
             .map_err(err)?;
         let mut hist = Vec::new();
         let mut scratch = CountsScratch::default();
+        let mut reader = RowReader::default();
         for (key, mut part) in self.rows {
-            let stored = read
-                .query_row(
-                    params![
-                        key.resolution.name(),
-                        key.probe_id,
-                        key.campaign,
-                        key.labels,
-                        key.target,
-                        key.address,
-                        key.metric,
-                        i(key.block_start)
-                    ],
-                    |r| Ok((RawRow::read(r)?, r.get::<_, i64>(24)?)),
-                )
-                .optional()
+            let mut rows = read
+                .query(params![
+                    key.resolution.name(),
+                    key.probe_id,
+                    key.campaign,
+                    key.labels,
+                    key.target,
+                    key.address,
+                    key.metric,
+                    i(key.block_start)
+                ])
                 .map_err(err)?;
-            if let Some((raw, count)) = stored {
-                let (old, counts) = raw.into_sparse().map_err(corrupt)?;
-                merge_counts_into(&mut part.series, &old.series);
-                part.pieces.push(counts);
+            if let Some(r) = rows.next().map_err(err)? {
+                reader.read(r, path)?;
+                let count: i64 = r.get(SERIES_COUNT_COLUMN).map_err(err)?;
+                merge_counts_into(&mut part.series, &reader.row.series);
+                part.pieces.push(std::mem::take(&mut reader.counts));
                 part.count += count.max(0) as u64;
             }
-            part.series.histogram = scratch.sum(&part.pieces);
+            drop(rows);
             hist.clear();
-            encode_histogram_fast(&part.series.histogram, &mut hist)
-                .map_err(|e| corrupt(e.to_string()))?;
+            scratch.sum_plain(&part.pieces, &mut hist);
             let l = |k| part.labels.get(k);
             let s = &part.series;
             write
@@ -252,9 +246,10 @@ pub(super) fn fold(tx: &Transaction<'_>, path: &Path, max: usize) -> Result<u64,
             ))
             .map_err(err)?;
         let mut rows = st.query([max as i64]).map_err(err)?;
+        let mut reader = RowReader::default();
         while let Some(r) = rows.next().map_err(err)? {
-            let (row, counts) = RawRow::read_sparse(r, path)?;
-            folding.add(&row, &counts);
+            reader.read(r, path)?;
+            folding.add(&reader.row, &reader.counts);
         }
     }
     folding.apply(tx, path)?;
@@ -325,14 +320,15 @@ pub(super) fn upgrade(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreErro
 }
 
 /// The pending batches' series that `where_sql` (over the series columns,
-/// with `args`) selects, merged by roll-up at `resolution`.
+/// with `args`) selects, merged by roll-up at `resolution` (histograms as
+/// sparse counts; the series' own stay empty).
 pub(super) fn unfolded(
     conn: &rusqlite::Connection,
     path: &Path,
     resolution: Resolution,
     where_sql: &str,
     args: &[String],
-) -> Result<HashMap<Key, StoredSeries>, StoreError> {
+) -> Result<HashMap<Key, (StoredSeries, SparseCounts)>, StoreError> {
     let err = |source| sqlite_error(path, source);
     let mut st = conn
         .prepare(&format!(
@@ -343,18 +339,18 @@ pub(super) fn unfolded(
     let mut rows = st
         .query(rusqlite::params_from_iter(args.iter()))
         .map_err(err)?;
-    let mut out: HashMap<Key, StoredSeries> = HashMap::new();
+    let mut out: HashMap<Key, (StoredSeries, SparseCounts)> = HashMap::new();
+    let mut reader = RowReader::default();
     while let Some(r) = rows.next().map_err(err)? {
-        let (mut row, counts) = RawRow::read_sparse(r, path)?;
-        let key = Key::of(resolution, &row);
+        reader.read(r, path)?;
+        let key = Key::of(resolution, &reader.row);
         match out.get_mut(&key) {
-            Some(o) => {
-                merge_counts_into(&mut o.series, &row.series);
-                counts.add_to(&mut o.series.histogram);
+            Some((row, counts)) => {
+                merge_counts_into(&mut row.series, &reader.row.series);
+                counts.merge(&reader.counts);
             }
             None => {
-                counts.add_to(&mut row.series.histogram);
-                out.insert(key, row);
+                out.insert(key, (reader.row.clone(), reader.counts.clone()));
             }
         }
     }
