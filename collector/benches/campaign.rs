@@ -164,6 +164,7 @@ fn report(dir: &Path, resolution: &str) {
     let t0 = Instant::now();
     let evidence = Evidence::gather_at(&mut store, &group_by, &b, &c, choice, 20).expect("gather");
     let gathered = t0.elapsed();
+    let gather_rss = peak_rss_mib();
     let options = ReportOptions {
         baseline: "phase=before".into(),
         candidate: "phase=after".into(),
@@ -176,7 +177,7 @@ fn report(dir: &Path, resolution: &str) {
     write_report_from(&report, &evidence, &out).expect("write");
     let total = t0.elapsed();
     println!(
-        "| {resolution} | {} + {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+        "| {resolution} | {} + {} | {:.1} | {:.1} | {:.1} | {gather_rss:.0} | {:.0} |",
         evidence.series(vantage_reports::Role::Baseline),
         evidence.series(vantage_reports::Role::Candidate),
         gathered.as_secs_f64(),

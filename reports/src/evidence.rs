@@ -65,6 +65,18 @@ pub struct Evidence {
     /// The longest window of any series read, ms (0: none); a probe's
     /// last window may be cut short, so the longest is its window.
     pub(crate) longest_window_ms: u64,
+    /// Reused lookup keys (a group's, a matrix cell's), so reading a row
+    /// allocates no key.
+    scratch_key: Vec<String>,
+    scratch_cell: (String, String),
+}
+
+/// Sets `dst` to `src`, reusing its allocation.
+fn set(dst: &mut String, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.push_str(src);
+    }
 }
 
 /// Which resolution a report reads.
@@ -119,6 +131,8 @@ impl Evidence {
             resolution: Resolution::Window,
             resolution_reason: "the series as given".into(),
             longest_window_ms: 0,
+            scratch_key: Vec::new(),
+            scratch_cell: (String::new(), String::new()),
         }
     }
 
@@ -242,39 +256,56 @@ impl Evidence {
         let s = &row.series;
         let unit = Unit::from_counts(counts);
         if s.metric == Metric::QuicRequest {
-            let cell = self
-                .matrix
-                .entry((
-                    row.key("country").unwrap_or("-").to_string(),
-                    s.target.name.clone(),
-                ))
-                .or_default();
-            cell.push(unit.clone());
-            // The matrix shows percentiles only, which merging keeps.
-            if cell.len() > MATRIX_CELL_CAP {
-                let merged = Unit::merge(cell.iter());
-                *cell = vec![merged];
+            // Looked up through a reused key, so a row allocates no key.
+            let cell_key = &mut self.scratch_cell;
+            set(&mut cell_key.0, row.key("country").unwrap_or("-"));
+            set(&mut cell_key.1, &s.target.name);
+            if !self.matrix.contains_key(cell_key) {
+                self.matrix.insert(cell_key.clone(), Vec::new());
+            }
+            if let Some(cell) = self.matrix.get_mut(cell_key) {
+                cell.push(unit.clone());
+                // The matrix shows percentiles only, which merging keeps.
+                if cell.len() > MATRIX_CELL_CAP {
+                    let merged = Unit::merge(cell.iter());
+                    *cell = vec![merged];
+                }
             }
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
         let length = s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms);
         self.longest_window_ms = self.longest_window_ms.max(length);
-        let mut key: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| row.key(k).unwrap_or("-").to_string())
-            .collect();
-        key.push(s.metric.name().to_string());
-        let next = self.probe_index.len() as u32;
-        let probe = *self.probe_index.entry(row.probe_id.clone()).or_insert(next);
+        let key = &mut self.scratch_key;
+        key.resize(self.keys.len() + 1, String::new());
+        for (slot, k) in key.iter_mut().zip(&self.keys) {
+            set(slot, row.key(k).unwrap_or("-"));
+        }
+        set(&mut key[self.keys.len()], s.metric.name());
+        let probe = match self.probe_index.get(&row.probe_id) {
+            Some(&p) => p,
+            None => {
+                let next = self.probe_index.len() as u32;
+                self.probe_index.insert(row.probe_id.clone(), next);
+                next
+            }
+        };
         let ev = &mut self.sides[side as usize];
-        ev.probes.insert(row.probe_id.clone());
-        ev.targets.insert(s.target.name.clone());
+        if !ev.probes.contains(&row.probe_id) {
+            ev.probes.insert(row.probe_id.clone());
+        }
+        if !ev.targets.contains(&s.target.name) {
+            ev.targets.insert(s.target.name.clone());
+        }
         ev.span = Some(match ev.span {
             None => (s.window.start_unix_ms, s.window.end_unix_ms),
             Some((a, b)) => (a.min(s.window.start_unix_ms), b.max(s.window.end_unix_ms)),
         });
-        let g = ev.groups.entry(key).or_default();
+        if !ev.groups.contains_key(&*key) {
+            ev.groups.insert(key.clone(), Gathered::default());
+        }
+        let Some(g) = ev.groups.get_mut(&*key) else {
+            return;
+        };
         g.push(unit, s.window.start_unix_ms, probe);
         g.sent += s.sent;
         g.failed += s.lost + s.error_total();

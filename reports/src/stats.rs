@@ -9,38 +9,59 @@ use rand::{Rng, SeedableRng};
 use vantage_wire::{LatencyHistogram, SparseCounts};
 
 /// One resampling unit: a (probe, window) series' distribution, compacted
-/// to its recorded (value, count) pairs.
+/// to its recorded (value, count) pairs, 8 bytes a pair: values are at
+/// most an hour in µs (under 2^32), and a count past `u32::MAX` is split
+/// over several pairs of the same value, so nothing is lost. A report
+/// holds up to a thousand units per group, so their size is its memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unit {
-    values: Vec<(u64, u64)>,
+    values: Vec<(u32, u32)>,
     samples: u64,
 }
 
+/// Appends (value, count), split into pairs that fit.
+fn push_pair(values: &mut Vec<(u32, u32)>, value: u64, mut count: u64) {
+    let v = u32::try_from(value).unwrap_or(u32::MAX);
+    while count > 0 {
+        let n = count.min(u64::from(u32::MAX));
+        values.push((v, n as u32));
+        count -= n;
+    }
+}
+
 impl Unit {
+    /// The unit of (highest equivalent value, count) pairs in value order.
+    fn from_pairs(pairs: impl Iterator<Item = (u64, u64)>) -> Self {
+        let mut values = Vec::with_capacity(pairs.size_hint().0);
+        let mut samples = 0u64;
+        for (v, n) in pairs {
+            push_pair(&mut values, v, n);
+            samples += n;
+        }
+        values.shrink_to_fit();
+        Unit { values, samples }
+    }
+
     /// The unit of one series' histogram.
     pub fn from_histogram(h: &LatencyHistogram) -> Self {
-        let values: Vec<(u64, u64)> = h
-            .iter_recorded()
-            .map(|v| {
-                (
-                    h.highest_equivalent(v.value_iterated_to()),
-                    v.count_at_value(),
-                )
-            })
-            .collect();
-        Unit {
-            samples: h.len(),
-            values,
-        }
+        Unit::from_pairs(h.iter_recorded().map(|v| {
+            (
+                h.highest_equivalent(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        }))
     }
 
     /// The unit of one series' sparse counts.
     pub fn from_counts(counts: &SparseCounts) -> Self {
-        let values: Vec<(u64, u64)> = counts.iter_highest().collect();
-        Unit {
-            samples: values.iter().map(|&(_, n)| n).sum(),
-            values,
-        }
+        Unit::from_pairs(counts.iter_highest())
+    }
+
+    /// (value, count) pairs in value order.
+    fn pairs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.values
+            .iter()
+            .map(|&(v, n)| (u64::from(v), u64::from(n)))
     }
 
     /// Samples in the unit.
@@ -86,7 +107,7 @@ impl Unit {
             let (vx, nx) = x[i];
             let (vy, ny) = y[j];
             if vx == vy {
-                values.push((vx, nx + ny));
+                push_pair(&mut values, u64::from(vx), u64::from(nx) + u64::from(ny));
                 i += 1;
                 j += 1;
             } else if vx < vy {
@@ -112,7 +133,7 @@ impl Unit {
 pub fn quantiles<'a>(units: impl IntoIterator<Item = &'a Unit>, qs: &[f64]) -> Option<Vec<u64>> {
     let mut all: Vec<(u64, u64)> = Vec::new();
     for u in units {
-        all.extend_from_slice(&u.values);
+        all.extend(u.pairs());
     }
     let total: u64 = all.iter().map(|(_, c)| c).sum();
     if total == 0 {
@@ -172,7 +193,7 @@ impl Pool {
         let mut pairs: Vec<(u64, u32, u64)> = units
             .iter()
             .enumerate()
-            .flat_map(|(i, u)| u.values.iter().map(move |&(v, c)| (v, i as u32, c)))
+            .flat_map(|(i, u)| u.pairs().map(move |(v, c)| (v, i as u32, c)))
             .collect();
         pairs.sort_unstable_by_key(|&(v, _, _)| v);
         let mut values: Vec<u64> = pairs.iter().map(|&(v, _, _)| v).collect();
@@ -379,6 +400,27 @@ mod tests {
     }
 
     #[test]
+    fn a_count_past_u32_is_split_over_pairs_and_never_lost() {
+        let many = u64::from(u32::MAX) + 5;
+        let big = Unit::from_pairs([(100, many), (200, 1)].into_iter());
+        assert_eq!(big.samples(), many + 1);
+        assert_eq!(big.values.len(), 3, "{:?}", big.values);
+        let merged = Unit::merge([&big, &big, &unit([100, 300])]);
+        assert_eq!(merged.samples(), 2 * many + 4);
+        assert_eq!(
+            merged.pairs().map(|(_, n)| n).sum::<u64>(),
+            merged.samples()
+        );
+        assert!(merged.values.windows(2).all(|w| w[0].0 <= w[1].0));
+        // Rank total - 2 is the first 200, rank total the 300.
+        let q200 = 1.0 - 2.5 / merged.samples() as f64;
+        assert_eq!(
+            quantiles([&merged], &[0.5, q200, 1.0]),
+            Some(vec![100, 200, 300])
+        );
+    }
+
+    #[test]
     fn merged_units_keep_every_sample() {
         let a = unit([10, 20, 20, 30]);
         let b = unit([20, 40]);
@@ -462,9 +504,8 @@ mod tests {
             units
                 .iter()
                 .flat_map(|u| {
-                    u.values
-                        .iter()
-                        .flat_map(|(v, c)| std::iter::repeat_n(unit([*v]), *c as usize))
+                    u.pairs()
+                        .flat_map(|(v, c)| std::iter::repeat_n(unit([v]), c as usize))
                 })
                 .collect()
         };

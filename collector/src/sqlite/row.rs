@@ -66,14 +66,22 @@ impl Default for RowReader {
     }
 }
 
-/// Whether `dst` was changed to `src`.
-fn set(dst: &mut String, src: &str) -> bool {
-    if dst == src {
-        return false;
+/// Whether `dst` was changed to the text `src`: compared as bytes first,
+/// so an unchanged column (most, in (probe, sequence) order) is not even
+/// checked for UTF-8 again.
+fn set(dst: &mut String, src: &[u8]) -> Result<bool, ReadError> {
+    if dst.as_bytes() == src {
+        return Ok(false);
     }
+    let text = std::str::from_utf8(src).map_err(|_| {
+        ReadError::Corrupt(format!(
+            "text `{}` is not UTF-8",
+            String::from_utf8_lossy(src)
+        ))
+    })?;
     dst.clear();
-    dst.push_str(src);
-    true
+    dst.push_str(text);
+    Ok(true)
 }
 
 impl RowReader {
@@ -90,10 +98,9 @@ impl RowReader {
     }
 
     fn read_columns(&mut self, r: &rusqlite::Row<'_>) -> Result<(), ReadError> {
-        let text = |col: usize| -> Result<&str, ReadError> {
+        let text = |col: usize| -> Result<&[u8], ReadError> {
             match r.get_ref(col)? {
-                ValueRef::Text(t) => std::str::from_utf8(t)
-                    .map_err(|_| ReadError::Corrupt(format!("column {col} is not UTF-8"))),
+                ValueRef::Text(t) => Ok(t),
                 other => Err(ReadError::Corrupt(format!(
                     "column {col} holds {:?}, not text",
                     other.data_type()
@@ -102,10 +109,10 @@ impl RowReader {
         };
         let n = |col: usize| -> Result<u64, ReadError> { Ok(r.get::<_, i64>(col)?.max(0) as u64) };
         let row = &mut self.row;
-        set(&mut row.probe_id, text(0)?);
+        set(&mut row.probe_id, text(0)?)?;
         row.sequence = n(1)?;
-        set(&mut row.campaign, text(2)?);
-        if set(&mut self.labels, text(3)?) {
+        set(&mut row.campaign, text(2)?)?;
+        if set(&mut self.labels, text(3)?)? {
             let mut labels = Labels::new();
             for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
                 labels
@@ -115,9 +122,10 @@ impl RowReader {
             row.labels = labels;
         }
         let s = &mut row.series;
-        set(&mut s.target.name, text(4)?);
-        set(&mut s.target.address, text(5)?);
-        s.metric = text(6)?
+        set(&mut s.target.name, text(4)?)?;
+        set(&mut s.target.address, text(5)?)?;
+        s.metric = std::str::from_utf8(text(6)?)
+            .unwrap_or("")
             .parse()
             .map_err(|e: vantage_wire::ParseNameError| ReadError::Corrupt(e.to_string()))?;
         s.window = Window {
@@ -126,7 +134,7 @@ impl RowReader {
         };
         s.sent = n(9)?;
         s.lost = n(10)?;
-        if set(&mut self.errors, text(11)?) {
+        if set(&mut self.errors, text(11)?)? {
             s.errors =
                 super::parse_counts("error counts", &self.errors).map_err(ReadError::Corrupt)?;
         }
@@ -146,11 +154,11 @@ impl RowReader {
         self.counts
             .decode_into(histogram)
             .map_err(|e| ReadError::Corrupt(e.to_string()))?;
-        if set(&mut self.reasons, text(22)?) {
+        if set(&mut self.reasons, text(22)?)? {
             s.reasons =
                 super::parse_counts("reason counts", &self.reasons).map_err(ReadError::Corrupt)?;
         }
-        if set(&mut self.statuses, text(23)?) {
+        if set(&mut self.statuses, text(23)?)? {
             s.statuses =
                 super::parse_counts("status counts", &self.statuses).map_err(ReadError::Corrupt)?;
         }
