@@ -5,7 +5,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::io::Write;
 use vantage_store::export::{render_csv, render_hlog, render_json, GroupRow};
-use vantage_store::{merge_groups, Resolution, Selector, Store};
+use vantage_store::{GroupMerger, Resolution, Selector, Store};
 
 /// Flags of `vantage export`.
 #[derive(clap::Args, Debug)]
@@ -42,8 +42,14 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
         resolution: args.resolution,
         ..args.select.parse()?
     };
-    let rows = store.select(&selector)?;
-    if rows.is_empty() {
+    // Streamed: each row is merged into its group as it is read, so an
+    // export over a month holds one series per group.
+    let mut merger = GroupMerger::new(&args.group_by);
+    let read = store.select_sparse(&selector, &mut |row, counts| {
+        merger.add(row, counts);
+        Ok(())
+    })?;
+    if read == 0 {
         let available: Vec<&str> = Resolution::ALL
             .into_iter()
             .filter(|r| *r != args.resolution)
@@ -67,7 +73,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let groups = merge_groups(&rows, &args.group_by);
+    let groups = merger.finish();
     let bytes = match args.format {
         ExportFormat::Csv | ExportFormat::Json => {
             let rows: Vec<_> = groups

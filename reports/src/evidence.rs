@@ -31,6 +31,8 @@ pub(crate) struct Gathered {
     pub(crate) merged: u64,
     /// The probe of each unit, as an index into [`Evidence`]'s probe ids.
     pub(crate) unit_probes: Vec<u32>,
+    /// (value, count) pairs the units hold, for [`GATHER_PAIRS`].
+    pairs: usize,
     pub(crate) sent: u64,
     pub(crate) failed: u64,
     pub(crate) probes: BTreeSet<String>,
@@ -342,6 +344,16 @@ pub const MAX_UNITS: usize = 1024;
 /// merged blocks (of one probe, close in time) as its units.
 pub const GATHER_CAP: usize = MAX_UNITS;
 
+/// Most (value, count) pairs a group holds on a side while it is gathered
+/// (2 MiB): units of hours or days hold thousands of distinct buckets
+/// each, so past it units are merged in pairs as past [`GATHER_CAP`],
+/// bounding memory by the groups however wide each unit's distribution.
+pub(crate) const GATHER_PAIRS: usize = 256 * 1024;
+
+/// The pair budget never merges a group below this many units (the unit
+/// cap alone may): a bootstrap needs hundreds of blocks.
+pub(crate) const GATHER_PAIRS_FLOOR: usize = 256;
+
 /// Units a country × data-centre cell holds before they are merged into
 /// one (the matrix shows percentiles only).
 const MATRIX_CELL_CAP: usize = 64;
@@ -349,11 +361,14 @@ const MATRIX_CELL_CAP: usize = 64;
 impl Gathered {
     /// Adds one series' unit.
     fn push(&mut self, unit: Unit, window: u64, probe: u32) {
+        self.pairs += unit.pair_count();
         self.units.push(unit);
         self.windows.push(window);
         self.unit_probes.push(probe);
         self.series += 1;
-        if self.units.len() > GATHER_CAP {
+        if self.units.len() > GATHER_CAP
+            || (self.pairs > GATHER_PAIRS && self.units.len() > 2 * GATHER_PAIRS_FLOOR)
+        {
             self.merge_pairs();
         }
     }
@@ -361,6 +376,7 @@ impl Gathered {
     /// Merges each probe's units in pairs, in window order.
     fn merge_pairs(&mut self) {
         let (units, windows, probes) = self.blocks(2);
+        self.pairs = units.iter().map(Unit::pair_count).sum();
         self.units = units;
         self.windows = windows;
         self.unit_probes = probes;
@@ -436,6 +452,35 @@ mod tests {
             labels,
             series: s,
         }
+    }
+
+    #[test]
+    fn wide_units_are_merged_to_the_pair_budget_but_not_below_its_floor() {
+        // Hour-like units: 1,500 distinct buckets each (values exact below 2048).
+        let rows: Vec<StoredSeries> = (0..700u64)
+            .map(|w| {
+                let values: Vec<u64> = (0..1500).map(|i| 1 + (i + w) % 2000).collect();
+                row(&format!("p{}", w % 4), w, &values)
+            })
+            .collect();
+        let evidence = Evidence::from_rows(&rows, &[], &["country".to_string()]);
+        let g = &evidence.side(Role::Baseline).groups
+            [&vec!["IN".to_string(), "quic_request".to_string()]];
+        assert!(g.units.len() < 700, "{} units: never merged", g.units.len());
+        assert!(
+            g.units.len() >= GATHER_PAIRS_FLOOR,
+            "{} units",
+            g.units.len()
+        );
+        assert_eq!(g.series, 700);
+        let held: usize = g.units.iter().map(Unit::pair_count).sum();
+        assert_eq!(held, g.pairs);
+        let all: Vec<Unit> = rows
+            .iter()
+            .map(|r| Unit::from_histogram(&r.series.histogram))
+            .collect();
+        let qs = [0.0, 0.5, 0.99, 1.0];
+        assert_eq!(quantiles(&g.units, &qs), quantiles(&all, &qs));
     }
 
     #[test]

@@ -57,6 +57,11 @@ impl Unit {
         Unit::from_pairs(counts.iter_highest())
     }
 
+    /// How many (value, count) pairs it holds: its size in memory, 8 bytes each.
+    pub(crate) fn pair_count(&self) -> usize {
+        self.values.len()
+    }
+
     /// (value, count) pairs in value order.
     fn pairs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.values
@@ -190,6 +195,11 @@ const MAX_TABLE: usize = 32 << 20;
 
 impl Pool {
     fn new(units: &[Unit]) -> Self {
+        Self::build(units, true)
+    }
+
+    /// The pool, with the cumulative table if `table` and it fits.
+    fn build(units: &[Unit], table: bool) -> Self {
         let mut pairs: Vec<(u64, u32, u64)> = units
             .iter()
             .enumerate()
@@ -199,7 +209,8 @@ impl Pool {
         let mut values: Vec<u64> = pairs.iter().map(|&(v, _, _)| v).collect();
         values.dedup();
         let n = units.len();
-        let fits = values.len().saturating_mul(n) <= MAX_TABLE
+        let fits = table
+            && values.len().saturating_mul(n) <= MAX_TABLE
             && units.iter().all(|u| u.samples <= u64::from(u32::MAX));
         let cumulative = fits.then(|| {
             let mut table = vec![0u32; values.len() * n];
@@ -215,6 +226,12 @@ impl Pool {
             table[j * n..(j + 1) * n].copy_from_slice(&running);
             table
         });
+        // With the table, quantiles never walk the pairs: not kept.
+        let pairs = if cumulative.is_some() {
+            Vec::new()
+        } else {
+            pairs
+        };
         Pool {
             pairs,
             samples: units.iter().map(|u| u.samples).collect(),
@@ -376,10 +393,12 @@ mod tests {
             .collect();
         let pool = Pool::new(&units);
         assert!(pool.cumulative.is_some(), "a small pool keeps its table");
-        let walk = Pool {
-            cumulative: None,
-            ..Pool::new(&units)
-        };
+        let walk = Pool::build(&units, false);
+        assert!(walk.cumulative.is_none() && !walk.pairs.is_empty());
+        assert!(
+            pool.pairs.is_empty(),
+            "a pool with its table drops the pairs"
+        );
         let qs = [0.5, 0.99, 0.9, 0.0, 1.0];
         let mut weights = vec![0u64; units.len()];
         let mut got = vec![0u64; qs.len()];

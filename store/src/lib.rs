@@ -13,7 +13,8 @@ pub mod select;
 
 pub use resolution::{Resolution, ResolutionError};
 pub use select::{
-    merge_counts_into, merge_groups, merge_into, Group, Selector, SelectorError, StoredSeries,
+    merge_counts_into, merge_groups, merge_into, Group, GroupMerger, Selector, SelectorError,
+    StoredSeries,
 };
 
 use vantage_wire::{Batch, SparseCounts};

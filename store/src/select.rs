@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-use vantage_wire::{Labels, Series, Window};
+use vantage_wire::{Labels, Series, SparseCounts, Window};
 
 /// One stored series with the identity and labels of its batch.
 #[derive(Debug, Clone)]
@@ -122,13 +122,39 @@ pub struct Group {
 /// `metric`) and merges each group. A row without a key's value groups
 /// under `-`.
 pub fn merge_groups(rows: &[StoredSeries], keys: &[String]) -> Vec<Group> {
-    let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
+    let mut merger = GroupMerger::new(keys);
     for row in rows {
-        let key: Vec<String> = keys
+        merger.add(row, &SparseCounts::of(&row.series.histogram));
+    }
+    merger.finish()
+}
+
+/// [`merge_groups`] one row at a time, for rows streamed from a store:
+/// memory is one merged series per group, never the rows.
+#[derive(Debug)]
+pub struct GroupMerger {
+    keys: Vec<String>,
+    groups: BTreeMap<Vec<String>, Group>,
+}
+
+impl GroupMerger {
+    /// No groups yet, grouping by `keys`.
+    pub fn new(keys: &[String]) -> Self {
+        GroupMerger {
+            keys: keys.to_vec(),
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one row, its histogram as `counts` (the row's own `histogram`
+    /// is not read), exactly.
+    pub fn add(&mut self, row: &StoredSeries, counts: &SparseCounts) {
+        let key: Vec<String> = self
+            .keys
             .iter()
             .map(|k| row.key(k).unwrap_or("-").to_string())
             .collect();
-        let g = groups.entry(key.clone()).or_insert_with(|| Group {
+        let g = self.groups.entry(key.clone()).or_insert_with(|| Group {
             key,
             merged: Series::new(
                 row.series.target.clone(),
@@ -138,11 +164,18 @@ pub fn merge_groups(rows: &[StoredSeries], keys: &[String]) -> Vec<Group> {
             probes: BTreeSet::new(),
             series: 0,
         });
-        merge_into(&mut g.merged, &row.series);
-        g.probes.insert(row.probe_id.clone());
+        merge_counts_into(&mut g.merged, &row.series);
+        counts.add_to(&mut g.merged.histogram);
+        if !g.probes.contains(&row.probe_id) {
+            g.probes.insert(row.probe_id.clone());
+        }
         g.series += 1;
     }
-    groups.into_values().collect()
+
+    /// The groups, in key order.
+    pub fn finish(self) -> Vec<Group> {
+        self.groups.into_values().collect()
+    }
 }
 
 /// Adds `s` into `into`: exact for histograms and counts.
