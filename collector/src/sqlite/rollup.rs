@@ -26,7 +26,7 @@
 
 use super::row::{select_columns, RowReader, SERIES_COUNT_COLUMN};
 use super::{i, labels_text, sqlite_error};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
 use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
@@ -163,18 +163,18 @@ impl Folding {
         let mut scratch = CountsScratch::default();
         let mut reader = RowReader::default();
         for (key, mut part) in self.rows {
-            let mut rows = read
-                .query(params![
-                    key.resolution.name(),
-                    key.probe_id,
-                    key.campaign,
-                    key.labels,
-                    key.target,
-                    key.address,
-                    key.metric,
-                    i(key.block_start)
-                ])
-                .map_err(err)?;
+            let (name, block_start) = (key.resolution.name(), i(key.block_start));
+            let id: [&dyn ToSql; 8] = [
+                &name,
+                &key.probe_id,
+                &key.campaign,
+                &key.labels,
+                &key.target,
+                &key.address,
+                &key.metric,
+                &block_start,
+            ];
+            let mut rows = read.query(&id[..]).map_err(err)?;
             if let Some(r) = rows.next().map_err(err)? {
                 reader.read(r, path)?;
                 let count: i64 = r.get(SERIES_COUNT_COLUMN).map_err(err)?;
@@ -187,41 +187,39 @@ impl Folding {
             scratch.sum_plain(&part.pieces, &mut hist);
             let l = |k| part.labels.get(k);
             let s = &part.series;
+            let (errors, reasons, statuses) = (
+                vantage_wire::counts_text(&s.errors),
+                vantage_wire::counts_text(&s.reasons),
+                vantage_wire::counts_text(&s.statuses),
+            );
+            let values = params![
+                l("phase"),
+                l("country"),
+                l("region"),
+                l("network"),
+                l("asn"),
+                l("device"),
+                i(s.window.start_unix_ms),
+                i(s.window.end_unix_ms),
+                i(s.sent),
+                i(s.lost),
+                errors,
+                i(s.bytes),
+                i(s.path.duplicates),
+                i(s.path.reordered),
+                i(s.path.forward_lost),
+                i(s.path.backward_lost),
+                i(s.path.ipdv_sum_us),
+                i(s.path.ipdv_pairs),
+                i(s.server_time.sum_us),
+                i(s.server_time.count),
+                &hist,
+                reasons,
+                statuses,
+                i(part.count),
+            ];
             write
-                .execute(params![
-                    key.resolution.name(),
-                    key.probe_id,
-                    key.campaign,
-                    key.labels,
-                    key.target,
-                    key.address,
-                    key.metric,
-                    i(key.block_start),
-                    l("phase"),
-                    l("country"),
-                    l("region"),
-                    l("network"),
-                    l("asn"),
-                    l("device"),
-                    i(s.window.start_unix_ms),
-                    i(s.window.end_unix_ms),
-                    i(s.sent),
-                    i(s.lost),
-                    vantage_wire::counts_text(&s.errors),
-                    i(s.bytes),
-                    i(s.path.duplicates),
-                    i(s.path.reordered),
-                    i(s.path.forward_lost),
-                    i(s.path.backward_lost),
-                    i(s.path.ipdv_sum_us),
-                    i(s.path.ipdv_pairs),
-                    i(s.server_time.sum_us),
-                    i(s.server_time.count),
-                    &hist,
-                    vantage_wire::counts_text(&s.reasons),
-                    vantage_wire::counts_text(&s.statuses),
-                    i(part.count),
-                ])
+                .execute(rusqlite::params_from_iter(id.iter().chain(values.iter())))
                 .map_err(err)?;
         }
         Ok(())
