@@ -73,6 +73,15 @@ pub struct Evidence {
     scratch_cell: (String, String),
 }
 
+/// The value at `key`, inserted empty if missing; the key is cloned only
+/// then (`entry` would take it owned for every lookup).
+fn slot<'m, K: Ord + Clone, V: Default>(map: &'m mut BTreeMap<K, V>, key: &K) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), V::default());
+    }
+    map.get_mut(key).expect("inserted just above")
+}
+
 /// Sets `dst` to `src`, reusing its allocation.
 fn set(dst: &mut String, src: &str) {
     if dst != src {
@@ -262,16 +271,12 @@ impl Evidence {
             let cell_key = &mut self.scratch_cell;
             set(&mut cell_key.0, row.key("country").unwrap_or("-"));
             set(&mut cell_key.1, &s.target.name);
-            if !self.matrix.contains_key(cell_key) {
-                self.matrix.insert(cell_key.clone(), Vec::new());
-            }
-            if let Some(cell) = self.matrix.get_mut(cell_key) {
-                cell.push(unit.clone());
-                // The matrix shows percentiles only, which merging keeps.
-                if cell.len() > MATRIX_CELL_CAP {
-                    let merged = Unit::merge(cell.iter());
-                    *cell = vec![merged];
-                }
+            let cell = slot(&mut self.matrix, cell_key);
+            cell.push(unit.clone());
+            // The matrix shows percentiles only, which merging keeps.
+            if cell.len() > MATRIX_CELL_CAP {
+                let merged = Unit::merge(cell.iter());
+                *cell = vec![merged];
             }
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
@@ -302,12 +307,7 @@ impl Evidence {
             None => (s.window.start_unix_ms, s.window.end_unix_ms),
             Some((a, b)) => (a.min(s.window.start_unix_ms), b.max(s.window.end_unix_ms)),
         });
-        if !ev.groups.contains_key(&*key) {
-            ev.groups.insert(key.clone(), Gathered::default());
-        }
-        let Some(g) = ev.groups.get_mut(&*key) else {
-            return;
-        };
+        let g = slot(&mut ev.groups, key);
         g.push(unit, s.window.start_unix_ms, probe);
         g.sent += s.sent;
         g.failed += s.lost + s.error_total();

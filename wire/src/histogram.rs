@@ -433,22 +433,15 @@ impl SparseCounts {
                 counts.push((v, n));
             }
         });
-        let failure = if walked.is_none() {
-            Some(HistogramError::Payload("malformed counts".into()))
-        } else if beyond {
-            Some(HistogramError::Payload(format!(
-                "a count beyond the highest value {HISTOGRAM_HIGHEST}"
-            )))
-        } else {
-            None
-        };
-        match failure {
-            Some(e) => {
-                self.counts.clear();
-                Err(e)
-            }
-            None => Ok(()),
+        if walked.is_some() && !beyond {
+            return Ok(());
         }
+        self.counts.clear();
+        Err(HistogramError::Payload(if walked.is_none() {
+            "malformed counts".into()
+        } else {
+            format!("a count beyond the highest value {HISTOGRAM_HIGHEST}")
+        }))
     }
 
     /// The sparse counts of a histogram in memory.
@@ -479,40 +472,25 @@ impl SparseCounts {
 
     /// Adds `other`'s counts (exactly: bucket by bucket).
     pub fn merge(&mut self, other: &SparseCounts) {
-        if other.counts.is_empty() {
-            return;
+        let (x, y) = (std::mem::take(&mut self.counts), &other.counts);
+        let mut merged = Vec::with_capacity(x.len() + y.len());
+        let (mut i, mut j) = (0, 0);
+        while i < x.len() && j < y.len() {
+            let ((vx, nx), (vy, ny)) = (x[i], y[j]);
+            if vx == vy {
+                merged.push((vx, nx.saturating_add(ny)));
+                i += 1;
+                j += 1;
+            } else if vx < vy {
+                merged.push(x[i]);
+                i += 1;
+            } else {
+                merged.push(y[j]);
+                j += 1;
+            }
         }
-        let mine = std::mem::take(&mut self.counts);
-        let mut merged = Vec::with_capacity(mine.len() + other.counts.len());
-        let (mut a, mut b) = (mine.iter().peekable(), other.counts.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&(va, na)), Some(&&(vb, nb))) if va == vb => {
-                    a.next();
-                    b.next();
-                    (va, na.saturating_add(nb))
-                }
-                (Some(&&x), Some(&&y)) => {
-                    if x.0 < y.0 {
-                        a.next();
-                        x
-                    } else {
-                        b.next();
-                        y
-                    }
-                }
-                (Some(&&x), None) => {
-                    a.next();
-                    x
-                }
-                (None, Some(&&y)) => {
-                    b.next();
-                    y
-                }
-                (None, None) => break,
-            };
-            merged.push(next);
-        }
+        merged.extend_from_slice(&x[i..]);
+        merged.extend_from_slice(&y[j..]);
         self.counts = merged;
     }
 

@@ -855,7 +855,7 @@ mod tests {
         b.series[0].reasons.insert(Reason::TlsExpired, 2);
         b.series[0].statuses.insert(200, 1);
         let (ra, rb) = (a.encode().unwrap(), b.encode().unwrap());
-        let (_, ranges) = Batch::decode_with_plain_histograms(&ra).unwrap();
+        let (_, plain) = Batch::decode_with_plain_histograms(&ra).unwrap();
         let item = |batch, raw, plain_histograms| Incoming {
             batch,
             raw,
@@ -864,9 +864,9 @@ mod tests {
         let out = store
             .insert_batches(
                 &[
-                    item(&a, &ra, &ranges),
+                    item(&a, &ra, &plain),
                     item(&b, &rb, &[]),
-                    item(&a, &ra, &ranges),
+                    item(&a, &ra, &plain),
                 ],
                 5,
             )
