@@ -5,9 +5,9 @@
 mod rollup;
 mod row;
 
-use row::{select_columns, RowReader};
+use row::{figure_values, label_values, select_columns, RowReader};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
@@ -242,7 +242,7 @@ impl Store for SqliteStore {
                     out.push(Inserted::Duplicate);
                     continue;
                 }
-                let l = |k| b.labels.get(k);
+                let (indexed, seq) = (label_values(&b.labels), i(b.sequence));
                 for (idx, s) in b.series.iter().enumerate() {
                     let stored_hist: &[u8] = match item.plain_histograms.get(idx) {
                         Some(bytes) => bytes,
@@ -257,40 +257,17 @@ impl Store for SqliteStore {
                             &hist
                         }
                     };
+                    let key: [&dyn ToSql; 4] = [&b.probe_id, &seq, &(idx as i64), &b.campaign];
+                    let tail: [&dyn ToSql; 4] =
+                        [&labels, &s.target.name, &s.target.address, &s.metric.name()];
+                    let figures = figure_values(s, stored_hist);
+                    let columns = key
+                        .into_iter()
+                        .chain(indexed.iter().map(|v| v as &dyn ToSql))
+                        .chain(tail)
+                        .chain(figures.iter().map(|v| v as &dyn ToSql));
                     insert_series
-                        .execute(params![
-                            b.probe_id,
-                            i(b.sequence),
-                            idx as i64,
-                            b.campaign,
-                            l("phase"),
-                            l("country"),
-                            l("region"),
-                            l("network"),
-                            l("asn"),
-                            l("device"),
-                            labels,
-                            s.target.name,
-                            s.target.address,
-                            s.metric.name(),
-                            i(s.window.start_unix_ms),
-                            i(s.window.end_unix_ms),
-                            i(s.sent),
-                            i(s.lost),
-                            vantage_wire::counts_text(&s.errors),
-                            i(s.bytes),
-                            i(s.path.duplicates),
-                            i(s.path.reordered),
-                            i(s.path.forward_lost),
-                            i(s.path.backward_lost),
-                            i(s.path.ipdv_sum_us),
-                            i(s.path.ipdv_pairs),
-                            i(s.server_time.sum_us),
-                            i(s.server_time.count),
-                            stored_hist,
-                            vantage_wire::counts_text(&s.reasons),
-                            vantage_wire::counts_text(&s.statuses),
-                        ])
+                        .execute(rusqlite::params_from_iter(columns))
                         .map_err(&err)?;
                 }
                 rollup::enter_pending(&tx, &path, &b.probe_id, b.sequence)?;

@@ -24,7 +24,7 @@
 //! a fold stopped at any point resumes at the next open, nothing lost or
 //! doubled.
 
-use super::row::{select_columns, RowReader, SERIES_COUNT_COLUMN};
+use super::row::{figure_values, label_values, select_columns, RowReader, SERIES_COUNT_COLUMN};
 use super::{i, labels_text, sqlite_error};
 use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 use std::collections::HashMap;
@@ -185,41 +185,16 @@ impl Folding {
             drop(rows);
             hist.clear();
             scratch.sum_plain(&part.pieces, &mut hist);
-            let l = |k| part.labels.get(k);
-            let s = &part.series;
-            let (errors, reasons, statuses) = (
-                vantage_wire::counts_text(&s.errors),
-                vantage_wire::counts_text(&s.reasons),
-                vantage_wire::counts_text(&s.statuses),
-            );
-            let values = params![
-                l("phase"),
-                l("country"),
-                l("region"),
-                l("network"),
-                l("asn"),
-                l("device"),
-                i(s.window.start_unix_ms),
-                i(s.window.end_unix_ms),
-                i(s.sent),
-                i(s.lost),
-                errors,
-                i(s.bytes),
-                i(s.path.duplicates),
-                i(s.path.reordered),
-                i(s.path.forward_lost),
-                i(s.path.backward_lost),
-                i(s.path.ipdv_sum_us),
-                i(s.path.ipdv_pairs),
-                i(s.server_time.sum_us),
-                i(s.server_time.count),
-                &hist,
-                reasons,
-                statuses,
-                i(part.count),
-            ];
+            let indexed = label_values(&part.labels);
+            let (count, figures) = (i(part.count), figure_values(&part.series, &hist));
+            let columns = id
+                .iter()
+                .copied()
+                .chain(indexed.iter().map(|v| v as &dyn ToSql))
+                .chain(figures.iter().map(|v| v as &dyn ToSql))
+                .chain([&count as &dyn ToSql]);
             write
-                .execute(rusqlite::params_from_iter(id.iter().chain(values.iter())))
+                .execute(rusqlite::params_from_iter(columns))
                 .map_err(err)?;
         }
         Ok(())

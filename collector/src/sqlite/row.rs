@@ -6,7 +6,7 @@
 //! reuse one buffer, so a scan allocates almost nothing per row.
 
 use super::sqlite_error;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use std::path::Path;
 use vantage_store::{StoreError, StoredSeries};
 use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
@@ -19,6 +19,42 @@ pub(super) fn select_columns(sequence: &str) -> String {
          sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
          server_sum_us, server_count, histogram, reasons, statuses"
     )
+}
+
+/// The labels both tables keep in columns of their own (indexed, so a
+/// selector narrows on them in SQL), in column order.
+pub(super) const LABEL_COLUMNS: [&str; 6] =
+    ["phase", "country", "region", "network", "asn", "device"];
+
+/// The values of [`LABEL_COLUMNS`] for `labels`.
+pub(super) fn label_values(labels: &Labels) -> [Option<&str>; 6] {
+    LABEL_COLUMNS.map(|k| labels.get(k))
+}
+
+/// A series' figures as both tables store them, `window_start` through
+/// `statuses` in column order, with `histogram` the bytes to store.
+pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 17] {
+    let n = |v: u64| ToSqlOutput::Owned(Value::Integer(super::i(v)));
+    let text = |t: String| ToSqlOutput::Owned(Value::Text(t));
+    [
+        n(s.window.start_unix_ms),
+        n(s.window.end_unix_ms),
+        n(s.sent),
+        n(s.lost),
+        text(vantage_wire::counts_text(&s.errors)),
+        n(s.bytes),
+        n(s.path.duplicates),
+        n(s.path.reordered),
+        n(s.path.forward_lost),
+        n(s.path.backward_lost),
+        n(s.path.ipdv_sum_us),
+        n(s.path.ipdv_pairs),
+        n(s.server_time.sum_us),
+        n(s.server_time.count),
+        ToSqlOutput::Borrowed(ValueRef::Blob(histogram)),
+        text(vantage_wire::counts_text(&s.reasons)),
+        text(vantage_wire::counts_text(&s.statuses)),
+    ]
 }
 
 /// Column of `series_count` when a roll-up is read with
