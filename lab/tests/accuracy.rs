@@ -73,9 +73,18 @@ fn p50_ms(s: &Series) -> f64 {
     s.histogram.value_at_quantile(0.5) as f64 / 1000.0
 }
 
-/// The p50 of `m` in ms, after checking the series has at least 5 samples
-/// and lost or failed none; `what` names the case in a failure.
-fn clean_p50_ms(summary: &RunSummary, m: Metric, what: &str) -> f64 {
+/// What a test compares of one metric: its fastest sample and its median,
+/// in ms.
+#[derive(Clone, Copy, Debug)]
+struct Observed {
+    min: f64,
+    p50: f64,
+}
+
+/// The fastest sample and the median of `m`, after checking the series has
+/// at least 5 samples and lost or failed none; `what` names the case in a
+/// failure.
+fn observe(summary: &RunSummary, m: Metric, what: &str) -> Observed {
     let s = series(summary, m);
     assert!(
         s.histogram.len() >= 5,
@@ -83,7 +92,47 @@ fn clean_p50_ms(summary: &RunSummary, m: Metric, what: &str) -> f64 {
         s.histogram.len()
     );
     assert_eq!(s.lost + s.error_total(), 0, "{what} {m}: {:?}", s.errors);
-    p50_ms(s)
+    Observed {
+        min: s.histogram.min() as f64 / 1000.0,
+        p50: s.histogram.value_at_quantile(0.5) as f64 / 1000.0,
+    }
+}
+
+/// Checks a metric measured through a path that injected `injected` ms
+/// against the same metric through a zero-delay path (`floor`), and
+/// returns a row for the printed table.
+///
+/// Scheduling noise on a shared VM only ever adds time, and it moves a
+/// median of a few dozen samples by milliseconds from run to run, while
+/// the fastest sample barely moves. So the two figures carry two checks:
+/// - the fastest sample is the injected time plus the fastest floor,
+///   within max(1.5 ms, 1.5 %): an error in the probe's clock, its schedule or
+///   the relay's release would move it;
+/// - the median is the injected time plus the floor's median, within
+///   max(3 ms, 5 %): a share of samples taking a round trip too many or
+///   too few would move it past that.
+fn check(what: &str, metric: Metric, injected: f64, floor: Observed, seen: Observed) -> String {
+    let min_tolerance = (1.5f64).max(0.015 * injected);
+    let min_err = seen.min - (injected + floor.min);
+    let p50_tolerance = (3.0f64).max(0.05 * injected);
+    let p50_err = seen.p50 - (injected + floor.p50);
+    let row = format!(
+        "| {what} | {metric} | {injected:.1} ms | min {:.3} ms ({min_err:+.3}) | p50 {:.3} ms ({p50_err:+.3}) |",
+        seen.min, seen.p50
+    );
+    assert!(
+        min_err.abs() <= min_tolerance,
+        "{metric} at {what}: fastest {:.3} ms, expected {injected:.1} ms + floor {:.3} ms ± {min_tolerance:.2} ms\n{row}",
+        seen.min,
+        floor.min
+    );
+    assert!(
+        p50_err.abs() <= p50_tolerance,
+        "{metric} at {what}: p50 {:.3} ms, expected {injected:.1} ms + floor {:.3} ms ± {p50_tolerance:.2} ms\n{row}",
+        seen.p50,
+        floor.p50
+    );
+    row
 }
 
 fn symmetric(one_way: Duration) -> PathSpec {
@@ -98,10 +147,10 @@ fn symmetric(one_way: Duration) -> PathSpec {
 }
 
 /// Injected one-way delays of 5, 40 and 150 ms: every metric takes the
-/// round trips the protocol needs, within max(1.5 ms, 3 %) (`udp_rtt`:
-/// max(1 ms, 2 %)) of the injected time plus the floor — the same metric
+/// round trips the protocol needs, on top of the floor — the same metric
 /// through a zero-delay path in the same run, which holds the responder's
-/// and the probe's own processing (TLS and QUIC crypto, relay hops).
+/// and the probe's own processing (TLS and QUIC crypto, relay hops). Its
+/// fastest sample and its median are checked as `check` says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_delay_is_measured() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,33 +174,30 @@ async fn injected_delay_is_measured() {
                 a.duration = Some(Duration::from_secs(if one_way_ms == 150 { 5 } else { 3 }));
             })
             .await;
-        for (metric, round_trips, tolerance) in [
-            (Metric::UdpRtt, 1.0, (1.0f64).max(0.02 * rtt)),
-            (Metric::QuicHandshake, 1.0, (1.5f64).max(0.03 * rtt)),
-            (Metric::QuicRequest, 1.0, (1.5f64).max(0.03 * rtt)),
-            (Metric::QuicColdRequest, 2.0, (1.5f64).max(0.03 * 2.0 * rtt)),
-            (Metric::TlsHandshake, 1.0, (1.5f64).max(0.03 * rtt)),
-            (Metric::HttpsRequest, 1.0, (1.5f64).max(0.03 * rtt)),
+        for (metric, round_trips) in [
+            (Metric::UdpRtt, 1.0),
+            (Metric::QuicHandshake, 1.0),
+            (Metric::QuicRequest, 1.0),
+            (Metric::QuicColdRequest, 2.0),
+            (Metric::TlsHandshake, 1.0),
+            (Metric::HttpsRequest, 1.0),
             // The relay cannot delay the kernel's TCP handshake: connect
             // completes against the relay on loopback (see tcp_relay.rs).
-            (Metric::TcpConnect, 0.0, 1.5),
+            (Metric::TcpConnect, 0.0),
         ] {
-            let measured = clean_p50_ms(&summary, metric, &format!("{one_way_ms} ms one way:"));
+            let what = format!("{one_way_ms} ms one way");
+            let seen = observe(&summary, metric, &what);
             if one_way_ms == 0 {
-                floor.insert(metric, measured);
+                floor.insert(metric, seen);
                 continue;
             }
-            let expected = round_trips * rtt + floor[&metric];
-            let err = measured - expected;
-            table.push(format!(
-                "| {one_way_ms} ms | {metric} | {:.1} ms + floor {:.3} ms | {measured:.3} ms | {err:+.3} ms |",
+            table.push(check(
+                &what,
+                metric,
                 round_trips * rtt,
-                floor[&metric]
+                floor[&metric],
+                seen,
             ));
-            assert!(
-                err.abs() <= tolerance,
-                "{metric} at {one_way_ms} ms one way: p50 {measured:.3} ms, expected {expected:.3} ms ± {tolerance:.2} ms"
-            );
         }
     }
     let (p50, n) = bench.timing.lateness(0.5);
@@ -166,15 +212,15 @@ async fn injected_delay_is_measured() {
 /// A service URL through a path of 40 ms each way, over HTTP/1.1 and
 /// HTTP/3: a cold request's TLS handshake (QUIC's, for HTTP/3) and its time
 /// to first byte each take one round trip, its total two; a warm request's
-/// total one. Within max(1.5 ms, 3 %) of the
-/// injected time plus the floor measured through a zero-delay path in the
-/// same run. (`http_connect` completes against the relay on loopback, as
+/// total one, on top of the floor measured through a zero-delay path in
+/// the same run, checked as `check` says. (`http_connect` completes against the relay on loopback, as
 /// `tcp_connect` does: a user-space relay cannot delay the kernel's
 /// handshake.) No DNS phase: the URL names an address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_phases_take_their_round_trips() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let bench = Bench::start().await;
+    let mut table = Vec::new();
     for version in [
         vantage_probe::HttpVersion::Http1,
         vantage_probe::HttpVersion::Http3,
@@ -214,21 +260,23 @@ async fn url_phases_take_their_round_trips() {
                 (Metric::HttpWarmTtfb, 1.0),
                 (Metric::HttpWarmTotal, 1.0),
             ]) {
-                let measured = clean_p50_ms(&summary, metric, &format!("{version:?}"));
+                let what = format!("{version:?}, {one_way_ms} ms one way");
+                let seen = observe(&summary, metric, &what);
                 if one_way_ms == 0 {
-                    floor.insert(metric, measured);
+                    floor.insert(metric, seen);
                     continue;
                 }
-                let expected = round_trips * rtt + floor[&metric];
-                let tolerance = (1.5f64).max(0.03 * round_trips * rtt);
-                println!("{version:?} {metric}: p50 {measured:.3} ms, expected {expected:.3} ms");
-                assert!(
-                    (measured - expected).abs() <= tolerance,
-                    "{version:?} {metric} at {one_way_ms} ms one way: p50 {measured:.3} ms, expected {expected:.3} ms ± {tolerance:.2} ms"
-                );
+                table.push(check(
+                    &what,
+                    metric,
+                    round_trips * rtt,
+                    floor[&metric],
+                    seen,
+                ));
             }
         }
     }
+    println!("{}", table.join("\n"));
     bench.responder.shutdown().await;
 }
 
