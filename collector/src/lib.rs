@@ -9,6 +9,8 @@
 
 mod ingest;
 mod metrics;
+mod rollup;
+mod row;
 mod server;
 mod sqlite;
 pub mod upkeep;

@@ -5,7 +5,10 @@
 mod rollup;
 mod row;
 
-use row::{figure_values, label_values, select_columns, RowReader};
+use crate::row::{
+    label_values, labels_text, select_columns, sql_int as i, RowReader, FILTER_COLUMNS,
+};
+use row::figure_values;
 
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
     TokenRecord,
 };
-use vantage_wire::{encode_histogram_plain, Labels, SparseCounts};
+use vantage_wire::{encode_histogram_plain, SparseCounts};
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit returns only after
 /// the WAL is fsynced, so a batch acknowledged after its commit survives a
@@ -77,40 +80,12 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
-fn labels_text(l: &Labels) -> String {
-    l.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
 /// Columns added after the first release, with their definitions: a
 /// database made before them gains them on open (old rows read as empty).
 const ADDED_SERIES_COLUMNS: &[(&str, &str)] = &[
     ("reasons", "TEXT NOT NULL DEFAULT ''"),
     ("statuses", "TEXT NOT NULL DEFAULT ''"),
 ];
-
-/// Reads a column written by [`vantage_wire::counts_text`].
-fn parse_counts<K: Ord + std::str::FromStr>(
-    column: &str,
-    text: &str,
-) -> Result<std::collections::BTreeMap<K, u64>, String> {
-    let mut out = std::collections::BTreeMap::new();
-    for pair in text.split(';').filter(|p| !p.is_empty()) {
-        let (k, n) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{column} `{text}`"))?;
-        let key: K = k.parse().map_err(|_| format!("{column}: unknown `{k}`"))?;
-        let n: u64 = n.parse().map_err(|_| format!("{column}: count `{n}`"))?;
-        out.insert(key, n);
-    }
-    Ok(out)
-}
-
-fn i(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`. A database made
@@ -136,7 +111,7 @@ impl SqliteStore {
             .map_err(err)?;
         rollup::upgrade(&tx, path)?;
         tx.commit().map_err(err)?;
-        store.fold_chunks(rollup::OPEN_FOLD_CHUNK, usize::MAX, progress)?;
+        store.fold_chunks(crate::rollup::OPEN_FOLD_CHUNK, usize::MAX, progress)?;
         Ok(store)
     }
 
@@ -338,7 +313,7 @@ impl Store for SqliteStore {
         // labels, alternatives, time).
         let mut filter = String::new();
         let mut args: Vec<String> = Vec::new();
-        for col in ["country", "phase", "metric", "target", "campaign"] {
+        for col in FILTER_COLUMNS {
             if let Some(vs) = selector.equals.get(col) {
                 let marks = vec!["?"; vs.len()].join(",");
                 filter.push_str(&format!(" AND {col} IN ({marks})"));
@@ -356,6 +331,7 @@ impl Store for SqliteStore {
             Ok(())
         };
         let mut reader = RowReader::default();
+        let place = path.display().to_string();
         let resolution = selector.resolution;
         if resolution == Resolution::Window {
             let sql = format!(
@@ -367,7 +343,7 @@ impl Store for SqliteStore {
                 .query(rusqlite::params_from_iter(args.iter()))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                reader.read(r, &path)?;
+                reader.read(r, &place)?;
                 emit(&reader.row, &reader.counts)?;
             }
             return Ok(matched);
@@ -390,32 +366,11 @@ impl Store for SqliteStore {
                 ))
                 .map_err(sqlite)?;
             while let Some(r) = rows.next().map_err(sqlite)? {
-                reader.read(r, &path)?;
-                let more = if unfolded.is_empty() {
-                    None
-                } else {
-                    unfolded.remove(&rollup::key_as_read(resolution, &reader.row))
-                };
-                reader.row.sequence = 0;
-                match more {
-                    None => emit(&reader.row, &reader.counts)?,
-                    Some((more, more_counts)) => {
-                        // A copy: the reader's row is reused as read.
-                        let mut row = reader.row.clone();
-                        let mut counts = reader.counts.clone();
-                        vantage_store::merge_counts_into(&mut row.series, &more.series);
-                        counts.merge(&more_counts);
-                        emit(&row, &counts)?;
-                    }
-                }
+                reader.read(r, &place)?;
+                unfolded.emit_folded(&mut reader.row, &reader.counts, &mut emit)?;
             }
         }
-        let mut rest: Vec<_> = unfolded.into_iter().collect();
-        rest.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, (mut row, counts)) in rest {
-            row.sequence = 0;
-            emit(&row, &counts)?;
-        }
+        unfolded.emit_rest(&mut emit)?;
         tx.commit().map_err(sqlite)?;
         Ok(matched)
     }
@@ -512,7 +467,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_wire::{Batch, ErrorClass, Metric, Reason, Series, Target, Window};
+    use vantage_wire::{Batch, ErrorClass, Labels, Metric, Reason, Series, Target, Window};
 
     pub(crate) fn batch(probe: &str, seq: u64, country: &str, values: &[u64]) -> Batch {
         let mut labels = Labels::new();

@@ -1,36 +1,18 @@
-//! Hourly and daily roll-ups: one merged series per (probe, campaign,
-//! labels, target, address, metric) and UTC block, kept beside the
-//! one-minute series. Merges are exact (histograms add, counts sum), so a
-//! report from roll-ups gives the same percentiles as one from the raw
-//! series.
-//!
-//! The transaction that stores a batch also enters it in `rollup_pending`:
-//! its share of the roll-ups, written with it, once (a duplicate is not
-//! stored, so it is not entered either). Folding moves pending batches into
-//! the `rollups` rows, a bounded chunk per transaction that also deletes
-//! their pending entries, so a batch is counted in the roll-ups exactly
-//! once at every instant: pending, or folded, never both and never neither.
-//! Reads merge the pending batches' series into the folded rows, so a
-//! roll-up read is whole whether or not its batches are folded yet.
-//!
-//! Why not update `rollups` in the ingest transaction itself: a batch adds
-//! to one row per (target, metric) and resolution, each in its own place
-//! in the table, so every commit wrote dozens of scattered pages and ingest
-//! ran at a fraction of its former rate. A fold touches each row once per
-//! chunk (60 one-minute batches of a probe fold into one hourly write).
+//! SQLite's roll-up tables and their SQL; the merging is `crate::rollup`'s.
 //!
 //! A database made before roll-ups gains them on open: every batch is
 //! entered as pending (one statement), then folded a chunk per transaction;
 //! a fold stopped at any point resumes at the next open, nothing lost or
 //! doubled.
 
-use super::row::{figure_values, label_values, select_columns, RowReader, SERIES_COUNT_COLUMN};
-use super::{i, labels_text, sqlite_error};
+use super::row::figure_values;
+use super::sqlite_error;
+use crate::rollup::{Folding, Unfolded};
+use crate::row::{label_values, select_columns, sql_int as i, RowReader, SERIES_COUNT_COLUMN};
 use rusqlite::{params, OptionalExtension, ToSql, Transaction};
-use std::collections::HashMap;
 use std::path::Path;
-use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
-use vantage_wire::{CountsScratch, Labels, Series, SparseCounts};
+use vantage_store::{Resolution, StoreError};
+use vantage_wire::CountsScratch;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollups (
@@ -67,138 +49,61 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 /// The `meta` key saying every batch stored before roll-ups existed has
 /// been entered as pending.
 const STATE_KEY: &str = "rollups";
-/// Batches folded per transaction while a store is opened.
-pub(super) const OPEN_FOLD_CHUNK: usize = 2000;
-
-/// The identity of one roll-up row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct Key {
-    resolution: Resolution,
-    probe_id: String,
-    campaign: String,
-    labels: String,
-    target: String,
-    address: String,
-    metric: &'static str,
-    block_start: u64,
-}
-
-impl Key {
-    /// The roll-up at `resolution` that a stored series belongs to.
-    pub(super) fn of(resolution: Resolution, row: &StoredSeries) -> Self {
-        Key {
-            resolution,
-            probe_id: row.probe_id.clone(),
-            campaign: row.campaign.clone(),
-            labels: labels_text(&row.labels),
-            target: row.series.target.name.clone(),
-            address: row.series.target.address.clone(),
-            metric: row.series.metric.name(),
-            block_start: resolution.block_start(row.series.window.start_unix_ms),
+/// Merges every roll-up of `folding` into its stored row, inside `tx`.
+fn apply(folding: Folding, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let err = |source| sqlite_error(path, source);
+    let place = path.display().to_string();
+    let mut read = tx
+        .prepare_cached(&format!(
+            "SELECT {}, series_count FROM rollups WHERE resolution = ?1 AND probe_id = ?2 \
+             AND campaign = ?3 AND labels = ?4 AND target = ?5 AND target_address = ?6 \
+             AND metric = ?7 AND block_start = ?8",
+            select_columns("block_start")
+        ))
+        .map_err(err)?;
+    let mut write = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+        )
+        .map_err(err)?;
+    let mut hist = Vec::new();
+    let mut scratch = CountsScratch::default();
+    let mut reader = RowReader::default();
+    for (key, mut part) in folding.rows {
+        let (name, block_start) = (key.resolution.name(), i(key.block_start));
+        let id: [&dyn ToSql; 8] = [
+            &name,
+            &key.probe_id,
+            &key.campaign,
+            &key.labels,
+            &key.target,
+            &key.address,
+            &key.metric,
+            &block_start,
+        ];
+        let mut rows = read.query(&id[..]).map_err(err)?;
+        if let Some(r) = rows.next().map_err(err)? {
+            reader.read(r, &place)?;
+            let count: i64 = r.get(SERIES_COUNT_COLUMN).map_err(err)?;
+            let counts = std::mem::take(&mut reader.counts);
+            part.absorb(&reader.row.series, counts, count.max(0) as u64);
         }
-    }
-}
-
-/// One roll-up being made: its labels, the merged series (all but the
-/// histogram), its series' histograms as sparse counts (summed once, when
-/// it is written) and how many series it holds.
-struct Part {
-    labels: Labels,
-    series: Series,
-    pieces: Vec<SparseCounts>,
-    count: u64,
-}
-
-/// Roll-ups being merged in memory, for one fold.
-#[derive(Default)]
-struct Folding {
-    rows: HashMap<Key, Part>,
-}
-
-impl Folding {
-    /// Adds one stored series (its histogram as `counts`) to its hourly
-    /// and daily roll-ups.
-    fn add(&mut self, row: &StoredSeries, counts: &SparseCounts) {
-        for resolution in [Resolution::Hour, Resolution::Day] {
-            let key = Key::of(resolution, row);
-            match self.rows.get_mut(&key) {
-                Some(part) => {
-                    merge_counts_into(&mut part.series, &row.series);
-                    part.pieces.push(counts.clone());
-                    part.count += 1;
-                }
-                None => {
-                    self.rows.insert(
-                        key,
-                        Part {
-                            labels: row.labels.clone(),
-                            series: row.series.clone(),
-                            pieces: vec![counts.clone()],
-                            count: 1,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    /// Merges every roll-up made into its stored row, inside `tx`.
-    fn apply(self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
-        let err = |source| sqlite_error(path, source);
-        let mut read = tx
-            .prepare_cached(&format!(
-                "SELECT {}, series_count FROM rollups WHERE resolution = ?1 AND probe_id = ?2 \
-                 AND campaign = ?3 AND labels = ?4 AND target = ?5 AND target_address = ?6 \
-                 AND metric = ?7 AND block_start = ?8",
-                select_columns("block_start")
-            ))
+        drop(rows);
+        part.histogram(&mut scratch, &mut hist);
+        let indexed = label_values(&part.labels);
+        let (count, figures) = (i(part.count), figure_values(&part.series, &hist));
+        let columns = id
+            .iter()
+            .copied()
+            .chain(indexed.iter().map(|v| v as &dyn ToSql))
+            .chain(figures.iter().map(|v| v as &dyn ToSql))
+            .chain([&count as &dyn ToSql]);
+        write
+            .execute(rusqlite::params_from_iter(columns))
             .map_err(err)?;
-        let mut write = tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                 ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
-            )
-            .map_err(err)?;
-        let mut hist = Vec::new();
-        let mut scratch = CountsScratch::default();
-        let mut reader = RowReader::default();
-        for (key, mut part) in self.rows {
-            let (name, block_start) = (key.resolution.name(), i(key.block_start));
-            let id: [&dyn ToSql; 8] = [
-                &name,
-                &key.probe_id,
-                &key.campaign,
-                &key.labels,
-                &key.target,
-                &key.address,
-                &key.metric,
-                &block_start,
-            ];
-            let mut rows = read.query(&id[..]).map_err(err)?;
-            if let Some(r) = rows.next().map_err(err)? {
-                reader.read(r, path)?;
-                let count: i64 = r.get(SERIES_COUNT_COLUMN).map_err(err)?;
-                merge_counts_into(&mut part.series, &reader.row.series);
-                part.pieces.push(std::mem::take(&mut reader.counts));
-                part.count += count.max(0) as u64;
-            }
-            drop(rows);
-            hist.clear();
-            scratch.sum_plain(&part.pieces, &mut hist);
-            let indexed = label_values(&part.labels);
-            let (count, figures) = (i(part.count), figure_values(&part.series, &hist));
-            let columns = id
-                .iter()
-                .copied()
-                .chain(indexed.iter().map(|v| v as &dyn ToSql))
-                .chain(figures.iter().map(|v| v as &dyn ToSql))
-                .chain([&count as &dyn ToSql]);
-            write
-                .execute(rusqlite::params_from_iter(columns))
-                .map_err(err)?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The pending batches a fold takes: the first `max` in (probe, sequence)
@@ -220,12 +125,13 @@ pub(super) fn fold(tx: &Transaction<'_>, path: &Path, max: usize) -> Result<u64,
             .map_err(err)?;
         let mut rows = st.query([max as i64]).map_err(err)?;
         let mut reader = RowReader::default();
+        let place = path.display().to_string();
         while let Some(r) = rows.next().map_err(err)? {
-            reader.read(r, path)?;
+            reader.read(r, &place)?;
             folding.add(&reader.row, &reader.counts);
         }
     }
-    folding.apply(tx, path)?;
+    apply(folding, tx, path)?;
     let folded = tx
         .execute(
             &format!("DELETE FROM rollup_pending WHERE (probe_id, sequence) IN ({NEXT_PENDING})"),
@@ -293,15 +199,14 @@ pub(super) fn upgrade(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreErro
 }
 
 /// The pending batches' series that `where_sql` (over the series columns,
-/// with `args`) selects, merged by roll-up at `resolution` (histograms as
-/// sparse counts; the series' own stay empty).
+/// with `args`) selects, merged by roll-up at `resolution`.
 pub(super) fn unfolded(
     conn: &rusqlite::Connection,
     path: &Path,
     resolution: Resolution,
     where_sql: &str,
     args: &[String],
-) -> Result<HashMap<Key, (StoredSeries, SparseCounts)>, StoreError> {
+) -> Result<Unfolded, StoreError> {
     let err = |source| sqlite_error(path, source);
     let mut st = conn
         .prepare(&format!(
@@ -312,28 +217,12 @@ pub(super) fn unfolded(
     let mut rows = st
         .query(rusqlite::params_from_iter(args.iter()))
         .map_err(err)?;
-    let mut out: HashMap<Key, (StoredSeries, SparseCounts)> = HashMap::new();
+    let mut out = Unfolded::new(resolution);
     let mut reader = RowReader::default();
+    let place = path.display().to_string();
     while let Some(r) = rows.next().map_err(err)? {
-        reader.read(r, path)?;
-        let key = Key::of(resolution, &reader.row);
-        match out.get_mut(&key) {
-            Some((row, counts)) => {
-                merge_counts_into(&mut row.series, &reader.row.series);
-                counts.merge(&reader.counts);
-            }
-            None => {
-                out.insert(key, (reader.row.clone(), reader.counts.clone()));
-            }
-        }
+        reader.read(r, &place)?;
+        out.add(&reader.row, &reader.counts);
     }
     Ok(out)
-}
-
-/// The key of a folded row as read (the block start rides in `sequence`).
-pub(super) fn key_as_read(resolution: Resolution, row: &StoredSeries) -> Key {
-    Key {
-        block_start: row.sequence,
-        ..Key::of(resolution, row)
-    }
 }

@@ -1,0 +1,217 @@
+//! The stored row layout both backends share, and reading a row (of
+//! `series` or `rollups`, through [`select_columns`]) into one reused
+//! series. A report reads millions of rows in (probe, sequence) order,
+//! where consecutive rows share their probe, labels and often their
+//! target: each text column is parsed only when it differs from the row
+//! before, and the histogram's sparse counts reuse one buffer, so a scan
+//! allocates almost nothing per row.
+
+use std::collections::BTreeMap;
+use vantage_store::{StoreError, StoredSeries};
+use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
+
+/// The columns [`RowReader::read`] reads, in its order; `sequence` is the
+/// expression for the sequence column (`block_start` for a roll-up).
+pub(crate) fn select_columns(sequence: &str) -> String {
+    format!(
+        "probe_id, {sequence}, campaign, labels, target, target_address, metric, window_start, window_end, \
+         sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
+         server_sum_us, server_count, histogram, reasons, statuses"
+    )
+}
+
+/// Column of `series_count` when a roll-up is read with
+/// `select_columns(..), series_count`.
+pub(crate) const SERIES_COUNT_COLUMN: usize = 24;
+
+/// The labels both tables keep in columns of their own (indexed, so a
+/// selector narrows on them in SQL), in column order.
+pub(crate) const LABEL_COLUMNS: [&str; 6] =
+    ["phase", "country", "region", "network", "asn", "device"];
+
+/// The values of [`LABEL_COLUMNS`] for `labels`.
+pub(crate) fn label_values(labels: &Labels) -> [Option<&str>; 6] {
+    LABEL_COLUMNS.map(|k| labels.get(k))
+}
+
+/// The well-known columns a selector's equalities narrow on in SQL, in
+/// both tables; the selector itself decides in the end.
+pub(crate) const FILTER_COLUMNS: [&str; 5] = ["country", "phase", "metric", "target", "campaign"];
+
+/// Labels as one stored text column: `k=v;k=v`, in key order.
+pub(crate) fn labels_text(l: &Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Reads a column written by [`vantage_wire::counts_text`].
+pub(crate) fn parse_counts<K: Ord + std::str::FromStr>(
+    column: &str,
+    text: &str,
+) -> Result<BTreeMap<K, u64>, String> {
+    let mut out = BTreeMap::new();
+    for pair in text.split(';').filter(|p| !p.is_empty()) {
+        let (k, n) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{column} `{text}`"))?;
+        let key: K = k.parse().map_err(|_| format!("{column}: unknown `{k}`"))?;
+        let n: u64 = n.parse().map_err(|_| format!("{column}: count `{n}`"))?;
+        out.insert(key, n);
+    }
+    Ok(out)
+}
+
+/// A stored integer as SQL keeps it (both backends have signed 64 bits).
+pub(crate) fn sql_int(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+/// Why a column could not be read.
+pub(crate) enum ColumnError {
+    /// The backend failed (a missing column, a dropped connection).
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The column holds what no Vantage wrote.
+    Corrupt(String),
+}
+
+/// One result row of a backend, column by column.
+pub(crate) trait Columns {
+    /// A text column's bytes.
+    fn text(&self, col: usize) -> Result<&[u8], ColumnError>;
+    /// An integer column.
+    fn int(&self, col: usize) -> Result<i64, ColumnError>;
+    /// A blob (bytea) column.
+    fn blob(&self, col: usize) -> Result<&[u8], ColumnError>;
+}
+
+/// One row as last read, and the text it was parsed from.
+pub(crate) struct RowReader {
+    /// The row; its `series.histogram` stays empty.
+    pub(crate) row: StoredSeries,
+    /// The row's histogram.
+    pub(crate) counts: SparseCounts,
+    labels: String,
+    errors: String,
+    reasons: String,
+    statuses: String,
+}
+
+impl Default for RowReader {
+    fn default() -> Self {
+        RowReader {
+            row: StoredSeries {
+                probe_id: String::new(),
+                sequence: 0,
+                campaign: String::new(),
+                labels: Labels::new(),
+                series: Series::new(
+                    Target {
+                        name: String::new(),
+                        address: String::new(),
+                    },
+                    vantage_wire::Metric::UdpRtt,
+                    Window {
+                        start_unix_ms: 0,
+                        end_unix_ms: 0,
+                    },
+                ),
+            },
+            counts: SparseCounts::default(),
+            labels: String::new(),
+            errors: String::new(),
+            reasons: String::new(),
+            statuses: String::new(),
+        }
+    }
+}
+
+/// Whether `dst` was changed to the text `src`: compared as bytes first,
+/// so an unchanged column (most, in (probe, sequence) order) is not even
+/// checked for UTF-8 again.
+fn set(dst: &mut String, src: &[u8]) -> Result<bool, ColumnError> {
+    if dst.as_bytes() == src {
+        return Ok(false);
+    }
+    let text = std::str::from_utf8(src).map_err(|_| {
+        ColumnError::Corrupt(format!(
+            "text `{}` is not UTF-8",
+            String::from_utf8_lossy(src)
+        ))
+    })?;
+    dst.clear();
+    dst.push_str(text);
+    Ok(true)
+}
+
+impl RowReader {
+    /// Reads `r` into the reused row, naming the database `place` when a
+    /// column is missing or does not decode.
+    pub(crate) fn read(&mut self, r: &dyn Columns, place: &str) -> Result<(), StoreError> {
+        self.read_columns(r).map_err(|e| match e {
+            ColumnError::Backend(source) => StoreError::Database {
+                place: place.to_string(),
+                source,
+            },
+            ColumnError::Corrupt(reason) => StoreError::Corrupt {
+                place: place.to_string(),
+                reason,
+            },
+        })
+    }
+
+    fn read_columns(&mut self, r: &dyn Columns) -> Result<(), ColumnError> {
+        let n = |col: usize| -> Result<u64, ColumnError> { Ok(r.int(col)?.max(0) as u64) };
+        let row = &mut self.row;
+        set(&mut row.probe_id, r.text(0)?)?;
+        row.sequence = n(1)?;
+        set(&mut row.campaign, r.text(2)?)?;
+        if set(&mut self.labels, r.text(3)?)? {
+            let mut labels = Labels::new();
+            for pair in self.labels.split(';').filter(|p| !p.is_empty()) {
+                labels
+                    .insert_pair(pair)
+                    .map_err(|e| ColumnError::Corrupt(e.to_string()))?;
+            }
+            row.labels = labels;
+        }
+        let s = &mut row.series;
+        set(&mut s.target.name, r.text(4)?)?;
+        set(&mut s.target.address, r.text(5)?)?;
+        s.metric = std::str::from_utf8(r.text(6)?)
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: vantage_wire::ParseNameError| ColumnError::Corrupt(e.to_string()))?;
+        s.window = Window {
+            start_unix_ms: n(7)?,
+            end_unix_ms: n(8)?,
+        };
+        s.sent = n(9)?;
+        s.lost = n(10)?;
+        if set(&mut self.errors, r.text(11)?)? {
+            s.errors = parse_counts("error counts", &self.errors).map_err(ColumnError::Corrupt)?;
+        }
+        s.bytes = n(12)?;
+        s.path.duplicates = n(13)?;
+        s.path.reordered = n(14)?;
+        s.path.forward_lost = n(15)?;
+        s.path.backward_lost = n(16)?;
+        s.path.ipdv_sum_us = n(17)?;
+        s.path.ipdv_pairs = n(18)?;
+        s.server_time.sum_us = n(19)?;
+        s.server_time.count = n(20)?;
+        self.counts
+            .decode_into(r.blob(21)?)
+            .map_err(|e| ColumnError::Corrupt(e.to_string()))?;
+        if set(&mut self.reasons, r.text(22)?)? {
+            s.reasons =
+                parse_counts("reason counts", &self.reasons).map_err(ColumnError::Corrupt)?;
+        }
+        if set(&mut self.statuses, r.text(23)?)? {
+            s.statuses =
+                parse_counts("status counts", &self.statuses).map_err(ColumnError::Corrupt)?;
+        }
+        Ok(())
+    }
+}
