@@ -9,6 +9,7 @@
 
 mod ingest;
 mod metrics;
+pub mod postgres;
 mod rollup;
 mod row;
 mod server;
@@ -17,6 +18,7 @@ pub mod upkeep;
 
 pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
 pub use metrics::Metrics;
+pub use postgres::{PgLocation, PgStore};
 pub use server::{Collector, CollectorConfig, CollectorError};
 pub use sqlite::SqliteStore;
 pub use vantage_store::{

@@ -53,6 +53,17 @@ pub enum StoreError {
         /// The backend's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database was made by a newer release, whose schema this one
+    /// does not know: nothing is read or written.
+    #[error("database {place} has Vantage schema version {found}; this vantage knows versions up to {known}: upgrade vantage here (every collector and reader of one database needs a release at least as new as the newest that wrote it)")]
+    SchemaTooNew {
+        /// The database.
+        place: String,
+        /// The version it has.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
     /// A stored row does not decode (the database was changed by hand, or is corrupt).
     #[error("database {place}: stored data is corrupt: {reason}")]
     Corrupt {

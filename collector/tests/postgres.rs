@@ -1,0 +1,328 @@
+//! The PostgreSQL backend against a real server (Debian's package, started
+//! per test in a temporary directory): exactly-once, the same answers as
+//! SQLite for the same batches, tokens, roll-ups, retention and schema
+//! versions.
+
+#[path = "support/postgres.rs"]
+mod pg;
+
+use pg::TestPostgres;
+use rand::{Rng, SeedableRng};
+use vantage_collector::{Incoming, Inserted, PgStore, SqliteStore, Store};
+use vantage_store::{export, merge_groups, Resolution, Selector, StoreError};
+use vantage_wire::{Batch, ErrorClass, Labels, Metric, Reason, Series, Target, Window};
+
+/// A batch of three series over one minute of probe `probe`'s hour.
+fn batch(probe: &str, seq: u64, phase: &str, rng: &mut impl Rng) -> Batch {
+    let mut labels = Labels::new();
+    labels.insert("country", "IN").unwrap();
+    labels.insert("phase", phase).unwrap();
+    labels.insert("network", "wifi").unwrap();
+    let start = 1_796_256_000_000 + seq * 60_000;
+    let series = [Metric::UdpRtt, Metric::QuicRequest, Metric::HttpsRequest]
+        .into_iter()
+        .map(|m| {
+            let mut s = Series::new(
+                Target {
+                    name: "singapore".into(),
+                    address: "127.0.0.1:4433".into(),
+                },
+                m,
+                Window {
+                    start_unix_ms: start,
+                    end_unix_ms: start + 60_000,
+                },
+            );
+            for _ in 0..rng.gen_range(20..200) {
+                s.histogram.record(rng.gen_range(20_000..400_000)).unwrap();
+            }
+            s.lost = rng.gen_range(0..3);
+            s.errors.insert(ErrorClass::Reset, rng.gen_range(0..2));
+            s.reasons.insert(Reason::TlsExpired, 1);
+            s.statuses.insert(200, s.histogram.len());
+            s.path.ipdv_sum_us = rng.gen_range(0..1000);
+            s.server_time.sum_us = rng.gen_range(0..1000);
+            s.server_time.count = 3;
+            s.sent = s.histogram.len() + s.lost + s.error_total();
+            s
+        })
+        .collect();
+    Batch {
+        probe_id: probe.into(),
+        sequence: seq,
+        campaign: "move".into(),
+        labels,
+        created_unix_ms: start + 61_000,
+        dropped_batches: 0,
+        series,
+    }
+}
+
+fn insert(store: &mut dyn Store, batches: &[Batch]) -> Vec<Inserted> {
+    let raws: Vec<Vec<u8>> = batches.iter().map(|b| b.encode().unwrap()).collect();
+    let items: Vec<Incoming<'_>> = batches
+        .iter()
+        .zip(&raws)
+        .map(|(batch, raw)| Incoming {
+            batch,
+            raw,
+            plain_histograms: &[],
+        })
+        .collect();
+    store.insert_batches(&items, 1_796_260_000_000).unwrap()
+}
+
+/// Batches of four probes, two phases, 90 minutes (two hours touched).
+fn campaign() -> Vec<Batch> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut out = Vec::new();
+    for (p, phase) in [
+        ("a", "before"),
+        ("b", "before"),
+        ("c", "after"),
+        ("d", "after"),
+    ] {
+        for seq in 1..=90 {
+            out.push(batch(p, seq, phase, &mut rng));
+        }
+    }
+    out
+}
+
+/// What a store hands back at every resolution: each row in order, with
+/// its histogram's encoding, and the export of its groups by probe, as bytes.
+fn renderings(store: &mut dyn Store) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for resolution in [Resolution::Window, Resolution::Hour, Resolution::Day] {
+        let mut selector: Selector = "country=IN".parse().unwrap();
+        selector.resolution = resolution;
+        let rows = store.select(&selector).unwrap();
+        assert!(!rows.is_empty(), "{resolution:?}");
+        let mut listed = Vec::new();
+        for r in &rows {
+            let mut series = r.series.clone();
+            let mut hist = Vec::new();
+            vantage_wire::encode_histogram_plain(&series.histogram, &mut hist).unwrap();
+            series.histogram.reset();
+            listed.push(format!(
+                "{} {} {} {:?} {:?} {hist:?}",
+                r.probe_id, r.sequence, r.campaign, r.labels, series
+            ));
+        }
+        out.push((
+            format!("{resolution:?} rows"),
+            listed.join("\n").into_bytes(),
+        ));
+        let keys = vec!["probe".to_string(), "phase".to_string()];
+        let groups = merge_groups(&rows, &keys);
+        let table: Vec<_> = groups
+            .iter()
+            .map(|g| export::GroupRow::new(&keys, g))
+            .collect();
+        out.push((
+            format!("{resolution:?} csv"),
+            export::render_csv(&table).unwrap(),
+        ));
+    }
+    out
+}
+
+/// Asserts two renderings equal, naming the first line that differs.
+fn same(pg: &[(String, Vec<u8>)], lite: &[(String, Vec<u8>)], when: &str) {
+    assert_eq!(pg.len(), lite.len());
+    for ((name, a), (_, b)) in pg.iter().zip(lite) {
+        let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+        for (n, (la, lb)) in a.lines().zip(b.lines()).enumerate() {
+            assert_eq!(la, lb, "{when}: {name}, line {n}: PostgreSQL, then SQLite");
+        }
+        assert_eq!(
+            a.lines().count(),
+            b.lines().count(),
+            "{when}: {name}: line counts"
+        );
+    }
+}
+
+#[test]
+fn stores_once_and_answers_as_sqlite_does() {
+    let server = TestPostgres::start();
+    let mut pg = PgStore::open(&server.location("vantage")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lite = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let batches = campaign();
+    for store in [&mut pg as &mut dyn Store, &mut lite] {
+        // In groups, as the writer commits them; half again as duplicates,
+        // one key twice inside one group.
+        for group in batches.chunks(64) {
+            assert!(insert(store, group).iter().all(|i| *i == Inserted::Stored));
+        }
+        let mut again = batches[..100].to_vec();
+        again.push(batches[0].clone());
+        assert!(insert(store, &again)
+            .iter()
+            .all(|i| *i == Inserted::Duplicate));
+        let mut fresh = vec![batch(
+            "e",
+            1,
+            "after",
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        )];
+        fresh.push(fresh[0].clone());
+        assert_eq!(
+            insert(store, &fresh),
+            [Inserted::Stored, Inserted::Duplicate]
+        );
+        assert_eq!(store.batch_count().unwrap(), batches.len() as u64 + 1);
+        assert_eq!(store.unfolded_batches().unwrap(), batches.len() as u64 + 1);
+    }
+    // Unfolded: roll-ups read whole from the pending batches.
+    same(&renderings(&mut pg), &renderings(&mut lite), "unfolded");
+    // Folded part way, then whole.
+    assert_eq!(pg.fold_rollups(100).unwrap(), 100);
+    assert_eq!(lite.fold_rollups(100).unwrap(), 100);
+    same(&renderings(&mut pg), &renderings(&mut lite), "part folded");
+    while pg.fold_rollups(100).unwrap() > 0 {}
+    while lite.fold_rollups(1000).unwrap() > 0 {}
+    assert_eq!(pg.unfolded_batches().unwrap(), 0);
+    same(&renderings(&mut pg), &renderings(&mut lite), "folded");
+    // The raw bytes come back as received.
+    let b = &batches[5];
+    assert_eq!(
+        pg.batch_bytes(&b.probe_id, b.sequence).unwrap(),
+        Some(b.encode().unwrap())
+    );
+    // Retention removes the same on both, and the roll-ups stay.
+    let (p, l) = (
+        pg.remove_raw_before(u64::MAX / 2, 50).unwrap(),
+        lite.remove_raw_before(u64::MAX / 2, 50).unwrap(),
+    );
+    assert_eq!((p.batches, p.series), (50, 150));
+    assert_eq!((p.batches, p.series), (l.batches, l.series));
+    same(
+        &renderings(&mut pg)[2..],
+        &renderings(&mut lite)[2..],
+        "after retention",
+    );
+}
+
+#[test]
+fn two_collectors_storing_the_same_batches_at_once_store_each_once() {
+    let server = TestPostgres::start();
+    let location = server.location("vantage");
+    let batches = campaign();
+    let threads: Vec<_> = (0..2)
+        .map(|n| {
+            let (location, mut batches) = (location.clone(), batches.clone());
+            if n == 1 {
+                batches.reverse();
+            }
+            std::thread::spawn(move || {
+                let mut store = PgStore::open(&location).unwrap();
+                let mut stored = 0;
+                for group in batches.chunks(16) {
+                    stored += insert(&mut store, group)
+                        .iter()
+                        .filter(|i| **i == Inserted::Stored)
+                        .count();
+                }
+                stored
+            })
+        })
+        .collect();
+    let stored: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(stored, batches.len(), "each batch stored by exactly one");
+    let mut store = PgStore::open(&location).unwrap();
+    assert_eq!(store.batch_count().unwrap(), batches.len() as u64);
+    let rows = store.select(&"country=IN".parse().unwrap()).unwrap();
+    assert_eq!(rows.len(), batches.len() * 3);
+    assert_eq!(
+        server
+            .psql("vantage", "SELECT count(*) FROM rollup_pending")
+            .trim(),
+        batches.len().to_string()
+    );
+}
+
+#[test]
+fn tokens_live_in_the_database_and_a_revoke_is_seen_at_once() {
+    let server = TestPostgres::start();
+    let location = server.location("vantage");
+    let mut admin = PgStore::open(&location).unwrap();
+    let mut collector = PgStore::open(&location).unwrap();
+    admin.add_token("in-1", "hash-a", 1).unwrap();
+    admin.add_token("in-1", "hash-b", 2).unwrap();
+    admin.add_token("my-1", "hash-c", 3).unwrap();
+    assert_eq!(
+        collector.token_probe("hash-a").unwrap().as_deref(),
+        Some("in-1")
+    );
+    assert_eq!(collector.token_probe("nope").unwrap(), None);
+    assert!(
+        admin.add_token("x", "hash-a", 4).is_err(),
+        "a hash is unique"
+    );
+    assert_eq!(admin.revoke_tokens("in-1", 10).unwrap(), 2);
+    assert_eq!(admin.revoke_tokens("in-1", 11).unwrap(), 0);
+    assert_eq!(collector.token_probe("hash-a").unwrap(), None);
+    assert_eq!(
+        collector.token_probe("hash-c").unwrap().as_deref(),
+        Some("my-1")
+    );
+    let listed = collector.tokens().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].probe_id, "in-1");
+    assert_eq!(listed[0].revoked_unix_ms, Some(10));
+    assert_eq!(listed[2].revoked_unix_ms, None);
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
+    let server = TestPostgres::start();
+    let location = server.location("vantage");
+    drop(PgStore::open(&location).unwrap());
+    assert_eq!(
+        server
+            .psql("vantage", "SELECT version FROM schema_version")
+            .trim(),
+        "3"
+    );
+    server.psql("vantage", "UPDATE schema_version SET version = 99");
+    let err = PgStore::open(&location).err().expect("refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("version 99") && text.contains("upgrade vantage"),
+        "{text}"
+    );
+    assert_eq!(
+        server
+            .psql("vantage", "SELECT version FROM schema_version")
+            .trim(),
+        "99"
+    );
+}
+
+#[test]
+fn a_wrong_password_and_a_down_server_say_so() {
+    let server = TestPostgres::start();
+    let wrong =
+        vantage_collector::PgLocation::parse(&server.url(), None, Some("wrong".into())).unwrap();
+    let err = PgStore::open(&wrong).err().expect("refused").to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong"), "the password is never shown: {err}");
+    // Over the Unix socket (trust for local connections here).
+    let socket =
+        vantage_collector::PgLocation::parse(&server.socket_conninfo(), None, None).unwrap();
+    let mut store = PgStore::open(&socket).unwrap();
+    store.ping().unwrap();
+    // The server goes away and comes back: the store fails, then reconnects.
+    server.stop_immediate();
+    let down = store.ping().expect_err("down").to_string();
+    assert!(down.contains(socket.place()), "{down}");
+    server.start_again();
+    store.ping().unwrap();
+    assert_eq!(store.batch_count().unwrap(), 0);
+}
