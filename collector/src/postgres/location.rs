@@ -107,7 +107,13 @@ impl PgLocation {
         };
         let mut config: tokio_postgres::Config = rest
             .parse()
-            .map_err(|e: tokio_postgres::Error| PgLocationError::Syntax(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| {
+                let mut text = e.to_string();
+                if let Some(source) = std::error::Error::source(&e) {
+                    text.push_str(&format!(": {source}"));
+                }
+                PgLocationError::Syntax(text)
+            })?;
         config.ssl_mode(match tls {
             PgTls::Off => tokio_postgres::config::SslMode::Disable,
             PgTls::Unverified { required: false } => tokio_postgres::config::SslMode::Prefer,

@@ -20,9 +20,8 @@ pub use location::{is_postgres, PgLocation, PgLocationError, PgTls};
 use crate::rollup::{Folding, Unfolded};
 use crate::row::{
     label_values, labels_text, select_columns, sql_int, ColumnError, Columns, RowReader,
-    FILTER_COLUMNS, SERIES_COUNT_COLUMN,
+    FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
 };
-pub(crate) use schema::SCHEMA_VERSION;
 use schema::{BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT, SERIES_INSERT};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};

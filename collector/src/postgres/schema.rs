@@ -2,10 +2,6 @@
 //! as bytes (`COLLATE "C"`), as SQLite's do, so both backends hand rows in
 //! the same order.
 
-/// The schema this build writes and reads. Both backends count versions
-/// alike: 1 first release, 2 reasons and statuses, 3 roll-ups.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
-
 /// Serialises schema changes and folds across every collector on one
 /// database (`pg_advisory_xact_lock` keys).
 pub(super) const MIGRATE_LOCK: i64 = 0x7661_6e74_6167_6501;

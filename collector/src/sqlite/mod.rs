@@ -7,6 +7,7 @@ mod row;
 
 use crate::row::{
     label_values, labels_text, select_columns, sql_int as i, RowReader, FILTER_COLUMNS,
+    SCHEMA_VERSION,
 };
 use row::figure_values;
 
@@ -144,6 +145,19 @@ impl SqliteStore {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
+        // The version first: a database a newer release made is left as it is.
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(err)?;
+        let found: Option<i64> = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::SchemaTooNew {
+                place: path.display().to_string(),
+                found: v,
+                known: SCHEMA_VERSION,
+            });
+        }
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(rollup::SCHEMA).map_err(err)?;
         for (column, definition) in ADDED_SERIES_COLUMNS {
@@ -161,6 +175,12 @@ impl SqliteStore {
                 .map_err(err)?;
             }
         }
+        // Versions 1 and 2 are brought to 3 by the steps above and the
+        // roll-up upgrade at open; the version says what the tables are.
+        conn.execute_batch(&format!(
+            "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({SCHEMA_VERSION})"
+        ))
+        .map_err(err)?;
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -823,6 +843,35 @@ mod tests {
             store.batch_bytes("p1", 2).unwrap().as_deref(),
             Some(&rb[..])
         );
+    }
+
+    #[test]
+    fn the_schema_version_is_kept_and_a_newer_one_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version = |c: &Connection| -> i64 {
+            c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        conn.execute_batch("UPDATE schema_version SET version = 99")
+            .unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 99,
+                    known: SCHEMA_VERSION,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade vantage"), "{err}");
+        assert_eq!(version(&conn), 99);
     }
 
     #[test]
