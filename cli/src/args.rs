@@ -2,7 +2,7 @@
 //! a flag is spelled and documented once.
 
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vantage_tls::Identity;
 
 /// The certificate a server presents: generated once and kept in a
@@ -46,54 +46,75 @@ impl IdentityArgs {
 /// The store a subcommand reads or writes.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DbArgs {
-    /// SQLite database file (created if missing by collect and collect token add).
-    #[arg(long, value_name = "FILE", default_value = "vantage.db")]
-    pub(crate) db: PathBuf,
+    /// The store: a SQLite file (created if missing by collect and collect token add), or a PostgreSQL database as postgres://USER@HOST:PORT/DBNAME?sslmode=verify-full or 'host=/run/postgresql dbname=vantage'.
+    #[arg(long, value_name = "FILE|URL", default_value = "vantage.db")]
+    pub(crate) db: String,
+    /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) db_password_file: Option<PathBuf>,
 }
 
 impl DbArgs {
-    /// Opens the store, creating it. A store made before roll-ups gains
-    /// them first, with a progress bar on stderr while it does.
-    pub(crate) fn open(&self) -> anyhow::Result<vantage_collector::SqliteStore> {
+    /// Where the store is.
+    pub(crate) fn location(&self) -> anyhow::Result<vantage_collector::StoreLocation> {
+        Ok(vantage_collector::StoreLocation::parse(
+            &self.db,
+            self.db_password_file.as_deref(),
+        )?)
+    }
+
+    /// Opens the store, creating it. A SQLite store made before roll-ups
+    /// gains them first, with a progress bar on stderr while it does.
+    pub(crate) fn open(&self) -> anyhow::Result<Box<dyn vantage_collector::Store>> {
+        let path = match self.location()? {
+            vantage_collector::StoreLocation::Sqlite(path) => path,
+            postgres => return Ok(postgres.open()?),
+        };
         let mut bar: Option<indicatif::ProgressBar> = None;
         let store = vantage_collector::SqliteStore::open_with_progress(
-            &self.db,
+            &path,
             &mut |done, total| {
                 let bar = bar.get_or_insert_with(|| {
-                eprintln!(
+                    eprintln!(
                     "{}: adding hourly and daily roll-ups to a store made before them (resumable if stopped)",
-                    self.db.display()
+                    path.display()
                 );
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} batches {eta}")
+                    let bar = indicatif::ProgressBar::new(total);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} batches {eta}",
+                        )
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar
-            });
+                    );
+                    bar
+                });
                 bar.set_position(done);
             },
         )?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        Ok(store)
+        Ok(Box::new(store))
     }
 
     /// Opens a store that must already exist (for reading).
-    pub(crate) fn open_existing(&self) -> anyhow::Result<vantage_collector::SqliteStore> {
-        if !self.db.exists() {
-            anyhow::bail!(
-                "database {} does not exist (run `vantage collect --db …` first)",
-                self.db.display()
-            );
+    pub(crate) fn open_existing(&self) -> anyhow::Result<Box<dyn vantage_collector::Store>> {
+        if let vantage_collector::StoreLocation::Sqlite(path) = self.location()? {
+            if !path.exists() {
+                anyhow::bail!(
+                    "database {} does not exist (run `vantage collect --db …` first)",
+                    path.display()
+                );
+            }
         }
         self.open()
     }
 
-    /// Where the store is, for messages.
-    pub(crate) fn place(&self) -> &Path {
-        &self.db
+    /// Where the store is, for messages (never a password).
+    pub(crate) fn place(&self) -> String {
+        self.location()
+            .map(|l| l.place())
+            .unwrap_or_else(|_| self.db.clone())
     }
 }
 

@@ -3,7 +3,6 @@
 use crate::args::{run_until_stopped, DbArgs, IdentityArgs};
 use clap::Subcommand;
 use std::time::Duration;
-use vantage_store::Store;
 
 /// Flags of `vantage collect`.
 #[derive(clap::Args, Debug)]
@@ -99,10 +98,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Revoke { probe, store } => {
             let n = store.open()?.revoke_tokens(&probe, now_unix_ms())?;
             if n == 0 {
-                anyhow::bail!(
-                    "probe `{probe}` has no live token in {}",
-                    store.place().display()
-                );
+                anyhow::bail!("probe `{probe}` has no live token in {}", store.place());
             }
             println!("revoked {n} token(s) of probe `{probe}`");
         }
@@ -131,7 +127,7 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
     let collector = vantage_collector::Collector::start(vantage_collector::CollectorConfig {
         listen: args.listen,
         identity,
-        db: args.store.db.clone(),
+        db: args.store.location()?,
         max_connections: 4096,
         keep_raw: args.keep_raw,
     })
@@ -146,7 +142,7 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
             "  https  {} (POST /v1/batches, GET /metrics, GET /health)",
             collector.https_addr()
         );
-        println!("  db     {}", args.store.place().display());
+        println!("  db     {}", args.store.place());
         println!("  certificate {}", collector.fingerprint());
         println!("probe with: --collector-pin {}", collector.fingerprint());
     }

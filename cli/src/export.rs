@@ -5,7 +5,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::io::Write;
 use vantage_store::export::{render_csv, render_hlog, render_json, GroupRow};
-use vantage_store::{GroupMerger, Resolution, Selector, Store};
+use vantage_store::{GroupMerger, Resolution, Selector};
 
 /// Flags of `vantage export`.
 #[derive(clap::Args, Debug)]

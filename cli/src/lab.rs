@@ -52,9 +52,25 @@ pub(crate) struct LabDemoArgs {
     /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
     #[arg(long = "rate", value_name = "METRIC=RATE")]
     rates: Vec<String>,
+    /// Store into this empty SQLite file or PostgreSQL database instead of DIR/vantage.db (see `vantage collect --help` for the forms).
+    #[arg(long, value_name = "FILE|URL")]
+    db: Option<String>,
+    /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
+    #[arg(long, value_name = "FILE", requires = "db")]
+    db_password_file: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `--db` and `--db-password-file` as a store location, when given.
+fn location(
+    db: Option<&str>,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<vantage_collector::StoreLocation>> {
+    db.map(|db| vantage_collector::StoreLocation::parse(db, password_file))
+        .transpose()
+        .map_err(Into::into)
 }
 
 /// Flags of `vantage lab run`.
@@ -78,9 +94,12 @@ pub(crate) struct LabRunArgs {
     /// Attempts per second of a measurement, METRIC=RATE; repeat for more.
     #[arg(long = "rate", value_name = "METRIC=RATE")]
     rates: Vec<String>,
-    /// Also run a collector storing into this SQLite file; the probes upload to it (then `vantage report`).
-    #[arg(long, value_name = "FILE")]
-    db: Option<PathBuf>,
+    /// Also run a collector storing into this SQLite file or PostgreSQL database; the probes upload to it (then `vantage report`).
+    #[arg(long, value_name = "FILE|URL")]
+    db: Option<String>,
+    /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
+    #[arg(long, value_name = "FILE", requires = "db")]
+    db_password_file: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -112,7 +131,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         window: args.window,
         rates: args.rates.clone(),
-        db: args.db.clone(),
+        db: location(args.db.as_deref(), args.db_password_file.as_deref())?,
     };
     if !args.quiet {
         eprintln!(
@@ -166,6 +185,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         window: args.window,
         rates: args.rates.clone(),
         out: args.out.clone(),
+        db: location(args.db.as_deref(), args.db_password_file.as_deref())?,
     };
     let (baseline, candidate) = vantage_lab::demo::demo_phases(&options.scenario)?;
     if !args.quiet {
@@ -230,7 +250,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
             "\nSIMULATED demo report: {}\n(also report.json, comparison.csv, summary.txt and charts/ in {}; the store is {})",
             outcome.written.html.display(),
             outcome.report_dir.display(),
-            outcome.db.display()
+            outcome.db.place()
         );
     }
     Ok(())

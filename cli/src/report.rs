@@ -71,7 +71,7 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
     let candidate: Selector = args.candidate.parse()?;
     let min_units = ReportOptions::default().min_series;
     let evidence = Evidence::gather_at(
-        &mut store,
+        store.as_mut(),
         &args.group_by,
         &baseline,
         &candidate,

@@ -123,7 +123,7 @@ fn main() {
         let collector = Collector::start(CollectorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             identity: vantage_tls::Identity::generate(&["localhost".into()]).unwrap(),
-            db: db.clone(),
+            db: db.clone().into(),
             max_connections: 1024,
             keep_raw: None,
         })

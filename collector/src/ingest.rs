@@ -245,7 +245,10 @@ impl Ingest {
         {
             Ok(Ok(owner)) => owner,
             Ok(Err(e)) => {
-                return refuse(AckStatus::Unavailable, format!("token check failed: {e}"))
+                return refuse(
+                    AckStatus::Unavailable,
+                    format!("storage_unavailable: the token could not be checked: {e}"),
+                )
             }
             Err(_) => return refuse(AckStatus::Unavailable, "token check failed".into()),
         };
@@ -315,7 +318,10 @@ impl Ingest {
                 series,
                 Some(owner),
             ),
-            Ok(Err(e)) => refuse(AckStatus::Unavailable, format!("store: {e}")),
+            Ok(Err(e)) => refuse(
+                AckStatus::Unavailable,
+                format!("storage_unavailable: not stored, send it again later: {e}"),
+            ),
             Err(_) => refuse(AckStatus::Unavailable, "store writer stopped".into()),
         }
     }

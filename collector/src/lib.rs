@@ -2,12 +2,14 @@
 //! them, stores each exactly once and durably before acknowledging it.
 //!
 //! Ingest ([`Ingest`]) sees only the [`Store`] trait of `vantage-store`;
-//! [`SqliteStore`] is the embedded backend. [`Collector`] runs the QUIC and
+//! [`SqliteStore`] is the embedded backend, [`PgStore`] the one many
+//! collectors share; [`StoreLocation`] is `--db`, parsed. [`Collector`] runs the QUIC and
 //! HTTPS listeners. The query side (selectors, merges, export renderings)
 //! lives in `vantage-store`, so readers of a store link no collector.
 #![warn(missing_docs, unreachable_pub)]
 
 mod ingest;
+mod location;
 mod metrics;
 pub mod postgres;
 mod rollup;
@@ -17,8 +19,9 @@ mod sqlite;
 pub mod upkeep;
 
 pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
+pub use location::StoreLocation;
 pub use metrics::Metrics;
-pub use postgres::{PgLocation, PgStore};
+pub use postgres::{PgLocation, PgLocationError, PgStore};
 pub use server::{Collector, CollectorConfig, CollectorError};
 pub use sqlite::SqliteStore;
 pub use vantage_store::{

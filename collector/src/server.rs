@@ -2,8 +2,8 @@
 //! the same port number, plus `/metrics` and `/health` over HTTPS.
 
 use crate::ingest::Ingest;
+use crate::location::StoreLocation;
 use crate::metrics::Metrics;
-use crate::sqlite::SqliteStore;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -11,7 +11,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -28,8 +27,9 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// Certificate and key.
     pub identity: Identity,
-    /// SQLite database file.
-    pub db: PathBuf,
+    /// The store: a SQLite file, or a PostgreSQL database other
+    /// collectors may share.
+    pub db: StoreLocation,
     /// Most concurrent connections per protocol.
     pub max_connections: usize,
     /// How long one-minute series are kept (`None`: forever); the hourly
@@ -75,12 +75,12 @@ pub struct Collector {
 impl Collector {
     /// Opens the store, binds both listeners and starts serving.
     pub async fn start(config: CollectorConfig) -> Result<Self, CollectorError> {
-        let writer = SqliteStore::open(&config.db)?;
-        let auth = SqliteStore::open(&config.db)?;
+        let writer = config.db.open()?;
+        let auth = config.db.open()?;
         let ingest = Arc::new(
             Ingest::start(
-                Box::new(writer),
-                Box::new(auth),
+                writer,
+                auth,
                 Arc::new(Metrics::default()),
                 crate::upkeep::UpkeepConfig {
                     keep_raw: config.keep_raw,
@@ -163,7 +163,7 @@ impl Collector {
             config.max_connections,
             rx,
         ));
-        tracing::info!(%quic_addr, %https_addr, %fingerprint, db = %config.db.display(), "collector listening");
+        tracing::info!(%quic_addr, %https_addr, %fingerprint, db = %config.db.place(), "collector listening");
         Ok(Collector {
             quic_addr,
             https_addr,

@@ -1,14 +1,18 @@
 //! The collector on 127.0.0.1 with real probes' uploaders: authentication,
-//! exactly-once storage, refusal of bad input, HTTPS fallback, spool replay.
+//! exactly-once storage, refusal of bad input, HTTPS fallback, spool replay;
+//! the token cases on SQLite and on a real PostgreSQL.
+
+#[path = "support/postgres.rs"]
+mod pg;
 
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use vantage_collector::{
     hash_token, new_token, Collector, CollectorConfig, Ingest, Metrics, SqliteStore, Store,
+    StoreLocation,
 };
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
@@ -66,13 +70,17 @@ fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Batch {
 
 struct Setup {
     collector: Collector,
-    db: std::path::PathBuf,
+    db: StoreLocation,
     _dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
+    let db = StoreLocation::Sqlite(dir.path().join("c.db"));
+    setup_on(db, dir).await
+}
+
+async fn setup_on(db: StoreLocation, dir: tempfile::TempDir) -> Setup {
     let collector = Collector::start(CollectorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         identity: Identity::generate(&["localhost".into()]).unwrap(),
@@ -89,9 +97,9 @@ async fn setup() -> Setup {
     }
 }
 
-fn add_token(db: &Path, probe: &str) -> String {
+fn add_token(db: &StoreLocation, probe: &str) -> String {
     let token = new_token();
-    SqliteStore::open(db)
+    db.open()
         .unwrap()
         .add_token(probe, &hash_token(&token), 1)
         .unwrap();
@@ -129,14 +137,23 @@ async fn tcp_only_forwarder(to: SocketAddr) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_enforced_over_quic_and_https() {
-    let s = setup().await;
+    token_cases(setup().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_enforced_over_quic_and_https_on_postgres() {
+    let server = pg::TestPostgres::start();
+    let db = StoreLocation::Postgres(Box::new(server.location("vantage")));
+    token_cases(setup_on(db, tempfile::tempdir().unwrap()).await).await;
+}
+
+/// Every token case, over QUIC and over HTTPS: none, wrong, revoked,
+/// another probe's, valid, and a valid duplicate.
+async fn token_cases(s: Setup) {
     let t1 = add_token(&s.db, "p1");
     let t2 = add_token(&s.db, "p2");
     let revoked = add_token(&s.db, "p3");
-    SqliteStore::open(&s.db)
-        .unwrap()
-        .revoke_tokens("p3", 2)
-        .unwrap();
+    s.db.open().unwrap().revoke_tokens("p3", 2).unwrap();
     let https_only = tcp_only_forwarder(s.collector.https_addr()).await;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut seq = 0;
@@ -170,7 +187,7 @@ async fn tokens_are_enforced_over_quic_and_https() {
             }
         }
     }
-    let mut store = SqliteStore::open(&s.db).unwrap();
+    let mut store = s.db.open().unwrap();
     assert_eq!(
         store.batch_count().unwrap(),
         2,
@@ -194,7 +211,7 @@ async fn random_and_mutated_input_is_refused_and_never_stored_as_garbage() {
         Default::default(),
     )
     .unwrap();
-    let token = add_token(&db, "p1");
+    let token = add_token(&StoreLocation::Sqlite(db.clone()), "p1");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let valid = batch("p1", 1, &mut rng).encode().unwrap();
     for i in 0..3000u64 {
@@ -266,7 +283,7 @@ async fn oversized_and_future_batches_are_refused_with_a_reason() {
             .unwrap();
         assert_eq!(ack.status, AckStatus::TooLarge, "port {port}");
     }
-    assert_eq!(SqliteStore::open(&s.db).unwrap().batch_count().unwrap(), 0);
+    assert_eq!(s.db.open().unwrap().batch_count().unwrap(), 0);
     s.collector.shutdown().await;
 }
 
@@ -324,7 +341,7 @@ async fn spooled_batches_survive_a_restart_and_udp_blocking() {
             assert_eq!((stats.stored, stats.duplicates), (0, 5));
         }
     }
-    let mut store = SqliteStore::open(&s.db).unwrap();
+    let mut store = s.db.open().unwrap();
     assert_eq!(store.batch_count().unwrap(), 20);
     for (i, b) in batches.iter().enumerate() {
         assert_eq!(

@@ -9,7 +9,7 @@ use crate::scenario::Scenario;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
-use vantage_collector::SqliteStore;
+use vantage_collector::StoreLocation;
 use vantage_reports::claim::{Claim, ClaimError};
 use vantage_reports::{
     Evidence, GatherError, ReportOptions, ResolutionChoice, Role, WriteError, WrittenReport,
@@ -35,6 +35,9 @@ pub struct DemoOptions {
     pub rates: Vec<String>,
     /// Output directory: `vantage.db`, `phases/PHASE/`, `report/`.
     pub out: PathBuf,
+    /// The store instead of `OUT/vantage.db` (a PostgreSQL database, say);
+    /// it must hold no batches, since the report reads every one.
+    pub db: Option<StoreLocation>,
 }
 
 /// What the demo is doing, for a progress display.
@@ -66,7 +69,7 @@ pub struct DemoOutcome {
     /// The candidate phase.
     pub candidate: String,
     /// The store both phases went into.
-    pub db: PathBuf,
+    pub db: StoreLocation,
     /// Where the report went.
     pub report_dir: PathBuf,
     /// The report's files and terminal summary.
@@ -107,6 +110,14 @@ pub enum DemoError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store given with `--db` already holds batches.
+    #[error("{place} already holds {batches} batches; the demo's report reads every batch in its store, so give it an empty database (or leave out --db to use OUT/vantage.db)")]
+    StoreNotEmpty {
+        /// The store.
+        place: String,
+        /// Batches it holds.
+        batches: u64,
+    },
     /// The evidence could not be gathered.
     #[error(transparent)]
     Gather(#[from] GatherError),
@@ -185,7 +196,19 @@ pub async fn run_demo(
     on_event: &mut (dyn FnMut(DemoEvent) + Send),
 ) -> Result<DemoOutcome, DemoError> {
     let (baseline, candidate) = demo_phases(&options.scenario)?;
-    let db = fresh_store(&options.out)?;
+    let db = match &options.db {
+        None => StoreLocation::Sqlite(fresh_store(&options.out)?),
+        Some(db) => {
+            let batches = db.open()?.batch_count()?;
+            if batches > 0 {
+                return Err(DemoError::StoreNotEmpty {
+                    place: db.place(),
+                    batches,
+                });
+            }
+            db.clone()
+        }
+    };
     for (index, phase) in [&baseline, &candidate].into_iter().enumerate() {
         on_event(DemoEvent::PhaseStarted {
             index,
@@ -225,9 +248,9 @@ pub async fn run_demo(
         claims,
         ..Default::default()
     };
-    let mut store = SqliteStore::open(&db)?;
+    let mut store = db.open()?;
     let evidence = Evidence::gather_at(
-        &mut store,
+        store.as_mut(),
         &report_options.group_by,
         &report_options.baseline.parse::<Selector>()?,
         &report_options.candidate.parse::<Selector>()?,

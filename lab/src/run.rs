@@ -27,9 +27,9 @@ pub struct LabOptions {
     pub window: Duration,
     /// Extra `--rate METRIC=R` for every probe.
     pub rates: Vec<String>,
-    /// Also run a collector on loopback storing into this SQLite file, with
-    /// a token per country's probe, and have the probes upload to it.
-    pub db: Option<PathBuf>,
+    /// Also run a collector on loopback storing into this store, with a
+    /// token per country's probe, and have the probes upload to it.
+    pub db: Option<vantage_collector::StoreLocation>,
 }
 
 /// Why a lab run failed.
@@ -273,14 +273,16 @@ async fn start_responders(
 }
 
 /// A collector on loopback storing into `db`.
-async fn start_collector(db: &std::path::Path) -> Result<vantage_collector::Collector, LabError> {
+async fn start_collector(
+    db: &vantage_collector::StoreLocation,
+) -> Result<vantage_collector::Collector, LabError> {
     vantage_collector::Collector::start(vantage_collector::CollectorConfig {
         listen: "127.0.0.1:0"
             .parse()
             .map_err(|_| LabError::Collector("address".into()))?,
         identity: vantage_responder::Identity::generate(&["localhost".into()])
             .map_err(|e| LabError::Collector(e.to_string()))?,
-        db: db.to_path_buf(),
+        db: db.clone(),
         max_connections: 256,
         keep_raw: None,
     })
@@ -330,10 +332,9 @@ fn probe_args(
         ..ProbeArgs::default()
     };
     if let (Some(c), Some(db)) = (collector, &options.db) {
-        use vantage_collector::Store;
         let token = vantage_collector::new_token();
         let probe_id = args.probe_id.clone().unwrap_or_default();
-        vantage_collector::SqliteStore::open(db)
+        db.open()
             .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
             .map_err(|e| LabError::Collector(e.to_string()))?;
         args.collector = Some(c.quic_addr().to_string());

@@ -44,7 +44,7 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             out: dir.path().to_path_buf(),
             window: Duration::from_secs(1),
             rates: vec!["udp_rtt=20".into()],
-            db: Some(dir.path().join("lab.db")),
+            db: Some(dir.path().join("lab.db").into()),
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();

@@ -105,9 +105,8 @@ impl PgLocation {
             }),
             Some(other) => return Err(PgLocationError::SslMode(other.to_string())),
         };
-        let mut config: tokio_postgres::Config = rest
-            .parse()
-            .map_err(|e: tokio_postgres::Error| {
+        let mut config: tokio_postgres::Config =
+            rest.parse().map_err(|e: tokio_postgres::Error| {
                 let mut text = e.to_string();
                 if let Some(source) = std::error::Error::source(&e) {
                     text.push_str(&format!(": {source}"));
