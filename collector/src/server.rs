@@ -192,6 +192,11 @@ impl Collector {
         self.ingest.metrics()
     }
 
+    /// Whether the store answers now (what `/health` says).
+    pub fn healthy(&self) -> bool {
+        self.ingest.healthy()
+    }
+
     /// Stops accepting and waits (bounded) for the listeners to end.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

@@ -375,3 +375,58 @@ async fn health_and_metrics_answer_over_https() {
     );
     s.collector.shutdown().await;
 }
+
+/// PostgreSQL stopped with `pg_ctl stop -m immediate` while probes upload:
+/// the collector refuses with `storage_unavailable` (the probe keeps the
+/// batch and sends it again), connects again by itself once the database
+/// is back, and in the end every batch is stored once, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_is_refused_through_then_reconnected_without_a_restart() {
+    let server = pg::TestPostgres::start();
+    let db = StoreLocation::Postgres(Box::new(server.location("vantage")));
+    let s = setup_on(db, tempfile::tempdir().unwrap()).await;
+    let token = add_token(&s.db, "p1");
+    let port = s.collector.quic_addr().port();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    let batches: Vec<Vec<u8>> = (1..=30)
+        .map(|seq| batch("p1", seq, &mut rng).encode().unwrap())
+        .collect();
+    let mut up = uploader(&s, port, &token);
+    for b in &batches[..10] {
+        assert_eq!(
+            up.send(b, std::time::Instant::now()).await.unwrap().status,
+            AckStatus::Stored
+        );
+    }
+    server.stop_immediate();
+    for b in &batches[10..20] {
+        let ack = up.send(b, std::time::Instant::now()).await.unwrap();
+        assert_eq!(ack.status, AckStatus::Unavailable, "{}", ack.reason);
+        assert!(ack.reason.contains("storage_unavailable"), "{}", ack.reason);
+    }
+    assert!(!s.collector.healthy(), "health says the store is down");
+    server.start_again();
+    // The refused ten again, then the rest, then all thirty once more.
+    for b in &batches[10..] {
+        let ack = up.send(b, std::time::Instant::now()).await.unwrap();
+        assert_eq!(ack.status, AckStatus::Stored, "{}", ack.reason);
+    }
+    for b in &batches {
+        assert_eq!(
+            up.send(b, std::time::Instant::now()).await.unwrap().status,
+            AckStatus::Duplicate
+        );
+    }
+    let mut store = s.db.open().unwrap();
+    assert_eq!(store.batch_count().unwrap(), 30);
+    for (n, b) in batches.iter().enumerate() {
+        let stored = store.batch_bytes("p1", n as u64 + 1).unwrap();
+        assert_eq!(stored.as_deref(), Some(&b[..]), "batch {}", n + 1);
+    }
+    assert_eq!(
+        store.select(&Default::default()).unwrap().len(),
+        30 * 3,
+        "every series once"
+    );
+    s.collector.shutdown().await;
+}
