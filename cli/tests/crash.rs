@@ -1,6 +1,11 @@
 //! Crash safety: 20 probes send 5,000 batches while the collector process
 //! is killed with SIGKILL several times and restarted. Afterwards the store
 //! holds every batch exactly once, byte for byte as its probe spooled it.
+//! Once with one collector on SQLite; once with two collectors on one
+//! PostgreSQL, each probe listing both, killed at random moments.
+
+#[path = "../../collector/tests/support/postgres.rs"]
+mod pg;
 
 use rand::{Rng, SeedableRng};
 use std::io::{BufRead, BufReader};
@@ -8,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
-use vantage_collector::{hash_token, new_token, SqliteStore, Store};
+use vantage_collector::{hash_token, new_token, Store, StoreLocation};
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
 use vantage_wire::{Batch, Labels, Metric, Series, Target, Window};
@@ -16,15 +21,37 @@ use vantage_wire::{Batch, Labels, Metric, Series, Target, Window};
 const PROBES: usize = 20;
 const PER_PROBE: u64 = 250;
 
+/// Where the collectors store, as `--db` and a password for `PGPASSWORD`.
+struct Backend {
+    db: String,
+    password: Option<&'static str>,
+}
+
+impl Backend {
+    fn open(&self) -> Box<dyn Store> {
+        let location = match self.password {
+            Some(p) => StoreLocation::Postgres(Box::new(
+                vantage_collector::PgLocation::parse(&self.db, None, Some(p.into())).unwrap(),
+            )),
+            None => StoreLocation::parse(&self.db, None).unwrap(),
+        };
+        location.open().unwrap()
+    }
+}
+
 fn start_collector(
     listen: &str,
-    db: &std::path::Path,
+    backend: &Backend,
     cert: &std::path::Path,
 ) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vantage"));
+    if let Some(p) = backend.password {
+        command.env("PGPASSWORD", p);
+    }
+    let mut child = command
         .args(["collect", "--listen", listen])
         .arg("--db")
-        .arg(db)
+        .arg(&backend.db)
         .arg("--cert-dir")
         .arg(cert)
         .stdout(Stdio::piped())
@@ -92,25 +119,48 @@ fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_collector_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    let cert = dir.path().join("cert");
-    let (mut child, addr, pin) = start_collector("127.0.0.1:0", &db, &cert);
-    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-    let listen = format!("127.0.0.1:{port}");
+    let backend = Backend {
+        db: dir.path().join("c.db").display().to_string(),
+        password: None,
+    };
+    crash_run(&backend, 1, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sigkilled_collectors_on_one_postgres_lose_and_double_nothing() {
+    let server = pg::TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend {
+        db: server.url(),
+        password: Some(pg::PASSWORD),
+    };
+    crash_run(&backend, 2, dir.path()).await;
+}
+
+/// `collectors` collector processes on `backend`; every probe lists all of
+/// them, each probe starting at a different one; three SIGKILLs, the
+/// victims and moments drawn at random (every collector killed at least
+/// once), each restarted on its port.
+async fn crash_run(backend: &Backend, collectors: usize, dir: &std::path::Path) {
+    let cert = dir.join("cert");
+    let mut running = Vec::new();
+    for _ in 0..collectors {
+        let (child, addr, pin) = start_collector("127.0.0.1:0", backend, &cert);
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+        running.push((child, port, pin));
+    }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
     let mut sent: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut tasks = Vec::new();
     let (stop_tx, stop) = watch::channel(false);
     let mut spools = Vec::new();
+    let mut admin = backend.open();
     for p in 0..PROBES {
         let probe = format!("probe-{p:02}");
         let token = new_token();
-        SqliteStore::open(&db)
-            .unwrap()
-            .add_token(&probe, &hash_token(&token), 1)
-            .unwrap();
-        let spool_dir = dir.path().join(format!("spool-{p}"));
+        admin.add_token(&probe, &hash_token(&token), 1).unwrap();
+        let spool_dir = dir.join(format!("spool-{p}"));
         let mut spool = Spool::open(&spool_dir, 1 << 30).unwrap();
         let mut mine = Vec::new();
         for seq in 1..=PER_PROBE {
@@ -121,19 +171,25 @@ async fn sigkilled_collector_loses_and_doubles_nothing() {
         sent.push(mine);
         spools.push((spool, token));
     }
+    drop(admin);
     // All spools are written before any probe starts sending.
-    for (spool, token) in spools {
-        let uploader = Uploader::new(CollectorTarget {
-            host: "127.0.0.1".into(),
-            port,
-            server_name: "localhost".into(),
-            trust: vantage_probe::Trust::Pinned(vec![pin.parse().unwrap()]),
-            token,
-        })
-        .unwrap()
-        .with_quic_timeout(Duration::from_millis(500));
+    for (p, (spool, token)) in spools.into_iter().enumerate() {
+        let uploaders = (0..collectors)
+            .map(|k| {
+                let (_, port, pin) = &running[(p + k) % collectors];
+                Uploader::new(CollectorTarget {
+                    host: "127.0.0.1".into(),
+                    port: *port,
+                    server_name: "localhost".into(),
+                    trust: vantage_probe::Trust::Pinned(vec![pin.parse().unwrap()]),
+                    token: token.clone(),
+                })
+                .unwrap()
+                .with_quic_timeout(Duration::from_millis(500))
+            })
+            .collect();
         tasks.push(tokio::spawn(run_uploader(
-            uploader,
+            uploaders,
             Arc::new(Mutex::new(spool)),
             Arc::new(Notify::new()),
             stop.clone(),
@@ -144,14 +200,27 @@ async fn sigkilled_collector_loses_and_doubles_nothing() {
     // Every uploader drains its spool and returns; stop only bounds the drain.
     stop_tx.send(true).unwrap();
 
-    // Kill the collector three times while they send: when the store has
-    // passed 10 %, 35 % and 60 % of the batches.
+    // Three kills while they send, at random moments between 5 % and 70 %
+    // of the batches stored.
     let started = Instant::now();
     let mut kills = 0;
     let mut stored_at_kill = Vec::new();
-    let mut watcher = SqliteStore::open(&db).unwrap();
+    let mut watcher = backend.open();
     let total = PROBES as u64 * PER_PROBE;
-    for threshold in [total / 10, total * 35 / 100, total * 60 / 100] {
+    let mut thresholds: Vec<u64> = (0..3)
+        .map(|_| rng.gen_range(total / 20..total * 7 / 10))
+        .collect();
+    thresholds.sort();
+    let victims: Vec<usize> = (0..3)
+        .map(|k| {
+            if k < collectors {
+                k
+            } else {
+                rng.gen_range(0..collectors)
+            }
+        })
+        .collect();
+    for (threshold, victim) in thresholds.into_iter().zip(victims) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let n = watcher.batch_count().unwrap();
@@ -160,13 +229,14 @@ async fn sigkilled_collector_loses_and_doubles_nothing() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let (child, port, _) = &mut running[victim];
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         stored_at_kill.push(watcher.batch_count().unwrap());
         kills += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let (c, _, _) = start_collector(&listen, &db, &cert);
-        child = c;
+        let (c, _, _) = start_collector(&format!("127.0.0.1:{port}"), backend, &cert);
+        *child = c;
     }
     let mut stats = Vec::new();
     for t in tasks {
@@ -177,8 +247,10 @@ async fn sigkilled_collector_loses_and_doubles_nothing() {
                 .unwrap(),
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    for (mut child, _, _) in running {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     println!(
         "{kills} SIGKILLs (stored at each: {stored_at_kill:?}); all sent in {:?}; retries {}; duplicates acknowledged {}",
         started.elapsed(),
@@ -191,7 +263,7 @@ async fn sigkilled_collector_loses_and_doubles_nothing() {
     );
     assert!(stats.iter().all(|s| s.rejected == 0));
 
-    let mut store = SqliteStore::open(&db).unwrap();
+    let mut store = backend.open();
     assert_eq!(
         store.batch_count().unwrap(),
         PROBES as u64 * PER_PROBE,

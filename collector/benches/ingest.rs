@@ -157,7 +157,7 @@ fn main() {
                 })
                 .unwrap();
                 tokio::spawn(run_uploader(
-                    uploader,
+                    vec![uploader],
                     Arc::new(Mutex::new(spool)),
                     Arc::new(Notify::new()),
                     stop.clone(),

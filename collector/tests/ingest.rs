@@ -319,7 +319,7 @@ async fn spooled_batches_survive_a_restart_and_udp_blocking() {
         }
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(run_uploader(
-            uploader(&s, https_only, &token),
+            vec![uploader(&s, https_only, &token)],
             spool.clone(),
             Arc::new(Notify::new()),
             stop,

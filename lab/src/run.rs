@@ -337,7 +337,7 @@ fn probe_args(
         db.open()
             .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
             .map_err(|e| LabError::Collector(e.to_string()))?;
-        args.collector = Some(c.quic_addr().to_string());
+        args.collector = vec![c.quic_addr().to_string()];
         args.token = Some(token);
         args.collector_pins = vec![c.fingerprint().to_string()];
     }

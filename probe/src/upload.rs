@@ -14,6 +14,75 @@ use std::time::{Duration, Instant};
 use vantage_tls::{TlsClient, Trust, TrustError};
 use vantage_wire::upload::{self, Ack, AckStatus};
 
+/// How long a probe that failed over stays off its first collector
+/// before it tries that one again.
+pub const RETURN_AFTER: Duration = Duration::from_secs(300);
+
+/// Which of several collectors the next batch goes to. Plain state, time
+/// passed in: the probe stays on a collector while it answers, moves to
+/// the next when one is down or refusing (without waiting, while some
+/// collector of this round is untried), backs off only once every one has
+/// failed in a row, and goes back to the first after [`RETURN_AFTER`].
+#[derive(Debug, Clone)]
+pub struct Failover {
+    count: usize,
+    current: usize,
+    failed_in_a_row: usize,
+    left_first_at: Option<Instant>,
+}
+
+impl Failover {
+    /// Starts on the first of `count` collectors (at least one).
+    pub fn new(count: usize) -> Self {
+        Failover {
+            count: count.max(1),
+            current: 0,
+            failed_in_a_row: 0,
+            left_first_at: None,
+        }
+    }
+
+    /// The collector to send to at `now`: the current one, or the first
+    /// again once the probe has been away from it for [`RETURN_AFTER`].
+    pub fn pick(&mut self, now: Instant) -> usize {
+        if let Some(left) = self.left_first_at {
+            if now.saturating_duration_since(left) >= RETURN_AFTER {
+                self.current = 0;
+                self.left_first_at = None;
+                self.failed_in_a_row = 0;
+            }
+        }
+        self.current
+    }
+
+    /// The current collector took the batch.
+    pub fn answered(&mut self) {
+        self.failed_in_a_row = 0;
+    }
+
+    /// The current collector did not take the batch at `now`; moves to the
+    /// next. True when every collector has now failed in a row, so the
+    /// caller backs off before the next try.
+    pub fn failed(&mut self, now: Instant) -> bool {
+        self.failed_in_a_row += 1;
+        if self.count > 1 {
+            if self.current == 0 {
+                self.left_first_at = Some(now);
+            }
+            self.current = (self.current + 1) % self.count;
+            if self.current == 0 {
+                self.left_first_at = None;
+            }
+        }
+        if self.failed_in_a_row >= self.count {
+            self.failed_in_a_row = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Where batches go, and how the probe proves who it is.
 #[derive(Debug, Clone)]
 pub struct CollectorTarget {
@@ -27,6 +96,43 @@ pub struct CollectorTarget {
     pub trust: Trust,
     /// This probe's token.
     pub token: String,
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use super::*;
+
+    #[test]
+    fn fails_over_in_order_backs_off_after_a_full_round_and_returns_to_the_first() {
+        let t0 = Instant::now();
+        let mut f = Failover::new(3);
+        assert_eq!(f.pick(t0), 0);
+        assert!(!f.failed(t0), "two more to try");
+        assert_eq!(f.pick(t0), 1);
+        assert!(!f.failed(t0));
+        assert_eq!(f.pick(t0), 2);
+        assert!(f.failed(t0), "all three failed in a row: back off");
+        assert_eq!(f.pick(t0), 0, "the next round starts at the first");
+        // The first is down, the second answers: the probe stays there...
+        assert!(!f.failed(t0));
+        assert_eq!(f.pick(t0), 1);
+        f.answered();
+        let later = t0 + RETURN_AFTER - Duration::from_secs(1);
+        assert_eq!(f.pick(later), 1);
+        f.answered();
+        // ...until it has been away from the first for RETURN_AFTER.
+        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
+        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
+    }
+
+    #[test]
+    fn one_collector_backs_off_after_every_failure() {
+        let t0 = Instant::now();
+        let mut f = Failover::new(1);
+        assert!(f.failed(t0));
+        assert_eq!(f.pick(t0 + RETURN_AFTER * 2), 0);
+        assert!(f.failed(t0));
+    }
 }
 
 /// Why one batch got no answer from the collector. Every one is retried.

@@ -122,9 +122,9 @@ pub struct ProbeArgs {
     /// Print one JSON object per series per line instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Send batches to this collector, HOST:PORT (QUIC, HTTPS where UDP is blocked).
+    /// Send batches to this collector, HOST:PORT (QUIC, HTTPS where UDP is blocked); repeat for more: the probe fails over to the next when one is down or refusing, and goes back to the first every few minutes.
     #[arg(long, value_name = "HOST:PORT", requires = "token")]
-    pub collector: Option<String>,
+    pub collector: Vec<String>,
     /// This probe's collector token (from `vantage collect token add --probe ID`).
     #[arg(long, requires = "collector")]
     pub token: Option<String>,
@@ -314,7 +314,7 @@ impl ProbeArgs {
                 None
             },
             upload: UploadSpec {
-                collector: self.collector.clone(),
+                collector: (!self.collector.is_empty()).then(|| self.collector.clone()),
                 token: self.token.clone(),
                 trust: collector_trust,
                 spool_dir: self.spool_dir.clone(),

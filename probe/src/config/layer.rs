@@ -113,8 +113,8 @@ pub struct HttpSpec {
 /// The collector and the spool.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadSpec {
-    /// `HOST:PORT`.
-    pub collector: Option<String>,
+    /// `HOST:PORT` of each collector, in the order they are tried.
+    pub collector: Option<Vec<String>>,
     /// This probe's token.
     pub token: Option<String>,
     /// How to trust the collector.

@@ -397,8 +397,9 @@ pub struct ProbeConfig {
 /// Where batches go, and where they wait until the collector has them.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
-    /// The collector.
-    pub target: crate::upload::CollectorTarget,
+    /// The collectors, in the order they are tried (the first is the
+    /// one the probe returns to); never empty.
+    pub targets: Vec<crate::upload::CollectorTarget>,
     /// Spool directory.
     pub spool_dir: PathBuf,
     /// Spool size cap, bytes.

@@ -353,29 +353,33 @@ fn resolve_sizes(layers: &[&Layer]) -> Result<(u32, u32), ConfigError> {
     Ok((response_bytes, request_bytes))
 }
 
-/// The collector, when a layer names one with its token.
+/// The collectors, when a layer names them with a token.
 fn resolve_upload(
     layers: &[&Layer],
     state_dir: &std::path::Path,
 ) -> Result<Option<UploadConfig>, ConfigError> {
-    let (Some(addr), Some(token)) = (
-        pick(layers, |l| l.upload.collector.clone()),
+    let (Some(addrs), Some(token)) = (
+        pick(layers, |l| l.upload.collector.clone()).filter(|a| !a.is_empty()),
         pick(layers, |l| l.upload.token.clone()),
     ) else {
         return Ok(None);
     };
-    let (host, port) = super::split_host_port(&addr)
-        .ok_or_else(|| ConfigError::BadTarget(format!("collector={addr}")))?;
     let trust = choose_trust(layers, None, |l| l.upload.trust.as_ref())
         .ok_or(ConfigError::NoCollectorTrust)?;
-    Ok(Some(UploadConfig {
-        target: crate::upload::CollectorTarget {
+    let mut targets = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let (host, port) = super::split_host_port(&addr)
+            .ok_or_else(|| ConfigError::BadTarget(format!("collector={addr}")))?;
+        targets.push(crate::upload::CollectorTarget {
             server_name: host.clone(),
             host,
             port,
-            trust,
-            token,
-        },
+            trust: trust.clone(),
+            token: token.clone(),
+        });
+    }
+    Ok(Some(UploadConfig {
+        targets,
         spool_dir: pick(layers, |l| l.upload.spool_dir.clone())
             .unwrap_or_else(|| state_dir.join("spool")),
         spool_max_bytes: pick(layers, |l| l.upload.spool_max_bytes).unwrap_or(64 << 20),
@@ -481,7 +485,7 @@ mod tests {
                 trust: None,
             }],
             upload: UploadSpec {
-                collector: Some("base.test:1".into()),
+                collector: Some(vec!["base.test:1".into()]),
                 token: Some("token".into()),
                 trust: Some(Trust::Insecure),
                 ..Default::default()
@@ -532,9 +536,9 @@ mod tests {
             ("state_dir", |l, h| l.state_dir = Some(s(h, "/hi", "/lo").into()), |c| c.state_dir.display().to_string(), ["<default>", "/lo", "/hi"]),
             ("out", |l, h| l.out = Some(s(h, "hi", "lo").into()), |c| format!("{:?}", c.out), ["None", "Some(\"lo\")", "Some(\"hi\")"]),
             ("display", |l, h| l.display = Some(if h { Display::Json } else { Display::Quiet }), |c| format!("{:?}", c.display), ["Table", "Quiet", "Json"]),
-            ("collector", |l, h| l.upload.collector = Some(s(h, "hi.test:2", "lo.test:3")), |c| c.upload.as_ref().map(|u| format!("{}:{}", u.target.host, u.target.port)).unwrap_or_default(), ["base.test:1", "lo.test:3", "hi.test:2"]),
-            ("token", |l, h| l.upload.token = Some(s(h, "hi", "lo")), |c| c.upload.as_ref().map(|u| u.target.token.clone()).unwrap_or_default(), ["token", "lo", "hi"]),
-            ("collector trust", |l, h| l.upload.trust = Some(Trust::CaFile(s(h, "hi.pem", "lo.pem").into())), |c| c.upload.as_ref().map(|u| format!("{:?}", u.target.trust)).unwrap_or_default(), ["Insecure", "CaFile(\"lo.pem\")", "CaFile(\"hi.pem\")"]),
+            ("collector", |l, h| l.upload.collector = Some(vec![s(h, "hi.test:2", "lo.test:3"), "spare.test:4".into()]), |c| c.upload.as_ref().map(|u| u.targets.iter().map(|t| format!("{}:{}", t.host, t.port)).collect::<Vec<_>>().join(",")).unwrap_or_default(), ["base.test:1", "lo.test:3,spare.test:4", "hi.test:2,spare.test:4"]),
+            ("token", |l, h| l.upload.token = Some(s(h, "hi", "lo")), |c| c.upload.as_ref().map(|u| u.targets[0].token.clone()).unwrap_or_default(), ["token", "lo", "hi"]),
+            ("collector trust", |l, h| l.upload.trust = Some(Trust::CaFile(s(h, "hi.pem", "lo.pem").into())), |c| c.upload.as_ref().map(|u| format!("{:?}", u.targets[0].trust)).unwrap_or_default(), ["Insecure", "CaFile(\"lo.pem\")", "CaFile(\"hi.pem\")"]),
             ("spool_dir", |l, h| l.upload.spool_dir = Some(s(h, "/hi", "/lo").into()), |c| c.upload.as_ref().map(|u| u.spool_dir.display().to_string()).unwrap_or_default(), ["<default>/spool", "/lo", "/hi"]),
             ("spool_max_bytes", |l, h| l.upload.spool_max_bytes = Some(if h { 2 } else { 1 }), |c| c.upload.as_ref().map(|u| u.spool_max_bytes.to_string()).unwrap_or_default(), ["67108864", "1", "2"]),
             ("sync every", |l, h| l.sync.every = Some(secs(h, 600, 400)), |c| format!("{:?}", c.sync.every), ["300s", "400s", "600s"]),

@@ -269,12 +269,15 @@ impl Outputs {
                 &u.spool_dir,
                 u.spool_max_bytes,
             )?));
-            let up = crate::upload::Uploader::new(u.target.clone()).map_err(|source| {
-                RunError::Trust {
+            let up = u
+                .targets
+                .iter()
+                .map(|t| crate::upload::Uploader::new(t.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| RunError::Trust {
                     target: "collector".into(),
                     source,
-                }
-            })?;
+                })?;
             let notify = Arc::new(tokio::sync::Notify::new());
             let (stop, stop_rx) = watch::channel(false);
             let task = tokio::spawn(upload_loop::run_uploader(

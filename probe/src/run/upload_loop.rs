@@ -3,7 +3,7 @@
 //! the clock and sleeps, so it lives in the driver layer.
 
 use crate::spool::Spool;
-use crate::upload::{backoff, Uploader};
+use crate::upload::{backoff, Failover, Uploader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -22,11 +22,12 @@ pub struct UploadStats {
     pub retries: u64,
 }
 
-/// Sends the spool's batches, oldest first, until `stop` turns true; then
-/// keeps trying for at most `drain` before returning (what is left stays in
-/// the spool for the next start). `notify` wakes it when a batch is added.
+/// Sends the spool's batches, oldest first, to the first of `uploaders`
+/// that takes them (see [`Failover`]), until `stop` turns true; then keeps
+/// trying for at most `drain` before returning (what is left stays in the
+/// spool for the next start). `notify` wakes it when a batch is added.
 pub async fn run_uploader(
-    mut uploader: Uploader,
+    mut uploaders: Vec<Uploader>,
     spool: Arc<Mutex<Spool>>,
     notify: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -37,6 +38,11 @@ pub async fn run_uploader(
     let mut attempt = 0u32;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
     let mut deadline: Option<Instant> = None;
+    let mut failover = Failover::new(uploaders.len());
+    if uploaders.is_empty() {
+        tracing::error!("no collector to upload to; batches stay in the spool");
+        return stats;
+    }
     loop {
         if deadline.is_none() && *stop.borrow() {
             deadline = Some(Instant::now() + drain);
@@ -60,7 +66,12 @@ pub async fn run_uploader(
             }
             continue;
         };
-        let outcome = uploader.send(&bytes, Instant::now()).await;
+        let now = Instant::now();
+        let which = failover.pick(now);
+        let Some(uploader) = uploaders.get_mut(which) else {
+            return stats;
+        };
+        let outcome = uploader.send(&bytes, now).await;
         let with_spool = |f: &mut dyn FnMut(&mut Spool) -> Result<(), crate::spool::SpoolError>| {
             if let Ok(mut s) = spool.lock() {
                 if let Err(e) = f(&mut s) {
@@ -70,6 +81,7 @@ pub async fn run_uploader(
         };
         match outcome {
             Ok(ack) if ack.status.is_ack() => {
+                failover.answered();
                 with_spool(&mut |s| s.remove(seq));
                 if ack.status == AckStatus::Stored {
                     stats.stored += 1;
@@ -80,19 +92,24 @@ pub async fn run_uploader(
                 continue;
             }
             Ok(ack) if !ack.status.is_retryable() => {
+                failover.answered();
                 tracing::error!(sequence = seq, status = ack.status.name(), reason = %ack.reason, "collector refused a batch for good; kept in the spool's rejected/ directory");
                 with_spool(&mut |s| s.reject(seq));
                 stats.rejected += 1;
                 continue;
             }
             Ok(ack) => {
-                tracing::warn!(sequence = seq, status = ack.status.name(), reason = %ack.reason, "collector did not take the batch; will retry")
+                tracing::warn!(sequence = seq, collector = which, status = ack.status.name(), reason = %ack.reason, "collector did not take the batch; will retry")
             }
             Err(e) => {
-                tracing::warn!(sequence = seq, error = %e, "collector not reachable; will retry")
+                tracing::warn!(sequence = seq, collector = which, error = %e, "collector not reachable; will retry")
             }
         }
         stats.retries += 1;
+        if !failover.failed(Instant::now()) {
+            // Another collector has not failed this round: try it now.
+            continue;
+        }
         attempt += 1;
         let wait = backoff(attempt, base_backoff, Duration::from_secs(300), &mut rng);
         let wait = match deadline {
