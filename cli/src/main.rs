@@ -7,6 +7,7 @@ mod export;
 mod lab;
 mod report;
 mod serve;
+mod store;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,6 +47,11 @@ enum Command {
         after_help = "Examples:\n  vantage report --db vantage.db --baseline phase=before --candidate phase=after --out report \\\n      --claim 'IN quic_cold_request p50 decreases by >= 350ms'\n  vantage report --db vantage.db --baseline target=beijing --candidate target=singapore --group-by country --out report\n\nClaim grammar: SUBJECT METRIC pNN (decreases|increases) by OP NUMBER(us|ms|s|%), or SUBJECT METRIC pNN ratio OP NUMBER, or ... ratio between A and B."
     )]
     Report(report::ReportArgs),
+    /// Manage stores: copy one into another (SQLite to PostgreSQL, say).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Emulated network paths on this machine: run a scenario's phase end to end.
     Lab {
         #[command(subcommand)]
@@ -62,6 +68,9 @@ impl Command {
             Command::Collect(a) => a.quiet,
             Command::Export(_) => true,
             Command::Report(a) => a.quiet,
+            Command::Store {
+                command: store::StoreCommand::Copy(a),
+            } => a.quiet,
             Command::Lab { command } => command.quiet(),
         }
     }
@@ -88,6 +97,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Collect(args) => collect::collect(args).await,
         Command::Export(args) => export::export(args),
         Command::Report(args) => report::report(args),
+        Command::Store { command } => store::store(command),
         Command::Lab { command } => lab::lab(command).await,
     }
 }

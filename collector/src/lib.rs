@@ -8,6 +8,7 @@
 //! lives in `vantage-store`, so readers of a store link no collector.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod copy;
 mod ingest;
 mod location;
 mod metrics;

@@ -23,7 +23,7 @@
 //! This module holds the merging; each backend's SQL is its own.
 
 use crate::row::labels_text;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
 use vantage_wire::{CountsScratch, Labels, Series, SparseCounts};
 
@@ -127,10 +127,13 @@ impl Folding {
 }
 
 /// The pending batches' series of one read, merged by roll-up (histograms
-/// as sparse counts; the series' own stay empty).
+/// as sparse counts; the series' own stay empty), in key order: merged
+/// with the folded rows (which come in the same order) as they stream,
+/// so a read hands the same rows in the same order however far the folds
+/// have come.
 pub(crate) struct Unfolded {
     resolution: Resolution,
-    rows: HashMap<Key, (StoredSeries, SparseCounts)>,
+    rows: BTreeMap<Key, (StoredSeries, SparseCounts)>,
 }
 
 /// Where a read hands its rows.
@@ -141,7 +144,7 @@ impl Unfolded {
     pub(crate) fn new(resolution: Resolution) -> Self {
         Unfolded {
             resolution,
-            rows: HashMap::new(),
+            rows: BTreeMap::new(),
         }
     }
 
@@ -160,18 +163,29 @@ impl Unfolded {
     }
 
     /// Hands one folded row (its block start in `sequence`) to `emit`,
-    /// merged with what its pending batches add; its sequence reads as 0.
+    /// merged with what its pending batches add, after the roll-ups that
+    /// exist only as pending batches and come before it; its sequence
+    /// reads as 0. Folded rows must come in key order.
     pub(crate) fn emit_folded(
         &mut self,
         row: &mut StoredSeries,
         counts: &SparseCounts,
         emit: &mut Emit<'_>,
     ) -> Result<(), StoreError> {
-        let more = if self.rows.is_empty() {
-            None
-        } else {
-            self.rows.remove(&Key::as_read(self.resolution, row))
-        };
+        if self.rows.is_empty() {
+            row.sequence = 0;
+            return emit(row, counts);
+        }
+        let key = Key::as_read(self.resolution, row);
+        while let Some(entry) = self.rows.first_entry() {
+            if *entry.key() >= key {
+                break;
+            }
+            let (mut before, before_counts) = entry.remove();
+            before.sequence = 0;
+            emit(&before, &before_counts)?;
+        }
+        let more = self.rows.remove(&key);
         row.sequence = 0;
         match more {
             None => emit(row, counts),
@@ -186,12 +200,10 @@ impl Unfolded {
         }
     }
 
-    /// Hands the roll-ups that exist only as pending batches to `emit`,
-    /// in key order, after every folded row.
+    /// Hands the roll-ups that exist only as pending batches and come
+    /// after every folded row to `emit`, in key order.
     pub(crate) fn emit_rest(self, emit: &mut Emit<'_>) -> Result<(), StoreError> {
-        let mut rest: Vec<_> = self.rows.into_iter().collect();
-        rest.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, (mut row, counts)) in rest {
+        for (_, (mut row, counts)) in self.rows {
             row.sequence = 0;
             emit(&row, &counts)?;
         }

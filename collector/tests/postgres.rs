@@ -8,7 +8,9 @@ mod pg;
 
 use pg::TestPostgres;
 use rand::{Rng, SeedableRng};
+use vantage_collector::copy::{copy_store, CopyError, COPY_CHUNK};
 use vantage_collector::{Incoming, Inserted, PgStore, SqliteStore, Store};
+use vantage_reports::{build_report_from, Evidence, ReportOptions, ResolutionChoice};
 use vantage_store::{export, merge_groups, Resolution, Selector, StoreError};
 use vantage_wire::{Batch, ErrorClass, Labels, Metric, Reason, Series, Target, Window};
 
@@ -38,6 +40,7 @@ fn batch(probe: &str, seq: u64, phase: &str, rng: &mut impl Rng) -> Batch {
             }
             s.lost = rng.gen_range(0..3);
             s.errors.insert(ErrorClass::Reset, rng.gen_range(0..2));
+            s.errors.insert(ErrorClass::Tls, 1);
             s.reasons.insert(Reason::TlsExpired, 1);
             s.statuses.insert(200, s.histogram.len());
             s.path.ipdv_sum_us = rng.gen_range(0..1000);
@@ -127,6 +130,38 @@ fn renderings(store: &mut dyn Store) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The before/after report of a store, as its CSV and terminal summary.
+fn report(store: &mut dyn Store, choice: ResolutionChoice) -> Vec<(String, Vec<u8>)> {
+    let options = ReportOptions {
+        baseline: "phase=before".into(),
+        candidate: "phase=after".into(),
+        resamples: 200,
+        claims: vec!["IN quic_request p50 decreases by >= 1ms".parse().unwrap()],
+        ..ReportOptions::default()
+    };
+    let evidence = Evidence::gather_at(
+        store,
+        &options.group_by,
+        &options.baseline.parse().unwrap(),
+        &options.candidate.parse().unwrap(),
+        choice,
+        2,
+    )
+    .unwrap();
+    let report = build_report_from(&evidence, &options);
+    assert!(!report.groups.is_empty());
+    vec![
+        (
+            format!("{choice:?} csv"),
+            vantage_reports::render_csv(&report).unwrap(),
+        ),
+        (
+            format!("{choice:?} text"),
+            vantage_reports::render_text(&report).into_bytes(),
+        ),
+    ]
+}
+
 /// Asserts two renderings equal, naming the first line that differs.
 fn same(pg: &[(String, Vec<u8>)], lite: &[(String, Vec<u8>)], when: &str) {
     assert_eq!(pg.len(), lite.len());
@@ -179,12 +214,27 @@ fn stores_once_and_answers_as_sqlite_does() {
     same(&renderings(&mut pg), &renderings(&mut lite), "unfolded");
     // Folded part way, then whole.
     assert_eq!(pg.fold_rollups(100).unwrap(), 100);
-    assert_eq!(lite.fold_rollups(100).unwrap(), 100);
+    // Folded unevenly: a read hands the same rows in the same order
+    // however far the folds have come.
+    assert_eq!(lite.fold_rollups(77).unwrap(), 77);
     same(&renderings(&mut pg), &renderings(&mut lite), "part folded");
     while pg.fold_rollups(100).unwrap() > 0 {}
     while lite.fold_rollups(1000).unwrap() > 0 {}
     assert_eq!(pg.unfolded_batches().unwrap(), 0);
     same(&renderings(&mut pg), &renderings(&mut lite), "folded");
+    // The same report from both, at every resolution: figures, intervals
+    // (one seed, the same units in the same order) and verdicts.
+    for choice in [
+        ResolutionChoice::Auto,
+        ResolutionChoice::Fixed(Resolution::Window),
+        ResolutionChoice::Fixed(Resolution::Hour),
+    ] {
+        same(
+            &report(&mut pg, choice),
+            &report(&mut lite, choice),
+            "report",
+        );
+    }
     // The raw bytes come back as received.
     let b = &batches[5];
     assert_eq!(
@@ -325,4 +375,67 @@ fn a_wrong_password_and_a_down_server_say_so() {
     server.start_again();
     store.ping().unwrap();
     assert_eq!(store.batch_count().unwrap(), 0);
+}
+
+#[test]
+fn store_copy_moves_every_batch_once_and_resumes_after_a_stop() {
+    let server = TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lite = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let batches = campaign();
+    for group in batches.chunks(50) {
+        insert(&mut lite, group);
+    }
+    lite.add_token("a", "hash-live", 1).unwrap();
+    lite.add_token("b", "hash-revoked", 1).unwrap();
+    lite.revoke_tokens("b", 5).unwrap();
+    lite.add_token("b", "hash-b-live", 6).unwrap();
+    lite.fold_rollups(100).unwrap();
+    let mut pg = PgStore::open(&server.location("vantage")).unwrap();
+    // A first copy stopped after its first chunk: what it committed is whole.
+    let stopped = copy_store(&mut lite, "v.db", &mut pg, &mut |_| false).unwrap_err();
+    let CopyError::Stopped(first) = stopped else {
+        panic!("{stopped}")
+    };
+    assert_eq!(first.read, COPY_CHUNK as u64);
+    assert_eq!(pg.batch_count().unwrap(), COPY_CHUNK as u64);
+    // Run again: the rest, and the first chunk answered as already there.
+    let mut seen = Vec::new();
+    let done = copy_store(&mut lite, "v.db", &mut pg, &mut |p| {
+        seen.push(*p);
+        true
+    })
+    .unwrap();
+    assert_eq!(done.total, batches.len() as u64);
+    assert_eq!(done.read, batches.len() as u64);
+    assert_eq!(done.already, COPY_CHUNK as u64);
+    assert_eq!(done.copied, (batches.len() - COPY_CHUNK) as u64);
+    assert_eq!(done.tokens, 0, "the first copy brought them");
+    assert!(
+        seen.windows(2).all(|w| w[0].read < w[1].read),
+        "progress grows"
+    );
+    assert_eq!(pg.batch_count().unwrap(), batches.len() as u64);
+    same(&renderings(&mut pg), &renderings(&mut lite), "copied");
+    for b in &batches[..5] {
+        assert_eq!(
+            pg.batch_bytes(&b.probe_id, b.sequence).unwrap(),
+            lite.batch_bytes(&b.probe_id, b.sequence).unwrap()
+        );
+    }
+    // Tokens: the revoked one stays revoked, the live ones live.
+    assert_eq!(pg.token_probe("hash-live").unwrap().as_deref(), Some("a"));
+    assert_eq!(pg.token_probe("hash-b-live").unwrap().as_deref(), Some("b"));
+    assert_eq!(pg.token_probe("hash-revoked").unwrap(), None);
+    // After retention the source can no longer be copied whole: it says so.
+    lite.fold_rollups(10_000).unwrap();
+    lite.remove_raw_before(u64::MAX / 2, 10).unwrap();
+    let other = server.create_database("other");
+    let mut empty = PgStore::open(
+        &vantage_collector::PgLocation::parse(&other, None, Some(pg::PASSWORD.into())).unwrap(),
+    )
+    .unwrap();
+    let err = copy_store(&mut lite, "v.db", &mut empty, &mut |_| true).unwrap_err();
+    assert!(matches!(err, CopyError::RawRemoved { .. }), "{err}");
+    assert!(err.to_string().contains("--keep-raw"), "{err}");
 }

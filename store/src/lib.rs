@@ -74,6 +74,19 @@ pub enum StoreError {
     },
 }
 
+/// A stored batch as `Store::batches_after` reads it, for copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// The probe.
+    pub probe_id: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// When the collector received it.
+    pub received_unix_ms: u64,
+    /// The bytes as received; empty once retention removed them.
+    pub body: Vec<u8>,
+}
+
 /// A probe token as stored: only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -99,6 +112,9 @@ pub trait Store: Send {
     /// Adds a token hash for a probe.
     fn add_token(&mut self, probe_id: &str, hash: &str, now_unix_ms: u64)
         -> Result<(), StoreError>;
+    /// Adds a token as another store holds it, revoked or not, in one
+    /// statement (so a revoked token is never live here, even briefly).
+    fn import_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Revokes every token of a probe; returns how many were live.
     fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError>;
     /// Every token, for listing.
@@ -147,6 +163,13 @@ pub trait Store: Send {
     /// stored, or retention removed them).
     fn batch_bytes(&mut self, probe_id: &str, sequence: u64)
         -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` stored batches after `after` (exclusive; `None`: from
+    /// the start), in (probe, sequence) order: what `store copy` reads.
+    fn batches_after(
+        &mut self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, StoreError>;
     /// A cheap query, for health checks.
     fn ping(&mut self) -> Result<(), StoreError>;
     /// Folds up to `max_batches` stored batches not yet folded into the

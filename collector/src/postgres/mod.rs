@@ -28,8 +28,8 @@ use std::sync::{Mutex, OnceLock};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use vantage_store::{
-    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
-    TokenRecord,
+    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
+    StoredSeries, TokenRecord,
 };
 use vantage_wire::{encode_histogram_plain, CountsScratch, Series, SparseCounts};
 
@@ -525,6 +525,16 @@ impl Store for PgStore {
         done.map(|_| ()).map_err(|e| self.error(e))
     }
 
+    fn import_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        let conn = self.connected()?;
+        let revoked = token.revoked_unix_ms.map(sql_int);
+        let done = wait(conn.client.execute(
+            "INSERT INTO tokens VALUES ($1, $2, 0, $3)",
+            &[&token.hash, &token.probe_id, &revoked],
+        ));
+        done.map(|_| ()).map_err(|e| self.error(e))
+    }
+
     fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError> {
         let conn = self.connected()?;
         let done = wait(conn.client.execute(
@@ -653,6 +663,30 @@ impl Store for PgStore {
             &[&probe_id, &sql_int(sequence)],
         ));
         row.map(|r| r.map(|r| r.get(0))).map_err(|e| self.error(e))
+    }
+
+    fn batches_after(
+        &mut self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, StoreError> {
+        let (probe, sequence) = after.map_or(("", -1), |(p, s)| (p, sql_int(s)));
+        let conn = self.connected()?;
+        let rows = wait(conn.client.query(
+            "SELECT probe_id, sequence, received_unix_ms, body FROM batches \
+             WHERE (probe_id, sequence) > ($1, $2) ORDER BY probe_id, sequence LIMIT $3",
+            &[&probe, &sequence, &(limit as i64)],
+        ));
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredBatch {
+                probe_id: r.get(0),
+                sequence: r.get::<_, i64>(1).max(0) as u64,
+                received_unix_ms: r.get::<_, i64>(2).max(0) as u64,
+                body: r.get(3),
+            })
+            .collect())
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {

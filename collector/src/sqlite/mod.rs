@@ -14,8 +14,8 @@ use row::figure_values;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use vantage_store::{
-    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredSeries,
-    TokenRecord,
+    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
+    StoredSeries, TokenRecord,
 };
 use vantage_wire::{encode_histogram_plain, SparseCounts};
 
@@ -297,6 +297,16 @@ impl Store for SqliteStore {
             .map_err(self.err())
     }
 
+    fn import_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tokens VALUES (?1, ?2, 0, ?3)",
+                params![token.hash, token.probe_id, token.revoked_unix_ms.map(i)],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
     fn revoke_tokens(&mut self, probe_id: &str, now_unix_ms: u64) -> Result<usize, StoreError> {
         self.conn
             .execute(
@@ -415,6 +425,32 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(self.err())
+    }
+
+    fn batches_after(
+        &mut self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredBatch>, StoreError> {
+        let (probe, sequence) = after.map_or(("", -1), |(p, s)| (p, i(s)));
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT probe_id, sequence, received_unix_ms, body FROM batches \
+                 WHERE (probe_id, sequence) > (?1, ?2) ORDER BY probe_id, sequence LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![probe, sequence, limit as i64], |r| {
+                Ok(StoredBatch {
+                    probe_id: r.get(0)?,
+                    sequence: r.get::<_, i64>(1)?.max(0) as u64,
+                    received_unix_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                    body: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|source| sqlite_error(&self.path, source))
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {
