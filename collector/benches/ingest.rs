@@ -15,51 +15,13 @@ use vantage_collector::{
 };
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
-use vantage_wire::{Batch, Labels, Metric, Series, Target, Window};
+use vantage_wire::Batch;
 
 const PROBES: usize = 50;
 const PER_PROBE: u64 = 120;
-/// 3 data centres × 7 latency metrics per window: a probe's realistic batch.
-const TARGETS: [&str; 3] = ["beijing", "singapore", "oregon"];
-
-fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Batch {
-    let mut labels = Labels::new();
-    labels.insert("country", "IN").unwrap();
-    labels.insert("phase", "after").unwrap();
-    labels.insert("region", "Mumbai").unwrap();
-    let start = 1_790_000_000_000 + seq * 60_000;
-    let mut series = Vec::new();
-    for t in TARGETS {
-        for m in vantage_probe::RESPONDER_METRICS {
-            let mut s = Series::new(
-                Target {
-                    name: t.into(),
-                    address: format!("{t}.example:4433"),
-                },
-                m,
-                Window {
-                    start_unix_ms: start,
-                    end_unix_ms: start + 60_000,
-                },
-            );
-            let n = if m == Metric::UdpRtt { 300 } else { 60 };
-            for _ in 0..n {
-                s.histogram.record(rng.gen_range(20_000..400_000)).unwrap();
-            }
-            s.sent = s.histogram.len();
-            series.push(s);
-        }
-    }
-    Batch {
-        probe_id: probe.into(),
-        sequence: seq,
-        campaign: "bench".into(),
-        labels,
-        created_unix_ms: start + 60_500,
-        dropped_batches: 0,
-        series,
-    }
-}
+#[path = "support/batches.rs"]
+mod batches;
+use batches::{batch, TARGETS};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

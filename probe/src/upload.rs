@@ -98,43 +98,6 @@ pub struct CollectorTarget {
     pub token: String,
 }
 
-#[cfg(test)]
-mod failover_tests {
-    use super::*;
-
-    #[test]
-    fn fails_over_in_order_backs_off_after_a_full_round_and_returns_to_the_first() {
-        let t0 = Instant::now();
-        let mut f = Failover::new(3);
-        assert_eq!(f.pick(t0), 0);
-        assert!(!f.failed(t0), "two more to try");
-        assert_eq!(f.pick(t0), 1);
-        assert!(!f.failed(t0));
-        assert_eq!(f.pick(t0), 2);
-        assert!(f.failed(t0), "all three failed in a row: back off");
-        assert_eq!(f.pick(t0), 0, "the next round starts at the first");
-        // The first is down, the second answers: the probe stays there...
-        assert!(!f.failed(t0));
-        assert_eq!(f.pick(t0), 1);
-        f.answered();
-        let later = t0 + RETURN_AFTER - Duration::from_secs(1);
-        assert_eq!(f.pick(later), 1);
-        f.answered();
-        // ...until it has been away from the first for RETURN_AFTER.
-        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
-        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
-    }
-
-    #[test]
-    fn one_collector_backs_off_after_every_failure() {
-        let t0 = Instant::now();
-        let mut f = Failover::new(1);
-        assert!(f.failed(t0));
-        assert_eq!(f.pick(t0 + RETURN_AFTER * 2), 0);
-        assert!(f.failed(t0));
-    }
-}
-
 /// Why one batch got no answer from the collector. Every one is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -367,5 +330,37 @@ mod tests {
         }
         let samples: Vec<_> = (0..20).map(|_| backoff(3, base, cap, &mut rng)).collect();
         assert!(samples.windows(2).any(|w| w[0] != w[1]), "jitter");
+    }
+
+    #[test]
+    fn fails_over_in_order_backs_off_after_a_full_round_and_returns_to_the_first() {
+        let t0 = Instant::now();
+        let mut f = Failover::new(3);
+        assert_eq!(f.pick(t0), 0);
+        assert!(!f.failed(t0), "two more to try");
+        assert_eq!(f.pick(t0), 1);
+        assert!(!f.failed(t0));
+        assert_eq!(f.pick(t0), 2);
+        assert!(f.failed(t0), "all three failed in a row: back off");
+        assert_eq!(f.pick(t0), 0, "the next round starts at the first");
+        // The first is down, the second answers: the probe stays there...
+        assert!(!f.failed(t0));
+        assert_eq!(f.pick(t0), 1);
+        f.answered();
+        let later = t0 + RETURN_AFTER - Duration::from_secs(1);
+        assert_eq!(f.pick(later), 1);
+        f.answered();
+        // ...until it has been away from the first for RETURN_AFTER.
+        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
+        assert_eq!(f.pick(t0 + RETURN_AFTER), 0);
+    }
+
+    #[test]
+    fn one_collector_backs_off_after_every_failure() {
+        let t0 = Instant::now();
+        let mut f = Failover::new(1);
+        assert!(f.failed(t0));
+        assert_eq!(f.pick(t0 + RETURN_AFTER * 2), 0);
+        assert!(f.failed(t0));
     }
 }
