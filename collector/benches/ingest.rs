@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p vantage-collector --bench ingest` (about 30 s).
 //! Loopback only; bounded by batch count.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
