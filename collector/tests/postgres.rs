@@ -439,3 +439,54 @@ fn store_copy_moves_every_batch_once_and_resumes_after_a_stop() {
     assert!(matches!(err, CopyError::RawRemoved { .. }), "{err}");
     assert!(err.to_string().contains("--keep-raw"), "{err}");
 }
+
+#[test]
+fn tls_to_the_database_is_rustls_and_checks_the_certificate() {
+    let server = TestPostgres::start();
+    let certs = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    vantage_tls::Identity::load_or_generate(&certs.path().join("server"), &names).unwrap();
+    vantage_tls::Identity::load_or_generate(&certs.path().join("other"), &names).unwrap();
+    let read = |p: &str| std::fs::read(certs.path().join(p)).unwrap();
+    server.require_tls(&read("server/cert.pem"), &read("server/key.pem"));
+    let at = |query: &str| {
+        vantage_collector::PgLocation::parse(
+            &format!(
+                "postgres://vantage@127.0.0.1:{}/vantage?{query}",
+                server.port
+            ),
+            None,
+            Some(pg::PASSWORD.into()),
+        )
+        .unwrap()
+    };
+    // The server takes TCP connections only over TLS: this one got in, so
+    // it was encrypted, and its certificate was checked against the CA.
+    let ca = certs.path().join("server/cert.pem");
+    let mut store = PgStore::open(&at(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    )))
+    .unwrap();
+    store.ping().unwrap();
+    store.add_token("p", "h", 1).unwrap();
+    // A certificate from another CA is refused, saying why.
+    let other = certs.path().join("other/cert.pem");
+    let err = PgStore::open(&at(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.display()
+    )))
+    .err()
+    .expect("refused");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+    // Without TLS the server refuses; `require` encrypts without checking.
+    let err = PgStore::open(&at("sslmode=disable"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    PgStore::open(&at("sslmode=require"))
+        .unwrap()
+        .ping()
+        .unwrap();
+}

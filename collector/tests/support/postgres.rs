@@ -20,6 +20,8 @@ pub struct TestPostgres {
     run_as: Option<&'static str>,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// Server options beyond the port and socket (`-c …`).
+    extra: std::cell::RefCell<String>,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: the newest PostgreSQL
@@ -79,6 +81,7 @@ impl TestPostgres {
             dir,
             bin,
             run_as,
+            extra: std::cell::RefCell::new(String::new()),
         };
         pg.run(
             "initdb",
@@ -196,9 +199,10 @@ impl TestPostgres {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start_again(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60 -c fsync=on",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60 -c fsync=on {}",
             self.port,
-            self.socket_dir()
+            self.socket_dir(),
+            self.extra.borrow()
         );
         let log = self.dir.path().join("log");
         self.pg_ctl(&[
@@ -242,6 +246,41 @@ impl TestPostgres {
             );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Restarts the server with TLS on (this certificate chain and key, as
+    /// PEM) and TCP connections accepted only over TLS, so a connection
+    /// that gets in was encrypted.
+    pub fn require_tls(&self, cert_pem: &[u8], key_pem: &[u8]) {
+        let (cert, key) = (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, cert_pem).expect("server certificate");
+        std::fs::write(&key, key_pem).expect("server key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+        let hba = self.data().join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("pg_hba.conf");
+        if self.run_as.is_some() {
+            for f in [&cert, &key, &hba] {
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(f)
+                    .status();
+            }
+        }
+        self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+        *self.extra.borrow_mut() = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        self.start_again();
     }
 
     /// The temporary directory (data, log, socket).
