@@ -56,28 +56,8 @@ fn main() {
     //    transaction per 50 batches (what group commit achieves at best).
     let bulk_db = dir.path().join("bulk.db");
     let mut store = SqliteStore::open(&bulk_db).unwrap();
-    let mut bulk = Duration::ZERO;
     let flat: Vec<&(u64, Vec<u8>)> = batches.iter().flatten().collect();
-    for chunk in flat.chunks(50) {
-        // The plain insert gets the decoded batch and its histogram bytes
-        // for free, as ingest has them from validation.
-        let decoded: Vec<_> = chunk
-            .iter()
-            .map(|(_, r)| Batch::decode_with_plain_histograms(r).unwrap())
-            .collect();
-        let items: Vec<Incoming<'_>> = chunk
-            .iter()
-            .zip(&decoded)
-            .map(|((_, r), (b, h))| Incoming {
-                batch: b,
-                raw: r,
-                plain_histograms: h,
-            })
-            .collect();
-        let t = Instant::now();
-        store.insert_batches(&items, 0).unwrap();
-        bulk += t.elapsed();
-    }
+    let bulk = batches::insert_direct(&mut store, &flat);
 
     // 2. The collector with PROBES concurrent uploaders over QUIC.
     let db = dir.path().join("c.db");

@@ -18,40 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use vantage_collector::{
-    hash_token, new_token, Collector, CollectorConfig, Incoming, PgStore, SqliteStore, Store,
-    StoreLocation,
+    hash_token, new_token, Collector, CollectorConfig, PgStore, SqliteStore, Store, StoreLocation,
 };
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
 use vantage_reports::{build_report_from, Evidence, ReportOptions, ResolutionChoice};
-use vantage_wire::Batch;
 
 const PROBES: usize = 50;
 const PER_PROBE: u64 = 60;
-
-/// Straight through the store, 50 batches per transaction; returns the time.
-fn insert_direct(store: &mut dyn Store, flat: &[&(u64, Vec<u8>)]) -> Duration {
-    let mut took = Duration::ZERO;
-    for chunk in flat.chunks(50) {
-        let decoded: Vec<_> = chunk
-            .iter()
-            .map(|(_, r)| Batch::decode_with_plain_histograms(r).unwrap())
-            .collect();
-        let items: Vec<Incoming<'_>> = chunk
-            .iter()
-            .zip(&decoded)
-            .map(|((_, r), (b, h))| Incoming {
-                batch: b,
-                raw: r,
-                plain_histograms: h,
-            })
-            .collect();
-        let t = Instant::now();
-        store.insert_batches(&items, 0).unwrap();
-        took += t.elapsed();
-    }
-    took
-}
 
 /// `collectors` collectors on `db`, every probe listing all of them (each
 /// starting at a different one), uploading every batch over QUIC; returns
@@ -188,10 +162,10 @@ fn main() {
     let direct_location =
         vantage_collector::PgLocation::parse(&direct_db, None, Some(pg::PASSWORD.into())).unwrap();
     let mut direct = PgStore::open(&direct_location).unwrap();
-    let direct_rate = total / insert_direct(&mut direct, &flat).as_secs_f64();
+    let direct_rate = total / batches::insert_direct(&mut direct, &flat).as_secs_f64();
     let lite_path = dir.path().join("same.db");
     let mut lite = SqliteStore::open(&lite_path).unwrap();
-    let lite_rate = total / insert_direct(&mut lite, &flat).as_secs_f64();
+    let lite_rate = total / batches::insert_direct(&mut lite, &flat).as_secs_f64();
 
     let mut rates = Vec::new();
     for collectors in [1usize, 2] {
