@@ -10,12 +10,9 @@ use rand::SeedableRng;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
-use vantage_collector::{
-    hash_token, new_token, Collector, CollectorConfig, Incoming, SqliteStore, Store,
-};
+use vantage_collector::{hash_token, new_token, Collector, CollectorConfig, SqliteStore, Store};
 use vantage_probe::spool::Spool;
 use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
-use vantage_wire::Batch;
 
 const PROBES: usize = 50;
 const PER_PROBE: u64 = 120;
