@@ -238,11 +238,24 @@ impl Ingest {
                 "no token: start the probe with --token (from `vantage collect token add`)".into(),
             );
         };
-        let owner = match self
-            .auth
-            .lock()
-            .map(|mut s| s.token_probe(&hash_token(token)))
-        {
+        let hash = hash_token(token);
+        let look_up = || {
+            self.auth
+                .lock()
+                .map(|mut s| s.token_probe(&hash))
+                .map_err(|_| ())
+        };
+        // The look-up blocks (a PostgreSQL round trip, or SQLite's lock):
+        // on a multi-threaded runtime, tell it so, so this worker's other
+        // connections move to another thread meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let found = if multi_thread {
+            tokio::task::block_in_place(look_up)
+        } else {
+            look_up()
+        };
+        let owner = match found {
             Ok(Ok(owner)) => owner,
             Ok(Err(e)) => {
                 return refuse(
