@@ -72,6 +72,46 @@ pub(crate) fn sql_int(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
+/// A series' stored figures but its histogram, as both backends write
+/// them: `window_start` through `lost`, `errors`, `bytes` through
+/// `server_count`, then `reasons` and `statuses` (the histogram's column
+/// sits between `server_count` and `reasons`).
+pub(crate) struct Figures {
+    pub(crate) ints_before: [i64; 4],
+    pub(crate) errors: String,
+    pub(crate) ints_after: [i64; 9],
+    pub(crate) reasons: String,
+    pub(crate) statuses: String,
+}
+
+impl Figures {
+    pub(crate) fn of(s: &Series) -> Self {
+        let n = sql_int;
+        Figures {
+            ints_before: [
+                n(s.window.start_unix_ms),
+                n(s.window.end_unix_ms),
+                n(s.sent),
+                n(s.lost),
+            ],
+            errors: vantage_wire::counts_text(&s.errors),
+            ints_after: [
+                n(s.bytes),
+                n(s.path.duplicates),
+                n(s.path.reordered),
+                n(s.path.forward_lost),
+                n(s.path.backward_lost),
+                n(s.path.ipdv_sum_us),
+                n(s.path.ipdv_pairs),
+                n(s.server_time.sum_us),
+                n(s.server_time.count),
+            ],
+            reasons: vantage_wire::counts_text(&s.reasons),
+            statuses: vantage_wire::counts_text(&s.statuses),
+        }
+    }
+}
+
 /// Why a column could not be read.
 pub(crate) enum ColumnError {
     /// The backend failed (a missing column, a dropped connection).

@@ -19,7 +19,7 @@ pub use location::{is_postgres, PgLocation, PgLocationError, PgTls};
 
 use crate::rollup::{Folding, Unfolded};
 use crate::row::{
-    label_values, labels_text, select_columns, sql_int, ColumnError, Columns, RowReader,
+    label_values, labels_text, select_columns, sql_int, ColumnError, Columns, Figures, RowReader,
     FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
 };
 use schema::{BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT, SERIES_INSERT};
@@ -31,7 +31,7 @@ use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
     StoredSeries, TokenRecord,
 };
-use vantage_wire::{encode_histogram_plain, CountsScratch, Series, SparseCounts};
+use vantage_wire::{encode_histogram_plain, CountsScratch, SparseCounts};
 
 /// Rows fetched per round trip while a selection streams.
 const FETCH_ROWS: i32 = 4096;
@@ -264,55 +264,17 @@ impl Columns for tokio_postgres::Row {
     }
 }
 
-/// A series' 17 stored figures, `window_start` through `statuses`, as
-/// PostgreSQL parameters.
-struct Figures {
-    ints_before: [i64; 4],
-    errors: String,
-    ints_after: [i64; 9],
-    histogram: Vec<u8>,
-    reasons: String,
-    statuses: String,
-}
-
-impl Figures {
-    fn of(s: &Series, histogram: Vec<u8>) -> Self {
-        let n = sql_int;
-        Figures {
-            ints_before: [
-                n(s.window.start_unix_ms),
-                n(s.window.end_unix_ms),
-                n(s.sent),
-                n(s.lost),
-            ],
-            errors: vantage_wire::counts_text(&s.errors),
-            ints_after: [
-                n(s.bytes),
-                n(s.path.duplicates),
-                n(s.path.reordered),
-                n(s.path.forward_lost),
-                n(s.path.backward_lost),
-                n(s.path.ipdv_sum_us),
-                n(s.path.ipdv_pairs),
-                n(s.server_time.sum_us),
-                n(s.server_time.count),
-            ],
-            histogram,
-            reasons: vantage_wire::counts_text(&s.reasons),
-            statuses: vantage_wire::counts_text(&s.statuses),
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut out: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(17);
-        out.extend(self.ints_before.iter().map(|v| v as &(dyn ToSql + Sync)));
-        out.push(&self.errors);
-        out.extend(self.ints_after.iter().map(|v| v as &(dyn ToSql + Sync)));
-        out.push(&self.histogram);
-        out.push(&self.reasons);
-        out.push(&self.statuses);
-        out
-    }
+/// A series' 17 stored figures as PostgreSQL parameters, in column order,
+/// with `histogram` the bytes to store.
+fn figure_params<'a>(f: &'a Figures, histogram: &'a Vec<u8>) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut out: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(17);
+    out.extend(f.ints_before.iter().map(|v| v as &(dyn ToSql + Sync)));
+    out.push(&f.errors);
+    out.extend(f.ints_after.iter().map(|v| v as &(dyn ToSql + Sync)));
+    out.push(histogram);
+    out.push(&f.reasons);
+    out.push(&f.statuses);
+    out
 }
 
 /// The series of one commit, column by column, for [`SERIES_INSERT`].
@@ -349,7 +311,7 @@ impl SeriesColumns {
         self.target.push(s.target.name.clone());
         self.address.push(s.target.address.clone());
         self.metric.push(s.metric.name());
-        let f = Figures::of(s, histogram);
+        let f = Figures::of(s);
         for (column, v) in self.ints_before.iter_mut().zip(f.ints_before) {
             column.push(v);
         }
@@ -357,7 +319,7 @@ impl SeriesColumns {
         for (column, v) in self.ints_after.iter_mut().zip(f.ints_after) {
             column.push(v);
         }
-        self.histogram.push(f.histogram);
+        self.histogram.push(histogram);
         self.reasons.push(f.reasons);
         self.statuses.push(f.statuses);
     }
@@ -829,11 +791,11 @@ async fn fold(
         let mut histogram = Vec::new();
         part.histogram(&mut scratch, &mut histogram);
         let indexed: Vec<Option<&str>> = label_values(&part.labels).to_vec();
-        let figures = Figures::of(&part.series, histogram);
+        let figures = Figures::of(&part.series);
         let count = sql_int(part.count);
         let mut params: Vec<&(dyn ToSql + Sync)> = id.to_vec();
         params.extend(indexed.iter().map(|v| v as &(dyn ToSql + Sync)));
-        params.extend(figures.params());
+        params.extend(figure_params(&figures, &histogram));
         params.push(&count);
         tx.execute(&write, &params).await?;
     }

@@ -1,33 +1,40 @@
 //! SQLite's side of the shared row layout (`crate::row`): a series'
 //! figures as SQLite values, and a result row as [`Columns`].
 
-use crate::row::{sql_int, ColumnError, Columns};
+use crate::row::{ColumnError, Columns, Figures};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use vantage_wire::Series;
 
 /// A series' figures as both tables store them, `window_start` through
 /// `statuses` in column order, with `histogram` the bytes to store.
 pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 17] {
-    let n = |v: u64| ToSqlOutput::Owned(Value::Integer(sql_int(v)));
+    let Figures {
+        ints_before: [a, b, c, d],
+        errors,
+        ints_after: [e, f, g, h, i, j, k, l, m],
+        reasons,
+        statuses,
+    } = Figures::of(s);
+    let n = |v: i64| ToSqlOutput::Owned(Value::Integer(v));
     let text = |t: String| ToSqlOutput::Owned(Value::Text(t));
     [
-        n(s.window.start_unix_ms),
-        n(s.window.end_unix_ms),
-        n(s.sent),
-        n(s.lost),
-        text(vantage_wire::counts_text(&s.errors)),
-        n(s.bytes),
-        n(s.path.duplicates),
-        n(s.path.reordered),
-        n(s.path.forward_lost),
-        n(s.path.backward_lost),
-        n(s.path.ipdv_sum_us),
-        n(s.path.ipdv_pairs),
-        n(s.server_time.sum_us),
-        n(s.server_time.count),
+        n(a),
+        n(b),
+        n(c),
+        n(d),
+        text(errors),
+        n(e),
+        n(f),
+        n(g),
+        n(h),
+        n(i),
+        n(j),
+        n(k),
+        n(l),
+        n(m),
         ToSqlOutput::Borrowed(ValueRef::Blob(histogram)),
-        text(vantage_wire::counts_text(&s.reasons)),
-        text(vantage_wire::counts_text(&s.statuses)),
+        text(reasons),
+        text(statuses),
     ]
 }
 
