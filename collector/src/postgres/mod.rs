@@ -143,16 +143,11 @@ impl PgStore {
     /// The live connection, connecting (and checking the schema) first if
     /// there is none or it broke.
     fn connected(&mut self) -> Result<&mut Connected, StoreError> {
-        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.location)?);
-        }
-        self.conn.as_mut().ok_or_else(|| StoreError::Corrupt {
-            place: String::new(),
-            reason: "no connection".into(),
-        })
+        let conn = match self.conn.take() {
+            Some(live) if !live.client.is_closed() => live,
+            _ => connect(&self.location)?,
+        };
+        Ok(self.conn.insert(conn))
     }
 }
 
