@@ -114,6 +114,7 @@ fn a_migration_killed_part_way_resumes_without_loss_or_double_counting() {
                     batch,
                     raw,
                     plain_histograms: &[],
+                    token_hash: None,
                 })
                 .collect();
             store.insert_batches(&items, 0).unwrap();

@@ -53,6 +53,7 @@ fn fill(db: &std::path::Path) {
                             batch: &b,
                             raw: &raw,
                             plain_histograms: &[],
+                            token_hash: None,
                         }],
                         0,
                     )

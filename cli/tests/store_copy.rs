@@ -60,6 +60,7 @@ fn a_killed_copy_run_again_copies_every_batch_once() {
                 batch: b,
                 raw: &raw,
                 plain_histograms: &[],
+                token_hash: None,
             }],
             1_796_300_000_000 + n as u64,
         )

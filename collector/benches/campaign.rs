@@ -127,6 +127,7 @@ fn make(dir: &Path, hours: u64, window_s: u64) {
                         batch,
                         raw,
                         plain_histograms: &[],
+                        token_hash: None,
                     })
                     .collect();
                 let t = Instant::now();

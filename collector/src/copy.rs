@@ -140,12 +140,16 @@ fn copy_chunk(
                 batch: &decoded[n].0,
                 raw: &chunk[n].body,
                 plain_histograms: &decoded[n].1,
+                token_hash: None,
             })
             .collect();
         for outcome in to.insert_batches(&items, at)? {
             match outcome {
                 Inserted::Stored => done.copied += 1,
                 Inserted::Duplicate => done.already += 1,
+                // Only a batch with a token hash is refused for its token,
+                // and a copy carries none.
+                Inserted::TokenRevoked => {}
             }
         }
         done.read += (end - start) as u64;

@@ -3,6 +3,7 @@
 //! one transaction (group commit), and each batch is acknowledged only
 //! after the commit that holds it has returned.
 
+use crate::known_tokens::{KnownTokens, TOKENS_REMEMBERED, TOKEN_FRESH};
 use crate::metrics::Metrics;
 use crate::upkeep::{Step, Upkeep, UpkeepConfig, FOLD_CHUNK, RETAIN_CHUNK, RETAIN_EVERY};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,7 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
                 batch: &j.batch,
                 raw: &j.raw,
                 plain_histograms: &j.plain_histograms,
+                token_hash: Some(&j.token_hash),
             })
             .collect();
         writer.insert_batches(&items, now_unix_ms())
@@ -147,6 +149,7 @@ struct WriteJob {
     batch: Batch,
     raw: Vec<u8>,
     plain_histograms: Vec<Vec<u8>>,
+    token_hash: String,
     reply: oneshot::Sender<Result<Inserted, String>>,
 }
 
@@ -154,6 +157,7 @@ struct WriteJob {
 pub struct Ingest {
     writer: mpsc::Sender<WriteJob>,
     auth: Mutex<Box<dyn Store>>,
+    known: Mutex<KnownTokens>,
     metrics: Arc<Metrics>,
 }
 
@@ -191,6 +195,7 @@ impl Ingest {
         Ok(Ingest {
             writer: tx,
             auth: Mutex::new(auth),
+            known: Mutex::new(KnownTokens::new(TOKEN_FRESH, TOKENS_REMEMBERED)),
             metrics,
         })
     }
@@ -221,6 +226,46 @@ impl Ingest {
         ack
     }
 
+    /// The probe `hash` belongs to, if it is valid: from the tokens checked
+    /// in the last [`TOKEN_FRESH`], else from the store. `Err` is the
+    /// reason when the store could not answer.
+    fn token_owner(&self, hash: &str) -> Result<Option<String>, String> {
+        let now = Instant::now();
+        let known = self.known.lock().ok();
+        if let Some(owner) = known.as_ref().and_then(|k| k.probe(hash, now)) {
+            return Ok(Some(owner.to_string()));
+        }
+        drop(known);
+        let look_up = || {
+            self.auth
+                .lock()
+                .map(|mut s| s.token_probe(hash))
+                .map_err(|_| ())
+        };
+        // The look-up blocks (a PostgreSQL round trip, or SQLite's lock):
+        // on a multi-threaded runtime, tell it so, so this worker's other
+        // connections move to another thread meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let found = if multi_thread {
+            tokio::task::block_in_place(look_up)
+        } else {
+            look_up()
+        };
+        match found {
+            Ok(Ok(owner)) => {
+                if let (Some(owner), Ok(mut known)) = (&owner, self.known.lock()) {
+                    known.remember(hash, owner, now);
+                }
+                Ok(owner)
+            }
+            Ok(Err(e)) => Err(format!(
+                "storage_unavailable: the token could not be checked: {e}"
+            )),
+            Err(_) => Err("token check failed".into()),
+        }
+    }
+
     async fn decide(&self, token: Option<&str>, body: &[u8]) -> (Ack, usize, Option<String>) {
         let refuse = |status, reason: String| (Ack { status, reason }, 0, None);
         if body.len() > MAX_BATCH_BYTES {
@@ -239,31 +284,9 @@ impl Ingest {
             );
         };
         let hash = hash_token(token);
-        let look_up = || {
-            self.auth
-                .lock()
-                .map(|mut s| s.token_probe(&hash))
-                .map_err(|_| ())
-        };
-        // The look-up blocks (a PostgreSQL round trip, or SQLite's lock):
-        // on a multi-threaded runtime, tell it so, so this worker's other
-        // connections move to another thread meanwhile.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let found = if multi_thread {
-            tokio::task::block_in_place(look_up)
-        } else {
-            look_up()
-        };
-        let owner = match found {
-            Ok(Ok(owner)) => owner,
-            Ok(Err(e)) => {
-                return refuse(
-                    AckStatus::Unavailable,
-                    format!("storage_unavailable: the token could not be checked: {e}"),
-                )
-            }
-            Err(_) => return refuse(AckStatus::Unavailable, "token check failed".into()),
+        let owner = match self.token_owner(&hash) {
+            Ok(owner) => owner,
+            Err(reason) => return refuse(AckStatus::Unavailable, reason),
         };
         let Some(owner) = owner else {
             return refuse(AckStatus::Unauthorized, "unknown or revoked token".into());
@@ -307,6 +330,7 @@ impl Ingest {
                 batch,
                 raw: body.to_vec(),
                 plain_histograms,
+                token_hash: hash.clone(),
                 reply,
             })
             .await
@@ -323,6 +347,12 @@ impl Ingest {
                 series,
                 Some(owner),
             ),
+            Ok(Ok(Inserted::TokenRevoked)) => {
+                if let Ok(mut known) = self.known.lock() {
+                    known.forget(&hash);
+                }
+                refuse(AckStatus::Unauthorized, "unknown or revoked token".into())
+            }
             Ok(Ok(Inserted::Duplicate)) => (
                 Ack {
                     status: AckStatus::Duplicate,

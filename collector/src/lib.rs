@@ -10,6 +10,7 @@
 
 pub mod copy;
 mod ingest;
+mod known_tokens;
 mod location;
 mod metrics;
 pub mod postgres;

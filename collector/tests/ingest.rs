@@ -148,7 +148,8 @@ async fn tokens_are_enforced_over_quic_and_https_on_postgres() {
 }
 
 /// Every token case, over QUIC and over HTTPS: none, wrong, revoked,
-/// another probe's, valid, and a valid duplicate.
+/// another probe's, valid, a valid duplicate, and one revoked after the
+/// collector has checked it.
 async fn token_cases(s: Setup) {
     let t1 = add_token(&s.db, "p1");
     let t2 = add_token(&s.db, "p2");
@@ -187,6 +188,25 @@ async fn token_cases(s: Setup) {
             }
         }
     }
+    // p1's token is revoked from another handle (as `vantage collect token
+    // revoke` does), seconds after the collector last checked it: the
+    // transaction that would store the next batch sees the revoke.
+    s.db.open().unwrap().revoke_tokens("p1", 3).unwrap();
+    for port in [s.collector.quic_addr().port(), https_only] {
+        seq += 1;
+        let bytes = batch("p1", seq, &mut rng).encode().unwrap();
+        let ack = uploader(&s, port, &t1)
+            .send(&bytes, std::time::Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            ack.status,
+            AckStatus::Unauthorized,
+            "port {port}: {}",
+            ack.reason
+        );
+        assert_eq!(ack.reason, "unknown or revoked token");
+    }
     let mut store = s.db.open().unwrap();
     assert_eq!(
         store.batch_count().unwrap(),
@@ -194,7 +214,7 @@ async fn token_cases(s: Setup) {
         "only the two valid batches, once each"
     );
     let refused = s.collector.metrics().refused();
-    assert_eq!(refused.get("unauthorized"), Some(&6));
+    assert_eq!(refused.get("unauthorized"), Some(&8));
     assert_eq!(refused.get("forbidden"), Some(&2));
     assert_eq!(s.collector.metrics().duplicates(), 2);
     s.collector.shutdown().await;

@@ -70,6 +70,7 @@ fn insert(store: &mut dyn Store, batches: &[Batch]) -> Vec<Inserted> {
             batch,
             raw,
             plain_histograms: &[],
+            token_hash: None,
         })
         .collect();
     store.insert_batches(&items, 1_796_260_000_000).unwrap()

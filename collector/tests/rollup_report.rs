@@ -59,6 +59,7 @@ fn fill(store: &mut SqliteStore) {
                     batch,
                     raw,
                     plain_histograms: &[],
+                    token_hash: None,
                 })
                 .collect();
             store.insert_batches(&items, 0).unwrap();

@@ -26,6 +26,9 @@ pub enum Inserted {
     Stored,
     /// `(probe id, sequence)` was already stored: nothing written.
     Duplicate,
+    /// The token the batch came with was revoked, or is not its probe's,
+    /// when the transaction ran: nothing written.
+    TokenRevoked,
 }
 
 /// One batch to store: decoded, as received, and each series' histogram
@@ -40,6 +43,12 @@ pub struct Incoming<'a> {
     pub raw: &'a [u8],
     /// Plain V2 histograms, one per series, or empty.
     pub plain_histograms: &'a [Vec<u8>],
+    /// The hash of the token the batch was uploaded with, or `None` for a
+    /// batch already accepted (a store copy). When given, the batch is
+    /// stored only if, inside the transaction that stores it, the token is
+    /// still its probe's and not revoked: a revoke that commits while the
+    /// batch waits for the writer refuses it, on every collector.
+    pub token_hash: Option<&'a str>,
 }
 
 /// A store failure. Ingest answers `unavailable`, so the probe retries.

@@ -66,6 +66,7 @@ pub fn insert_direct(store: &mut dyn Store, flat: &[&(u64, Vec<u8>)]) -> Duratio
                 batch: b,
                 raw: r,
                 plain_histograms: h,
+                token_hash: None,
             })
             .collect();
         let t = Instant::now();

@@ -22,7 +22,9 @@ use crate::row::{
     label_values, labels_text, select_columns, sql_int, ColumnError, Columns, Figures, RowReader,
     FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
 };
-use schema::{BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT, SERIES_INSERT};
+use schema::{
+    BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT, SERIES_INSERT, VALID_TOKENS,
+};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 use tokio_postgres::types::ToSql;
@@ -48,6 +50,7 @@ struct Connected {
     insert_series: Statement,
     insert_pending: Statement,
     token_probe: Statement,
+    valid_tokens: Statement,
 }
 
 /// The runtime every connection's IO runs on.
@@ -201,6 +204,7 @@ fn connect(location: &PgLocation) -> Result<Connected, StoreError> {
         token_probe: prepare(
             "SELECT probe_id FROM tokens WHERE hash = $1 AND revoked_unix_ms IS NULL",
         )?,
+        valid_tokens: prepare(VALID_TOKENS)?,
         client,
     })
 }
@@ -390,25 +394,47 @@ impl Store for PgStore {
         received_unix_ms: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
         let place = self.place().to_string();
-        // Every column of every batch, before the transaction opens.
-        let (mut probe, mut seq, mut campaign, mut labels) = (vec![], vec![], vec![], vec![]);
-        let (mut created, mut received, mut dropped, mut body) = (vec![], vec![], vec![], vec![]);
-        for item in batches {
-            let b = item.batch;
-            probe.push(b.probe_id.as_str());
-            seq.push(sql_int(b.sequence));
-            campaign.push(b.campaign.as_str());
-            labels.push(labels_text(&b.labels));
-            created.push(sql_int(b.created_unix_ms));
-            received.push(sql_int(received_unix_ms));
-            dropped.push(sql_int(b.dropped_batches));
-            body.push(item.raw);
-        }
+        let hashes: Vec<&str> = batches.iter().filter_map(|i| i.token_hash).collect();
+        let labels: Vec<String> = batches
+            .iter()
+            .map(|i| labels_text(&i.batch.labels))
+            .collect();
+        let seq: Vec<i64> = batches.iter().map(|i| sql_int(i.batch.sequence)).collect();
         let conn = self.connected()?;
         let result = wait(async {
             let tx = conn.client.transaction().await?;
+            // The tokens still valid, share-locked until COMMIT: a revoke
+            // committed before this is seen, one after it waits for it.
+            let valid: HashSet<(String, String)> = if hashes.is_empty() {
+                HashSet::new()
+            } else {
+                let rows = tx.query(&conn.valid_tokens, &[&hashes]).await?;
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+            };
+            let allowed: Vec<bool> = batches
+                .iter()
+                .map(|i| {
+                    i.token_hash
+                        .is_none_or(|h| valid.contains(&(h.to_string(), i.batch.probe_id.clone())))
+                })
+                .collect();
+            let (mut probe, mut seqs, mut campaign, mut label_col) =
+                (vec![], vec![], vec![], vec![]);
+            let (mut created, mut received, mut dropped, mut body) =
+                (vec![], vec![], vec![], vec![]);
+            for (n, item) in batches.iter().enumerate().filter(|(n, _)| allowed[*n]) {
+                let b = item.batch;
+                probe.push(b.probe_id.as_str());
+                seqs.push(seq[n]);
+                campaign.push(b.campaign.as_str());
+                label_col.push(labels[n].as_str());
+                created.push(sql_int(b.created_unix_ms));
+                received.push(sql_int(received_unix_ms));
+                dropped.push(sql_int(b.dropped_batches));
+                body.push(item.raw);
+            }
             let params: [&(dyn ToSql + Sync); 8] = [
-                &probe, &seq, &campaign, &labels, &created, &received, &dropped, &body,
+                &probe, &seqs, &campaign, &label_col, &created, &received, &dropped, &body,
             ];
             let new: HashSet<(String, i64)> = tx
                 .query(&conn.insert_batches, &params)
@@ -421,6 +447,10 @@ impl Store for PgStore {
             let mut columns = SeriesColumns::default();
             let (mut pending_probe, mut pending_seq) = (Vec::new(), Vec::new());
             for (n, item) in batches.iter().enumerate() {
+                if !allowed[n] {
+                    out.push(Inserted::TokenRevoked);
+                    continue;
+                }
                 let key = (item.batch.probe_id.clone(), seq[n]);
                 // A key twice in one group: the first is the stored one.
                 if !new.contains(&key) || !claimed.insert(key) {

@@ -7,6 +7,12 @@
 pub(super) const MIGRATE_LOCK: i64 = 0x7661_6e74_6167_6501;
 pub(super) const FOLD_LOCK: i64 = 0x7661_6e74_6167_6502;
 
+/// Of the given token hashes, those still valid, with their probes; each
+/// row share-locked until COMMIT, so a concurrent revoke waits for the
+/// batches checked against it.
+pub(super) const VALID_TOKENS: &str =
+    "SELECT hash, probe_id FROM tokens WHERE hash = ANY($1) AND revoked_unix_ms IS NULL FOR SHARE";
+
 /// Version 3, whole: what a new database gets.
 pub(super) const CREATE: &str = r#"
 CREATE TABLE IF NOT EXISTS batches (

@@ -217,9 +217,23 @@ impl Store for SqliteStore {
                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
                 )
                 .map_err(&err)?;
+            let mut token_valid = tx
+                .prepare_cached(
+                    "SELECT 1 FROM tokens WHERE hash = ?1 AND probe_id = ?2 AND revoked_unix_ms IS NULL",
+                )
+                .map_err(&err)?;
             let mut hist = Vec::new();
             for item in batches {
                 let (b, raw) = (item.batch, item.raw);
+                if let Some(hash) = item.token_hash {
+                    if !token_valid
+                        .exists(params![hash, b.probe_id])
+                        .map_err(&err)?
+                    {
+                        out.push(Inserted::TokenRevoked);
+                        continue;
+                    }
+                }
                 let labels = labels_text(&b.labels);
                 let changed = insert_batch
                     .execute(params![
@@ -567,6 +581,7 @@ mod tests {
                 batch,
                 raw,
                 plain_histograms: &[],
+                token_hash: None,
             })
             .collect();
         store.insert_batches(&items, 1).unwrap()
@@ -848,6 +863,7 @@ mod tests {
             batch,
             raw,
             plain_histograms,
+            token_hash: None,
         };
         let out = store
             .insert_batches(
@@ -922,6 +938,7 @@ mod tests {
                 batch: &a,
                 raw: &ra,
                 plain_histograms: &[],
+                token_hash: None,
             };
             store.insert_batches(&[item], 5).unwrap();
             // Back to the first release's layout, its row in place.
@@ -940,6 +957,7 @@ mod tests {
             batch: &b,
             raw: &rb,
             plain_histograms: &[],
+            token_hash: None,
         };
         assert_eq!(
             store.insert_batches(&[item], 6).unwrap(),
