@@ -62,15 +62,25 @@ fn batch(probe: &str, seq: u64, phase: &str, rng: &mut impl Rng) -> Batch {
 }
 
 fn insert(store: &mut dyn Store, batches: &[Batch]) -> Vec<Inserted> {
+    insert_with_tokens(store, batches, &vec![None; batches.len()])
+}
+
+/// `batches`, each with its token hash (or none), in one transaction.
+fn insert_with_tokens(
+    store: &mut dyn Store,
+    batches: &[Batch],
+    hashes: &[Option<&str>],
+) -> Vec<Inserted> {
     let raws: Vec<Vec<u8>> = batches.iter().map(|b| b.encode().unwrap()).collect();
     let items: Vec<Incoming<'_>> = batches
         .iter()
         .zip(&raws)
-        .map(|(batch, raw)| Incoming {
+        .zip(hashes)
+        .map(|((batch, raw), token_hash)| Incoming {
             batch,
             raw,
             plain_histograms: &[],
-            token_hash: None,
+            token_hash: *token_hash,
         })
         .collect();
     store.insert_batches(&items, 1_796_260_000_000).unwrap()
@@ -324,6 +334,58 @@ fn tokens_live_in_the_database_and_a_revoke_is_seen_at_once() {
     assert_eq!(listed[0].probe_id, "in-1");
     assert_eq!(listed[0].revoked_unix_ms, Some(10));
     assert_eq!(listed[2].revoked_unix_ms, None);
+}
+
+#[test]
+fn the_storing_transaction_checks_each_batch_token_on_both_backends() {
+    let server = TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = PgStore::open(&server.location("vantage")).unwrap();
+    let mut lite = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    for store in [&mut pg as &mut dyn Store, &mut lite] {
+        store.add_token("in-1", "hash-a", 1).unwrap();
+        store.add_token("my-1", "hash-c", 2).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let b: Vec<Batch> = (1..=6)
+            .map(|seq| batch("in-1", seq, "before", &mut rng))
+            .collect();
+        // One group: valid, another probe's token, unknown, no token (a
+        // copy), and a duplicate of the first under a valid token.
+        let out = insert_with_tokens(
+            store,
+            &[
+                b[0].clone(),
+                b[1].clone(),
+                b[2].clone(),
+                b[3].clone(),
+                b[0].clone(),
+            ],
+            &[
+                Some("hash-a"),
+                Some("hash-c"),
+                Some("nope"),
+                None,
+                Some("hash-a"),
+            ],
+        );
+        use Inserted::{Duplicate, Stored, TokenRevoked};
+        assert_eq!(out, [Stored, TokenRevoked, TokenRevoked, Stored, Duplicate]);
+        store.revoke_tokens("in-1", 10).unwrap();
+        let out = insert_with_tokens(store, &b[4..6], &[Some("hash-a"), None]);
+        assert_eq!(out, [TokenRevoked, Stored]);
+        assert_eq!(store.batch_count().unwrap(), 3, "only the batches allowed");
+    }
+}
+
+#[test]
+fn every_connection_commits_synchronously_whatever_the_default() {
+    let server = TestPostgres::start();
+    server.psql(
+        "vantage",
+        "ALTER DATABASE vantage SET synchronous_commit = off",
+    );
+    let mut store = PgStore::open(&server.location("vantage")).unwrap();
+    assert_eq!(store.setting("synchronous_commit").unwrap(), "on");
 }
 
 #[test]

@@ -133,6 +133,18 @@ impl PgStore {
         self.location.place()
     }
 
+    /// A server setting as this store's connection has it, such as
+    /// `synchronous_commit` (which every connection sets `on`, whatever the
+    /// server's or the role's default).
+    pub fn setting(&mut self, name: &str) -> Result<String, StoreError> {
+        let conn = self.connected()?;
+        let found = wait(
+            conn.client
+                .query_one("SELECT current_setting($1)", &[&name]),
+        );
+        found.map(|r| r.get(0)).map_err(|e| self.error(e))
+    }
+
     fn error(&mut self, e: tokio_postgres::Error) -> StoreError {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
