@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod copy;
+mod fleet;
 mod ingest;
 mod known_tokens;
 mod location;

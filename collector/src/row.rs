@@ -11,8 +11,9 @@ use vantage_store::{StoreError, StoredSeries};
 use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
 
 /// The schema this build writes and reads, in both backends' `schema_version`
-/// table: 1 first release, 2 reasons and statuses, 3 roll-ups.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// table: 1 first release, 2 reasons and statuses, 3 roll-ups, 4 the fleet
+/// (campaigns, assignments, probe health).
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The columns [`RowReader::read`] reads, in its order; `sequence` is the
 /// expression for the sequence column (`block_start` for a roll-up).

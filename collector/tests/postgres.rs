@@ -11,7 +11,9 @@ use rand::{Rng, SeedableRng};
 use vantage_collector::copy::{copy_store, CopyError, COPY_CHUNK};
 use vantage_collector::{Incoming, Inserted, PgStore, SqliteStore, Store};
 use vantage_reports::{build_report_from, Evidence, ReportOptions, ResolutionChoice};
+use vantage_store::fleet::{Assignee, Fleet, ProbeHealth};
 use vantage_store::{export, merge_groups, Resolution, Selector, StoreError};
+use vantage_wire::campaign::PhaseSwitch;
 use vantage_wire::{Batch, ErrorClass, Labels, Metric, Reason, Series, Target, Window};
 
 /// A batch of three series over one minute of probe `probe`'s hour.
@@ -378,6 +380,99 @@ fn the_storing_transaction_checks_each_batch_token_on_both_backends() {
 }
 
 #[test]
+fn the_fleet_is_kept_alike_on_both_backends() {
+    let server = TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = PgStore::open(&server.location("vantage")).unwrap();
+    let mut lite = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let mut seen = Vec::new();
+    for store in [&mut pg as &mut dyn Store, &mut lite] {
+        let after = PhaseSwitch {
+            at_unix_ms: 1_796_300_000_000,
+            phase: "after".into(),
+        };
+        assert_eq!(store.campaign_version("move", None).unwrap(), None);
+        assert_eq!(
+            store
+                .put_campaign("move", "window = \"60s\"\n", &[], 10)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .put_campaign(
+                    "move",
+                    "window = \"60s\"\n",
+                    std::slice::from_ref(&after),
+                    20
+                )
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.put_campaign("other", "", &[], 30).unwrap(), 1);
+        let latest = store.campaign_version("move", None).unwrap().unwrap();
+        assert_eq!((latest.version, latest.phases.clone()), (2, vec![after]));
+        let first = store.campaign_version("move", Some(1)).unwrap().unwrap();
+        assert_eq!(
+            (first.version, first.phases.len(), first.created_unix_ms),
+            (1, 0, 10)
+        );
+        assert_eq!(store.campaign_version("move", Some(3)).unwrap(), None);
+        assert_eq!(
+            store.campaigns().unwrap(),
+            [("move".to_string(), 2), ("other".to_string(), 1)]
+        );
+        store
+            .assign("move", &Assignee::Probe("in-1".into()), 40)
+            .unwrap();
+        store
+            .assign("move", &Assignee::Labels("country=MY".into()), 41)
+            .unwrap();
+        // Assigning a probe again moves it: one campaign per assignee.
+        store
+            .assign("other", &Assignee::Probe("in-1".into()), 42)
+            .unwrap();
+        let assigned = store.assignments().unwrap();
+        assert_eq!(assigned.len(), 2);
+        assert_eq!(
+            (
+                assigned[1].campaign.as_str(),
+                &assigned[1].assignee,
+                assigned[1].created_unix_ms
+            ),
+            ("other", &Assignee::Probe("in-1".into()), 42)
+        );
+        let mut health = ProbeHealth {
+            probe_id: "in-1".into(),
+            seen_unix_ms: 50,
+            software: "0.1.0".into(),
+            applied: Some(("move".into(), 2)),
+            campaign_error: None,
+            backlog_batches: 3,
+            backlog_bytes: 3000,
+            dropped_batches: 0,
+            uptime_s: 60,
+            clock_offset: Some((-1200, 400)),
+            labels: "country=IN".into(),
+            window_ms: 60_000,
+        };
+        store.put_health(&health).unwrap();
+        health.seen_unix_ms = 60;
+        health.campaign_error = Some("line 3: unknown field".into());
+        health.clock_offset = None;
+        store.put_health(&health).unwrap();
+        let mut other = health.clone();
+        other.probe_id = "a-first".into();
+        other.applied = None;
+        store.put_health(&other).unwrap();
+        let fleet = store.fleet_health().unwrap();
+        assert_eq!(fleet, [other.clone(), health.clone()]);
+        seen.push(fleet);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[test]
 fn every_connection_commits_synchronously_whatever_the_default() {
     let server = TestPostgres::start();
     server.psql(
@@ -393,12 +488,23 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
     let server = TestPostgres::start();
     let location = server.location("vantage");
     drop(PgStore::open(&location).unwrap());
-    assert_eq!(
+    let version = || {
         server
             .psql("vantage", "SELECT version FROM schema_version")
-            .trim(),
-        "3"
+            .trim()
+            .to_string()
+    };
+    assert_eq!(version(), "4");
+    // A version-3 database (before the fleet) gains the fleet's tables.
+    server.psql(
+        "vantage",
+        "DROP TABLE campaign_versions, campaign_assignments, probe_health; \
+         UPDATE schema_version SET version = 3",
     );
+    let mut store = PgStore::open(&location).unwrap();
+    assert_eq!(version(), "4");
+    assert_eq!(store.put_campaign("c", "", &[], 1).unwrap(), 1);
+    drop(store);
     server.psql("vantage", "UPDATE schema_version SET version = 99");
     let err = PgStore::open(&location).err().expect("refused");
     assert!(

@@ -8,6 +8,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod export;
+pub mod fleet;
 mod resolution;
 pub mod select;
 
@@ -107,8 +108,8 @@ pub struct TokenRecord {
     pub revoked_unix_ms: Option<u64>,
 }
 
-/// A batch store.
-pub trait Store: Send {
+/// A batch store; it also keeps the fleet ([`fleet::Fleet`]).
+pub trait Store: fleet::Fleet + Send {
     /// Stores every batch not yet stored, in one durable transaction, and
     /// says for each whether it was new. `raw` is the batch as received.
     fn insert_batches(

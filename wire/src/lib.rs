@@ -5,11 +5,13 @@
 //! ([`Batch`] of [`Series`] with HDR histograms), how a batch is encoded on
 //! the wire ([`Batch::encode`], [`Batch::decode`]), the QUIC echo messages
 //! ([`echo`]), the STAMP packets of RFC 8762 ([`stamp`]) and the batch
-//! upload protocol between probes and collectors ([`upload`]). Every decoder
+//! upload protocol between probes and collectors ([`upload`]), with the
+//! campaign pull and health beside it ([`campaign`]). Every decoder
 //! returns a typed error on malformed, truncated or oversized input and never
 //! panics.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod campaign;
 mod codec;
 pub mod echo;
 mod histogram;

@@ -12,6 +12,7 @@
 //! store that loses its connection (the database restarted) fails the
 //! call in hand and connects again on the next one.
 
+mod fleet;
 mod location;
 mod schema;
 
@@ -238,10 +239,20 @@ fn migrate(client: &mut Client, place: &str) -> Result<(), StoreError> {
             .query_one("SELECT max(version) FROM schema_version", &[])
             .await?
             .get(0);
-        if found.is_none() {
-            tx.batch_execute(CREATE).await?;
-            tx.execute("INSERT INTO schema_version VALUES ($1)", &[&SCHEMA_VERSION])
-                .await?;
+        match found {
+            None => {
+                tx.batch_execute(CREATE).await?;
+                tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
+                tx.execute("INSERT INTO schema_version VALUES ($1)", &[&SCHEMA_VERSION])
+                    .await?;
+            }
+            // Version 3 gains the fleet's tables (new tables only).
+            Some(3) => {
+                tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
+                tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
+                    .await?;
+            }
+            Some(_) => {}
         }
         tx.commit().await?;
         Ok(found)

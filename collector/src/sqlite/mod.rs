@@ -2,6 +2,7 @@
 //! see only the trait, so a second backend (PostgreSQL, for many collectors
 //! sharing one database) can be added without touching them.
 
+mod fleet;
 mod rollup;
 mod row;
 
@@ -160,6 +161,8 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(rollup::SCHEMA).map_err(err)?;
+        conn.execute_batch(crate::fleet::FLEET_SCHEMA)
+            .map_err(err)?;
         for (column, definition) in ADDED_SERIES_COLUMNS {
             let present: bool = conn
                 .query_row(
@@ -175,7 +178,7 @@ impl SqliteStore {
                 .map_err(err)?;
             }
         }
-        // Versions 1 and 2 are brought to 3 by the steps above and the
+        // Versions 1 to 3 are brought to 4 by the steps above and the
         // roll-up upgrade at open; the version says what the tables are.
         conn.execute_batch(&format!(
             "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({SCHEMA_VERSION})"
