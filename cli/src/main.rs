@@ -2,6 +2,7 @@
 //! crates; each subcommand's flags and body live in a module of its own.
 
 mod args;
+mod campaign;
 mod collect;
 mod export;
 mod lab;
@@ -47,6 +48,11 @@ enum Command {
         after_help = "Examples:\n  vantage report --db vantage.db --baseline phase=before --candidate phase=after --out report \\\n      --claim 'IN quic_cold_request p50 decreases by >= 350ms'\n  vantage report --db vantage.db --baseline target=beijing --candidate target=singapore --group-by country --out report\n\nClaim grammar: SUBJECT METRIC pNN (decreases|increases) by OP NUMBER(us|ms|s|%), or SUBJECT METRIC pNN ratio OP NUMBER, or ... ratio between A and B."
     )]
     Report(report::ReportArgs),
+    /// Campaigns for probes to pull from their collector, and the cut-over as one command.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
+    },
     /// Manage stores: copy one into another (SQLite to PostgreSQL, say).
     Store {
         #[command(subcommand)]
@@ -66,7 +72,7 @@ impl Command {
             Command::Serve(a) => a.quiet,
             Command::Probe(a) => a.quiet,
             Command::Collect(a) => a.quiet,
-            Command::Export(_) => true,
+            Command::Export(_) | Command::Campaign { .. } => true,
             Command::Report(a) => a.quiet,
             Command::Store {
                 command: store::StoreCommand::Copy(a),
@@ -97,6 +103,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Collect(args) => collect::collect(args).await,
         Command::Export(args) => export::export(args),
         Command::Report(args) => report::report(args),
+        Command::Campaign { command } => campaign::campaign(command),
         Command::Store { command } => store::store(command),
         Command::Lab { command } => lab::lab(command).await,
     }
@@ -129,5 +136,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags are consistent (clap checks names, groups
+    /// and conflicts only when a command is built, so one used rarely
+    /// would otherwise fail in a user's hands).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

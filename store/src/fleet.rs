@@ -5,7 +5,7 @@
 //! [`crate::Store`].
 
 use crate::{Selector, StoreError};
-use vantage_wire::campaign::PhaseSwitch;
+pub use vantage_wire::campaign::PhaseSwitch;
 use vantage_wire::Labels;
 
 /// One stored version of a campaign.

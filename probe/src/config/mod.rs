@@ -6,11 +6,13 @@
 //! (its doc says it; `--help` and the README repeat it).
 
 mod args;
+mod campaign;
 mod file;
 mod layer;
 mod resolve;
 
 pub use args::ProbeArgs;
+pub use campaign::{campaign_layer, check_campaign, CampaignError};
 pub use file::{ConfigFile, FileSync, FileTarget, FileUrl};
 pub use layer::{HttpSpec, Layer, SyncSpec, TargetSpec, UploadSpec, UrlSpec};
 pub use resolve::resolve;
