@@ -229,30 +229,14 @@ impl Ingest {
     /// The probe `hash` belongs to, if it is valid: from the tokens checked
     /// in the last [`TOKEN_FRESH`], else from the store. `Err` is the
     /// reason when the store could not answer.
-    fn token_owner(&self, hash: &str) -> Result<Option<String>, String> {
+    pub(crate) fn token_owner(&self, hash: &str) -> Result<Option<String>, String> {
         let now = Instant::now();
         let known = self.known.lock().ok();
         if let Some(owner) = known.as_ref().and_then(|k| k.probe(hash, now)) {
             return Ok(Some(owner.to_string()));
         }
         drop(known);
-        let look_up = || {
-            self.auth
-                .lock()
-                .map(|mut s| s.token_probe(hash))
-                .map_err(|_| ())
-        };
-        // The look-up blocks (a PostgreSQL round trip, or SQLite's lock):
-        // on a multi-threaded runtime, tell it so, so this worker's other
-        // connections move to another thread meanwhile.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let found = if multi_thread {
-            tokio::task::block_in_place(look_up)
-        } else {
-            look_up()
-        };
-        match found {
+        match self.with_auth(|s| s.token_probe(hash)) {
             Ok(Ok(owner)) => {
                 if let (Some(owner), Ok(mut known)) = (&owner, self.known.lock()) {
                     known.remember(hash, owner, now);
@@ -263,6 +247,21 @@ impl Ingest {
                 "storage_unavailable: the token could not be checked: {e}"
             )),
             Err(_) => Err("token check failed".into()),
+        }
+    }
+
+    /// Runs `f` on the look-up handle (not the writer's). It blocks (a
+    /// PostgreSQL round trip, or SQLite's lock): on a multi-threaded
+    /// runtime the runtime is told so, and this worker's other connections
+    /// move to another thread meanwhile. `Err` when a panic poisoned it.
+    pub(crate) fn with_auth<R>(&self, f: impl FnOnce(&mut dyn Store) -> R) -> Result<R, ()> {
+        let run = || self.auth.lock().map(|mut s| f(s.as_mut())).map_err(|_| ());
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
         }
     }
 

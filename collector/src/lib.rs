@@ -14,6 +14,7 @@ mod ingest;
 mod known_tokens;
 mod location;
 mod metrics;
+mod poll;
 pub mod postgres;
 mod rollup;
 mod row;

@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use vantage_store::fleet::ProbeHealth;
+use vantage_wire::campaign::PollStatus;
 use vantage_wire::upload::AckStatus;
 
 /// What the collector did, since it started.
@@ -22,6 +24,8 @@ pub struct Metrics {
     upkeep_failures: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     last_seen: Mutex<BTreeMap<String, u64>>,
+    polls: Mutex<BTreeMap<&'static str, u64>>,
+    fleet: Mutex<BTreeMap<String, ProbeHealth>>,
 }
 
 impl Metrics {
@@ -68,6 +72,24 @@ impl Metrics {
             // Bounded by the number of probes with valid tokens.
             m.insert(probe.to_string(), unix_ms);
         }
+    }
+
+    pub(crate) fn count_poll(&self, status: PollStatus) {
+        if let Ok(mut m) = self.polls.lock() {
+            *m.entry(status.name()).or_insert(0) += 1;
+        }
+    }
+
+    pub(crate) fn polled(&self, health: &ProbeHealth) {
+        if let Ok(mut m) = self.fleet.lock() {
+            // Bounded by the number of probes with valid tokens.
+            m.insert(health.probe_id.clone(), health.clone());
+        }
+    }
+
+    /// Campaign polls answered, by status.
+    pub fn polls(&self) -> BTreeMap<&'static str, u64> {
+        self.polls.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Batches stored.
@@ -170,9 +192,53 @@ impl Metrics {
                 );
             }
         }
+        self.render_fleet(&mut out);
         out
     }
+
+    /// The fleet's figures: polls by status, and each probe's last
+    /// heartbeat to this collector.
+    fn render_fleet(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP vantage_collector_campaign_polls_total Campaign polls answered, by status.\n# TYPE vantage_collector_campaign_polls_total counter");
+        for (status, n) in self.polls() {
+            let _ = writeln!(
+                out,
+                "vantage_collector_campaign_polls_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let Ok(fleet) = self.fleet.lock() else { return };
+        let gauges: [(&str, &str, HealthFigure); 5] = [
+            ("vantage_collector_probe_last_poll_seconds", "When a probe last polled, Unix time.", |h| Some(h.seen_unix_ms as f64 / 1e3)),
+            ("vantage_collector_probe_backlog_batches", "Batches waiting in a probe's spool, at its last poll.", |h| Some(h.backlog_batches as f64)),
+            ("vantage_collector_probe_dropped_batches", "Batches a probe's spool dropped at its cap since it started, at its last poll.", |h| Some(h.dropped_batches as f64)),
+            ("vantage_collector_probe_clock_offset_seconds", "A probe's clock minus the collector's, from its poll round trips.", |h| h.clock_offset.map(|(o, _)| o as f64 / 1e6)),
+            ("vantage_collector_probe_campaign_error", "1 when a probe could not apply the newest campaign it received (it runs the one before).", |h| Some(if h.campaign_error.is_some() { 1.0 } else { 0.0 })),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (probe, h) in fleet.iter() {
+                if let Some(v) = value(h) {
+                    let _ = writeln!(out, "{name}{{probe=\"{}\"}} {v}", escape(probe));
+                }
+            }
+        }
+        let name = "vantage_collector_probe_campaign_version";
+        let _ = writeln!(out, "# HELP {name} The campaign version a probe runs, at its last poll.\n# TYPE {name} gauge");
+        for (probe, h) in fleet.iter() {
+            if let Some((campaign, version)) = &h.applied {
+                let _ = writeln!(
+                    out,
+                    "{name}{{probe=\"{}\",campaign=\"{}\"}} {version}",
+                    escape(probe),
+                    escape(campaign)
+                );
+            }
+        }
+    }
 }
+
+/// One figure of a probe's last heartbeat, if it has it.
+type HealthFigure = fn(&ProbeHealth) -> Option<f64>;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -193,6 +259,16 @@ mod tests {
         m.count(AckStatus::Unauthorized, 0);
         m.seen("lab-in", 1_700_000_000_000);
         m.commit(Duration::from_millis(2));
+        m.count_poll(PollStatus::Current);
+        m.polled(&ProbeHealth {
+            probe_id: "lab-in".into(),
+            seen_unix_ms: 1_700_000_000_500,
+            applied: Some(("move".into(), 3)),
+            campaign_error: Some("bad".into()),
+            backlog_batches: 7,
+            clock_offset: Some((-2_500, 300)),
+            ..ProbeHealth::default()
+        });
         let text = m.render();
         for line in [
             "vantage_collector_batches_stored_total 1",
@@ -201,6 +277,12 @@ mod tests {
             "vantage_collector_batches_refused_total{reason=\"unauthorized\"} 2",
             "vantage_collector_probe_last_seen_seconds{probe=\"lab-in\"} 1700000000.000",
             "vantage_collector_store_commit_seconds_total 0.002000",
+            "vantage_collector_campaign_polls_total{status=\"current\"} 1",
+            "vantage_collector_probe_last_poll_seconds{probe=\"lab-in\"} 1700000000.5",
+            "vantage_collector_probe_backlog_batches{probe=\"lab-in\"} 7",
+            "vantage_collector_probe_clock_offset_seconds{probe=\"lab-in\"} -0.0025",
+            "vantage_collector_probe_campaign_error{probe=\"lab-in\"} 1",
+            "vantage_collector_probe_campaign_version{probe=\"lab-in\",campaign=\"move\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

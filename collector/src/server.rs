@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use vantage_store::StoreError;
 use vantage_tls::{Fingerprint, Identity, IdentityError};
+use vantage_wire::campaign::{self, CampaignAnswer, PollStatus};
 use vantage_wire::upload::{self, Ack, AckStatus};
 use vantage_wire::MAX_BATCH_BYTES;
 
@@ -245,6 +246,17 @@ async fn serve_quic(
                     )
                     .await
                     {
+                        Ok(Ok(bytes)) if campaign::is_poll(&bytes) => {
+                            let answer = match campaign::decode_poll(&bytes) {
+                                Ok((token, heartbeat)) => ingest.poll(Some(token), heartbeat).await,
+                                Err(e) => {
+                                    CampaignAnswer::status(PollStatus::Invalid, e.to_string(), 0)
+                                }
+                            };
+                            let _ = send.write_all(answer.encode().as_bytes()).await;
+                            let _ = send.finish();
+                            return;
+                        }
                         Ok(Ok(bytes)) => match upload::decode_request(&bytes) {
                             Ok((token, batch)) => ingest.handle(Some(token), batch).await,
                             Err(e) => Ack {
@@ -335,12 +347,7 @@ async fn route(req: Request<Incoming>, ingest: &Ingest) -> Response<Full<Bytes>>
             r
         }
         (&Method::POST, upload::HTTP_PATH) => {
-            let token = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_string);
+            let token = bearer(&req);
             let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
                 .collect()
                 .await
@@ -370,6 +377,36 @@ async fn route(req: Request<Incoming>, ingest: &Ingest) -> Response<Full<Bytes>>
                 ),
             )
         }
-        _ => text(404, "try POST /v1/batches, GET /metrics or GET /health\n"),
+        (&Method::POST, campaign::HTTP_PATH) => {
+            let token = bearer(&req);
+            let answer = match Limited::new(req.into_body(), campaign::MAX_HEARTBEAT_BYTES)
+                .collect()
+                .await
+            {
+                Ok(b) => ingest.poll(token.as_deref(), &b.to_bytes()).await,
+                Err(_) => CampaignAnswer::status(
+                    PollStatus::Invalid,
+                    format!(
+                        "heartbeat of more than {} bytes, or it broke off",
+                        campaign::MAX_HEARTBEAT_BYTES
+                    ),
+                    0,
+                ),
+            };
+            text(answer.status.http_status(), answer.encode())
+        }
+        _ => text(
+            404,
+            "try POST /v1/batches, POST /v1/campaign, GET /metrics or GET /health\n",
+        ),
     }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
 }

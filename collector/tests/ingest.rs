@@ -4,20 +4,18 @@
 
 #[path = "support/postgres.rs"]
 mod pg;
+#[path = "support/collector.rs"]
+mod support;
+
+use support::{add_token, setup, setup_on, tcp_only_forwarder, uploader, Setup};
 
 use rand::{Rng, SeedableRng};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-use vantage_collector::{
-    hash_token, new_token, Collector, CollectorConfig, Ingest, Metrics, SqliteStore, Store,
-    StoreLocation,
-};
+use vantage_collector::{Ingest, Metrics, SqliteStore, Store, StoreLocation};
 use vantage_probe::spool::Spool;
-use vantage_probe::upload::{run_uploader, CollectorTarget, Uploader};
-use vantage_probe::Trust;
-use vantage_tls::Identity;
+use vantage_probe::upload::run_uploader;
 use vantage_wire::upload::AckStatus;
 use vantage_wire::{Batch, ErrorClass, Labels, Metric, Series, Target, Window};
 
@@ -66,73 +64,6 @@ fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Batch {
         dropped_batches: 0,
         series,
     }
-}
-
-struct Setup {
-    collector: Collector,
-    db: StoreLocation,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let db = StoreLocation::Sqlite(dir.path().join("c.db"));
-    setup_on(db, dir).await
-}
-
-async fn setup_on(db: StoreLocation, dir: tempfile::TempDir) -> Setup {
-    let collector = Collector::start(CollectorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        identity: Identity::generate(&["localhost".into()]).unwrap(),
-        db: db.clone(),
-        max_connections: 64,
-        keep_raw: None,
-    })
-    .await
-    .unwrap();
-    Setup {
-        collector,
-        db,
-        _dir: dir,
-    }
-}
-
-fn add_token(db: &StoreLocation, probe: &str) -> String {
-    let token = new_token();
-    db.open()
-        .unwrap()
-        .add_token(probe, &hash_token(&token), 1)
-        .unwrap();
-    token
-}
-
-fn uploader(s: &Setup, port: u16, token: &str) -> Uploader {
-    Uploader::new(CollectorTarget {
-        host: "127.0.0.1".into(),
-        port,
-        server_name: "localhost".into(),
-        trust: Trust::Pinned(vec![s.collector.fingerprint()]),
-        token: token.into(),
-    })
-    .unwrap()
-    .with_quic_timeout(Duration::from_millis(300))
-}
-
-/// A TCP-only forwarder to the collector's HTTPS port: the probe sees a
-/// port where UDP gets no answer, as on a network that blocks it.
-async fn tcp_only_forwarder(to: SocketAddr) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut a, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                }
-            });
-        }
-    });
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

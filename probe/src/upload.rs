@@ -1,7 +1,7 @@
 //! Sending spooled batches to a collector: QUIC first, HTTPS when QUIC
 //! does not get through (networks that block UDP), retries with
 //! exponential backoff and jitter, and deletion from the spool only on
-//! acknowledgement. The loop that drives an [`Uploader`] (clock, sleeps,
+//! acknowledgement; campaign polls go the same way. The loop that drives an [`Uploader`] (clock, sleeps,
 //! backoff) is in the driver layer, `run`; it is re-exported here.
 
 pub use crate::run::upload_loop::{run_uploader, UploadStats};
@@ -12,6 +12,7 @@ use rand::Rng;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use vantage_tls::{TlsClient, Trust, TrustError};
+use vantage_wire::campaign::{self, CampaignAnswer, Heartbeat};
 use vantage_wire::upload::{self, Ack, AckStatus};
 
 /// How long a probe that failed over stays off its first collector
@@ -213,27 +214,90 @@ impl Uploader {
     /// Sends one batch at `now` and returns the collector's answer, or why
     /// no answer came. QUIC is skipped for a while after it failed.
     pub async fn send(&mut self, batch: &[u8], now: Instant) -> Result<Ack, UploadError> {
+        let request = Request {
+            quic: upload::encode_request(&self.target.token, batch),
+            path: upload::HTTP_PATH,
+            content_type: "application/vnd.vantage.batch",
+            body: batch,
+            what: "upload",
+        };
+        match self.exchange(request, now).await? {
+            Answer::Quic(bytes) => {
+                Ack::decode(&bytes).map_err(|e| UploadError::Answer(e.to_string()))
+            }
+            Answer::Https { code, body } => {
+                let reason = String::from_utf8_lossy(&body).trim().to_string();
+                let Some(status) = AckStatus::from_http_status(code) else {
+                    return Err(UploadError::Status { code, reason });
+                };
+                Ok(Ack { status, reason })
+            }
+        }
+    }
+
+    /// Polls for this probe's campaign at `now`, with its heartbeat, on
+    /// the same transports as batches.
+    pub async fn poll(
+        &mut self,
+        heartbeat: &Heartbeat,
+        now: Instant,
+    ) -> Result<CampaignAnswer, UploadError> {
+        let text = heartbeat.encode();
+        let request = Request {
+            quic: campaign::encode_poll(&self.target.token, heartbeat),
+            path: campaign::HTTP_PATH,
+            content_type: "text/plain; charset=utf-8",
+            body: text.as_bytes(),
+            what: "campaign poll",
+        };
+        let (code, bytes) = match self.exchange(request, now).await? {
+            Answer::Quic(bytes) => (None, bytes),
+            Answer::Https { code, body } => (Some(code), body.to_vec()),
+        };
+        CampaignAnswer::decode(&bytes).map_err(|e| match code {
+            // A collector from before campaigns answers 404 in words.
+            Some(code) if code != 200 => UploadError::Status {
+                code,
+                reason: String::from_utf8_lossy(&bytes).trim().to_string(),
+            },
+            _ => UploadError::Answer(e.to_string()),
+        })
+    }
+
+    /// One request and its answer: QUIC first, HTTPS when QUIC fails
+    /// (QUIC is then skipped for [`QUIC_RETRY_AFTER`]).
+    async fn exchange(
+        &mut self,
+        request: Request<'_>,
+        now: Instant,
+    ) -> Result<Answer, UploadError> {
         let addr = self.addr().await?;
         if self.avoid_quic_until.is_none_or(|t| now >= t) {
-            match tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_quic(addr, batch)).await {
-                Ok(Ok(ack)) => {
+            match tokio::time::timeout(EXCHANGE_TIMEOUT, self.quic_exchange(addr, &request.quic))
+                .await
+            {
+                Ok(Ok(answer)) => {
                     self.avoid_quic_until = None;
-                    return Ok(ack);
+                    return Ok(Answer::Quic(answer));
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(error = %e, "QUIC upload failed; falling back to HTTPS")
+                    tracing::info!(error = %e, "QUIC {} failed; falling back to HTTPS", request.what)
                 }
-                Err(_) => tracing::info!("QUIC upload timed out; falling back to HTTPS"),
+                Err(_) => tracing::info!("QUIC {} timed out; falling back to HTTPS", request.what),
             }
             self.conn = None;
             self.avoid_quic_until = Some(now + QUIC_RETRY_AFTER);
         }
-        tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_https(addr, batch))
+        tokio::time::timeout(EXCHANGE_TIMEOUT, self.https_exchange(addr, &request))
             .await
-            .map_err(|_| UploadError::Timeout("HTTPS upload"))?
+            .map_err(|_| UploadError::Timeout("HTTPS exchange"))?
     }
 
-    async fn send_quic(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, UploadError> {
+    async fn quic_exchange(
+        &mut self,
+        addr: SocketAddr,
+        request: &[u8],
+    ) -> Result<Vec<u8>, UploadError> {
         if self.endpoint.is_none() {
             // A collector that died mid-exchange is noticed within seconds,
             // and the batch is retried, instead of waiting out a long idle timeout.
@@ -260,15 +324,18 @@ impl Uploader {
             }
         };
         let (mut send, mut recv) = conn.open_bi().await.map_err(quic)?;
-        send.write_all(&upload::encode_request(&self.target.token, batch))
-            .await
-            .map_err(quic)?;
+        send.write_all(request).await.map_err(quic)?;
         send.finish().map_err(quic)?;
-        let answer = recv.read_to_end(64 * 1024).await.map_err(quic)?;
-        Ack::decode(&answer).map_err(|e| UploadError::Answer(e.to_string()))
+        recv.read_to_end(campaign::MAX_ANSWER_BYTES)
+            .await
+            .map_err(quic)
     }
 
-    async fn send_https(&mut self, addr: SocketAddr, batch: &[u8]) -> Result<Ack, UploadError> {
+    async fn https_exchange(
+        &mut self,
+        addr: SocketAddr,
+        request: &Request<'_>,
+    ) -> Result<Answer, UploadError> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
             .map_err(|_| UploadError::Timeout("TCP connect"))?
@@ -285,29 +352,43 @@ impl Uploader {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = hyper::Request::post(upload::HTTP_PATH)
+        let http_request = hyper::Request::post(request.path)
             .header(hyper::header::HOST, self.target.server_name.as_str())
             .header(
                 hyper::header::AUTHORIZATION,
                 format!("Bearer {}", self.target.token),
             )
-            .header(hyper::header::CONTENT_TYPE, "application/vnd.vantage.batch")
-            .body(Full::new(Bytes::copy_from_slice(batch)))
+            .header(hyper::header::CONTENT_TYPE, request.content_type)
+            .body(Full::new(Bytes::copy_from_slice(request.body)))
             .map_err(http)?;
-        let response = sender.send_request(request).await.map_err(http)?;
+        let response = sender.send_request(http_request).await.map_err(http)?;
         let code = response.status().as_u16();
-        let body = response
-            .into_body()
+        let body = http_body_util::Limited::new(response.into_body(), campaign::MAX_ANSWER_BYTES)
             .collect()
             .await
             .map_err(http)?
             .to_bytes();
-        let reason = String::from_utf8_lossy(&body).trim().to_string();
-        let Some(status) = AckStatus::from_http_status(code) else {
-            return Err(UploadError::Status { code, reason });
-        };
-        Ok(Ack { status, reason })
+        Ok(Answer::Https { code, body })
     }
+}
+
+/// One request, as each transport sends it.
+struct Request<'a> {
+    /// The QUIC stream's bytes.
+    quic: Vec<u8>,
+    /// The HTTPS route.
+    path: &'static str,
+    content_type: &'static str,
+    /// The HTTPS body.
+    body: &'a [u8],
+    /// For logs: "upload", "campaign poll".
+    what: &'static str,
+}
+
+/// The collector's answer, as it came.
+enum Answer {
+    Quic(Vec<u8>),
+    Https { code: u16, body: Bytes },
 }
 
 #[cfg(test)]

@@ -118,6 +118,18 @@ impl PollStatus {
         }
     }
 
+    /// The HTTP status the HTTPS route answers with (the body is the
+    /// answer either way).
+    pub fn http_status(self) -> u16 {
+        match self {
+            PollStatus::Campaign | PollStatus::Current | PollStatus::Unassigned => 200,
+            PollStatus::Unauthorized => 401,
+            PollStatus::Forbidden => 403,
+            PollStatus::Invalid => 400,
+            PollStatus::Unavailable => 503,
+        }
+    }
+
     fn from_name(s: &str) -> Option<Self> {
         Some(match s {
             "campaign" => PollStatus::Campaign,
