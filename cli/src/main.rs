@@ -110,9 +110,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn probe(args: vantage_probe::ProbeArgs) -> anyhow::Result<()> {
-    let config = args.into_config().context("invalid probe configuration")?;
+    let plan = args.into_plan().context("invalid probe configuration")?;
     let stop = vantage_probe::stop_on_signal();
-    vantage_probe::run(config, stop).await?;
+    vantage_probe::run_plan(plan, stop).await?;
     Ok(())
 }
 

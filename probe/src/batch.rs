@@ -5,6 +5,7 @@
 
 use crate::recorder::WallAnchor;
 use std::time::Instant;
+use vantage_wire::campaign::{phase_at, PhaseSwitch};
 use vantage_wire::{Batch, Labels, Metric, Series};
 
 /// Makes every batch of one run.
@@ -14,6 +15,9 @@ pub(crate) struct BatchMaker {
     labels: Labels,
     metrics: Vec<Metric>,
     anchor: WallAnchor,
+    /// The campaign's phase switches; each window's batch takes the phase
+    /// of the last switch at or before the window's start.
+    phases: Vec<PhaseSwitch>,
 }
 
 impl BatchMaker {
@@ -30,7 +34,28 @@ impl BatchMaker {
             labels,
             metrics,
             anchor,
+            phases: Vec::new(),
         }
+    }
+
+    /// Labels windows by these phase switches from now on (a switch only
+    /// ever applies to windows starting at or after its instant).
+    pub(crate) fn set_phases(&mut self, phases: Vec<PhaseSwitch>) {
+        self.phases = phases;
+    }
+
+    /// The closed series in groups of one phase, each to be one batch:
+    /// a batch carries one set of labels.
+    pub(crate) fn by_phase(&self, series: Vec<Series>) -> Vec<Vec<Series>> {
+        let mut groups: Vec<(Option<String>, Vec<Series>)> = Vec::new();
+        for s in series {
+            let phase = phase_at(&self.phases, s.window.start_unix_ms).map(str::to_string);
+            match groups.iter_mut().find(|(p, _)| *p == phase) {
+                Some((_, g)) => g.push(s),
+                None => groups.push((phase, vec![s])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
     }
 
     /// Whether `s` is of a metric asked for.
@@ -54,11 +79,17 @@ impl BatchMaker {
         dropped: u64,
         now: Instant,
     ) -> Batch {
+        let mut labels = self.labels.clone();
+        let start = series.iter().map(|s| s.window.start_unix_ms).min();
+        if let Some(phase) = start.and_then(|t| phase_at(&self.phases, t)) {
+            // Checked when the campaign was stored and again when applied.
+            let _ = labels.insert(Labels::PHASE, phase);
+        }
         Batch {
             probe_id: probe_id.to_string(),
             sequence,
             campaign: self.campaign.clone(),
-            labels: self.labels.clone(),
+            labels,
             created_unix_ms: self.anchor.unix_ms(now),
             dropped_batches: dropped,
             series,
@@ -113,5 +144,40 @@ mod tests {
         assert_eq!(b.campaign, "move");
         assert_eq!(b.labels, labels);
         assert_eq!(b.created_unix_ms, 1_700_000_001_500);
+    }
+
+    #[test]
+    fn each_window_takes_the_phase_of_its_start() {
+        let t0 = Instant::now();
+        let anchor = WallAnchor::new(t0, Duration::from_secs(1_700_000_000));
+        let mut labels = Labels::new();
+        labels.insert("phase", "before").unwrap();
+        let mut maker = BatchMaker::new("move".into(), labels, vec![Metric::UdpRtt], anchor);
+        maker.set_phases(vec![PhaseSwitch {
+            at_unix_ms: 60_000,
+            phase: "after".into(),
+        }]);
+        let at = |start: u64| {
+            let mut s = series(Metric::UdpRtt);
+            s.window = Window {
+                start_unix_ms: start,
+                end_unix_ms: start + 60_000,
+            };
+            s
+        };
+        let groups = maker.by_phase(vec![at(0), at(60_000), at(120_000)]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].len(), 1);
+        let phase = |g: &Vec<Series>| {
+            maker
+                .make("p1", 1, g.clone(), 0, t0)
+                .labels
+                .get("phase")
+                .map(str::to_string)
+        };
+        assert_eq!(phase(&groups[0]).as_deref(), Some("before"));
+        assert_eq!(phase(&groups[1]).as_deref(), Some("after"));
+        // A window starting a millisecond before the switch keeps the old phase.
+        assert_eq!(phase(&vec![at(59_999)]).as_deref(), Some("before"));
     }
 }

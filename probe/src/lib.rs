@@ -10,6 +10,7 @@
 
 mod batch;
 pub mod config;
+pub mod fleet;
 mod measure;
 pub mod output;
 pub mod photosync;
@@ -28,7 +29,7 @@ pub use config::{
 };
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};
-pub use run::{run, stop_on_signal, RunError, RunSummary};
+pub use run::{run, run_campaign, run_plan, stop_on_signal, RunError, RunSummary};
 pub use schedule::{latency_from, Schedule, Spacing, TIMER_SLACK};
 pub use stamp_session::{Reply, StampSender};
 pub use state::{ProbeState, StateError};

@@ -35,9 +35,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli
+    let plan = cli
         .probe
-        .into_config()
+        .into_plan()
         .context("invalid probe configuration")?;
     // One thread: the probe does little work per attempt, and a single
     // thread saves the cross-core wake-ups that would add to every
@@ -48,7 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let stop = vantage_probe::stop_on_signal();
-        vantage_probe::run(config, stop).await?;
+        vantage_probe::run_plan(plan, stop).await?;
         Ok(())
     })
 }

@@ -164,6 +164,9 @@ pub struct ProbeArgs {
     /// A batch running this long is ended and counted lost [default: the smaller of 2m and --sync-every].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub sync_timeout: Option<Duration>,
+    /// With --collector and --token but no target: how often to ask the collector for this probe's campaign, with a heartbeat [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub poll_every: Option<Duration>,
 }
 
 /// The trust decision of `--insecure`, `--ca-file` or `--pin` (clap lets
@@ -203,11 +206,32 @@ impl ProbeArgs {
     /// Validates the flags (and the file they name) into a configuration,
     /// flags first: see [`super::resolve`] for the rule.
     pub fn into_config(self) -> Result<ProbeConfig, ConfigError> {
-        let file = match &self.config {
-            Some(p) => super::ConfigFile::load(p)?.layer()?,
-            None => Layer::default(),
-        };
+        let file = self.file_layer()?;
         super::resolve(&[&self.layer()?, &file])
+    }
+
+    /// What the probe runs on: its own configuration, or, when its flags
+    /// and file give no target but a collector and a token, the campaign
+    /// its collector assigns it (see [`super::CampaignPlan`]).
+    pub fn into_plan(self) -> Result<super::Plan, ConfigError> {
+        let (flags, file) = (self.layer()?, self.file_layer()?);
+        match super::resolve(&[&flags, &file]) {
+            Err(ConfigError::NoTarget) => {
+                let every = self.poll_every.unwrap_or(super::campaign::POLL_EVERY);
+                match super::CampaignPlan::new(flags, file, every)? {
+                    Some(plan) => Ok(super::Plan::FromCollector(Box::new(plan))),
+                    None => Err(ConfigError::NoTarget),
+                }
+            }
+            other => other.map(|c| super::Plan::Own(Box::new(c))),
+        }
+    }
+
+    fn file_layer(&self) -> Result<Layer, ConfigError> {
+        match &self.config {
+            Some(p) => super::ConfigFile::load(p)?.layer(),
+            None => Ok(Layer::default()),
+        }
     }
 
     /// The settings these flags give, unset where no flag was given.

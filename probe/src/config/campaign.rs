@@ -5,6 +5,94 @@
 use super::file::ConfigFile;
 use super::layer::Layer;
 use super::resolve::resolve;
+use super::{ConfigError, ProbeConfig, UploadConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+use vantage_wire::campaign::CampaignDoc;
+
+/// How often a probe polls for its campaign unless `--poll-every` says.
+pub const POLL_EVERY: Duration = Duration::from_secs(30);
+
+/// What a probe runs on.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Its own targets or URLs, from its flags and file.
+    Own(Box<ProbeConfig>),
+    /// No targets of its own, but a collector and a token: it takes its
+    /// campaign from the collector.
+    FromCollector(Box<CampaignPlan>),
+}
+
+/// A probe that takes its campaign from its collector: its own flags and
+/// file, kept as layers above whatever campaign arrives.
+#[derive(Debug, Clone)]
+pub struct CampaignPlan {
+    flags: Layer,
+    file: Layer,
+    /// Where batches and polls go.
+    pub upload: UploadConfig,
+    /// Where the probe keeps its id, sequence and last good campaign.
+    pub state_dir: PathBuf,
+    /// How often it polls.
+    pub poll_every: Duration,
+}
+
+impl CampaignPlan {
+    /// The plan for these layers when they name a collector and a token;
+    /// `None` when they do not.
+    pub(super) fn new(
+        flags: Layer,
+        file: Layer,
+        poll_every: Duration,
+    ) -> Result<Option<Self>, ConfigError> {
+        let (upload, state_dir) = super::resolve::resolve_collector(&[&flags, &file])?;
+        Ok(upload.map(|upload| CampaignPlan {
+            flags,
+            file,
+            upload,
+            state_dir,
+            poll_every,
+        }))
+    }
+
+    /// The probe's own labels (flags over file), which label-selector
+    /// assignments match: a campaign's labels cannot move its probes.
+    pub fn own_labels(&self) -> Result<vantage_wire::Labels, ConfigError> {
+        super::resolve::resolve_labels(&[&self.flags, &self.file])
+    }
+
+    /// How long to run, if the flags or the file say: across every
+    /// campaign the run takes on.
+    pub fn duration(&self) -> Option<Duration> {
+        self.flags.duration.or(self.file.duration)
+    }
+
+    /// The probe id the flags or the file set, if any.
+    pub fn probe_id(&self) -> Option<&str> {
+        self.flags
+            .probe_id
+            .as_deref()
+            .or(self.file.probe_id.as_deref())
+    }
+
+    /// The configuration campaign `doc` gives this probe: its flags beat
+    /// its file, which beats the campaign, key by key. The phase switches
+    /// apply unless the flags or the file set `phase`.
+    pub fn config(&self, doc: &CampaignDoc) -> Result<ProbeConfig, CampaignError> {
+        let campaign = campaign_layer(&doc.name, &doc.body)?;
+        let mut config = resolve(&[&self.flags, &self.file, &campaign])
+            .map_err(|e| CampaignError::Invalid(e.to_string()))?;
+        let pinned = [&self.flags, &self.file].iter().any(|l| {
+            l.labels
+                .iter()
+                .any(|(k, _)| k == vantage_wire::Labels::PHASE)
+        });
+        if !pinned {
+            config.phases = doc.phases.clone();
+        }
+        Ok(config)
+    }
+}
 
 /// Why a campaign's TOML cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ mod layer;
 mod resolve;
 
 pub use args::ProbeArgs;
-pub use campaign::{campaign_layer, check_campaign, CampaignError};
+pub use campaign::{campaign_layer, check_campaign, CampaignError, CampaignPlan, Plan, POLL_EVERY};
 pub use file::{ConfigFile, FileSync, FileTarget, FileUrl};
 pub use layer::{HttpSpec, Layer, SyncSpec, TargetSpec, UploadSpec, UrlSpec};
 pub use resolve::resolve;
@@ -394,6 +394,10 @@ pub struct ProbeConfig {
     pub upload: Option<UploadConfig>,
     /// Photo-sync batches (run when a photo-sync metric is measured).
     pub sync: PhotoSyncConfig,
+    /// The campaign's phase switches: each window is labelled with the
+    /// phase of the last switch at or before its start. Empty when the
+    /// flags or the file set `phase` (a flag beats the campaign).
+    pub phases: Vec<vantage_wire::campaign::PhaseSwitch>,
 }
 
 /// Where batches go, and where they wait until the collector has them.
@@ -413,7 +417,7 @@ pub struct UploadConfig {
 pub enum ConfigError {
     /// Nothing to measure.
     #[error(
-        "no target: give --target NAME=HOST:PORT, --url NAME=https://…, a --config file with [[target]] or [[url]], or --local"
+        "no target: give --target NAME=HOST:PORT, --url NAME=https://…, a --config file with [[target]] or [[url]], or --local; or --collector with --token (and its pin) to take this probe's campaign from the collector"
     )]
     NoTarget,
     /// A bad `--url`.

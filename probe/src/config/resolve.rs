@@ -18,6 +18,7 @@ use super::{
 };
 use crate::schedule::Spacing;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 use vantage_tls::Trust;
 use vantage_wire::{Labels, Metric};
@@ -47,6 +48,7 @@ pub fn resolve(layers: &[&Layer]) -> Result<ProbeConfig, ConfigError> {
     let upload = resolve_upload(layers, &state_dir)?;
     let sync = resolve_sync(layers, &rates)?;
     Ok(ProbeConfig {
+        phases: Vec::new(),
         sync,
         upload,
         urls,
@@ -71,7 +73,7 @@ pub fn resolve(layers: &[&Layer]) -> Result<ProbeConfig, ConfigError> {
 }
 
 /// Labels of every layer, the higher layer's value for a key winning.
-fn resolve_labels(layers: &[&Layer]) -> Result<Labels, ConfigError> {
+pub(super) fn resolve_labels(layers: &[&Layer]) -> Result<Labels, ConfigError> {
     let mut labels = Labels::new();
     for layer in layers.iter().rev() {
         for (k, v) in &layer.labels {
@@ -354,6 +356,16 @@ fn resolve_sizes(layers: &[&Layer]) -> Result<(u32, u32), ConfigError> {
 }
 
 /// The collectors, when a layer names them with a token.
+/// The collector settings alone, with the state directory they default
+/// under: what a probe that takes its campaign from the collector needs
+/// before it has one.
+pub(super) fn resolve_collector(
+    layers: &[&Layer],
+) -> Result<(Option<UploadConfig>, PathBuf), ConfigError> {
+    let state_dir = pick(layers, |l| l.state_dir.clone()).unwrap_or_else(default_state_dir);
+    Ok((resolve_upload(layers, &state_dir)?, state_dir))
+}
+
 fn resolve_upload(
     layers: &[&Layer],
     state_dir: &std::path::Path,

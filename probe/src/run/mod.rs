@@ -3,7 +3,9 @@
 //! them out. The only place that reads the clock to decide when to act.
 
 mod jobs;
+pub(crate) mod poller;
 mod sinks;
+mod steered;
 mod targets;
 pub(crate) mod upload_loop;
 
@@ -77,6 +79,12 @@ pub enum RunError {
     /// The spool could not be opened.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    /// The probe's own flags or file are wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The last good campaign could not be read or kept.
+    #[error(transparent)]
+    CampaignStore(#[from] crate::fleet::CampaignStoreError),
     /// Standard output was closed (`| head`): not an error for the user.
     #[error("standard output closed")]
     BrokenPipe,
@@ -98,13 +106,34 @@ pub struct RunSummary {
     pub csv: Option<PathBuf>,
     /// What the uploader did, when a collector was configured.
     pub upload: Option<crate::upload::UploadStats>,
+    /// The campaign that took over at a window boundary and ended this
+    /// run (a probe that takes its campaign from the collector).
+    pub next_campaign: Option<vantage_wire::campaign::CampaignDoc>,
+}
+
+pub use steered::{run_campaign, run_plan};
+
+/// A run steered by the collector: the plan it resolves campaigns with,
+/// and the status it shares with the poller.
+pub(crate) struct FleetRun {
+    plan: Arc<crate::config::CampaignPlan>,
+    labels: vantage_wire::Labels,
+    status: poller::SharedFleet,
 }
 
 /// Runs the probe until `stop` turns true or the configured duration ends,
 /// then closes the last window, writes it, and returns what was measured.
-pub async fn run(
+pub async fn run(config: ProbeConfig, stop: watch::Receiver<bool>) -> Result<RunSummary, RunError> {
+    run_with(config, stop, None).await
+}
+
+/// [`run`], with the campaign poller when `fleet` is given: a phase
+/// switch applies from the next window on, a new campaign ends the run at
+/// the next window boundary (`next_campaign` says which).
+async fn run_with(
     config: ProbeConfig,
     mut stop: watch::Receiver<bool>,
+    fleet: Option<&FleetRun>,
 ) -> Result<RunSummary, RunError> {
     let mut state = ProbeState::open(&config.state_dir, config.probe_id.as_deref())?;
     let (resolved, local_responder) = targets::resolve_all(&config).await?;
@@ -156,12 +185,34 @@ pub async fn run(
     drop((contexts, http_contexts));
 
     let mut outputs = Outputs::open(&config, insecure)?;
-    let maker = BatchMaker::new(
+    let mut maker = BatchMaker::new(
         config.campaign.clone(),
         labels,
         config.metrics.clone(),
         anchor,
     );
+    maker.set_phases(config.phases.clone());
+    let window_ms = config.window.as_millis().max(1) as u64;
+    let (offers_tx, mut offers) = mpsc::channel::<poller::Offer>(4);
+    let (poll_stop, poll_stop_rx) = watch::channel(false);
+    let mut polling = fleet.is_some();
+    let poll_task = fleet.map(|f| {
+        let ctx = poller::PollContext {
+            plan: f.plan.clone(),
+            probe_id: state.probe_id().to_string(),
+            labels: f.labels.clone(),
+            window_ms,
+            spool: outputs.spool.clone(),
+        };
+        tokio::spawn(poller::poll_loop(
+            ctx,
+            f.status.clone(),
+            offers_tx.clone(),
+            poll_stop_rx,
+        ))
+    });
+    drop(offers_tx);
+    let mut restart: Option<(Instant, vantage_wire::campaign::CampaignDoc)> = None;
     let mut batches = 0u64;
     let end = config.duration.map(|d| start + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -185,6 +236,25 @@ pub async fn run(
                 }
             }
             _ = stop.changed() => {
+                let _ = jobs_stop.send(true);
+            }
+            offer = offers.recv(), if polling => match offer {
+                Some(poller::Offer::Phases(phases, running)) => {
+                    maker.set_phases(phases);
+                    if let Some(Ok(mut status)) = fleet.map(|f| f.status.lock()) {
+                        status.running = Some(running);
+                    }
+                }
+                Some(poller::Offer::Apply(doc)) => {
+                    let now = Instant::now();
+                    let now_ms = anchor.unix_ms(now);
+                    let at = now + Duration::from_millis(crate::fleet::next_boundary(now_ms, window_ms) - now_ms);
+                    tracing::info!(campaign = %doc.name, version = doc.version, "new campaign; it takes over at the next window boundary");
+                    restart = Some((restart.map_or(at, |(t, _)| t), doc));
+                }
+                None => polling = false,
+            },
+            _ = tokio::time::sleep_until(restart.as_ref().map_or(tokio::time::Instant::now(), |(t, _)| tokio::time::Instant::from_std(*t))), if restart.is_some() && !*jobs_stop.borrow() => {
                 let _ = jobs_stop.send(true);
             }
         }
@@ -221,13 +291,20 @@ pub async fn run(
     if let Some(r) = local_responder {
         r.shutdown().await;
     }
-    let (csv, upload) = outputs.shut_down().await;
+    let _ = poll_stop.send(true);
+    if let Some(task) = poll_task {
+        task.abort();
+    }
+    // A campaign taking over does not wait for the upload drain: the
+    // spool keeps what is left, and the next run's uploader sends it.
+    let (csv, upload) = outputs.shut_down(restart.is_some()).await;
     Ok(RunSummary {
         probe_id: state.probe_id().to_string(),
         batches,
         totals,
         csv,
         upload,
+        next_campaign: restart.map(|(_, doc)| doc),
     })
 }
 
@@ -313,8 +390,8 @@ impl Outputs {
         })
     }
 
-    /// Hands the closed windows' series, as one batch made at `now`, to
-    /// every sink; the number of batches written (0 or 1).
+    /// Hands the closed windows' series, as batches made at `now` (one per
+    /// phase, usually one), to every sink; the number of batches written.
     fn close(
         &mut self,
         maker: &BatchMaker,
@@ -323,20 +400,21 @@ impl Outputs {
         now: Instant,
     ) -> Result<u64, RunError> {
         let series = maker.wanted(closed);
-        if series.is_empty() {
-            return Ok(0);
+        let mut written = 0;
+        for series in maker.by_phase(series) {
+            let dropped = self
+                .spool
+                .as_ref()
+                .and_then(|s| s.lock().ok().map(|s| s.pending_drops()))
+                .unwrap_or(0);
+            let sequence = state.take_sequence()?;
+            let batch = maker.make(state.probe_id(), sequence, series, dropped, now);
+            for sink in &mut self.sinks {
+                sink.put(&batch)?;
+            }
+            written += 1;
         }
-        let dropped = self
-            .spool
-            .as_ref()
-            .and_then(|s| s.lock().ok().map(|s| s.pending_drops()))
-            .unwrap_or(0);
-        let sequence = state.take_sequence()?;
-        let batch = maker.make(state.probe_id(), sequence, series, dropped, now);
-        for sink in &mut self.sinks {
-            sink.put(&batch)?;
-        }
-        Ok(1)
+        Ok(written)
     }
 
     /// Shows the totals so far (or at the end) to the sinks that show them.
@@ -353,10 +431,20 @@ impl Outputs {
         Ok(())
     }
 
-    /// Stops the uploader (after its bounded drain): `series.csv` and what
-    /// the uploader did.
-    async fn shut_down(self) -> (Option<PathBuf>, Option<crate::upload::UploadStats>) {
+    /// Stops the uploader (after its bounded drain, unless `at_once`):
+    /// `series.csv` and what the uploader did.
+    async fn shut_down(
+        self,
+        at_once: bool,
+    ) -> (Option<PathBuf>, Option<crate::upload::UploadStats>) {
         let upload = match self.uploader {
+            Some((_, task)) if at_once => {
+                // A batch in flight may be sent again: the collector
+                // stores each (probe, sequence) once.
+                task.abort();
+                let _ = task.await;
+                None
+            }
             Some((stop, task)) => {
                 let _ = stop.send(true);
                 task.await.ok()

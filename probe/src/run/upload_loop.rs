@@ -22,6 +22,18 @@ pub struct UploadStats {
     pub retries: u64,
 }
 
+impl UploadStats {
+    /// Both runs' counts together.
+    pub fn plus(self, other: UploadStats) -> UploadStats {
+        UploadStats {
+            stored: self.stored + other.stored,
+            duplicates: self.duplicates + other.duplicates,
+            rejected: self.rejected + other.rejected,
+            retries: self.retries + other.retries,
+        }
+    }
+}
+
 /// Sends the spool's batches, oldest first, to the first of `uploaders`
 /// that takes them (see [`Failover`]), until `stop` turns true; then keeps
 /// trying for at most `drain` before returning (what is left stays in the
