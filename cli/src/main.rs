@@ -5,6 +5,7 @@ mod args;
 mod campaign;
 mod collect;
 mod export;
+mod fleet;
 mod lab;
 mod report;
 mod serve;
@@ -53,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         command: campaign::CampaignCommand,
     },
+    /// One row per probe: last seen, campaign drift, backlog, clock offset, run rate, silence.
+    Fleet(fleet::FleetArgs),
     /// Manage stores: copy one into another (SQLite to PostgreSQL, say).
     Store {
         #[command(subcommand)]
@@ -72,7 +75,7 @@ impl Command {
             Command::Serve(a) => a.quiet,
             Command::Probe(a) => a.quiet,
             Command::Collect(a) => a.quiet,
-            Command::Export(_) | Command::Campaign { .. } => true,
+            Command::Export(_) | Command::Campaign { .. } | Command::Fleet(_) => true,
             Command::Report(a) => a.quiet,
             Command::Store {
                 command: store::StoreCommand::Copy(a),
@@ -104,6 +107,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Export(args) => export::export(args),
         Command::Report(args) => report::report(args),
         Command::Campaign { command } => campaign::campaign(command),
+        Command::Fleet(args) => fleet::fleet(args),
         Command::Store { command } => store::store(command),
         Command::Lab { command } => lab::lab(command).await,
     }

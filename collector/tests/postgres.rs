@@ -468,6 +468,20 @@ fn the_fleet_is_kept_alike_on_both_backends() {
         let fleet = store.fleet_health().unwrap();
         assert_eq!(fleet, [other.clone(), health.clone()]);
         seen.push(fleet);
+        // The latest batches by sequence, newest first, however they came.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let batches: Vec<Batch> = [5, 1, 3, 2, 4]
+            .iter()
+            .map(|&n| batch("in-1", n, "before", &mut rng))
+            .collect();
+        insert(store, &batches);
+        let created = |n: u64| 1_796_256_000_000 + n * 60_000 + 61_000;
+        assert_eq!(
+            store.recent_batches("in-1", 3).unwrap(),
+            [created(5), created(4), created(3)]
+        );
+        assert_eq!(store.recent_batches("in-1", 10).unwrap().len(), 5);
+        assert!(store.recent_batches("nobody", 10).unwrap().is_empty());
     }
     assert_eq!(seen[0], seen[1]);
 }

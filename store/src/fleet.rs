@@ -69,7 +69,7 @@ pub struct Assignment {
 }
 
 /// A probe's last health report, as its last poll gave it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ProbeHealth {
     /// The probe.
     pub probe_id: String,
@@ -129,6 +129,10 @@ pub trait Fleet {
     fn put_health(&mut self, health: &ProbeHealth) -> Result<(), StoreError>;
     /// Every probe's last health report, by probe id.
     fn fleet_health(&mut self) -> Result<Vec<ProbeHealth>, StoreError>;
+    /// When a probe made its latest `limit` stored batches (their
+    /// `created_unix_ms`), newest first: by sequence, on the primary key,
+    /// so it costs the same on a month of data as on an hour.
+    fn recent_batches(&mut self, probe_id: &str, limit: u32) -> Result<Vec<u64>, StoreError>;
 }
 
 /// The campaign assigned to a probe with `labels`: an assignment by its id
@@ -163,6 +167,200 @@ fn labels_match(selector: &Selector, labels: &Labels) -> bool {
         .all(|(k, vs)| labels.get(k).is_some_and(|v| vs.iter().any(|w| w == v)))
 }
 
+/// One probe's row in `vantage fleet`: what it runs against what it is
+/// assigned, and whether its batches arrive at the rate its window makes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FleetRow {
+    /// The probe.
+    pub probe_id: String,
+    /// Its last heartbeat, if it ever polled.
+    pub health: Option<ProbeHealth>,
+    /// The campaign and latest version assigned to it.
+    pub assigned: Option<(String, u64)>,
+    /// True when it runs another campaign or version than assigned.
+    pub drift: bool,
+    /// When it made its latest stored batch.
+    pub last_batch_unix_ms: Option<u64>,
+    /// Stored batches it made in the hour before now.
+    pub batches_last_hour: u64,
+    /// Batches an hour its window makes, when its window is known.
+    pub expected_per_hour: Option<u64>,
+    /// Whole windows since its latest stored batch (or since it was
+    /// last seen, if it never sent one).
+    pub missed_windows: Option<u64>,
+    /// True after `silent_after` missed windows, or when it was never
+    /// seen at all.
+    pub silent: bool,
+}
+
+/// How many of a probe's latest batches [`fleet_view`] needs: two hours'
+/// worth at its window, so an hour's count is never cut short.
+pub fn recent_limit(window_ms: u64) -> u32 {
+    (2 * HOUR_MS / window_ms.max(1_000) + 2).min(10_000) as u32
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// The fleet as `vantage fleet` shows it: every probe with a heartbeat, an
+/// assignment by id or a valid token (`known`), with `recent` the
+/// creation times of its latest batches (newest first).
+pub fn fleet_view(
+    health: &[ProbeHealth],
+    known: &[String],
+    assignments: &[Assignment],
+    latest: &[(String, u64)],
+    recent: &dyn Fn(&str, u32) -> Vec<u64>,
+    now_unix_ms: u64,
+    silent_after: u64,
+) -> Vec<FleetRow> {
+    let mut ids: Vec<String> = health.iter().map(|h| h.probe_id.clone()).collect();
+    ids.extend(known.iter().cloned());
+    ids.extend(assignments.iter().filter_map(|a| match &a.assignee {
+        Assignee::Probe(p) => Some(p.clone()),
+        Assignee::Labels(_) => None,
+    }));
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let h = health.iter().find(|h| h.probe_id == id).cloned();
+            let labels = h
+                .as_ref()
+                .map(|h| parse_labels(&h.labels))
+                .unwrap_or_default();
+            let assigned = campaign_for(&id, &labels, assignments).and_then(|a| {
+                latest
+                    .iter()
+                    .find(|(c, _)| *c == a.campaign)
+                    .map(|(c, v)| (c.clone(), *v))
+            });
+            let applied = h.as_ref().and_then(|h| h.applied.clone());
+            let window_ms = h.as_ref().map(|h| h.window_ms).filter(|w| *w > 0);
+            let batches = recent(&id, recent_limit(window_ms.unwrap_or(60_000)));
+            let last_batch = batches.first().copied();
+            let since = now_unix_ms.saturating_sub(HOUR_MS);
+            let last_sign = last_batch.or(h.as_ref().map(|h| h.seen_unix_ms));
+            let missed = window_ms
+                .zip(last_sign)
+                .map(|(w, t)| now_unix_ms.saturating_sub(t) / w);
+            FleetRow {
+                drift: assigned.is_some() && assigned != applied,
+                silent: last_sign.is_none() || missed.is_some_and(|m| m >= silent_after),
+                batches_last_hour: batches.iter().filter(|t| **t >= since).count() as u64,
+                expected_per_hour: window_ms.map(|w| HOUR_MS / w),
+                missed_windows: missed,
+                last_batch_unix_ms: last_batch,
+                probe_id: id,
+                health: h,
+                assigned,
+            }
+        })
+        .collect()
+}
+
+/// The rows as JSON: an array, one object per probe, times in ms since
+/// the epoch.
+pub fn render_fleet_json(rows: &[FleetRow]) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(rows).map(|s| s + "\n")
+}
+
+/// The rows as an aligned text table, ages counted back from `now_unix_ms`.
+pub fn render_fleet_table(rows: &[FleetRow], now_unix_ms: u64) -> String {
+    let age = |t: Option<u64>| match t {
+        None => "never".to_string(),
+        Some(t) => {
+            let s = now_unix_ms.saturating_sub(t) / 1_000;
+            match s {
+                0..=119 => format!("{s}s ago"),
+                120..=7_199 => format!("{}m ago", s / 60),
+                _ => format!("{}h ago", s / 3_600),
+            }
+        }
+    };
+    let version = |v: &Option<(String, u64)>| match v {
+        Some((c, n)) => format!("{c} v{n}"),
+        None => "-".into(),
+    };
+    let mut table = vec![[
+        "PROBE",
+        "LAST SEEN",
+        "LAST BATCH",
+        "ASSIGNED",
+        "APPLIED",
+        "BACKLOG",
+        "CLOCK",
+        "BATCHES/H",
+        "STATE",
+    ]
+    .map(String::from)];
+    for r in rows {
+        let h = r.health.as_ref();
+        let mut state = Vec::new();
+        if r.silent {
+            state.push(match r.missed_windows {
+                Some(m) => format!("silent ({m} windows)"),
+                None => "silent (never seen)".into(),
+            });
+        }
+        if r.drift {
+            state.push("drift".into());
+        }
+        if let Some(e) = h.and_then(|h| h.campaign_error.as_ref()) {
+            state.push(format!("campaign refused: {e}"));
+        }
+        if state.is_empty() {
+            state.push("ok".into());
+        }
+        table.push([
+            r.probe_id.clone(),
+            age(h.map(|h| h.seen_unix_ms)),
+            age(r.last_batch_unix_ms),
+            version(&r.assigned),
+            version(&h.and_then(|h| h.applied.clone())),
+            h.map_or("-".into(), |h| {
+                format!("{} ({} kB)", h.backlog_batches, h.backlog_bytes / 1_000)
+            }),
+            h.and_then(|h| h.clock_offset).map_or("-".into(), |(o, u)| {
+                format!("{:+.1}±{:.1} ms", o as f64 / 1e3, u as f64 / 1e3)
+            }),
+            match r.expected_per_hour {
+                Some(e) => format!("{}/{e}", r.batches_last_hour),
+                None => r.batches_last_hour.to_string(),
+            },
+            state.join("; "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| {
+            table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `key=value,…` as kept in [`ProbeHealth::labels`].
+fn parse_labels(text: &str) -> Labels {
+    let mut labels = Labels::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let _ = labels.insert_pair(pair);
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +391,80 @@ mod tests {
         assert_eq!(pick("in-1", &with_id).as_deref(), Some("mine"));
         assert_eq!(pick("in-2", &with_id).as_deref(), Some("later-label"));
         assert_eq!(campaign_for("us-1", &Labels::new(), &all), None);
+    }
+
+    #[test]
+    fn the_fleet_view_shows_drift_run_rate_and_silence() {
+        let now = 100 * HOUR_MS;
+        let health = |id: &str, applied: Option<(&str, u64)>, seen: u64| ProbeHealth {
+            probe_id: id.into(),
+            seen_unix_ms: seen,
+            applied: applied.map(|(c, v)| (c.to_string(), v)),
+            labels: "country=IN".into(),
+            window_ms: 60_000,
+            ..ProbeHealth::default()
+        };
+        let fleet = [
+            health("ok", Some(("move", 3)), now - 10_000),
+            health("behind", Some(("move", 2)), now - 10_000),
+            health("quiet", Some(("move", 3)), now - 10 * 60_000),
+        ];
+        let assignments = [assignment("move", Assignee::Labels("country=IN".into()), 1)];
+        let latest = [("move".to_string(), 3)];
+        // "ok" made a batch every minute for the last two hours; "quiet"
+        // stopped five minutes ago; "lost" has a token and nothing else.
+        let recent = |id: &str, limit: u32| -> Vec<u64> {
+            let n = match id {
+                "ok" | "behind" => 0,
+                "quiet" => 5,
+                _ => return vec![],
+            };
+            (n..n + limit as u64)
+                .map(|k| now - k * 60_000 - 1)
+                .collect()
+        };
+        let rows = fleet_view(
+            &fleet,
+            &["lost".to_string()],
+            &assignments,
+            &latest,
+            &recent,
+            now,
+            3,
+        );
+        let row = |id: &str| rows.iter().find(|r| r.probe_id == id).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert!(!row("ok").drift && !row("ok").silent);
+        assert_eq!(row("ok").batches_last_hour, 60);
+        assert_eq!(row("ok").expected_per_hour, Some(60));
+        assert!(row("behind").drift, "v2 applied, v3 assigned");
+        assert_eq!(row("quiet").missed_windows, Some(5));
+        assert!(row("quiet").silent);
+        assert_eq!(row("quiet").batches_last_hour, 55);
+        assert!(row("lost").silent && row("lost").health.is_none());
+        assert_eq!(row("lost").assigned, None);
+        let table = render_fleet_table(&rows, now);
+        let line = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(id))
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            line("ok ").contains("60/60") && line("ok ").ends_with("ok"),
+            "{table}"
+        );
+        assert!(
+            line("behind").contains("move v3   move v2") && line("behind").ends_with("drift"),
+            "{table}"
+        );
+        assert!(line("quiet").contains("silent (5 windows)"), "{table}");
+        assert!(line("lost").contains("silent (never seen)"), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_fleet_json(&rows).unwrap()).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 4);
+        assert_eq!(json[1]["probe_id"], "lost");
+        assert_eq!(json[0]["drift"], true);
     }
 }

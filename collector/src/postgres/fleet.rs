@@ -183,4 +183,15 @@ impl Fleet for PgStore {
             })
             .collect())
     }
+
+    fn recent_batches(&mut self, probe_id: &str, limit: u32) -> Result<Vec<u64>, StoreError> {
+        let conn = self.connected()?;
+        let rows = wait(conn.client.query(
+            "SELECT created_unix_ms FROM batches WHERE probe_id = $1 \
+             ORDER BY sequence DESC LIMIT $2",
+            &[&probe_id, &i64::from(limit)],
+        ));
+        let rows = rows.map_err(|e| self.error(e))?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
 }

@@ -195,4 +195,20 @@ impl Fleet for SqliteStore {
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
+
+    fn recent_batches(&mut self, probe_id: &str, limit: u32) -> Result<Vec<u64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT created_unix_ms FROM batches WHERE probe_id = ?1 \
+                 ORDER BY sequence DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![probe_id, limit], |r| {
+                r.get::<_, i64>(0).map(|v| v as u64)
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
 }
