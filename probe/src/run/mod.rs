@@ -203,6 +203,7 @@ async fn run_with(
             labels: f.labels.clone(),
             window_ms,
             spool: outputs.spool.clone(),
+            reachable: Some(outputs.reachable.clone()),
         };
         tokio::spawn(poller::poll_loop(
             ctx,
@@ -327,6 +328,8 @@ fn series_targets(resolved: &[targets::ResolvedTarget], config: &ProbeConfig) ->
 struct Outputs {
     sinks: Vec<Box<dyn Sink>>,
     spool: Option<Arc<Mutex<crate::spool::Spool>>>,
+    /// Ends the uploader's backoff: the collector answered a poll.
+    reachable: Arc<tokio::sync::Notify>,
     uploader: Option<(
         watch::Sender<bool>,
         tokio::task::JoinHandle<crate::upload::UploadStats>,
@@ -341,6 +344,7 @@ impl Outputs {
     fn open(config: &ProbeConfig, insecure: bool) -> Result<Self, RunError> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let (mut spool, mut uploader) = (None, None);
+        let reachable = Arc::new(tokio::sync::Notify::new());
         if let Some(u) = &config.upload {
             let opened = Arc::new(Mutex::new(crate::spool::Spool::open(
                 &u.spool_dir,
@@ -357,10 +361,11 @@ impl Outputs {
                 })?;
             let notify = Arc::new(tokio::sync::Notify::new());
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(upload_loop::run_uploader(
+            let task = tokio::spawn(upload_loop::run_uploader_woken(
                 up,
                 opened.clone(),
                 notify.clone(),
+                reachable.clone(),
                 stop_rx,
                 Duration::from_secs(5),
                 Duration::from_secs(1),
@@ -384,6 +389,7 @@ impl Outputs {
         Ok(Outputs {
             sinks,
             spool,
+            reachable,
             uploader,
             csv,
             live,

@@ -53,6 +53,8 @@ pub(crate) struct PollContext {
     pub(crate) labels: Labels,
     pub(crate) window_ms: u64,
     pub(crate) spool: Option<Arc<Mutex<Spool>>>,
+    /// Told when a collector answers, so the uploader stops backing off.
+    pub(crate) reachable: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn now_unix_us() -> u64 {
@@ -116,6 +118,9 @@ pub(crate) async fn poll_once(
         }
     }
     let (answer, sent, received) = answered?;
+    if let Some(r) = &ctx.reachable {
+        r.notify_waiters();
+    }
     let mut f = fleet.lock().ok()?;
     if answer.collector_unix_us != 0 {
         f.clock_offset = Some(clock_offset(sent, received, answer.collector_unix_us));

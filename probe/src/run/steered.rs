@@ -55,6 +55,7 @@ pub async fn run_campaign(
         labels,
         window_ms: 0,
         spool: None,
+        reachable: None,
     };
     let mut total = RunSummary {
         probe_id,

@@ -39,9 +39,26 @@ impl UploadStats {
 /// trying for at most `drain` before returning (what is left stays in the
 /// spool for the next start). `notify` wakes it when a batch is added.
 pub async fn run_uploader(
+    uploaders: Vec<Uploader>,
+    spool: Arc<Mutex<Spool>>,
+    notify: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    base_backoff: Duration,
+) -> UploadStats {
+    let never = Arc::new(Notify::new());
+    run_uploader_woken(uploaders, spool, notify, never, stop, drain, base_backoff).await
+}
+
+/// [`run_uploader`], which also ends a backoff early when `reachable` is
+/// notified (a campaign poll got an answer: the collector is back), so a
+/// fleet's backlog goes up within a poll interval of the collector's
+/// return rather than after the backoff (up to 5 minutes).
+pub(crate) async fn run_uploader_woken(
     mut uploaders: Vec<Uploader>,
     spool: Arc<Mutex<Spool>>,
     notify: Arc<Notify>,
+    reachable: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     base_backoff: Duration,
@@ -130,6 +147,7 @@ pub async fn run_uploader(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = reachable.notified() => {}
             _ = stop.changed(), if deadline.is_none() => {}
         }
     }
