@@ -186,3 +186,61 @@ fn auto_takes_the_coarsest_resolution_with_enough_units() {
     )
     .is_ok());
 }
+
+/// The cut-over a report marks is the phase switch stored with the
+/// campaign, and the methods count the windows no probe left silent.
+#[test]
+fn the_report_marks_the_stored_cut_over_and_counts_silent_windows() {
+    use vantage_store::fleet::{Fleet, PhaseSwitch};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+    fill(&mut store);
+    let at_ms = 1_796_256_000_000 + 90 * 60_000;
+    let switches = [
+        PhaseSwitch {
+            at_unix_ms: 1_796_256_000_000,
+            phase: "before".into(),
+        },
+        PhaseSwitch {
+            at_unix_ms: at_ms,
+            phase: "after".into(),
+        },
+    ];
+    store.put_campaign("c", "", &switches, 1).unwrap();
+    store.put_campaign("other", "", &switches[1..], 1).unwrap();
+    let (b, c) = sides();
+    let mut c = c;
+    c.equals.insert("campaign".into(), vec!["c".into()]);
+    let evidence = Evidence::gather_at(
+        &mut store,
+        &options().group_by,
+        &b,
+        &c,
+        ResolutionChoice::Fixed(Resolution::Window),
+        3,
+    )
+    .unwrap();
+    let marks: Vec<(&str, &str, u64)> = evidence
+        .cut_overs()
+        .iter()
+        .map(|c| (c.campaign.as_str(), c.phase.as_str(), c.at_unix_ms))
+        .collect();
+    assert_eq!(
+        marks,
+        [("c", "after", at_ms)],
+        "only campaign c's switch to after"
+    );
+    let silent = evidence.silent_windows();
+    assert_eq!(silent.len(), 2);
+    assert!(silent
+        .iter()
+        .all(|s| s.silent == 0 && s.expected == 3 * 180 && s.counted));
+    let report = build_report_from(&evidence, &options());
+    let out = dir.path().join("report");
+    vantage_reports::write_report_from(&report, &evidence, &out).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains(
+        "<b>Cut-over.</b> Campaign <code>c</code> switched its probes to phase <code>after</code>"
+    ));
+    assert!(html.contains("<b>Silent windows.</b>") && html.contains("(0 in all)"));
+}

@@ -1133,9 +1133,16 @@ fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
         }
         panels.push((subject, lines));
     }
-    // The cut-over: where the candidate begins, if it all follows the baseline.
-    let cut = match spans {
-        [Some((_, b_end)), Some((c_start, _))] if b_end <= c_start => {
+    // The cut-over: the stored phase switch in range, if there is one;
+    // else where the candidate begins, if it all follows the baseline.
+    let stored = evidence
+        .cut_overs()
+        .iter()
+        .rev()
+        .find(|c| (start..=end).contains(&c.at_unix_ms));
+    let cut = match (stored, spans) {
+        (Some(c), _) => Some((x_of(c.at_unix_ms), format!("cut-over: {}", c.phase))),
+        (None, [Some((_, b_end)), Some((c_start, _))]) if b_end <= c_start => {
             Some((x_of(c_start), "cut-over".to_string()))
         }
         _ => None,
@@ -1144,7 +1151,7 @@ fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
     Panels {
         stem: format!("timeline_{metric}"),
         title: format!("{metric}: p50 (lower line) and p99 per {per} over time"),
-        caption: format!("Each point is one {per}, all probes of the group merged; a break in a line is a stretch with no data; the vertical line marks where the candidate's data begins."),
+        caption: format!("Each point is one {per}, all probes of the group merged; a break in a line is a stretch with no data (silent windows are counted in Methods); the vertical line marks the cut-over: the stored phase switch, or else where the candidate's data begins."),
         x_desc: format!("{} from the first window", bucket.unit),
         y_desc: "ms".into(),
         log_x: false,

@@ -71,6 +71,44 @@ pub struct Evidence {
     /// allocates no key.
     scratch_key: Vec<String>,
     scratch_cell: (String, String),
+    /// The phase switches stored with the campaigns that lead to the
+    /// candidate's phase: the cut-over where it really happened.
+    pub(crate) cut_overs: Vec<CutOver>,
+}
+
+/// A stored phase switch: from `at_unix_ms` on, campaign `campaign`'s
+/// probes labelled their windows `phase`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CutOver {
+    /// The campaign.
+    pub campaign: String,
+    /// The phase switched to.
+    pub phase: String,
+    /// The instant, ms since the epoch.
+    pub at_unix_ms: u64,
+}
+
+/// Windows in which a probe of a group sent nothing, on one side: over
+/// the side's span, each probe of the group is expected to send a series
+/// for every window (hour, day: the unit resampled); one it did not is
+/// silent. Silent windows add no unit, so they are counted here instead
+/// of being averaged over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SilentWindows {
+    /// The group's values (the metric left out: a probe's window counts
+    /// when any metric has a series in it).
+    pub group: Vec<String>,
+    /// `baseline` or `candidate`.
+    pub side: &'static str,
+    /// Probes of the group on that side.
+    pub probes: usize,
+    /// Windows expected: probes × windows in the side's span.
+    pub expected: u64,
+    /// Of those, windows with no series.
+    pub silent: u64,
+    /// False when the group's units were merged into blocks while read,
+    /// so single windows can no longer be told apart (not counted).
+    pub counted: bool,
 }
 
 /// The value at `key`, inserted empty if missing; the key is cloned only
@@ -144,6 +182,7 @@ impl Evidence {
             longest_window_ms: 0,
             scratch_key: Vec::new(),
             scratch_cell: (String::new(), String::new()),
+            cut_overs: Vec::new(),
         }
     }
 
@@ -186,6 +225,19 @@ impl Evidence {
     /// `min_units` (probe, block) units a side: fewer rows to read, and
     /// units that are, if anything, more independent.
     pub fn gather_at(
+        store: &mut dyn Store,
+        group_by: &[String],
+        baseline: &Selector,
+        candidate: &Selector,
+        choice: ResolutionChoice,
+        min_units: usize,
+    ) -> Result<Self, GatherError> {
+        let mut e = Self::gather_resolved(store, group_by, baseline, candidate, choice, min_units)?;
+        e.cut_overs = cut_overs(store, candidate)?;
+        Ok(e)
+    }
+
+    fn gather_resolved(
         store: &mut dyn Store,
         group_by: &[String],
         baseline: &Selector,
@@ -316,6 +368,55 @@ impl Evidence {
         }
     }
 
+    /// The stored phase switches to the candidate's phase.
+    pub fn cut_overs(&self) -> &[CutOver] {
+        &self.cut_overs
+    }
+
+    /// How long one unit's block is, ms: the probes' window, an hour or a day.
+    fn unit_ms(&self) -> u64 {
+        match self.resolution {
+            Resolution::Window => self.longest_window_ms.max(1),
+            Resolution::Hour => 3_600_000,
+            Resolution::Day => 86_400_000,
+        }
+    }
+
+    /// Silent windows per group and side (see [`SilentWindows`]).
+    pub fn silent_windows(&self) -> Vec<SilentWindows> {
+        let unit = self.unit_ms();
+        let mut out = Vec::new();
+        for (role, name) in [(Role::Baseline, "baseline"), (Role::Candidate, "candidate")] {
+            let side = self.side(role);
+            let Some((start, end)) = side.span else {
+                continue;
+            };
+            let span = (end.saturating_sub(1) / unit).saturating_sub(start / unit) + 1;
+            // Per group (metric left out): each probe's window indices.
+            let mut groups: BTreeMap<&[String], (ProbeWindows, bool)> = BTreeMap::new();
+            for (key, g) in &side.groups {
+                let (probes, merged) = groups.entry(&key[..self.keys.len()]).or_default();
+                *merged |= g.merged > 1;
+                for (w, p) in g.windows.iter().zip(&g.unit_probes) {
+                    probes.entry(*p).or_default().insert(w / unit);
+                }
+            }
+            for (group, (probes, merged)) in groups {
+                let present: u64 = probes.values().map(|w| w.len() as u64).sum();
+                let expected = span * probes.len() as u64;
+                out.push(SilentWindows {
+                    group: group.to_vec(),
+                    side: name,
+                    probes: probes.len(),
+                    expected,
+                    silent: expected.saturating_sub(present),
+                    counted: !merged,
+                });
+            }
+        }
+        out
+    }
+
     /// Series gathered on `side`.
     pub fn series(&self, side: Role) -> usize {
         self.sides[side as usize]
@@ -413,6 +514,44 @@ impl Gathered {
 }
 
 /// What one resampled unit is at `r`.
+/// Each probe's window (or hour, or day) indices, by probe index.
+type ProbeWindows = BTreeMap<u32, BTreeSet<u64>>;
+
+/// The phase switches stored with the campaigns the candidate selects
+/// (all, unless it names a campaign) to a phase it selects (any, unless
+/// it names one), in time order.
+fn cut_overs(store: &mut dyn Store, candidate: &Selector) -> Result<Vec<CutOver>, StoreError> {
+    let wanted = |key: &str, v: &str| {
+        candidate
+            .equals
+            .get(key)
+            .is_none_or(|vs| vs.iter().any(|w| w == v))
+    };
+    let mut out = Vec::new();
+    for (campaign, _) in store.campaigns()? {
+        if !wanted("campaign", &campaign) {
+            continue;
+        }
+        // The latest version holds every switch made so far.
+        let Some(latest) = store.campaign_version(&campaign, None)? else {
+            continue;
+        };
+        out.extend(
+            latest
+                .phases
+                .into_iter()
+                .filter(|p| wanted("phase", &p.phase))
+                .map(|p| CutOver {
+                    campaign: campaign.clone(),
+                    phase: p.phase,
+                    at_unix_ms: p.at_unix_ms,
+                }),
+        );
+    }
+    out.sort_by_key(|c| c.at_unix_ms);
+    Ok(out)
+}
+
 fn unit_name(r: Resolution) -> &'static str {
     match r {
         Resolution::Window => "(probe, window) series",
@@ -452,6 +591,34 @@ mod tests {
             labels,
             series: s,
         }
+    }
+
+    #[test]
+    fn windows_a_probe_sent_nothing_in_are_counted_per_group_and_side() {
+        // p1 sends windows 0..10 but none in 3 and 4; p2 sends all ten;
+        // p1's window 5 has only a photo-sync series (another metric):
+        // still not silent.
+        let mut baseline: Vec<StoredSeries> = (0..10)
+            .filter(|w| ![3, 4, 5].contains(w))
+            .map(|w| row("p1", w, &[1_000]))
+            .chain((0..10).map(|w| row("p2", w, &[1_000])))
+            .collect();
+        let mut other = row("p1", 5, &[1_000]);
+        other.series.metric = Metric::PhotosyncUpload;
+        baseline.push(other);
+        let candidate: Vec<StoredSeries> = (20..25).map(|w| row("p1", w, &[900])).collect();
+        let e = Evidence::from_rows(&baseline, &candidate, &["country".into()]);
+        let silent = e.silent_windows();
+        let side = |name: &str| silent.iter().find(|s| s.side == name).unwrap();
+        assert_eq!(silent.len(), 2, "{silent:?}");
+        let b = side("baseline");
+        assert_eq!(b.group, ["IN"]);
+        assert_eq!(
+            (b.probes, b.expected, b.silent, b.counted),
+            (2, 20, 2, true)
+        );
+        let c = side("candidate");
+        assert_eq!((c.probes, c.expected, c.silent), (1, 5, 0));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct DataSummary {
     pub candidate_span: Option<(String, String)>,
     /// Data centres measured.
     pub targets: Vec<String>,
+    /// Windows in which a probe of a group sent nothing, per side.
+    pub silent: Vec<crate::SilentWindows>,
+    /// The stored phase switches to the candidate's phase, RFC 3339.
+    pub cut_overs: Vec<(String, String, String)>,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -47,6 +51,12 @@ impl DataSummary {
                 .targets
                 .union(&side(Role::Candidate).targets)
                 .cloned()
+                .collect(),
+            silent: evidence.silent_windows(),
+            cut_overs: evidence
+                .cut_overs()
+                .iter()
+                .map(|c| (c.campaign.clone(), c.phase.clone(), rfc3339(c.at_unix_ms)))
                 .collect(),
         }
     }
@@ -311,6 +321,7 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
         env!("CARGO_PKG_VERSION"),
         crate::REPORT_SCHEMA,
     );
+    silent_windows(w, data);
     if report.simulated {
         let _ = write!(
             w,
@@ -318,4 +329,52 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
 relays on loopback; every series carries the label <code>simulated=true</code>.</p>\n"
         );
     }
+}
+
+/// The silent windows and the stored cut-overs, for the methods section.
+fn silent_windows(w: &mut String, data: &DataSummary) {
+    for (campaign, phase, at) in &data.cut_overs {
+        let _ = write!(
+            w,
+            "<p><b>Cut-over.</b> Campaign <code>{}</code> switched its probes to phase <code>{}</code> at {} \
+(stored by <code>vantage campaign phase</code>; each probe labels its windows from the first that starts then or later). \
+The timeline marks it.</p>\n",
+            esc(campaign),
+            esc(phase),
+            esc(at)
+        );
+    }
+    if data.silent.is_empty() {
+        return;
+    }
+    let total: u64 = data
+        .silent
+        .iter()
+        .filter(|s| s.counted)
+        .map(|s| s.silent)
+        .sum();
+    let _ = write!(
+        w,
+        "<p><b>Silent windows.</b> Over each side's time, every probe of a group is expected to send a series every window; \
+a window in which it sent nothing is silent. Silent windows add no unit to the resampling, so they are not averaged \
+over but counted here ({total} in all); on the timeline a stretch in which no probe of a group sent is a gap.</p>\n\
+<table><tr><th class=\"l\">group</th><th class=\"l\">side</th><th>probes</th><th>silent</th><th>of windows</th></tr>"
+    );
+    for s in &data.silent {
+        let silent = if s.counted {
+            s.silent.to_string()
+        } else {
+            "not counted (units merged while read)".into()
+        };
+        let _ = write!(
+            w,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.group.join(" / ")),
+            s.side,
+            s.probes,
+            esc(&silent),
+            s.expected
+        );
+    }
+    let _ = write!(w, "</table>\n");
 }

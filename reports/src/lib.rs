@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use vantage_store::StoredSeries;
 
 use evidence::Gathered;
-pub use evidence::{Evidence, GatherError, ResolutionChoice, Role, GATHER_CAP, MAX_UNITS};
+pub use evidence::{
+    CutOver, Evidence, GatherError, ResolutionChoice, Role, SilentWindows, GATHER_CAP, MAX_UNITS,
+};
 
 /// Version of `report.json`, bumped on any change of its fields.
 pub const REPORT_SCHEMA: &str = "vantage.report/2";
