@@ -5,7 +5,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
-use vantage_store::fleet::{Assignee, CampaignVersion, PhaseSwitch};
+use vantage_store::fleet::{Assignee, CampaignVersion};
 use vantage_store::{Selector, Store};
 
 /// `vantage campaign …`.
@@ -133,11 +133,8 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
         )
     })?;
     let mut store = args.db.open()?;
-    let phases = store
-        .campaign_version(&args.campaign, None)?
-        .map(|v| v.phases)
-        .unwrap_or_default();
-    let version = store.put_campaign(&args.campaign, &body, &phases, now_unix_ms())?;
+    let version =
+        vantage_store::fleet::set_campaign(store.as_mut(), &args.campaign, &body, now_unix_ms())?;
     println!("campaign `{}` version {version} stored", args.campaign);
     Ok(())
 }
@@ -256,34 +253,13 @@ fn parse_at(at: &str, now_unix_ms: u64) -> anyhow::Result<u64> {
 fn phase(args: PhaseArgs) -> anyhow::Result<()> {
     let now = now_unix_ms();
     let at = parse_at(&args.at, now)?;
-    if at + 1_000 < now {
-        anyhow::bail!(
-            "--at {} is in the past: windows already measured keep the phase they were labelled with; give a later instant or `now`",
-            rfc3339(at)
-        );
-    }
-    if let Err(e) = vantage_wire::Labels::new().insert("phase", &args.phase) {
-        anyhow::bail!(
-            "--set `{}`: {e}; a phase is one word, such as after",
-            args.phase
-        );
-    }
     let mut store = args.db.open_existing()?;
-    let last = latest(store.as_mut(), &args.campaign)?;
-    if let Some(p) = last.phases.iter().find(|p| p.at_unix_ms >= at) {
-        anyhow::bail!(
-            "campaign `{}` already switches to `{}` at {}: a new switch comes after the last",
-            args.campaign,
-            p.phase,
-            rfc3339(p.at_unix_ms)
-        );
-    }
-    let mut phases = last.phases;
-    phases.push(PhaseSwitch {
-        at_unix_ms: at,
-        phase: args.phase.clone(),
-    });
-    let version = store.put_campaign(&args.campaign, &last.body, &phases, now)?;
+    let version =
+        vantage_store::fleet::switch_phase(store.as_mut(), &args.campaign, &args.phase, at, now)
+            .map_err(|e| match e {
+                vantage_store::fleet::PhaseError::InPast(_) => anyhow::anyhow!("--at {e}"),
+                e => anyhow::Error::from(e),
+            })?;
     println!(
         "campaign `{}` version {version}: phase `{}` from {} (each probe at its first window starting then or later)",
         args.campaign,

@@ -132,6 +132,8 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         window: args.window,
         rates: args.rates.clone(),
         db: location(args.db.as_deref(), args.db_password_file.as_deref())?,
+        also_measure: Vec::new(),
+        fleet: false,
     };
     if !args.quiet {
         eprintln!(

@@ -4,7 +4,7 @@
 //! judged. The front end only shows progress: [`run_demo`] tells it what
 //! happens through [`DemoEvent`]s.
 
-use crate::run::{run_lab, LabError, LabOptions};
+use crate::run::{start_lab, LabError, LabOptions};
 use crate::scenario::Scenario;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,6 +131,9 @@ pub enum DemoError {
         /// Where the probes wrote their own output.
         phases_dir: PathBuf,
     },
+    /// The phase switch was refused.
+    #[error("cut-over: {0}")]
+    CutOver(String),
     /// The report could not be written.
     #[error("writing the report: {0}")]
     Report(#[from] WriteError),
@@ -172,6 +175,21 @@ pub fn demo_phases(scenario: &Scenario) -> Result<(String, String), DemoError> {
     }
 }
 
+/// The cut-over: every campaign switches to `phase` now, through the
+/// code `vantage campaign phase` runs.
+fn cut_over(db: &StoreLocation, campaigns: &[String], phase: &str) -> Result<(), DemoError> {
+    let mut store = db.open()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for campaign in campaigns {
+        vantage_store::fleet::switch_phase(store.as_mut(), campaign, phase, now, now)
+            .map_err(|e| DemoError::CutOver(format!("campaign {campaign}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Removes an earlier demo's store, so a new demo starts empty.
 fn fresh_store(out: &Path) -> Result<PathBuf, DemoError> {
     let io = |path: &Path| {
@@ -209,42 +227,84 @@ pub async fn run_demo(
             db.clone()
         }
     };
-    for (index, phase) in [&baseline, &candidate].into_iter().enumerate() {
-        on_event(DemoEvent::PhaseStarted {
-            index,
-            phase: phase.clone(),
-        });
-        let summary = run_lab(
-            LabOptions {
-                scenario: options.scenario.clone(),
-                phase: phase.clone(),
-                duration: options.duration,
-                out: options.out.join("phases").join(phase),
-                window: options.window,
-                rates: options.rates.clone(),
-                db: Some(db.clone()),
-            },
-            stop.clone(),
-        )
-        .await?;
-        if *stop.borrow() {
-            return Err(DemoError::Stopped {
-                phase: phase.clone(),
-            });
-        }
+    // Every probe measures both phases' data centres all along and takes
+    // its country's campaign from the lab's collector, as a fleet's probes
+    // do; the cut-over is `vantage campaign phase`'s switch, which moves
+    // the phase label at a window boundary, not the probes.
+    let probes_dir = options.out.join("probes");
+    let lab = start_lab(
+        LabOptions {
+            scenario: options.scenario.clone(),
+            phase: baseline.clone(),
+            also_measure: vec![candidate.clone()],
+            duration: options.duration * 2,
+            out: probes_dir.clone(),
+            window: options.window,
+            rates: options.rates.clone(),
+            db: Some(db.clone()),
+            fleet: true,
+        },
+        stop.clone(),
+    )
+    .await?;
+    on_event(DemoEvent::PhaseStarted {
+        index: 0,
+        phase: baseline.clone(),
+    });
+    let mut watch_stop = stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(options.duration) => {}
+        _ = watch_stop.wait_for(|s| *s) => {}
+    }
+    let countries = lab.campaigns().len();
+    if !*stop.borrow() {
+        cut_over(&db, lab.campaigns(), &candidate)?;
         on_event(DemoEvent::PhaseDone {
-            phase: phase.clone(),
-            countries: summary.countries.len(),
+            phase: baseline.clone(),
+            countries,
+        });
+        on_event(DemoEvent::PhaseStarted {
+            index: 1,
+            phase: candidate.clone(),
         });
     }
+    lab.finish().await?;
+    if *stop.borrow() {
+        return Err(DemoError::Stopped {
+            phase: baseline.clone(),
+        });
+    }
+    on_event(DemoEvent::PhaseDone {
+        phase: candidate.clone(),
+        countries,
+    });
     on_event(DemoEvent::WritingReport);
     let claims = DEMO_CLAIMS
         .iter()
         .map(|t| t.parse::<Claim>())
         .collect::<Result<Vec<_>, _>>()?;
+    // Each side is the data centres that served in its phase.
+    let serving = |phase: &str| {
+        let mut dcs: Vec<&str> = options
+            .scenario
+            .phases
+            .get(phase)
+            .map(|p| {
+                options
+                    .scenario
+                    .countries
+                    .keys()
+                    .flat_map(|c| p.targets_of(c, &options.scenario))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dcs.sort();
+        dcs.dedup();
+        dcs.join("|")
+    };
     let report_options = ReportOptions {
-        baseline: format!("phase={baseline}"),
-        candidate: format!("phase={candidate}"),
+        baseline: format!("phase={baseline},target={}", serving(&baseline)),
+        candidate: format!("phase={candidate},target={}", serving(&candidate)),
         claims,
         ..Default::default()
     };
@@ -265,7 +325,7 @@ pub async fn run_demo(
         return Err(DemoError::Empty {
             baseline: nb,
             candidate: nc,
-            phases_dir: options.out.join("phases"),
+            phases_dir: probes_dir,
         });
     }
     let report = vantage_reports::build_report_from(&evidence, &report_options);

@@ -20,7 +20,7 @@ mod udp_relay;
 pub use delay_line::{ReleaseClock, TimingStats};
 pub use demo::{run_demo, DemoError, DemoEvent, DemoOptions, DemoOutcome, DEMO_CLAIMS};
 pub use link::{EmulatedPath, PathSpec, Upstream};
-pub use run::{run_lab, LabError, LabOptions, LabSummary};
+pub use run::{run_lab, start_lab, LabError, LabOptions, LabSummary, RunningLab};
 pub use scenario::{Phase, Scenario, ScenarioError};
 pub use tcp_relay::TcpRelay;
 pub use udp_relay::UdpRelay;

@@ -30,6 +30,13 @@ pub struct LabOptions {
     /// Also run a collector on loopback storing into this store, with a
     /// token per country's probe, and have the probes upload to it.
     pub db: Option<vantage_collector::StoreLocation>,
+    /// Phases whose data centres every probe measures too (the demo
+    /// measures both phases' all along, and the cut-over moves the label).
+    pub also_measure: Vec<String>,
+    /// The probes have no configuration of their own: each takes its
+    /// country's campaign (targets, rates, window, sync) from the lab's
+    /// collector, as a fleet's probes do. Needs `db`.
+    pub fleet: bool,
 }
 
 /// Why a lab run failed.
@@ -119,12 +126,70 @@ pub async fn run_lab(
     options: LabOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<LabSummary, LabError> {
-    let scenario = &options.scenario;
-    let phase = scenario
+    start_lab(options, stop).await?.finish().await
+}
+
+/// A lab whose probes are measuring.
+pub struct RunningLab {
+    probes: Vec<tokio::task::JoinHandle<(String, Result<RunSummary, RunError>)>>,
+    paths: Vec<EmulatedPath>,
+    responders: BTreeMap<String, Responder>,
+    collector: Option<vantage_collector::Collector>,
+    timing: std::sync::Arc<ReleaseClock>,
+    campaigns: Vec<String>,
+}
+
+impl RunningLab {
+    /// The campaigns the probes take from the lab's collector, one per
+    /// country (none unless [`LabOptions::fleet`]).
+    pub fn campaigns(&self) -> &[String] {
+        &self.campaigns
+    }
+
+    /// Waits for every probe to end, then stops the paths, responders and
+    /// collector.
+    pub async fn finish(self) -> Result<LabSummary, LabError> {
+        let mut countries = BTreeMap::new();
+        let mut failure = None;
+        for p in self.probes {
+            match p.await {
+                Ok((country, Ok(summary))) => {
+                    countries.insert(country, summary);
+                }
+                Ok((country, Err(source))) => {
+                    failure = failure.or(Some(LabError::Probe {
+                        country,
+                        source: Box::new(source),
+                    }))
+                }
+                Err(e) => tracing::error!(error = %e, "a probe task failed"),
+            }
+        }
+        drop(self.paths);
+        for (_, r) in self.responders {
+            r.shutdown().await;
+        }
+        if let Some(c) = self.collector {
+            c.shutdown().await;
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let (p50, n) = self.timing.lateness(0.5);
+        let (p99, _) = self.timing.lateness(0.99);
+        Ok(LabSummary {
+            countries,
+            relay_lateness: (p50, p99, n),
+        })
+    }
+}
+
+fn phase_of<'s>(scenario: &'s Scenario, name: &str) -> Result<&'s Phase, LabError> {
+    scenario
         .phases
-        .get(&options.phase)
+        .get(name)
         .ok_or_else(|| LabError::UnknownPhase {
-            phase: options.phase.clone(),
+            phase: name.to_string(),
             scenario: scenario.name.clone(),
             known: scenario
                 .phases
@@ -132,13 +197,26 @@ pub async fn run_lab(
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        })
+}
+
+/// Starts a scenario's responders, paths, collector and probes; the
+/// probes measure until `duration` has passed or `stop` turns true.
+pub async fn start_lab(
+    options: LabOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<RunningLab, LabError> {
+    let scenario = &options.scenario;
+    let mut phases = vec![phase_of(scenario, &options.phase)?];
+    for name in &options.also_measure {
+        phases.push(phase_of(scenario, name)?);
+    }
     let out_err = |path: PathBuf| move |source| LabError::Output { path, source };
     std::fs::create_dir_all(&options.out).map_err(out_err(options.out.clone()))?;
     let note = options.out.join("SIMULATED.txt");
     std::fs::write(&note, SIMULATED_NOTE).map_err(out_err(note.clone()))?;
 
-    let responders = start_responders(scenario, phase).await?;
+    let responders = start_responders(scenario, &phases).await?;
 
     let collector = match &options.db {
         Some(db) => Some(start_collector(db).await?),
@@ -158,13 +236,20 @@ pub async fn run_lab(
     })?;
     let mut paths = Vec::new();
     let mut probes = Vec::new();
+    let mut campaigns = Vec::new();
     for (i, (country, region)) in scenario.countries.iter().enumerate() {
         let dir = options.out.join(country);
         std::fs::create_dir_all(&dir).map_err(out_err(dir.clone()))?;
         let mut toml = String::from(
-            "# Written by `vantage lab run`: the probe configuration of this simulated country.\n",
+            "# Written by `vantage lab`: what this simulated country's probe measures.\n",
         );
-        for (j, dc) in phase.targets_of(country, scenario).into_iter().enumerate() {
+        let mut dcs: Vec<&str> = phases
+            .iter()
+            .flat_map(|p| p.targets_of(country, scenario))
+            .collect();
+        dcs.sort();
+        dcs.dedup();
+        for (j, dc) in dcs.into_iter().enumerate() {
             let responder = &responders[dc];
             let spec = &scenario.paths[&(country.clone(), dc.to_string())];
             let upstream = Upstream {
@@ -191,69 +276,142 @@ pub async fn run_lab(
         }
         toml.push_str("\n[sync]\n");
         toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
-        let config_path = dir.join("probe.toml");
-        std::fs::write(&config_path, toml).map_err(out_err(config_path.clone()))?;
-        let args = probe_args(
+        let mut args = probe_args(
             &options,
             (i, country, region),
-            config_path,
             dir,
             &run_id,
             collector.as_ref(),
         )?;
-        let config = args.into_config().map_err(|source| LabError::ProbeConfig {
+        if options.fleet {
+            let campaign = format!("{}-{}", scenario.name, country.to_ascii_lowercase());
+            let probe_id = args.probe_id.clone().unwrap_or_default();
+            let body = campaign_body(&options, &toml);
+            offer_campaign(
+                options.db.as_ref(),
+                &campaign,
+                &body,
+                &probe_id,
+                &options.phase,
+            )
+            .map_err(LabError::Collector)?;
+            campaigns.push(campaign);
+            args.poll_every = Some(FLEET_POLL);
+        } else {
+            let config_path = dir_of(&options, country).join("probe.toml");
+            std::fs::write(&config_path, &toml).map_err(out_err(config_path.clone()))?;
+            args.config = Some(config_path);
+            args.phase = Some(options.phase.clone());
+            args.campaign = Some(scenario.name.clone());
+            args.rates = lab_rates(&options);
+            args.window = Some(options.window);
+        }
+        let plan = args.into_plan().map_err(|source| LabError::ProbeConfig {
             country: country.clone(),
             source,
         })?;
         let stop = stop.clone();
         let country = country.clone();
         probes.push(tokio::spawn(async move {
-            (country, vantage_probe::run(config, stop).await)
+            (country, vantage_probe::run_plan(plan, stop).await)
         }));
     }
-
-    let mut countries = BTreeMap::new();
-    let mut failure = None;
-    for p in probes {
-        match p.await {
-            Ok((country, Ok(summary))) => {
-                countries.insert(country, summary);
-            }
-            Ok((country, Err(source))) => {
-                failure = failure.or(Some(LabError::Probe {
-                    country,
-                    source: Box::new(source),
-                }))
-            }
-            Err(e) => tracing::error!(error = %e, "a probe task failed"),
-        }
-    }
-    drop(paths);
-    for (_, r) in responders {
-        r.shutdown().await;
-    }
-    if let Some(c) = collector {
-        c.shutdown().await;
-    }
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    let (p50, n) = timing.lateness(0.5);
-    let (p99, _) = timing.lateness(0.99);
-    Ok(LabSummary {
-        countries,
-        relay_lateness: (p50, p99, n),
+    Ok(RunningLab {
+        probes,
+        paths,
+        responders,
+        collector,
+        timing,
+        campaigns,
     })
 }
 
-/// One responder per data centre any country of `phase` measures.
+/// How often the lab's probes poll for their campaign: a phase switch
+/// reaches them well within one window.
+const FLEET_POLL: Duration = Duration::from_secs(1);
+
+fn dir_of(options: &LabOptions, country: &str) -> PathBuf {
+    options.out.join(country)
+}
+
+/// The rates every lab probe measures at: cold handshakes at 4/s (a
+/// probe's default is 0.5/s) so a short run has enough samples for
+/// intervals; the lab's `--rate` wins.
+fn lab_rates(options: &LabOptions) -> Vec<String> {
+    ["quic_handshake=4", "tcp_connect=4"]
+        .into_iter()
+        .map(String::from)
+        .chain(options.rates.iter().cloned())
+        .collect()
+}
+
+/// A country's campaign: its targets and sync, the lab's window and rates.
+fn campaign_body(options: &LabOptions, targets_and_sync: &str) -> String {
+    let mut rates = String::from("[rates]\n");
+    for r in lab_rates(options) {
+        if let Some((metric, rate)) = r.split_once('=') {
+            // A later --rate of one metric replaces an earlier: TOML keeps one.
+            rates = rates
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{metric} =")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            rates.push_str(&format!("{metric} = {rate}\n"));
+        }
+    }
+    format!(
+        "window = \"{}ms\"\n{rates}{targets_and_sync}",
+        options.window.as_millis()
+    )
+}
+
+/// Stores `campaign` (checked as a probe would run it) and assigns it to
+/// `probe_id`, as `vantage campaign set` and `assign` do. A new campaign
+/// starts in `phase`, from now: its probes label every window with it
+/// until a cut-over.
+fn offer_campaign(
+    db: Option<&vantage_collector::StoreLocation>,
+    campaign: &str,
+    body: &str,
+    probe_id: &str,
+    phase: &str,
+) -> Result<(), String> {
+    let db = db.ok_or("a lab whose probes take campaigns needs a store (--db)")?;
+    vantage_probe::config::check_campaign(campaign, body)
+        .map_err(|e| format!("campaign {campaign}: {e}"))?;
+    let mut store = db.open().map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let phases = match store.campaign_version(campaign, None) {
+        Ok(Some(v)) => v.phases,
+        Ok(None) => vec![vantage_store::fleet::PhaseSwitch {
+            at_unix_ms: now,
+            phase: phase.to_string(),
+        }],
+        Err(e) => return Err(e.to_string()),
+    };
+    store
+        .put_campaign(campaign, body, &phases, now)
+        .and_then(|_| {
+            store.assign(
+                campaign,
+                &vantage_store::fleet::Assignee::Probe(probe_id.to_string()),
+                now,
+            )
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// One responder per data centre any country of `phases` measures.
 async fn start_responders(
     scenario: &Scenario,
-    phase: &Phase,
+    phases: &[&Phase],
 ) -> Result<BTreeMap<String, Responder>, LabError> {
     let mut responders = BTreeMap::new();
     for country in scenario.countries.keys() {
-        for dc in phase.targets_of(country, scenario) {
+        for dc in phases.iter().flat_map(|p| p.targets_of(country, scenario)) {
             if !responders.contains_key(dc) {
                 let config = ResponderConfig::local().map_err(|e| LabError::Responder {
                     datacenter: dc.to_string(),
@@ -290,42 +448,35 @@ async fn start_collector(
     .map_err(|e| LabError::Collector(e.to_string()))
 }
 
-/// The probe flags of one country: its generated config file, its labels,
-/// the lab's rates and, with a store, its token for the lab's collector.
+/// The probe flags every lab probe has: its labels (no phase: a fleet
+/// probe takes it from its campaign), id, state, run time and output,
+/// and, with a store, its token for the lab's collector.
 fn probe_args(
     options: &LabOptions,
     (i, country, region): (usize, &String, &String),
-    config_path: PathBuf,
     dir: PathBuf,
     run_id: &str,
     collector: Option<&vantage_collector::Collector>,
 ) -> Result<ProbeArgs, LabError> {
     let scenario = &options.scenario;
     let mut args = ProbeArgs {
-        config: Some(config_path),
         labels: vec!["simulated=true".into()],
-        phase: Some(options.phase.clone()),
         country: Some(country.clone()),
         region: (!region.is_empty()).then(|| region.clone()),
         network: Some("lab".into()),
-        campaign: Some(scenario.name.clone()),
         // Unique per run: a collector drops a (probe, sequence) it
         // already has, and each run starts its probes' sequences anew.
-        probe_id: Some(format!(
-            "lab-{}-{}-{run_id}",
-            country.to_ascii_lowercase(),
-            options.phase
-        )),
+        probe_id: Some(if options.fleet {
+            format!("lab-{}-{run_id}", country.to_ascii_lowercase())
+        } else {
+            format!(
+                "lab-{}-{}-{run_id}",
+                country.to_ascii_lowercase(),
+                options.phase
+            )
+        }),
         state_dir: Some(options.out.join("state").join(country)),
         duration: Some(options.duration),
-        window: Some(options.window),
-        // Cold handshakes at 4/s (a probe's default is 0.5/s) so a
-        // short lab run has enough samples for intervals; --rate wins.
-        rates: ["quic_handshake=4", "tcp_connect=4"]
-            .into_iter()
-            .map(String::from)
-            .chain(options.rates.iter().cloned())
-            .collect(),
         out: Some(dir),
         quiet: true,
         seed: Some(scenario.seed.wrapping_add(i as u64)),

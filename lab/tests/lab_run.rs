@@ -45,6 +45,8 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             window: Duration::from_secs(1),
             rates: vec!["udp_rtt=20".into()],
             db: Some(dir.path().join("lab.db").into()),
+            also_measure: Vec::new(),
+            fleet: false,
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();
@@ -96,6 +98,8 @@ async fn an_unknown_phase_names_the_known_ones() {
         window: Duration::from_secs(1),
         rates: vec![],
         db: None,
+        also_measure: Vec::new(),
+        fleet: false,
     };
     let (_tx, stop) = watch::channel(false);
     let err = run_lab(options, stop).await.unwrap_err().to_string();

@@ -89,10 +89,11 @@ pub struct CutOver {
 }
 
 /// Windows in which a probe of a group sent nothing, on one side: over
-/// the side's span, each probe of the group is expected to send a series
-/// for every window (hour, day: the unit resampled); one it did not is
-/// silent. Silent windows add no unit, so they are counted here instead
-/// of being averaged over.
+/// the side's run (its median probe's first window to its median probe's
+/// last), each probe of the group is expected to send a series for every
+/// window (hour, day: the unit resampled); one it did not is silent.
+/// Silent windows add no unit, so they are counted here instead of being
+/// averaged over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SilentWindows {
     /// The group's values (the metric left out: a probe's window counts
@@ -388,10 +389,6 @@ impl Evidence {
         let mut out = Vec::new();
         for (role, name) in [(Role::Baseline, "baseline"), (Role::Candidate, "candidate")] {
             let side = self.side(role);
-            let Some((start, end)) = side.span else {
-                continue;
-            };
-            let span = (end.saturating_sub(1) / unit).saturating_sub(start / unit) + 1;
             // Per group (metric left out): each probe's window indices.
             let mut groups: BTreeMap<&[String], (ProbeWindows, bool)> = BTreeMap::new();
             for (key, g) in &side.groups {
@@ -401,8 +398,15 @@ impl Evidence {
                     probes.entry(*p).or_default().insert(w / unit);
                 }
             }
+            let Some((first, last)) = median_run(groups.values().map(|(p, _)| p)) else {
+                continue;
+            };
+            let span = last - first + 1;
             for (group, (probes, merged)) in groups {
-                let present: u64 = probes.values().map(|w| w.len() as u64).sum();
+                let present: u64 = probes
+                    .values()
+                    .map(|w| w.range(first..=last).count() as u64)
+                    .sum();
                 let expected = span * probes.len() as u64;
                 out.push(SilentWindows {
                     group: group.to_vec(),
@@ -517,6 +521,32 @@ impl Gathered {
 /// Each probe's window (or hour, or day) indices, by probe index.
 type ProbeWindows = BTreeMap<u32, BTreeSet<u64>>;
 
+/// The window indices a side ran over: from its median probe's first to
+/// its median probe's last (each probe's across every group), so probes
+/// that started or stopped a window or two apart are not counted silent
+/// for it, while one that stopped early is.
+fn median_run<'a>(groups: impl Iterator<Item = &'a ProbeWindows>) -> Option<(u64, u64)> {
+    let mut ends: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for probes in groups {
+        for (p, w) in probes {
+            let (Some(&a), Some(&b)) = (w.first(), w.last()) else {
+                continue;
+            };
+            let e = ends.entry(*p).or_insert((a, b));
+            *e = (e.0.min(a), e.1.max(b));
+        }
+    }
+    let mut firsts: Vec<u64> = ends.values().map(|e| e.0).collect();
+    let mut lasts: Vec<u64> = ends.values().map(|e| e.1).collect();
+    firsts.sort_unstable();
+    lasts.sort_unstable();
+    let (first, last) = (
+        *firsts.get(firsts.len() / 2)?,
+        *lasts.get((lasts.len() - 1) / 2)?,
+    );
+    Some((first, last.max(first)))
+}
+
 /// The phase switches stored with the campaigns the candidate selects
 /// (all, unless it names a campaign) to a phase it selects (any, unless
 /// it names one), in time order.
@@ -606,6 +636,10 @@ mod tests {
         let mut other = row("p1", 5, &[1_000]);
         other.series.metric = Metric::PhotosyncUpload;
         baseline.push(other);
+        // p3 stops after window 4: its last five windows are silent (the
+        // side's run is the median probe's, so one probe stopping early
+        // does not shorten it).
+        baseline.extend((0..5).map(|w| row("p3", w, &[1_000])));
         let candidate: Vec<StoredSeries> = (20..25).map(|w| row("p1", w, &[900])).collect();
         let e = Evidence::from_rows(&baseline, &candidate, &["country".into()]);
         let silent = e.silent_windows();
@@ -615,7 +649,7 @@ mod tests {
         assert_eq!(b.group, ["IN"]);
         assert_eq!(
             (b.probes, b.expected, b.silent, b.counted),
-            (2, 20, 2, true)
+            (3, 30, 7, true)
         );
         let c = side("candidate");
         assert_eq!((c.probes, c.expected, c.silent), (1, 5, 0));

@@ -355,8 +355,9 @@ The timeline marks it.</p>\n",
         .sum();
     let _ = write!(
         w,
-        "<p><b>Silent windows.</b> Over each side's time, every probe of a group is expected to send a series every window; \
-a window in which it sent nothing is silent. Silent windows add no unit to the resampling, so they are not averaged \
+        "<p><b>Silent windows.</b> Over each side's run (from its median probe's first window to its median probe's last, \
+so probes started or stopped a window apart are not counted for it), every probe of a group is expected to send a \
+series every window; a window in which it sent nothing is silent. Silent windows add no unit to the resampling, so they are not averaged \
 over but counted here ({total} in all); on the timeline a stretch in which no probe of a group sent is a gap.</p>\n\
 <table><tr><th class=\"l\">group</th><th class=\"l\">side</th><th>probes</th><th>silent</th><th>of windows</th></tr>"
     );

@@ -135,6 +135,100 @@ pub trait Fleet {
     fn recent_batches(&mut self, probe_id: &str, limit: u32) -> Result<Vec<u64>, StoreError>;
 }
 
+/// Why a phase switch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PhaseError {
+    /// No such campaign.
+    #[error("no campaign `{0}`: store one with `vantage campaign set --campaign {0} --file FILE`")]
+    NoCampaign(String),
+    /// The instant has passed.
+    #[error("{0} is in the past: windows already measured keep the phase they were labelled with; give a later instant or `now`")]
+    InPast(String),
+    /// A switch at or after the instant exists.
+    #[error("campaign `{campaign}` already switches to `{phase}` at {at}: a new switch comes after the last")]
+    NotAfterLast {
+        /// The campaign.
+        campaign: String,
+        /// The later switch's phase.
+        phase: String,
+        /// Its instant, RFC 3339.
+        at: String,
+    },
+    /// Not a label value.
+    #[error("phase `{phase}`: {reason}; a phase is one word, such as after")]
+    BadPhase {
+        /// As given.
+        phase: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
+    )
+    .to_string()
+}
+
+/// The cut-over: a new version of `campaign` with its body and a switch to
+/// `phase` at `at_unix_ms` added (every probe labels its windows starting
+/// then or later with it). An instant more than a second before
+/// `now_unix_ms`, or not after the last switch, is refused. Returns the
+/// new version. `vantage campaign phase` and the lab demo both cut over
+/// through this.
+pub fn switch_phase(
+    store: &mut dyn Fleet,
+    campaign: &str,
+    phase: &str,
+    at_unix_ms: u64,
+    now_unix_ms: u64,
+) -> Result<u64, PhaseError> {
+    if at_unix_ms + 1_000 < now_unix_ms {
+        return Err(PhaseError::InPast(rfc3339(at_unix_ms)));
+    }
+    if let Err(e) = Labels::new().insert(Labels::PHASE, phase) {
+        return Err(PhaseError::BadPhase {
+            phase: phase.to_string(),
+            reason: e.to_string(),
+        });
+    }
+    let last = store
+        .campaign_version(campaign, None)?
+        .ok_or_else(|| PhaseError::NoCampaign(campaign.to_string()))?;
+    if let Some(p) = last.phases.iter().find(|p| p.at_unix_ms >= at_unix_ms) {
+        return Err(PhaseError::NotAfterLast {
+            campaign: campaign.to_string(),
+            phase: p.phase.clone(),
+            at: rfc3339(p.at_unix_ms),
+        });
+    }
+    let mut phases = last.phases;
+    phases.push(PhaseSwitch {
+        at_unix_ms,
+        phase: phase.to_string(),
+    });
+    Ok(store.put_campaign(campaign, &last.body, &phases, now_unix_ms)?)
+}
+
+/// A new version of `campaign` with `body` (already checked as a probe
+/// would run it), keeping the last version's phase switches. Returns it.
+pub fn set_campaign(
+    store: &mut dyn Fleet,
+    campaign: &str,
+    body: &str,
+    now_unix_ms: u64,
+) -> Result<u64, StoreError> {
+    let phases = store
+        .campaign_version(campaign, None)?
+        .map(|v| v.phases)
+        .unwrap_or_default();
+    store.put_campaign(campaign, body, &phases, now_unix_ms)
+}
+
 /// The campaign assigned to a probe with `labels`: an assignment by its id
 /// beats one by labels; among those of one kind, the latest wins.
 pub fn campaign_for<'a>(
