@@ -9,7 +9,7 @@ use clap::Parser;
 #[command(
     name = "vantage-probe",
     version,
-    after_help = "Examples:\n  vantage-probe --local --duration 10s --out ./probe-out\n  vantage-probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after\n  vantage-probe --url api=https://api.example.com/v1/ping --http-version auto --country IN --out ./out\n\nPrecedence: a flag beats the --config file, whether the file sets a value for all or for one [[target]] or [[url]];\nthe file beats the built-in defaults. Labels, rates and request headers merge key by key under the same rule."
+    after_help = "Examples:\n  vantage-probe --local --duration 10s --out ./probe-out\n  vantage-probe --target singapore=sg.example.net:4433 --pin sha256:… --country MY --phase after\n  vantage-probe --url api=https://api.example.com/v1/ping --http-version auto --country IN --out ./out\n  vantage-probe --collector collector.example.net:4434 --token vt_… --collector-pin sha256:… --country IN --device pixel-8\n\nPrecedence: a flag beats the --config file, whether the file sets a value for all or for one [[target]] or [[url]];\nthe file beats a campaign from the collector, which beats the built-in defaults. Labels, rates and request headers\nmerge key by key under the same rule. With --collector and --token but no target the probe takes its campaign from\nthe collector (polled every --poll-every, kept on disk, applied at a window boundary); its own flags still add labels\nsuch as --device or --network, and a --phase flag or file phase pins the phase, so the campaign's cut-over no longer moves it."
 )]
 struct Cli {
     #[command(flatten)]
