@@ -1118,8 +1118,20 @@ fn timeline(evidence: &Evidence, metric: Metric, sides: &Sides) -> Panels {
     let x_of = |ms: u64| ms.saturating_sub(start) as f64 / bucket.unit_ms as f64;
     // More than one bucket without data between two points: a gap.
     let max_step = Some(1.5 * bucket.ms as f64 / bucket.unit_ms as f64);
+    // Each panel says how many windows its probes left silent (Methods
+    // has them by side): the merged line cannot show one probe missing.
+    let silent = evidence.silent_windows();
     let mut panels = Vec::new();
     for (subject, by_side) in groups_of(evidence, metric) {
+        let missing: u64 = silent
+            .iter()
+            .filter(|s| s.counted && s.group.join("/") == subject)
+            .map(|s| s.silent)
+            .sum();
+        let subject = match missing {
+            0 => subject,
+            n => format!("{subject} ({n} silent windows)"),
+        };
         let mut lines = Vec::new();
         for (side, g) in by_side.into_iter().enumerate() {
             let Some(g) = g else { continue };
