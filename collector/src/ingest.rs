@@ -218,7 +218,8 @@ impl Ingest {
         let (ack, series, probe) = self.decide(token, body).await;
         self.metrics.count(ack.status, series);
         if let Some(p) = probe.filter(|_| ack.status.is_ack()) {
-            self.metrics.seen(&p, now_unix_ms());
+            self.metrics
+                .seen(&p, now_unix_ms(), ack.status == AckStatus::Stored);
         }
         if !ack.status.is_ack() {
             tracing::info!(status = ack.status.name(), reason = %ack.reason, "batch refused");

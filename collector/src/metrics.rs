@@ -25,7 +25,15 @@ pub struct Metrics {
     refused: Mutex<BTreeMap<&'static str, u64>>,
     last_seen: Mutex<BTreeMap<String, u64>>,
     polls: Mutex<BTreeMap<&'static str, u64>>,
-    fleet: Mutex<BTreeMap<String, ProbeHealth>>,
+    fleet: Mutex<BTreeMap<String, Polled>>,
+    stored_by_probe: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A probe's last heartbeat, and the campaign version it was answered with.
+#[derive(Debug, Clone)]
+struct Polled {
+    health: ProbeHealth,
+    assigned: Option<(String, u64)>,
 }
 
 impl Metrics {
@@ -67,10 +75,13 @@ impl Metrics {
         self.upkeep_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn seen(&self, probe: &str, unix_ms: u64) {
+    pub(crate) fn seen(&self, probe: &str, unix_ms: u64, stored: bool) {
         if let Ok(mut m) = self.last_seen.lock() {
             // Bounded by the number of probes with valid tokens.
             m.insert(probe.to_string(), unix_ms);
+        }
+        if let (true, Ok(mut m)) = (stored, self.stored_by_probe.lock()) {
+            *m.entry(probe.to_string()).or_insert(0) += 1;
         }
     }
 
@@ -80,10 +91,14 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn polled(&self, health: &ProbeHealth) {
+    pub(crate) fn polled(&self, health: &ProbeHealth, assigned: Option<(String, u64)>) {
         if let Ok(mut m) = self.fleet.lock() {
             // Bounded by the number of probes with valid tokens.
-            m.insert(health.probe_id.clone(), health.clone());
+            let polled = Polled {
+                health: health.clone(),
+                assigned,
+            };
+            m.insert(health.probe_id.clone(), polled);
         }
     }
 
@@ -206,36 +221,52 @@ impl Metrics {
                 "vantage_collector_campaign_polls_total{{status=\"{status}\"}} {n}"
             );
         }
+        if let Ok(stored) = self.stored_by_probe.lock() {
+            let name = "vantage_collector_probe_batches_stored_total";
+            let _ = writeln!(out, "# HELP {name} Batches of a probe this collector stored (rate: the probe's run rate).\n# TYPE {name} counter");
+            for (probe, n) in stored.iter() {
+                let _ = writeln!(out, "{name}{{probe=\"{}\"}} {n}", escape(probe));
+            }
+        }
         let Ok(fleet) = self.fleet.lock() else { return };
-        let gauges: [(&str, &str, HealthFigure); 5] = [
+        let gauges: [(&str, &str, HealthFigure); 6] = [
             ("vantage_collector_probe_last_poll_seconds", "When a probe last polled, Unix time.", |h| Some(h.seen_unix_ms as f64 / 1e3)),
             ("vantage_collector_probe_backlog_batches", "Batches waiting in a probe's spool, at its last poll.", |h| Some(h.backlog_batches as f64)),
             ("vantage_collector_probe_dropped_batches", "Batches a probe's spool dropped at its cap since it started, at its last poll.", |h| Some(h.dropped_batches as f64)),
             ("vantage_collector_probe_clock_offset_seconds", "A probe's clock minus the collector's, from its poll round trips.", |h| h.clock_offset.map(|(o, _)| o as f64 / 1e6)),
             ("vantage_collector_probe_campaign_error", "1 when a probe could not apply the newest campaign it received (it runs the one before).", |h| Some(if h.campaign_error.is_some() { 1.0 } else { 0.0 })),
+            ("vantage_collector_probe_window_seconds", "A probe's window: it makes a batch every window, and is silent after a few without one.", |h| (h.window_ms > 0).then(|| h.window_ms as f64 / 1e3)),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (probe, h) in fleet.iter() {
-                if let Some(v) = value(h) {
+            for (probe, p) in fleet.iter() {
+                if let Some(v) = value(&p.health) {
                     let _ = writeln!(out, "{name}{{probe=\"{}\"}} {v}", escape(probe));
                 }
             }
         }
-        let name = "vantage_collector_probe_campaign_version";
-        let _ = writeln!(out, "# HELP {name} The campaign version a probe runs, at its last poll.\n# TYPE {name} gauge");
-        for (probe, h) in fleet.iter() {
-            if let Some((campaign, version)) = &h.applied {
-                let _ = writeln!(
-                    out,
-                    "{name}{{probe=\"{}\",campaign=\"{}\"}} {version}",
-                    escape(probe),
-                    escape(campaign)
-                );
+        let versions: [(&str, &str, VersionOf); 2] = [
+            ("vantage_collector_probe_campaign_version", "The campaign version a probe runs, at its last poll.", |p| p.health.applied.as_ref()),
+            ("vantage_collector_probe_campaign_assigned_version", "The campaign version assigned to a probe, at its last poll (drift: it differs from the one it runs).", |p| p.assigned.as_ref()),
+        ];
+        for (name, help, version_of) in versions {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (probe, p) in fleet.iter() {
+                if let Some((campaign, version)) = version_of(p) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{probe=\"{}\",campaign=\"{}\"}} {version}",
+                        escape(probe),
+                        escape(campaign)
+                    );
+                }
             }
         }
     }
 }
+
+/// A campaign version of a probe's last poll, if it has one.
+type VersionOf = fn(&Polled) -> Option<&(String, u64)>;
 
 /// One figure of a probe's last heartbeat, if it has it.
 type HealthFigure = fn(&ProbeHealth) -> Option<f64>;
@@ -257,18 +288,23 @@ mod tests {
         m.count(AckStatus::Duplicate, 3);
         m.count(AckStatus::Unauthorized, 0);
         m.count(AckStatus::Unauthorized, 0);
-        m.seen("lab-in", 1_700_000_000_000);
+        m.seen("lab-in", 1_700_000_000_000, true);
+        m.seen("lab-in", 1_700_000_000_000, false);
         m.commit(Duration::from_millis(2));
         m.count_poll(PollStatus::Current);
-        m.polled(&ProbeHealth {
-            probe_id: "lab-in".into(),
-            seen_unix_ms: 1_700_000_000_500,
-            applied: Some(("move".into(), 3)),
-            campaign_error: Some("bad".into()),
-            backlog_batches: 7,
-            clock_offset: Some((-2_500, 300)),
-            ..ProbeHealth::default()
-        });
+        m.polled(
+            &ProbeHealth {
+                probe_id: "lab-in".into(),
+                seen_unix_ms: 1_700_000_000_500,
+                applied: Some(("move".into(), 3)),
+                campaign_error: Some("bad".into()),
+                backlog_batches: 7,
+                clock_offset: Some((-2_500, 300)),
+                window_ms: 60_000,
+                ..ProbeHealth::default()
+            },
+            Some(("move".into(), 4)),
+        );
         let text = m.render();
         for line in [
             "vantage_collector_batches_stored_total 1",
@@ -283,6 +319,9 @@ mod tests {
             "vantage_collector_probe_clock_offset_seconds{probe=\"lab-in\"} -0.0025",
             "vantage_collector_probe_campaign_error{probe=\"lab-in\"} 1",
             "vantage_collector_probe_campaign_version{probe=\"lab-in\",campaign=\"move\"} 3",
+            "vantage_collector_probe_campaign_assigned_version{probe=\"lab-in\",campaign=\"move\"} 4",
+            "vantage_collector_probe_window_seconds{probe=\"lab-in\"} 60",
+            "vantage_collector_probe_batches_stored_total{probe=\"lab-in\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -45,8 +45,13 @@ impl Ingest {
             return refuse(PollStatus::Forbidden, &reason);
         }
         let health = health(&heartbeat, now_us / 1_000);
-        self.metrics().polled(&health);
-        match self.with_auth(|store| assigned(store, &heartbeat, &health)) {
+        let found = self.with_auth(|store| assigned(store, &heartbeat, &health));
+        let assigned_version = match &found {
+            Ok(Ok(Some(doc))) => Some((doc.name.clone(), doc.version)),
+            _ => None,
+        };
+        self.metrics().polled(&health, assigned_version);
+        match found {
             Ok(Ok(Some(doc))) if heartbeat.applied == Some((doc.name.clone(), doc.version)) => {
                 refuse(PollStatus::Current, "")
             }
