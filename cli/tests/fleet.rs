@@ -157,6 +157,18 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Assigns `campaign` to every probe whose labels match `selector`.
+    fn assign(&self, campaign: &str, selector: &str) {
+        self.vantage(&[
+            "campaign",
+            "assign",
+            "--campaign",
+            campaign,
+            "--labels",
+            selector,
+        ]);
+    }
+
     fn token(&self, probe: &str) -> String {
         self.vantage(&["collect", "token", "add", "--probe", probe])
             .trim()
@@ -269,14 +281,7 @@ fn five_probes_follow_a_change_and_cut_over_at_the_instant() {
         lab.campaign("move", "[labels]\nphase = \"before\"\nstudy = \"one\""),
         1
     );
-    lab.vantage(&[
-        "campaign",
-        "assign",
-        "--campaign",
-        "move",
-        "--labels",
-        "country=IN",
-    ]);
+    lab.assign("move", "country=IN");
     let _probes: Vec<Running> = ids
         .iter()
         .map(|id| lab.probe(id, &lab.token(id), "IN", "60s"))
@@ -371,14 +376,7 @@ fn probes_measure_through_a_collector_outage_and_their_own_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
     lab.campaign("move", "");
-    lab.vantage(&[
-        "campaign",
-        "assign",
-        "--campaign",
-        "move",
-        "--labels",
-        "country=MY",
-    ]);
+    lab.assign("move", "country=MY");
     let (t1, t2) = (lab.token("vm-my-1"), lab.token("vm-my-2"));
     let _p1 = lab.probe("vm-my-1", &t1, "MY", "200s");
     let mut p2 = lab.probe("vm-my-2", &t2, "MY", "200s");
@@ -454,14 +452,7 @@ fn refusals_are_reported_and_a_silent_probe_is_flagged() {
     let mut lab = Lab::new(dir.path());
     lab.campaign("move", "");
     lab.campaign("move", "[labels]\nstudy = \"two\"");
-    lab.vantage(&[
-        "campaign",
-        "assign",
-        "--campaign",
-        "move",
-        "--labels",
-        "country=ID",
-    ]);
+    lab.assign("move", "country=ID");
     let backup = dir.path().join("backup.db");
     let t1 = lab.token("vm-id-1");
     let t2 = lab.token("vm-id-2");
