@@ -29,6 +29,8 @@ pub(crate) struct FleetStatus {
     pub(crate) clock_offset: Option<(i64, u64)>,
     /// When the probe process started.
     pub(crate) started: Instant,
+    /// The last poll's answer, so a refusal is logged once, not each poll.
+    pub(crate) last_status: Option<PollStatus>,
 }
 
 /// Shared [`FleetStatus`].
@@ -126,21 +128,26 @@ pub(crate) async fn poll_once(
         f.clock_offset = Some(clock_offset(sent, received, answer.collector_unix_us));
     }
     match answer.status {
-        PollStatus::Campaign => {}
+        PollStatus::Campaign => f.last_status = Some(PollStatus::Campaign),
         PollStatus::Current => {
+            f.last_status = Some(PollStatus::Current);
             f.error = None;
             return None;
         }
-        PollStatus::Unassigned => {
+        // Said once when the answer changes, not at every poll.
+        PollStatus::Unassigned if f.last_status != Some(answer.status) => {
+            f.last_status = Some(answer.status);
             tracing::warn!(
                 "no campaign is assigned to this probe; it keeps running the one it has, if any"
             );
             return None;
         }
-        refused => {
+        refused if f.last_status != Some(refused) && refused != PollStatus::Unassigned => {
+            f.last_status = Some(refused);
             tracing::error!(status = refused.name(), reason = %answer.reason, "the collector refused the campaign poll");
             return None;
         }
+        _ => return None,
     }
     let offered = answer.campaign?;
     let plan = ctx.plan.clone();

@@ -47,6 +47,7 @@ pub async fn run_campaign(
             error: None,
             clock_offset: None,
             started,
+            last_status: None,
         })),
     };
     let waiting = PollContext {
