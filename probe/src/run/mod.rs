@@ -193,10 +193,7 @@ async fn run_with(
     );
     maker.set_phases(config.phases.clone());
     let window_ms = config.window.as_millis().max(1) as u64;
-    let (offers_tx, mut offers) = mpsc::channel::<poller::Offer>(4);
-    let (poll_stop, poll_stop_rx) = watch::channel(false);
-    let mut polling = fleet.is_some();
-    let poll_task = fleet.map(|f| {
+    let mut steering = fleet.map(|f| {
         let ctx = poller::PollContext {
             plan: f.plan.clone(),
             probe_id: state.probe_id().to_string(),
@@ -205,20 +202,14 @@ async fn run_with(
             spool: outputs.spool.clone(),
             reachable: Some(outputs.reachable.clone()),
         };
-        tokio::spawn(poller::poll_loop(
-            ctx,
-            f.status.clone(),
-            offers_tx.clone(),
-            poll_stop_rx,
-        ))
+        poller::Steering::start(ctx, f.status.clone())
     });
-    drop(offers_tx);
-    let mut restart: Option<(Instant, vantage_wire::campaign::CampaignDoc)> = None;
     let mut batches = 0u64;
     let end = config.duration.map(|d| start + d);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_draw = Instant::now();
     loop {
+        let due = steering.as_ref().and_then(poller::Steering::due);
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => apply(&mut recorder, event),
@@ -239,23 +230,12 @@ async fn run_with(
             _ = stop.changed() => {
                 let _ = jobs_stop.send(true);
             }
-            offer = offers.recv(), if polling => match offer {
-                Some(poller::Offer::Phases(phases, running)) => {
-                    maker.set_phases(phases);
-                    if let Some(Ok(mut status)) = fleet.map(|f| f.status.lock()) {
-                        status.running = Some(running);
-                    }
+            offer = poller::next_offer(&mut steering) => {
+                if let Some(s) = steering.as_mut() {
+                    s.take(offer, &mut maker, anchor, window_ms);
                 }
-                Some(poller::Offer::Apply(doc)) => {
-                    let now = Instant::now();
-                    let now_ms = anchor.unix_ms(now);
-                    let at = now + Duration::from_millis(crate::fleet::next_boundary(now_ms, window_ms) - now_ms);
-                    tracing::info!(campaign = %doc.name, version = doc.version, "new campaign; it takes over at the next window boundary");
-                    restart = Some((restart.map_or(at, |(t, _)| t), doc));
-                }
-                None => polling = false,
-            },
-            _ = tokio::time::sleep_until(restart.as_ref().map_or(tokio::time::Instant::now(), |(t, _)| tokio::time::Instant::from_std(*t))), if restart.is_some() && !*jobs_stop.borrow() => {
+            }
+            _ = poller::sleep_until(due), if !*jobs_stop.borrow() => {
                 let _ = jobs_stop.send(true);
             }
         }
@@ -292,20 +272,17 @@ async fn run_with(
     if let Some(r) = local_responder {
         r.shutdown().await;
     }
-    let _ = poll_stop.send(true);
-    if let Some(task) = poll_task {
-        task.abort();
-    }
+    let next_campaign = steering.and_then(poller::Steering::finish);
     // A campaign taking over does not wait for the upload drain: the
     // spool keeps what is left, and the next run's uploader sends it.
-    let (csv, upload) = outputs.shut_down(restart.is_some()).await;
+    let (csv, upload) = outputs.shut_down(next_campaign.is_some()).await;
     Ok(RunSummary {
         probe_id: state.probe_id().to_string(),
         batches,
         totals,
         csv,
         upload,
-        next_campaign: restart.map(|(_, doc)| doc),
+        next_campaign,
     })
 }
 

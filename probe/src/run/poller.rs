@@ -249,3 +249,88 @@ pub(crate) async fn wait_for_campaign(
         }
     }
 }
+
+/// A run's side of the poller: the offers it hands over, and the campaign
+/// due to take over at a window boundary.
+pub(crate) struct Steering {
+    offers: mpsc::Receiver<Offer>,
+    open: bool,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    status: SharedFleet,
+    takeover: Option<(Instant, CampaignDoc)>,
+}
+
+impl Steering {
+    /// Starts the poller for one run.
+    pub(crate) fn start(ctx: PollContext, status: SharedFleet) -> Self {
+        let (tx, offers) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(poll_loop(ctx, status.clone(), tx, stop_rx));
+        Steering {
+            offers,
+            open: true,
+            stop,
+            task,
+            status,
+            takeover: None,
+        }
+    }
+
+    /// Takes an offer: phase switches into `maker` at once; another
+    /// campaign due at the next window boundary after `anchor`'s now.
+    pub(crate) fn take(
+        &mut self,
+        offer: Option<Offer>,
+        maker: &mut crate::batch::BatchMaker,
+        anchor: crate::recorder::WallAnchor,
+        window_ms: u64,
+    ) {
+        match offer {
+            Some(Offer::Phases(phases, running)) => {
+                maker.set_phases(phases);
+                if let Ok(mut status) = self.status.lock() {
+                    status.running = Some(running);
+                }
+            }
+            Some(Offer::Apply(doc)) => {
+                let now = Instant::now();
+                let now_ms = anchor.unix_ms(now);
+                let wait = crate::fleet::next_boundary(now_ms, window_ms) - now_ms;
+                let at = now + Duration::from_millis(wait);
+                tracing::info!(campaign = %doc.name, version = doc.version, "new campaign; it takes over at the next window boundary");
+                // A second offer before the boundary replaces the first.
+                self.takeover = Some((self.takeover.as_ref().map_or(at, |(t, _)| *t), doc));
+            }
+            None => self.open = false,
+        }
+    }
+
+    /// The window boundary a new campaign takes over at, if one is due.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.takeover.as_ref().map(|(at, _)| *at)
+    }
+
+    /// Stops the poller; the campaign that was due to take over, if any.
+    pub(crate) fn finish(self) -> Option<CampaignDoc> {
+        let _ = self.stop.send(true);
+        self.task.abort();
+        self.takeover.map(|(_, doc)| doc)
+    }
+}
+
+/// The next offer, or never (no poller, or it has ended).
+pub(crate) async fn next_offer(steering: &mut Option<Steering>) -> Option<Offer> {
+    match steering {
+        Some(s) if s.open => s.offers.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Resolves at `at`; never without one.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
