@@ -199,6 +199,11 @@ fn walk_counts(mut payload: &[u8], mut each: impl FnMut(usize, u64)) -> Option<(
         }
         payload = &payload[read..];
         let n = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+        if n == i64::MIN {
+            // A zero run of 2^63 fits no histogram, and negating it
+            // overflows (hdrhistogram 7.6 does).
+            return None;
+        }
         if n < 0 {
             index = index.checked_add(n.unsigned_abs() as usize)?;
         } else {
@@ -337,15 +342,17 @@ fn dense_of(plain: &[u8], payload_len: usize) -> Result<LatencyHistogram, Histog
     let payload = &plain[V2_HEADER_LEN..V2_HEADER_LEN + payload_len];
     let mut header = [0u8; V2_HEADER_LEN];
     header.copy_from_slice(&plain[..V2_HEADER_LEN]);
+    // Every count is walked here first, so the library only ever sees
+    // counts our own walker accepts (it panics on some it should refuse).
+    let filled =
+        counts_length(payload).ok_or_else(|| HistogramError::Payload("malformed counts".into()))?;
     // Allocate only as far as the largest count, not the full hour: most
     // stored histograms hold milliseconds, and a full array is ~190 kB to
     // zero and later walk for every series decoded.
-    if let Some(filled) = counts_length(payload) {
-        let fit = value_at_index(filled.max(1))
-            .saturating_mul(2)
-            .clamp(2 * HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST);
-        header[24..32].copy_from_slice(&fit.to_be_bytes());
-    }
+    let fit = value_at_index(filled.max(1))
+        .saturating_mul(2)
+        .clamp(2 * HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST);
+    header[24..32].copy_from_slice(&fit.to_be_bytes());
     let mut h: LatencyHistogram = Deserializer::new()
         .deserialize(&mut (&header[..]).chain(payload))
         .map_err(|e| HistogramError::Payload(format!("{e:?}")))?;
@@ -627,6 +634,76 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plain V2 bytes with Vantage's header and `payload` as the counts.
+    fn with_payload(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        encode_histogram_plain(&new_latency_histogram(), &mut bytes).unwrap();
+        bytes.truncate(V2_HEADER_LEN);
+        bytes[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    proptest::proptest! {
+        /// Any sequence of counts and zero runs, extremes included,
+        /// decodes or is refused: never a panic, in this overflow-checked
+        /// build.
+        #[test]
+        fn any_counts_decode_or_are_refused(
+            ns in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<i64>(),
+                    proptest::prelude::Just(i64::MIN),
+                    proptest::prelude::Just(i64::MAX),
+                    -3_000i64..3_000,
+                ],
+                0..12,
+            )
+        ) {
+            let mut payload = Vec::new();
+            for n in &ns {
+                write_zigzag(&mut payload, *n);
+            }
+            let bytes = with_payload(&payload);
+            let _ = decode_histogram(&bytes);
+            let _ = decode_histogram_plain(&bytes);
+        }
+    }
+
+    /// A run of zeros of length 2^63: zig-zag `u64::MAX`, nine 0xFF bytes
+    /// in LEB128-64b9B. hdrhistogram 7.6 negates it, which overflows: a
+    /// panic in any build with overflow checks (`cargo test` is one). It
+    /// is refused before the library sees it, plain, deflated and inside
+    /// a batch.
+    #[test]
+    fn a_zero_run_of_two_to_the_63_is_refused_not_negated() {
+        let bad = with_payload(&[0xFF; 9]);
+        let e = decode_histogram(&bad).unwrap_err();
+        assert!(matches!(e, HistogramError::Payload(_)), "{e:?}");
+        assert!(decode_histogram_plain(&bad).is_err());
+        // A count of i64::MAX is a number, not a zero run: left to the
+        // counter type, which refuses it or keeps it, without a panic.
+        let _ = decode_histogram(&with_payload(&[
+            0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]));
+        // Followed by more counts, and deflated.
+        let mut compressed = Vec::new();
+        {
+            use std::io::Write;
+            let mut z =
+                flate2::write::ZlibEncoder::new(&mut compressed, flate2::Compression::fast());
+            z.write_all(&with_payload(&[
+                0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02,
+            ]))
+            .unwrap();
+            z.finish().unwrap();
+        }
+        let mut deflated = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        deflated.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+        deflated.extend_from_slice(&compressed);
+        assert!(decode_histogram(&deflated).is_err());
+    }
 
     #[test]
     fn round_trip_keeps_every_count() {
