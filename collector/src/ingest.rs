@@ -159,6 +159,7 @@ pub struct Ingest {
     auth: Mutex<Box<dyn Store>>,
     known: Mutex<KnownTokens>,
     metrics: Arc<Metrics>,
+    refusals: Mutex<crate::refusal_log::RefusalLog>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -197,6 +198,7 @@ impl Ingest {
             auth: Mutex::new(auth),
             known: Mutex::new(KnownTokens::new(TOKEN_FRESH, TOKENS_REMEMBERED)),
             metrics,
+            refusals: Mutex::new(Default::default()),
         })
     }
 
@@ -222,9 +224,22 @@ impl Ingest {
                 .seen(&p, now_unix_ms(), ack.status == AckStatus::Stored);
         }
         if !ack.status.is_ack() {
-            tracing::info!(status = ack.status.name(), reason = %ack.reason, "batch refused");
+            self.log_refusal(ack.status.name(), &ack.reason, "batch");
         }
         ack
+    }
+
+    /// Logs a refusal, at most once a minute per reason (the rest are
+    /// counted in `/metrics` and in the next line).
+    pub(crate) fn log_refusal(&self, status: &'static str, reason: &str, what: &str) {
+        let admitted = self
+            .refusals
+            .lock()
+            .ok()
+            .and_then(|mut log| log.admit(status, Instant::now()));
+        if let Some(unlogged) = admitted {
+            tracing::warn!(status, %reason, unlogged_since_last = unlogged, "{what} refused");
+        }
     }
 
     /// The probe `hash` belongs to, if it is valid: from the tokens checked

@@ -16,6 +16,7 @@ mod location;
 mod metrics;
 mod poll;
 pub mod postgres;
+mod refusal_log;
 mod rollup;
 mod row;
 mod server;

@@ -14,7 +14,7 @@ impl Ingest {
         let answer = self.decide_poll(token, heartbeat);
         self.metrics().count_poll(answer.status);
         if answer.status.http_status() != 200 {
-            tracing::info!(status = answer.status.name(), reason = %answer.reason, "campaign poll refused");
+            self.log_refusal(answer.status.name(), &answer.reason, "campaign poll");
         }
         answer
     }
