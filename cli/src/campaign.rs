@@ -162,13 +162,13 @@ fn rendering(v: &CampaignVersion) -> String {
         "# campaign {} version {} ({})\n",
         v.campaign,
         v.version,
-        rfc3339(v.created_unix_ms)
+        vantage_store::fleet::rfc3339_seconds(v.created_unix_ms)
     );
     for p in &v.phases {
         out.push_str(&format!(
             "# phase {} from {}\n",
             p.phase,
-            rfc3339(p.at_unix_ms)
+            vantage_store::fleet::rfc3339_seconds(p.at_unix_ms)
         ));
     }
     out.push_str(&v.body);
@@ -176,11 +176,6 @@ fn rendering(v: &CampaignVersion) -> String {
         out.push('\n');
     }
     out
-}
-
-fn rfc3339(unix_ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
-        .to_string()
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<()> {
@@ -264,7 +259,7 @@ fn phase(args: PhaseArgs) -> anyhow::Result<()> {
         "campaign `{}` version {version}: phase `{}` from {} (each probe at its first window starting then or later)",
         args.campaign,
         args.phase,
-        rfc3339(at)
+        vantage_store::fleet::rfc3339_seconds(at)
     );
     Ok(())
 }

@@ -37,27 +37,15 @@ pub(crate) fn fleet(args: FleetArgs) -> anyhow::Result<()> {
         .collect();
     let assignments = store.assignments()?;
     let latest = store.campaigns()?;
-    let failure = std::cell::RefCell::new(None);
-    let store = std::cell::RefCell::new(store);
-    let recent = |id: &str, limit: u32| match store.borrow_mut().recent_batches(id, limit) {
-        Ok(b) => b,
-        Err(e) => {
-            failure.borrow_mut().get_or_insert(e);
-            Vec::new()
-        }
-    };
     let rows = fleet_view(
         &health,
         &known,
         &assignments,
         &latest,
-        &recent,
+        &mut |id, limit| store.recent_batches(id, limit),
         now,
         args.silent_after,
-    );
-    if let Some(e) = failure.into_inner() {
-        return Err(e.into());
-    }
+    )?;
     if args.json {
         print!("{}", render_fleet_json(&rows)?);
     } else {

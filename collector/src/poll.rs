@@ -106,12 +106,7 @@ fn health(h: &Heartbeat, seen_unix_ms: u64) -> ProbeHealth {
         dropped_batches: h.dropped_batches,
         uptime_s: h.uptime_s,
         clock_offset: h.clock_offset,
-        labels: h
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
+        labels: crate::row::labels_text(&h.labels),
         window_ms: h.window_ms,
     }
 }

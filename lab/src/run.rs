@@ -347,17 +347,15 @@ fn lab_rates(options: &LabOptions) -> Vec<String> {
 
 /// A country's campaign: its targets and sync, the lab's window and rates.
 fn campaign_body(options: &LabOptions, targets_and_sync: &str) -> String {
+    // A later --rate of one metric replaces an earlier: TOML keeps one.
+    let by_metric: BTreeMap<String, String> = lab_rates(options)
+        .iter()
+        .filter_map(|r| r.split_once('='))
+        .map(|(m, r)| (m.to_string(), r.to_string()))
+        .collect();
     let mut rates = String::from("[rates]\n");
-    for r in lab_rates(options) {
-        if let Some((metric, rate)) = r.split_once('=') {
-            // A later --rate of one metric replaces an earlier: TOML keeps one.
-            rates = rates
-                .lines()
-                .filter(|l| !l.starts_with(&format!("{metric} =")))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            rates.push_str(&format!("{metric} = {rate}\n"));
-        }
+    for (metric, rate) in by_metric {
+        rates.push_str(&format!("{metric} = {rate}\n"));
     }
     format!(
         "window = \"{}ms\"\n{rates}{targets_and_sync}",

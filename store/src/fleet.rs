@@ -91,7 +91,7 @@ pub struct ProbeHealth {
     pub uptime_s: u64,
     /// Its clock minus the collector's and the uncertainty, µs.
     pub clock_offset: Option<(i64, u64)>,
-    /// Its own labels, as `key=value,…`.
+    /// Its own labels, as `key=value;…` (as a stored batch's are).
     pub labels: String,
     /// Its window, ms.
     pub window_ms: u64,
@@ -167,7 +167,8 @@ pub enum PhaseError {
     Store(#[from] StoreError),
 }
 
-fn rfc3339(unix_ms: u64) -> String {
+/// An instant as RFC 3339 to the second, as campaign messages give it.
+pub fn rfc3339_seconds(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
     )
@@ -188,7 +189,7 @@ pub fn switch_phase(
     now_unix_ms: u64,
 ) -> Result<u64, PhaseError> {
     if at_unix_ms + 1_000 < now_unix_ms {
-        return Err(PhaseError::InPast(rfc3339(at_unix_ms)));
+        return Err(PhaseError::InPast(rfc3339_seconds(at_unix_ms)));
     }
     if let Err(e) = Labels::new().insert(Labels::PHASE, phase) {
         return Err(PhaseError::BadPhase {
@@ -203,7 +204,7 @@ pub fn switch_phase(
         return Err(PhaseError::NotAfterLast {
             campaign: campaign.to_string(),
             phase: p.phase.clone(),
-            at: rfc3339(p.at_unix_ms),
+            at: rfc3339_seconds(p.at_unix_ms),
         });
     }
     let mut phases = last.phases;
@@ -295,6 +296,10 @@ pub fn recent_limit(window_ms: u64) -> u32 {
 
 const HOUR_MS: u64 = 3_600_000;
 
+/// A probe's latest batches' creation times, newest first, at most
+/// `limit` ([`Fleet::recent_batches`], or made up in a test).
+pub type RecentBatches<'a> = dyn FnMut(&str, u32) -> Result<Vec<u64>, StoreError> + 'a;
+
 /// The fleet as `vantage fleet` shows it: every probe with a heartbeat, an
 /// assignment by id or a valid token (`known`), with `recent` the
 /// creation times of its latest batches (newest first).
@@ -303,10 +308,10 @@ pub fn fleet_view(
     known: &[String],
     assignments: &[Assignment],
     latest: &[(String, u64)],
-    recent: &dyn Fn(&str, u32) -> Vec<u64>,
+    recent: &mut RecentBatches<'_>,
     now_unix_ms: u64,
     silent_after: u64,
-) -> Vec<FleetRow> {
+) -> Result<Vec<FleetRow>, StoreError> {
     let mut ids: Vec<String> = health.iter().map(|h| h.probe_id.clone()).collect();
     ids.extend(known.iter().cloned());
     ids.extend(assignments.iter().filter_map(|a| match &a.assignee {
@@ -330,14 +335,14 @@ pub fn fleet_view(
             });
             let applied = h.as_ref().and_then(|h| h.applied.clone());
             let window_ms = h.as_ref().map(|h| h.window_ms).filter(|w| *w > 0);
-            let batches = recent(&id, recent_limit(window_ms.unwrap_or(60_000)));
+            let batches = recent(&id, recent_limit(window_ms.unwrap_or(60_000)))?;
             let last_batch = batches.first().copied();
             let since = now_unix_ms.saturating_sub(HOUR_MS);
             let last_sign = last_batch.or(h.as_ref().map(|h| h.seen_unix_ms));
             let missed = window_ms
                 .zip(last_sign)
                 .map(|(w, t)| now_unix_ms.saturating_sub(t) / w);
-            FleetRow {
+            Ok(FleetRow {
                 drift: assigned.is_some() && assigned != applied,
                 silent: last_sign.is_none() || missed.is_some_and(|m| m >= silent_after),
                 batches_last_hour: batches.iter().filter(|t| **t >= since).count() as u64,
@@ -347,7 +352,7 @@ pub fn fleet_view(
                 probe_id: id,
                 health: h,
                 assigned,
-            }
+            })
         })
         .collect()
 }
@@ -446,10 +451,10 @@ pub fn render_fleet_table(rows: &[FleetRow], now_unix_ms: u64) -> String {
     out
 }
 
-/// `key=value,…` as kept in [`ProbeHealth::labels`].
+/// `key=value;…` as kept in [`ProbeHealth::labels`].
 fn parse_labels(text: &str) -> Labels {
     let mut labels = Labels::new();
-    for pair in text.split(',').filter(|p| !p.is_empty()) {
+    for pair in text.split(';').filter(|p| !p.is_empty()) {
         let _ = labels.insert_pair(pair);
     }
     labels
@@ -507,25 +512,26 @@ mod tests {
         let latest = [("move".to_string(), 3)];
         // "ok" made a batch every minute for the last two hours; "quiet"
         // stopped five minutes ago; "lost" has a token and nothing else.
-        let recent = |id: &str, limit: u32| -> Vec<u64> {
+        let mut recent = |id: &str, limit: u32| -> Result<Vec<u64>, StoreError> {
             let n = match id {
                 "ok" | "behind" => 0,
                 "quiet" => 5,
-                _ => return vec![],
+                _ => return Ok(vec![]),
             };
-            (n..n + limit as u64)
+            Ok((n..n + limit as u64)
                 .map(|k| now - k * 60_000 - 1)
-                .collect()
+                .collect())
         };
         let rows = fleet_view(
             &fleet,
             &["lost".to_string()],
             &assignments,
             &latest,
-            &recent,
+            &mut recent,
             now,
             3,
-        );
+        )
+        .unwrap();
         let row = |id: &str| rows.iter().find(|r| r.probe_id == id).unwrap();
         assert_eq!(rows.len(), 4);
         assert!(!row("ok").drift && !row("ok").silent);

@@ -151,8 +151,10 @@ pub(crate) async fn poll_once(
     }
     let offered = answer.campaign?;
     let plan = ctx.plan.clone();
-    let judged = judge(f.accepted.as_ref(), &offered, |d| {
-        plan.config(d).map(|_| ()).map_err(|e| e.to_string())
+    // Resolved once: the check and, for a phases-only version, its phases.
+    let config = plan.config(&offered);
+    let judged = judge(f.accepted.as_ref(), &offered, |_| {
+        config.as_ref().map(|_| ()).map_err(|e| e.to_string())
     });
     let offer = match judged {
         Judgement::Same => return None,
@@ -162,7 +164,7 @@ pub(crate) async fn poll_once(
             return None;
         }
         Judgement::PhasesOnly => {
-            let phases = plan.config(&offered).map(|c| c.phases).unwrap_or_default();
+            let phases = config.map(|c| c.phases).unwrap_or_default();
             Offer::Phases(phases, (offered.name.clone(), offered.version))
         }
         Judgement::Apply => Offer::Apply(offered.clone()),
