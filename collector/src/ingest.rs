@@ -9,7 +9,7 @@ use crate::upkeep::{Step, Upkeep, UpkeepConfig, FOLD_CHUNK, RETAIN_CHUNK, RETAIN
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
-use vantage_store::{Incoming, Inserted, Store};
+use vantage_store::{FoldPlan, Incoming, Inserted, Store, StoreError};
 use vantage_wire::upload::{Ack, AckStatus};
 use vantage_wire::{Batch, MAX_BATCH_BYTES};
 
@@ -41,11 +41,14 @@ const QUIET: Duration = Duration::from_millis(100);
 
 /// The writer thread: commit what is waiting (group commit), then at most
 /// one bounded upkeep step; steps that wait for a quiet store run only
-/// once no upload has come for [`QUIET`]. Ends when every sender is gone.
+/// once no upload has come for [`QUIET`]. A fold is read and merged by the
+/// [`Planner`] thread meanwhile and written here when it comes back, so
+/// ingest waits only for its writing. Ends when every sender is gone.
 fn write_loop(
     runtime: &tokio::runtime::Runtime,
     mut rx: mpsc::Receiver<WriteJob>,
     writer: &mut dyn Store,
+    mut planner: Planner,
     m: &Metrics,
     mut upkeep: Upkeep,
 ) {
@@ -62,9 +65,12 @@ fn write_loop(
             let stored = commit(writer, m, std::mem::take(&mut jobs));
             upkeep.stored(stored);
         }
+        if let Some(plan) = planner.ready() {
+            write_fold(writer, m, &mut upkeep, plan, now_unix_ms());
+        }
         let now = now_unix_ms();
         if let Some(step) = upkeep.due(now, false) {
-            run_step(writer, m, &mut upkeep, step, now);
+            run_step(writer, &mut planner, m, &mut upkeep, step, now);
             continue;
         }
         if busy {
@@ -72,24 +78,85 @@ fn write_loop(
         }
         let wait = upkeep.wait(now).map(|d| d.max(QUIET));
         let next = runtime.block_on(async {
-            match wait {
-                Some(d) => tokio::time::timeout(d, rx.recv()).await.ok(),
-                None => Some(rx.recv().await),
+            let timeout = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                plan = planner.next() => Woken::Plan(plan),
+                job = rx.recv() => Woken::Job(job),
+                () = timeout => Woken::Quiet,
             }
         });
         match next {
-            Some(Some(job)) => jobs.push(job),
-            Some(None) => return,
-            None => {
+            Woken::Job(Some(job)) => jobs.push(job),
+            Woken::Job(None) => return,
+            Woken::Plan(Some(plan)) => write_fold(writer, m, &mut upkeep, plan, now_unix_ms()),
+            // The planner thread ended (it panicked): fold on the writer.
+            Woken::Plan(None) => planner = Planner::Inline,
+            Woken::Quiet => {
                 let now = now_unix_ms();
                 if let Some(step) = upkeep.due(now, true) {
-                    run_step(writer, m, &mut upkeep, step, now);
+                    run_step(writer, &mut planner, m, &mut upkeep, step, now);
                 }
             }
         }
     }
 }
 
+/// What woke the idle writer.
+enum Woken {
+    Job(Option<WriteJob>),
+    Plan(Option<Result<FoldPlan, StoreError>>),
+    Quiet,
+}
+
+/// Where folds are read and merged: a thread with its own handle on the
+/// store, or (without one) the writer itself.
+enum Planner {
+    Thread {
+        asks: std::sync::mpsc::Sender<usize>,
+        plans: mpsc::UnboundedReceiver<Result<FoldPlan, StoreError>>,
+    },
+    Inline,
+}
+
+impl Planner {
+    /// Starts the planner thread on `store`.
+    fn start(mut store: Box<dyn Store>) -> std::io::Result<Self> {
+        let (asks, asked) = std::sync::mpsc::channel::<usize>();
+        let (planned, plans) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("collector-folds".into())
+            .spawn(move || {
+                for max in asked {
+                    if planned.send(store.plan_fold(max)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Planner::Thread { asks, plans })
+    }
+
+    /// A plan that has come back, if one has.
+    fn ready(&mut self) -> Option<Result<FoldPlan, StoreError>> {
+        match self {
+            Planner::Thread { plans, .. } => plans.try_recv().ok(),
+            Planner::Inline => None,
+        }
+    }
+
+    /// The next plan to come back; `None` when the thread has ended.
+    async fn next(&mut self) -> Option<Result<FoldPlan, StoreError>> {
+        match self {
+            Planner::Thread { plans, .. } => plans.recv().await,
+            Planner::Inline => std::future::pending().await,
+        }
+    }
+}
 /// Commits one group; returns how many batches were new.
 fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
     let started = Instant::now();
@@ -124,13 +191,30 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
     }
 }
 
-/// Runs one upkeep step and counts what it did.
-fn run_step(writer: &mut dyn Store, m: &Metrics, upkeep: &mut Upkeep, step: Step, now: u64) {
+/// Runs one upkeep step, or starts it on the planner, and counts what it did.
+fn run_step(
+    writer: &mut dyn Store,
+    planner: &mut Planner,
+    m: &Metrics,
+    upkeep: &mut Upkeep,
+    step: Step,
+    now: u64,
+) {
     let result = match step {
-        Step::Fold => writer.fold_rollups(FOLD_CHUNK).map(|n| {
-            upkeep.folded(now, FOLD_CHUNK, n);
-            m.count_folded(n);
-        }),
+        Step::Fold => {
+            upkeep.planning();
+            let plan = match planner {
+                Planner::Thread { asks, .. } => match asks.send(FOLD_CHUNK) {
+                    Ok(()) => return,
+                    Err(_) => {
+                        *planner = Planner::Inline;
+                        writer.plan_fold(FOLD_CHUNK)
+                    }
+                },
+                Planner::Inline => writer.plan_fold(FOLD_CHUNK),
+            };
+            return write_fold(writer, m, upkeep, plan, now);
+        }
         Step::Retain { before_unix_ms } => writer
             .remove_raw_before(before_unix_ms, RETAIN_CHUNK)
             .map(|removed| {
@@ -139,10 +223,35 @@ fn run_step(writer: &mut dyn Store, m: &Metrics, upkeep: &mut Upkeep, step: Step
             }),
     };
     if let Err(e) = result {
-        upkeep.failed(now);
-        m.upkeep_failed();
-        tracing::error!(error = %e, ?step, "store upkeep failed; ingest goes on, upkeep retries in {} s", RETAIN_EVERY.as_secs());
+        upkeep_failed(m, upkeep, &e, "retention", now);
     }
+}
+
+/// Writes a fold the planner read and merged, and counts it.
+fn write_fold(
+    writer: &mut dyn Store,
+    m: &Metrics,
+    upkeep: &mut Upkeep,
+    plan: Result<FoldPlan, StoreError>,
+    now: u64,
+) {
+    match plan.and_then(|plan| writer.apply_fold(plan)) {
+        Ok(Some(n)) => {
+            upkeep.folded(now, FOLD_CHUNK, n);
+            m.count_folded(n);
+        }
+        Ok(None) => upkeep.plan_dropped(),
+        Err(e) => {
+            upkeep.plan_dropped();
+            upkeep_failed(m, upkeep, &e, "fold", now);
+        }
+    }
+}
+
+fn upkeep_failed(m: &Metrics, upkeep: &mut Upkeep, e: &StoreError, step: &str, now: u64) {
+    upkeep.failed(now);
+    m.upkeep_failed();
+    tracing::error!(error = %e, step, "store upkeep failed; ingest goes on, upkeep retries in {} s", RETAIN_EVERY.as_secs());
 }
 
 struct WriteJob {
@@ -173,11 +282,13 @@ impl Ingest {
     /// Starts the writer thread on `writer` (the store batches go to) and
     /// answers token look-ups from `auth` (a second handle on the same
     /// store, so look-ups do not wait for commits). Between commits the
-    /// writer folds batches into the roll-ups and removes raw series past
-    /// `upkeep`'s retention.
+    /// writer folds batches into the roll-ups, read and merged on `folds`
+    /// (a third handle) by a thread of their own, and removes raw series
+    /// past `upkeep`'s retention.
     pub fn start(
         mut writer: Box<dyn Store>,
         auth: Box<dyn Store>,
+        folds: Box<dyn Store>,
         metrics: Arc<Metrics>,
         upkeep: UpkeepConfig,
     ) -> std::io::Result<Self> {
@@ -187,11 +298,12 @@ impl Ingest {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
+        let planner = Planner::start(folds)?;
         std::thread::Builder::new()
             .name("collector-writer".into())
             .spawn(move || {
                 let upkeep = Upkeep::new(upkeep, unfolded);
-                write_loop(&runtime, rx, writer.as_mut(), &m, upkeep)
+                write_loop(&runtime, rx, writer.as_mut(), planner, &m, upkeep)
             })?;
         Ok(Ingest {
             writer: tx,

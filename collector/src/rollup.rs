@@ -24,6 +24,7 @@
 
 use crate::row::labels_text;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use vantage_store::{merge_counts_into, Resolution, StoreError, StoredSeries};
 use vantage_wire::{CountsScratch, Labels, Series, SparseCounts};
 
@@ -73,7 +74,7 @@ impl Key {
 pub(crate) struct Part {
     pub(crate) labels: Labels,
     pub(crate) series: Series,
-    pieces: Vec<SparseCounts>,
+    pieces: Vec<Rc<SparseCounts>>,
     pub(crate) count: u64,
 }
 
@@ -81,14 +82,14 @@ impl Part {
     /// Adds the stored row this roll-up already has (`count` series).
     pub(crate) fn absorb(&mut self, stored: &Series, counts: SparseCounts, count: u64) {
         merge_counts_into(&mut self.series, stored);
-        self.pieces.push(counts);
+        self.pieces.push(Rc::new(counts));
         self.count += count;
     }
 
     /// The merged histogram as plain V2 bytes, into `out`.
     pub(crate) fn histogram(&self, scratch: &mut CountsScratch, out: &mut Vec<u8>) {
         out.clear();
-        scratch.sum_plain(&self.pieces, out);
+        scratch.sum_plain(self.pieces.iter().map(|p| &**p), out);
     }
 }
 
@@ -102,8 +103,15 @@ impl Folding {
     /// Adds one stored series (its histogram as `counts`) to its hourly
     /// and daily roll-ups.
     pub(crate) fn add(&mut self, row: &StoredSeries, counts: &SparseCounts) {
-        for resolution in [Resolution::Hour, Resolution::Day] {
-            let key = Key::of(resolution, row);
+        // One copy of the counts, shared by both roll-ups.
+        let counts = Rc::new(counts.clone());
+        let hour = Key::of(Resolution::Hour, row);
+        let day = Key {
+            resolution: Resolution::Day,
+            block_start: Resolution::Day.block_start(row.series.window.start_unix_ms),
+            ..hour.clone()
+        };
+        for key in [hour, day] {
             match self.rows.get_mut(&key) {
                 Some(part) => {
                     merge_counts_into(&mut part.series, &row.series);

@@ -78,10 +78,12 @@ impl Collector {
     pub async fn start(config: CollectorConfig) -> Result<Self, CollectorError> {
         let writer = config.db.open()?;
         let auth = config.db.open()?;
+        let folds = config.db.open()?;
         let ingest = Arc::new(
             Ingest::start(
                 writer,
                 auth,
+                folds,
                 Arc::new(Metrics::default()),
                 crate::upkeep::UpkeepConfig {
                     keep_raw: config.keep_raw,

@@ -67,6 +67,8 @@ pub struct Upkeep {
     folded_at: u64,
     /// No step before this (after a failure), Unix ms.
     paused_until: u64,
+    /// A fold is being read and merged off the writer; no other starts.
+    planning: bool,
 }
 
 impl Upkeep {
@@ -80,7 +82,20 @@ impl Upkeep {
             retain_at: 0,
             folded_at: 0,
             paused_until: 0,
+            planning: false,
         }
+    }
+
+    /// A fold's reading began (off the writer): no fold is due until it
+    /// is written ([`Upkeep::folded`]), dropped or failed.
+    pub fn planning(&mut self) {
+        self.planning = true;
+    }
+
+    /// A planned fold was dropped unwritten (another fold came first, or
+    /// it failed).
+    pub fn plan_dropped(&mut self) {
+        self.planning = false;
     }
 
     /// `n` new batches were committed.
@@ -93,7 +108,7 @@ impl Upkeep {
         if now_unix_ms < self.paused_until {
             return None;
         }
-        if self.unfolded >= FOLD_HIGH_WATER
+        if (!self.planning && self.unfolded >= FOLD_HIGH_WATER)
             || (idle && self.fold_at().is_some_and(|at| at <= now_unix_ms))
         {
             return Some(Step::Fold);
@@ -119,6 +134,9 @@ impl Upkeep {
     /// When an idle writer should next fold, if anything is unfolded: at
     /// once when a chunk is waiting, else [`FOLD_EVERY`] after the last.
     fn fold_at(&self) -> Option<u64> {
+        if self.planning {
+            return None;
+        }
         match self.unfolded {
             0 => None,
             n if n >= FOLD_CHUNK as u64 => Some(0),
@@ -128,6 +146,7 @@ impl Upkeep {
 
     /// A fold at `now` asked for `asked` batches and folded `folded`.
     pub fn folded(&mut self, now_unix_ms: u64, asked: usize, folded: u64) {
+        self.planning = false;
         self.folded_at = now_unix_ms;
         if folded > 0 {
             // Newly folded batches may be past retention.
@@ -257,6 +276,44 @@ mod tests {
         u.retained(later, RETAIN_CHUNK, RawRemoved::default());
         u.folded(later + 5, FOLD_CHUNK, 3);
         assert!(matches!(u.due(later + 5, true), Some(Step::Retain { .. })));
+    }
+
+    #[test]
+    fn one_fold_is_planned_at_a_time_and_retention_goes_on_meanwhile() {
+        let mut u = Upkeep::new(keep(Duration::from_millis(DAY)), FOLD_HIGH_WATER);
+        assert_eq!(u.due(10 * DAY, false), Some(Step::Fold));
+        u.planning();
+        assert!(
+            matches!(u.due(10 * DAY, true), Some(Step::Retain { .. })),
+            "no second fold while one is being read"
+        );
+        u.retained(10 * DAY, RETAIN_CHUNK, RawRemoved::default());
+        assert_eq!(u.due(10 * DAY, true), None);
+        u.failed(10 * DAY);
+        assert_eq!(
+            u.due(10 * DAY + RETAIN_EVERY.as_millis() as u64, true),
+            Some(Step::Retain {
+                before_unix_ms: 9 * DAY + RETAIN_EVERY.as_millis() as u64
+            }),
+            "a failed retention step does not end the fold being planned"
+        );
+        u.plan_dropped();
+        assert_eq!(
+            u.due(11 * DAY, false),
+            Some(Step::Fold),
+            "dropped: planned again"
+        );
+        u.planning();
+        u.folded(11 * DAY, FOLD_CHUNK, FOLD_CHUNK as u64);
+        assert!(
+            matches!(u.due(11 * DAY, false), Some(Step::Retain { .. })),
+            "written: what it folded may be past retention"
+        );
+        assert_eq!(
+            u.due(11 * DAY, true),
+            Some(Step::Fold),
+            "idle with a chunk still waiting: the next fold"
+        );
     }
 
     #[test]

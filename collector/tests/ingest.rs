@@ -158,6 +158,7 @@ async fn random_and_mutated_input_is_refused_and_never_stored_as_garbage() {
     let ingest = Ingest::start(
         Box::new(SqliteStore::open(&db).unwrap()),
         Box::new(SqliteStore::open(&db).unwrap()),
+        Box::new(SqliteStore::open(&db).unwrap()),
         Arc::new(Metrics::default()),
         Default::default(),
     )

@@ -73,6 +73,7 @@ async fn raw_series_past_keep_raw_are_removed_once_folded_and_rollups_keep_the_c
     let ingest = Ingest::start(
         Box::new(SqliteStore::open(&db).unwrap()),
         Box::new(SqliteStore::open(&db).unwrap()),
+        Box::new(SqliteStore::open(&db).unwrap()),
         metrics.clone(),
         UpkeepConfig {
             keep_raw: Some(Duration::from_millis(DAY)),

@@ -13,6 +13,38 @@ mod resolution;
 pub mod select;
 
 pub use resolution::{Resolution, ResolutionError};
+
+/// A fold read and merged by [`Store::plan_fold`], waiting to be written
+/// by [`Store::apply_fold`]: opaque outside the backend that made it.
+pub struct FoldPlan(PlanKind);
+
+enum PlanKind {
+    /// Nothing prepared: the apply folds up to this many batches itself.
+    InApply(usize),
+    /// The backend's own prepared rows.
+    Prepared(Box<dyn std::any::Any + Send>),
+}
+
+impl FoldPlan {
+    /// A plan that leaves the whole fold of up to `max_batches` to the apply.
+    pub fn in_apply(max_batches: usize) -> Self {
+        FoldPlan(PlanKind::InApply(max_batches))
+    }
+
+    /// A plan of rows a backend prepared.
+    pub fn prepared(rows: Box<dyn std::any::Any + Send>) -> Self {
+        FoldPlan(PlanKind::Prepared(rows))
+    }
+
+    /// The prepared rows, if this plan holds any (else how many batches
+    /// the apply is to fold).
+    pub fn into_prepared(self) -> Result<Box<dyn std::any::Any + Send>, usize> {
+        match self.0 {
+            PlanKind::InApply(max) => Err(max),
+            PlanKind::Prepared(rows) => Ok(rows),
+        }
+    }
+}
 pub use select::{
     merge_counts_into, merge_groups, merge_into, Group, GroupMerger, Selector, SelectorError,
     StoredSeries,
@@ -188,6 +220,24 @@ pub trait Store: fleet::Fleet + Send {
     /// unfolded batches in as it reads); folding keeps that merge small and
     /// must come before a batch's raw series are removed.
     fn fold_rollups(&mut self, max_batches: usize) -> Result<u64, StoreError>;
+    /// Reads and merges the next fold of up to `max_batches` batches
+    /// without writing anything, on a handle of its own: the collector runs
+    /// it off its writer thread, so ingest waits only for [`Store::apply_fold`].
+    /// A backend without that split leaves the whole fold to the apply.
+    fn plan_fold(&mut self, max_batches: usize) -> Result<FoldPlan, StoreError> {
+        Ok(FoldPlan::in_apply(max_batches))
+    }
+    /// Writes a fold that [`Store::plan_fold`] made on a handle of the same
+    /// store, in one transaction; returns how many batches it folded, or
+    /// `None` when another fold wrote first (the plan is dropped unwritten,
+    /// its batches stay pending: nothing is lost or counted twice).
+    fn apply_fold(&mut self, plan: FoldPlan) -> Result<Option<u64>, StoreError> {
+        match plan.into_prepared() {
+            Err(max) => self.fold_rollups(max).map(Some),
+            // Another backend's plan: not this one's to write.
+            Ok(_) => Ok(None),
+        }
+    }
     /// Batches stored but not yet folded into the roll-ups.
     fn unfolded_batches(&mut self) -> Result<u64, StoreError>;
     /// Removes the one-minute series and raw bytes of up to `max_batches`

@@ -15,7 +15,7 @@ use row::figure_values;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use vantage_store::{
-    Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
+    FoldPlan, Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
     StoredSeries, TokenRecord,
 };
 use vantage_wire::{encode_histogram_plain, SparseCounts};
@@ -487,6 +487,32 @@ impl Store for SqliteStore {
         Ok(folded)
     }
 
+    fn plan_fold(&mut self, max_batches: usize) -> Result<FoldPlan, StoreError> {
+        let planned = rollup::plan(&mut self.conn, &self.path, max_batches)?;
+        Ok(FoldPlan::prepared(Box::new(planned)))
+    }
+
+    fn apply_fold(&mut self, plan: FoldPlan) -> Result<Option<u64>, StoreError> {
+        let planned = match plan.into_prepared() {
+            Err(max) => return self.fold_rollups(max).map(Some),
+            Ok(rows) => match rows.downcast::<rollup::Planned>() {
+                Ok(planned) => *planned,
+                // Another backend's plan: not this one's to write.
+                Err(_) => return Ok(None),
+            },
+        };
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sqlite_error(&path, e))?;
+        let folded = rollup::apply_planned(planned, &tx, &path)?;
+        if folded.is_some() {
+            tx.commit().map_err(|e| sqlite_error(&path, e))?;
+        }
+        Ok(folded)
+    }
+
     fn unfolded_batches(&mut self) -> Result<u64, StoreError> {
         rollup::pending_count(&self.conn, &self.path)
     }
@@ -724,6 +750,57 @@ mod tests {
             );
         }
         assert_eq!(folded, 120, "each batch folded once");
+    }
+
+    #[test]
+    fn a_fold_planned_on_another_handle_is_written_once_and_a_stale_plan_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        let mut planner = SqliteStore::open(&path).unwrap();
+        let batches: Vec<Batch> = (1..=90)
+            .map(|seq| batch("p1", seq, "IN", &[seq, 5 * seq]))
+            .collect();
+        insert_all(&mut writer, &batches[..60]);
+        // Planned from a snapshot; batches stored meanwhile are not in it.
+        let plan = planner.plan_fold(40).unwrap();
+        insert_all(&mut writer, &batches[60..]);
+        assert_eq!(
+            writer.unfolded_batches().unwrap(),
+            90,
+            "planning writes nothing"
+        );
+        assert_eq!(writer.apply_fold(plan).unwrap(), Some(40));
+        assert_eq!(writer.unfolded_batches().unwrap(), 50);
+        for resolution in [Resolution::Hour, Resolution::Day] {
+            assert_eq!(
+                rolled(&mut writer, resolution),
+                expected(&mut writer, resolution),
+                "{resolution} after the planned fold"
+            );
+        }
+        // A plan overtaken by another fold (a report opening the store
+        // folds too) would count its batches twice or overwrite the other
+        // fold's rows: it is dropped, and its batches stay pending.
+        let stale = planner.plan_fold(30).unwrap();
+        assert_eq!(writer.fold_rollups(10).unwrap(), 10);
+        assert_eq!(writer.apply_fold(stale).unwrap(), None);
+        assert_eq!(writer.unfolded_batches().unwrap(), 40);
+        let fresh = planner.plan_fold(usize::MAX).unwrap();
+        assert_eq!(writer.apply_fold(fresh).unwrap(), Some(40));
+        assert_eq!(writer.unfolded_batches().unwrap(), 0);
+        for resolution in [Resolution::Hour, Resolution::Day] {
+            assert_eq!(
+                rolled(&mut writer, resolution),
+                expected(&mut writer, resolution),
+                "{resolution}: every batch once"
+            );
+        }
+        assert_eq!(
+            rolled(&mut writer, Resolution::Day)[0].1.histogram.len(),
+            180,
+            "90 windows × 2 samples"
+        );
     }
 
     #[test]
