@@ -91,18 +91,35 @@ impl Spool {
         self.pending_drops
     }
 
-    fn save_drops(&self) -> Result<(), SpoolError> {
+    /// Keeps the count of drops not yet reported on disk, so it survives a
+    /// restart. If that fails (a full disk) the count stays in memory and
+    /// the next batch still reports it; only a restart before the disk
+    /// frees up loses it, and that is said here.
+    fn save_drops(&self) {
         let path = self.dir.join("dropped");
-        write_durably(&path, self.pending_drops.to_string().as_bytes()).map_err(io_err(&path))
+        if let Err(e) = write_durably(&path, self.pending_drops.to_string().as_bytes()) {
+            let _ = std::fs::remove_file(path.with_extension("tmp"));
+            tracing::warn!(
+                error = %e,
+                pending = self.pending_drops,
+                "the spool's count of dropped batches was not saved (the next batch still reports it; a restart before the disk frees up would lose the count)"
+            );
+        }
     }
 
     /// Stores batch `seq` durably. `reported` is how many earlier drops the
     /// batch itself reports (its `dropped_batches`); they are cleared. If the
     /// spool is over its cap, the oldest batches are deleted first; returns
     /// how many, which the next batch will report.
+    ///
+    /// A batch that cannot be stored (a full disk, or larger than the whole
+    /// spool) is counted as dropped too, with the oldest deleted for it, so
+    /// the next batch spooled reports every batch the collector will never
+    /// see; the drops this one reported stay to be reported.
     pub fn push(&mut self, seq: u64, bytes: &[u8], reported: u64) -> Result<u64, SpoolError> {
         let size = bytes.len() as u64;
         if size > self.cap_bytes {
+            self.lost(0);
             return Err(SpoolError::TooBig {
                 size,
                 cap: self.cap_bytes,
@@ -113,14 +130,27 @@ impl Spool {
             let Some((&oldest, _)) = self.files.iter().next() else {
                 break;
             };
-            self.remove(oldest)?;
+            if let Err(e) = self.remove(oldest) {
+                self.lost(dropped);
+                return Err(e);
+            }
             dropped += 1;
         }
         let path = self.path_of(seq);
-        write_durably(&path, bytes).map_err(io_err(&path))?;
+        if let Err(source) = write_durably(&path, bytes) {
+            // An empty or partial file would only be removed at the next open.
+            let _ = std::fs::remove_file(path.with_extension("tmp"));
+            // Renamed into place but the directory not synced: it is spooled.
+            let kept = std::fs::metadata(&path).is_ok_and(|m| m.len() == size);
+            if !kept {
+                self.lost(dropped);
+                return Err(SpoolError::Io { path, source });
+            }
+            tracing::warn!(error = %source, sequence = seq, "spooled, but the spool directory could not be synced");
+        }
         self.files.insert(seq, size);
         self.pending_drops = self.pending_drops.saturating_sub(reported) + dropped;
-        self.save_drops()?;
+        self.save_drops();
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -129,6 +159,13 @@ impl Spool {
             );
         }
         Ok(dropped)
+    }
+
+    /// The batch being pushed was not stored, after `evicted` older ones
+    /// were deleted for it: all of them are drops to report.
+    fn lost(&mut self, evicted: u64) {
+        self.pending_drops += evicted + 1;
+        self.save_drops();
     }
 
     /// The oldest batch waiting, with its bytes.
@@ -220,6 +257,48 @@ mod tests {
             s.push(5, &[0; 11], 0),
             Err(SpoolError::TooBig { .. })
         ));
+        assert_eq!(
+            s.pending_drops(),
+            2,
+            "a batch too big to keep is a drop too"
+        );
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_is_counted_with_what_was_evicted_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 10).unwrap();
+        s.push(1, b"aaaa", 0).unwrap();
+        s.push(2, b"bbbb", 0).unwrap();
+        // The write of batch 3 fails (its temporary file's name is taken by
+        // a directory): as a full disk fails it, after batch 1 was evicted.
+        std::fs::create_dir(dir.path().join("00000000000000000003.tmp")).unwrap();
+        let err = s.push(3, b"cccc", 0).unwrap_err();
+        assert!(err.to_string().contains("--spool-dir"), "{err}");
+        assert_eq!(s.pending_drops(), 2, "batch 1 evicted and batch 3 lost");
+        assert_eq!(s.len(), 1);
+        // Batch 4 reports both; batch 3 reported nothing, so nothing of the
+        // count was cleared by it.
+        assert_eq!(s.push(4, b"dddd", 2).unwrap(), 0);
+        assert_eq!(s.pending_drops(), 0);
+        drop(s);
+        assert_eq!(Spool::open(dir.path(), 10).unwrap().pending_drops(), 0);
+    }
+
+    #[test]
+    fn a_batch_spooled_whose_drop_count_cannot_be_saved_is_still_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 10).unwrap();
+        std::fs::create_dir(dir.path().join("dropped.tmp")).unwrap();
+        s.push(1, b"aaaa", 0).unwrap();
+        s.push(2, b"bbbb", 0).unwrap();
+        assert_eq!(
+            s.push(3, b"cccc", 0).unwrap(),
+            1,
+            "spooled, batch 1 evicted"
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.pending_drops(), 1, "the count kept in memory");
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! The probe on a full disk, for real: a small tmpfs mounted for the test
+//! (so it needs root; `.ci/run` runs it with `--include-ignored`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vantage_probe::spool::Spool;
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "vantage-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs (this test needs root)");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_full_spool_disk_counts_every_batch_it_could_not_keep_and_leaves_no_partial_files() {
+    let disk = Tmpfs::mount("128k");
+    let mut spool = Spool::open(&disk.path(), 1 << 30).unwrap();
+    let batch = vec![7u8; 10_000];
+    let (mut kept, mut lost) = (0u64, 0u64);
+    for seq in 1..=30 {
+        match spool.push(seq, &batch, 0) {
+            Ok(evicted) => {
+                assert_eq!(evicted, 0, "far under the cap");
+                kept += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("No space left"), "{e}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(
+        kept > 0 && lost > 0,
+        "the disk filled: {kept} kept, {lost} lost"
+    );
+    assert_eq!(
+        spool.pending_drops(),
+        lost,
+        "every batch not kept is counted"
+    );
+    assert!(
+        names(&disk.path()).iter().all(|n| !n.ends_with(".tmp")),
+        "no partial files left: {:?}",
+        names(&disk.path())
+    );
+    // Space comes back: the next batch is kept and reports every loss.
+    disk.resize("1m");
+    assert_eq!(spool.push(31, &batch, lost).unwrap(), 0);
+    assert_eq!(spool.pending_drops(), 0);
+    drop(spool);
+    let spool = Spool::open(&disk.path(), 1 << 30).unwrap();
+    assert_eq!(spool.len() as u64, kept + 1);
+    assert_eq!(
+        spool.pending_drops(),
+        0,
+        "nothing left to report after a restart"
+    );
+}
