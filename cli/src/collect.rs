@@ -130,6 +130,7 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
         db: args.store.location()?,
         max_connections: 4096,
         keep_raw: args.keep_raw,
+        limits: Default::default(),
     })
     .await?;
     if !args.quiet {

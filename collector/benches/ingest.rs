@@ -65,6 +65,7 @@ fn main() {
             db: db.clone().into(),
             max_connections: 1024,
             keep_raw: None,
+            limits: Default::default(),
         })
         .await
         .unwrap();

@@ -50,6 +50,7 @@ fn write_loop(
     writer: &mut dyn Store,
     mut planner: Planner,
     m: &Metrics,
+    writes: &WriteHealth,
     mut upkeep: Upkeep,
 ) {
     let mut jobs = Vec::with_capacity(GROUP);
@@ -62,7 +63,7 @@ fn write_loop(
         }
         let busy = !jobs.is_empty();
         if busy {
-            let stored = commit(writer, m, std::mem::take(&mut jobs));
+            let stored = commit(writer, m, writes, std::mem::take(&mut jobs));
             upkeep.stored(stored);
         }
         if let Some(plan) = planner.ready() {
@@ -157,8 +158,44 @@ impl Planner {
         }
     }
 }
+/// Whether the writer's last commit went through: what `/health` says
+/// besides whether the store answers, since a store on a full disk still
+/// answers reads.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth {
+    last_failure: Mutex<Option<CommitFailed>>,
+}
+
+impl WriteHealth {
+    fn succeeded(&self) {
+        if let Ok(mut f) = self.last_failure.lock() {
+            *f = None;
+        }
+    }
+
+    fn failed(&self, failed: &CommitFailed) {
+        if let Ok(mut f) = self.last_failure.lock() {
+            *f = Some(failed.clone());
+        }
+    }
+
+    /// Why the last commit failed, if it did.
+    fn failure(&self) -> Option<String> {
+        let f = self.last_failure.lock().ok()?.clone()?;
+        let kind = if f.full {
+            "storage_full"
+        } else {
+            "storage_unavailable"
+        };
+        Some(format!(
+            "{kind}: the last commit failed, uploads are refused until one succeeds: {}",
+            f.message
+        ))
+    }
+}
+
 /// Commits one group; returns how many batches were new.
-fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
+fn commit(writer: &mut dyn Store, m: &Metrics, writes: &WriteHealth, jobs: Vec<WriteJob>) -> u64 {
     let started = Instant::now();
     let result = {
         let items: Vec<Incoming<'_>> = jobs
@@ -175,6 +212,7 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
     m.commit(started.elapsed());
     match result {
         Ok(outcomes) => {
+            writes.succeeded();
             let stored = outcomes.iter().filter(|o| **o == Inserted::Stored).count();
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = job.reply.send(Ok(outcome));
@@ -183,8 +221,13 @@ fn commit(writer: &mut dyn Store, m: &Metrics, jobs: Vec<WriteJob>) -> u64 {
         }
         Err(e) => {
             tracing::error!(error = %e, "store commit failed; {} batches answered unavailable", jobs.len());
+            let failed = CommitFailed {
+                message: e.to_string(),
+                full: matches!(e, StoreError::Full { .. }),
+            };
+            writes.failed(&failed);
             for job in jobs {
-                let _ = job.reply.send(Err(e.to_string()));
+                let _ = job.reply.send(Err(failed.clone()));
             }
             0
         }
@@ -259,7 +302,7 @@ struct WriteJob {
     raw: Vec<u8>,
     plain_histograms: Vec<Vec<u8>>,
     token_hash: String,
-    reply: oneshot::Sender<Result<Inserted, String>>,
+    reply: oneshot::Sender<Result<Inserted, CommitFailed>>,
 }
 
 /// The ingest path, shared by the QUIC and HTTPS listeners.
@@ -267,6 +310,7 @@ pub struct Ingest {
     writer: mpsc::Sender<WriteJob>,
     auth: Mutex<Box<dyn Store>>,
     known: Mutex<KnownTokens>,
+    writes: Arc<WriteHealth>,
     metrics: Arc<Metrics>,
     refusals: Mutex<crate::refusal_log::RefusalLog>,
 }
@@ -299,16 +343,19 @@ impl Ingest {
             .enable_time()
             .build()?;
         let planner = Planner::start(folds)?;
+        let writes = Arc::new(WriteHealth::default());
+        let health = writes.clone();
         std::thread::Builder::new()
             .name("collector-writer".into())
             .spawn(move || {
                 let upkeep = Upkeep::new(upkeep, unfolded);
-                write_loop(&runtime, rx, writer.as_mut(), planner, &m, upkeep)
+                write_loop(&runtime, rx, writer.as_mut(), planner, &m, &writes, upkeep)
             })?;
         Ok(Ingest {
             writer: tx,
             auth: Mutex::new(auth),
             known: Mutex::new(KnownTokens::new(TOKEN_FRESH, TOKENS_REMEMBERED)),
+            writes: health,
             metrics,
             refusals: Mutex::new(Default::default()),
         })
@@ -319,26 +366,72 @@ impl Ingest {
         &self.metrics
     }
 
-    /// True when the store answers.
-    pub fn healthy(&self) -> bool {
-        self.auth
-            .lock()
-            .map(|mut s| s.ping().is_ok())
-            .unwrap_or(false)
+    /// `Ok` when the store answers and the last commit went through, else
+    /// what is wrong, in words for an operator.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(failure) = self.writes.failure() {
+            return Err(failure);
+        }
+        match self.with_auth(|s| s.ping()) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "storage_unavailable: the store does not answer: {e}"
+            )),
+            Err(()) => Err("storage_unavailable: the store handle was poisoned by a panic".into()),
+        }
     }
 
     /// Handles one upload: `token` as presented, `body` the batch bytes.
     pub async fn handle(&self, token: Option<&str>, body: &[u8]) -> Ack {
-        let (ack, series, probe) = self.decide(token, body).await;
-        self.metrics.count(ack.status, series);
-        if let Some(p) = probe.filter(|_| ack.status.is_ack()) {
-            self.metrics
-                .seen(&p, now_unix_ms(), ack.status == AckStatus::Stored);
+        match self.admit(token) {
+            Ok(admitted) => self.store(admitted, body).await,
+            Err(ack) => ack,
         }
-        if !ack.status.is_ack() {
-            self.log_refusal(ack.status.name(), &ack.reason, "batch");
+    }
+
+    /// The first check of an upload, on its token alone, before any of its
+    /// body is read: the refusal (counted and logged) if it fails.
+    pub fn admit(&self, token: Option<&str>) -> Result<Admitted, Ack> {
+        let refuse = |status, reason: String| {
+            let ack = Ack { status, reason };
+            self.refused(&ack, ack.status.name());
+            Err(ack)
+        };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return refuse(
+                AckStatus::Unauthorized,
+                "no token: start the probe with --token (from `vantage collect token add`)".into(),
+            );
+        };
+        let hash = hash_token(token);
+        match self.token_owner(&hash) {
+            Ok(Some(owner)) => Ok(Admitted { hash, owner }),
+            Ok(None) => refuse(AckStatus::Unauthorized, "unknown or revoked token".into()),
+            Err(reason) => refuse(AckStatus::Unavailable, reason),
         }
-        ack
+    }
+
+    /// Stores the batch of an admitted upload, once, and says how it went.
+    pub async fn store(&self, admitted: Admitted, body: &[u8]) -> Ack {
+        let owner = admitted.owner.clone();
+        match self.decide(admitted, body).await {
+            Ok((ack, series)) => {
+                self.metrics.count(ack.status, series);
+                self.metrics
+                    .seen(&owner, now_unix_ms(), ack.status == AckStatus::Stored);
+                ack
+            }
+            Err(refusal) => {
+                self.refused(&refusal.ack, refusal.counted_as);
+                refusal.ack
+            }
+        }
+    }
+
+    /// Counts and logs a refused upload under `counted_as`.
+    pub(crate) fn refused(&self, ack: &Ack, counted_as: &'static str) {
+        self.metrics.count_refused(counted_as);
+        self.log_refusal(counted_as, &ack.reason, "batch");
     }
 
     /// Logs a refusal, at most once a minute per reason (the rest are
@@ -393,8 +486,9 @@ impl Ingest {
         }
     }
 
-    async fn decide(&self, token: Option<&str>, body: &[u8]) -> (Ack, usize, Option<String>) {
-        let refuse = |status, reason: String| (Ack { status, reason }, 0, None);
+    async fn decide(&self, admitted: Admitted, body: &[u8]) -> Result<(Ack, usize), Refusal> {
+        let refuse = |status, reason: String| Err(Refusal::new(status, reason));
+        let Admitted { hash, owner } = admitted;
         if body.len() > MAX_BATCH_BYTES {
             return refuse(
                 AckStatus::TooLarge,
@@ -404,20 +498,6 @@ impl Ingest {
                 ),
             );
         }
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return refuse(
-                AckStatus::Unauthorized,
-                "no token: start the probe with --token (from `vantage collect token add`)".into(),
-            );
-        };
-        let hash = hash_token(token);
-        let owner = match self.token_owner(&hash) {
-            Ok(owner) => owner,
-            Err(reason) => return refuse(AckStatus::Unavailable, reason),
-        };
-        let Some(owner) = owner else {
-            return refuse(AckStatus::Unauthorized, "unknown or revoked token".into());
-        };
         let (batch, plain_histograms) = match Batch::decode_with_plain_histograms(body) {
             Ok(b) => b,
             Err(e) => return refuse(AckStatus::Invalid, e.to_string()),
@@ -466,33 +546,74 @@ impl Ingest {
             return refuse(AckStatus::Unavailable, "store writer stopped".into());
         }
         match answer.await {
-            Ok(Ok(Inserted::Stored)) => (
+            Ok(Ok(Inserted::Stored)) => Ok((
                 Ack {
                     status: AckStatus::Stored,
                     reason: String::new(),
                 },
                 series,
-                Some(owner),
-            ),
+            )),
             Ok(Ok(Inserted::TokenRevoked)) => {
                 if let Ok(mut known) = self.known.lock() {
                     known.forget(&hash);
                 }
                 refuse(AckStatus::Unauthorized, "unknown or revoked token".into())
             }
-            Ok(Ok(Inserted::Duplicate)) => (
+            Ok(Ok(Inserted::Duplicate)) => Ok((
                 Ack {
                     status: AckStatus::Duplicate,
                     reason: "already stored".into(),
                 },
                 series,
-                Some(owner),
-            ),
-            Ok(Err(e)) => refuse(
+            )),
+            Ok(Err(failed)) if failed.full => Err(Refusal {
+                ack: Ack {
+                    status: AckStatus::Unavailable,
+                    reason: format!(
+                        "storage_full: the collector's disk is full; not stored, send it again later: {}",
+                        failed.message
+                    ),
+                },
+                counted_as: "storage_full",
+            }),
+            Ok(Err(failed)) => refuse(
                 AckStatus::Unavailable,
-                format!("storage_unavailable: not stored, send it again later: {e}"),
+                format!(
+                    "storage_unavailable: not stored, send it again later: {}",
+                    failed.message
+                ),
             ),
             Err(_) => refuse(AckStatus::Unavailable, "store writer stopped".into()),
         }
     }
+}
+
+/// An upload whose token was found valid: what storing it needs.
+#[derive(Debug)]
+pub struct Admitted {
+    hash: String,
+    owner: String,
+}
+
+/// A refused upload: the answer, and the reason `/metrics` counts it under.
+struct Refusal {
+    ack: Ack,
+    counted_as: &'static str,
+}
+
+impl Refusal {
+    fn new(status: AckStatus, reason: String) -> Self {
+        Refusal {
+            ack: Ack { status, reason },
+            counted_as: status.name(),
+        }
+    }
+}
+
+/// A commit that failed, as its batches' senders learn of it.
+#[derive(Debug, Clone)]
+struct CommitFailed {
+    message: String,
+    /// The store's disk is full.
+    full: bool,
 }

@@ -22,13 +22,15 @@ mod row;
 mod server;
 mod sqlite;
 pub mod upkeep;
+mod upload_body;
 
-pub use ingest::{hash_token, new_token, Ingest, MAX_CLOCK_AHEAD};
+pub use ingest::{hash_token, new_token, Admitted, Ingest, MAX_CLOCK_AHEAD};
 pub use location::StoreLocation;
 pub use metrics::Metrics;
 pub use postgres::{PgLocation, PgLocationError, PgStore};
 pub use server::{Collector, CollectorConfig, CollectorError};
 pub use sqlite::SqliteStore;
+pub use upload_body::UploadLimits;
 pub use vantage_store::{
     export, merge_groups, merge_into, select, Group, Incoming, Inserted, Selector, SelectorError,
     Store, StoreError, StoredSeries, TokenRecord,

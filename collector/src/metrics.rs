@@ -46,11 +46,15 @@ impl Metrics {
             AckStatus::Duplicate => {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
-            refused => {
-                if let Ok(mut m) = self.refused.lock() {
-                    *m.entry(refused.name()).or_insert(0) += 1;
-                }
-            }
+            refused => self.count_refused(refused.name()),
+        }
+    }
+
+    /// Counts a refused upload under `reason`: its status's name, or a
+    /// finer reason (`storage_full`, `body_timeout`, `busy`, …).
+    pub(crate) fn count_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.refused.lock() {
+            *m.entry(reason).or_insert(0) += 1;
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::ingest::Ingest;
 use crate::location::StoreLocation;
 use crate::metrics::Metrics;
+use crate::upload_body::{BodyError, InFlight, UploadLimits};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -36,6 +37,8 @@ pub struct CollectorConfig {
     /// How long one-minute series are kept (`None`: forever); the hourly
     /// and daily roll-ups are kept whatever this is.
     pub keep_raw: Option<std::time::Duration>,
+    /// Bounds on reading uploads: time per body, memory of all together.
+    pub limits: UploadLimits,
 }
 
 /// Why a collector could not start.
@@ -152,9 +155,14 @@ impl Collector {
             })?;
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let uploads = Uploads {
+            ingest: ingest.clone(),
+            in_flight: Arc::new(InFlight::new(config.limits)),
+            limits: config.limits,
+        };
         tasks.spawn(serve_quic(
             endpoint.clone(),
-            ingest.clone(),
+            uploads.clone(),
             config.max_connections,
             rx.clone(),
         ));
@@ -162,7 +170,7 @@ impl Collector {
         tasks.spawn(serve_https(
             listener,
             tls,
-            ingest.clone(),
+            uploads,
             config.max_connections,
             rx,
         ));
@@ -195,9 +203,10 @@ impl Collector {
         self.ingest.metrics()
     }
 
-    /// Whether the store answers now (what `/health` says).
-    pub fn healthy(&self) -> bool {
-        self.ingest.healthy()
+    /// What `/health` says: `Ok` when the store answers and the last
+    /// commit went through, else what is wrong.
+    pub fn health(&self) -> Result<(), String> {
+        self.ingest.health()
     }
 
     /// Stops accepting and waits (bounded) for the listeners to end.
@@ -215,9 +224,30 @@ impl Collector {
     }
 }
 
+/// What both listeners share: the ingest path, and the room and time
+/// uploads are read in.
+#[derive(Clone)]
+struct Uploads {
+    ingest: Arc<Ingest>,
+    in_flight: Arc<InFlight>,
+    limits: UploadLimits,
+}
+
+impl Uploads {
+    /// Counts and logs a body that was not read whole; the answer to it.
+    fn refuse_body(&self, e: BodyError) -> Ack {
+        let ack = e.ack();
+        self.ingest.refused(&ack, e.counted_as());
+        ack
+    }
+}
+
+/// How long a client may take to send a message's head and token.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_quic(
     endpoint: quinn::Endpoint,
-    ingest: Arc<Ingest>,
+    uploads: Uploads,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -232,62 +262,147 @@ async fn serve_quic(
             incoming.refuse();
             continue;
         };
-        let ingest = ingest.clone();
+        let uploads = uploads.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(10), incoming).await else {
                 return;
             };
-            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                let ingest = ingest.clone();
-                tokio::spawn(async move {
-                    let limit = MAX_BATCH_BYTES + 6 + upload::MAX_TOKEN_LEN;
-                    let ack = match tokio::time::timeout(
-                        Duration::from_secs(60),
-                        recv.read_to_end(limit),
-                    )
-                    .await
-                    {
-                        Ok(Ok(bytes)) if campaign::is_poll(&bytes) => {
-                            let answer = match campaign::decode_poll(&bytes) {
-                                Ok((token, heartbeat)) => ingest.poll(Some(token), heartbeat).await,
-                                Err(e) => {
-                                    CampaignAnswer::status(PollStatus::Invalid, e.to_string(), 0)
-                                }
-                            };
-                            let _ = send.write_all(answer.encode().as_bytes()).await;
-                            let _ = send.finish();
-                            return;
-                        }
-                        Ok(Ok(bytes)) => match upload::decode_request(&bytes) {
-                            Ok((token, batch)) => ingest.handle(Some(token), batch).await,
-                            Err(e) => Ack {
-                                status: AckStatus::Invalid,
-                                reason: e.to_string(),
-                            },
-                        },
-                        Ok(Err(quinn::ReadToEndError::TooLong)) => Ack {
-                            status: AckStatus::TooLarge,
-                            reason: format!("more than {MAX_BATCH_BYTES} bytes"),
-                        },
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "upload stream failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let _ = send.write_all(&ack.encode()).await;
-                    let _ = send.finish();
-                });
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let uploads = uploads.clone();
+                tokio::spawn(async move { serve_stream(send, recv, &uploads).await });
             }
         });
     }
 }
 
+/// One QUIC stream: a campaign poll or an upload, told apart by the head.
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, uploads: &Uploads) {
+    let mut head = [0u8; upload::HEAD_LEN];
+    match tokio::time::timeout(HEAD_TIMEOUT, recv.read_exact(&mut head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(quinn::ReadExactError::FinishedEarly(_))) => {
+            let ack = Ack {
+                status: AckStatus::Invalid,
+                reason: upload::UploadError::Truncated.to_string(),
+            };
+            uploads.ingest.refused(&ack, ack.status.name());
+            let _ = send.write_all(&ack.encode()).await;
+            let _ = send.finish();
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upload stream failed");
+            return;
+        }
+        Err(_) => return,
+    }
+    if campaign::is_poll(&head) {
+        let answer = poll_over_quic(&head, &mut recv, uploads).await;
+        let _ = send.write_all(answer.encode().as_bytes()).await;
+        let _ = send.finish();
+        return;
+    }
+    let Some(ack) = upload_over_quic(&head, &mut recv, uploads).await else {
+        return;
+    };
+    if !ack.status.is_ack() {
+        // Whatever else the client sends is not wanted.
+        let _ = recv.stop(0u32.into());
+    }
+    let _ = send.write_all(&ack.encode()).await;
+    let _ = send.finish();
+}
+
+async fn poll_over_quic(
+    head: &[u8],
+    recv: &mut quinn::RecvStream,
+    uploads: &Uploads,
+) -> CampaignAnswer {
+    let limit = 255 + campaign::MAX_HEARTBEAT_BYTES;
+    let rest = match tokio::time::timeout(uploads.limits.body_timeout, recv.read_to_end(limit))
+        .await
+    {
+        Ok(Ok(rest)) => rest,
+        Ok(Err(e)) => {
+            return CampaignAnswer::status(PollStatus::Invalid, format!("campaign poll: {e}"), 0)
+        }
+        Err(_) => {
+            return CampaignAnswer::status(
+                PollStatus::Invalid,
+                "campaign poll did not arrive in time",
+                0,
+            )
+        }
+    };
+    let bytes = [head, &rest].concat();
+    match campaign::decode_poll(&bytes) {
+        Ok((token, heartbeat)) => uploads.ingest.poll(Some(token), heartbeat).await,
+        Err(e) => CampaignAnswer::status(PollStatus::Invalid, e.to_string(), 0),
+    }
+}
+
+/// Reads an upload's token, checks it, and only then reads and stores its
+/// batch. `None` when the stream broke and nobody is left to answer.
+async fn upload_over_quic(
+    head: &[u8],
+    recv: &mut quinn::RecvStream,
+    uploads: &Uploads,
+) -> Option<Ack> {
+    let invalid = |e: upload::UploadError| {
+        let ack = Ack {
+            status: AckStatus::Invalid,
+            reason: e.to_string(),
+        };
+        uploads.ingest.refused(&ack, ack.status.name());
+        ack
+    };
+    let n = match upload::token_len(head) {
+        Ok(n) => n,
+        Err(e) => return Some(invalid(e)),
+    };
+    let mut token = vec![0u8; n];
+    match tokio::time::timeout(HEAD_TIMEOUT, recv.read_exact(&mut token)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(quinn::ReadExactError::FinishedEarly(_))) => {
+            return Some(invalid(upload::UploadError::Truncated))
+        }
+        _ => return None,
+    }
+    let Ok(token) = std::str::from_utf8(&token) else {
+        return Some(invalid(upload::UploadError::BadToken));
+    };
+    let admitted = match uploads.ingest.admit(Some(token)) {
+        Ok(admitted) => admitted,
+        Err(ack) => return Some(ack),
+    };
+    let mut body = match uploads.in_flight.body(MAX_BATCH_BYTES, None).await {
+        Ok(body) => body,
+        Err(e) => return Some(uploads.refuse_body(e)),
+    };
+    loop {
+        match tokio::time::timeout_at(body.deadline(), recv.read_chunk(64 << 10, true)).await {
+            Err(_) => return Some(uploads.refuse_body(body.timed_out())),
+            Ok(Ok(Some(chunk))) => {
+                if let Err(e) = body.push(&chunk.bytes).await {
+                    return Some(uploads.refuse_body(e));
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                uploads.refuse_body(BodyError::Broken(e.to_string()));
+                return None;
+            }
+        }
+    }
+    let (bytes, _room) = body.finish();
+    Some(uploads.ingest.store(admitted, &bytes).await)
+}
+
 async fn serve_https(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    ingest: Arc<Ingest>,
+    uploads: Uploads,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -305,7 +420,7 @@ async fn serve_https(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
         };
-        let (acceptor, ingest) = (acceptor.clone(), ingest.clone());
+        let (acceptor, uploads) = (acceptor.clone(), uploads.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let Ok(Ok(tls)) =
@@ -314,8 +429,8 @@ async fn serve_https(
                 return;
             };
             let service = hyper::service::service_fn(move |req| {
-                let ingest = ingest.clone();
-                async move { Ok::<_, Infallible>(route(req, &ingest).await) }
+                let uploads = uploads.clone();
+                async move { Ok::<_, Infallible>(route(req, &uploads).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -332,15 +447,13 @@ fn text(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn route(req: Request<Incoming>, ingest: &Ingest) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, uploads: &Uploads) -> Response<Full<Bytes>> {
+    let ingest = &uploads.ingest;
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => {
-            if ingest.healthy() {
-                text(200, "ok\n")
-            } else {
-                text(503, "store not answering\n")
-            }
-        }
+        (&Method::GET, "/health") => match ingest.health() {
+            Ok(()) => text(200, "ok\n"),
+            Err(why) => text(503, format!("{why}\n")),
+        },
         (&Method::GET, "/metrics") => {
             let mut r = text(200, ingest.metrics().render());
             if let Ok(v) = "text/plain; version=0.0.4".parse() {
@@ -348,48 +461,16 @@ async fn route(req: Request<Incoming>, ingest: &Ingest) -> Response<Full<Bytes>>
             }
             r
         }
-        (&Method::POST, upload::HTTP_PATH) => {
-            let token = bearer(&req);
-            let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    let ack = Ack {
-                        status: AckStatus::TooLarge,
-                        reason: format!(
-                            "more than {MAX_BATCH_BYTES} bytes, or the upload broke off"
-                        ),
-                    };
-                    ingest.metrics().count(ack.status, 0);
-                    return text(ack.status.http_status(), ack.reason);
-                }
-            };
-            let ack = ingest.handle(token.as_deref(), &body).await;
-            text(
-                ack.status.http_status(),
-                format!(
-                    "{}\n",
-                    if ack.reason.is_empty() {
-                        ack.status.name()
-                    } else {
-                        &ack.reason
-                    }
-                ),
-            )
-        }
+        (&Method::POST, upload::HTTP_PATH) => upload_over_https(req, uploads).await,
         (&Method::POST, campaign::HTTP_PATH) => {
             let token = bearer(&req);
-            let answer = match Limited::new(req.into_body(), campaign::MAX_HEARTBEAT_BYTES)
-                .collect()
-                .await
-            {
-                Ok(b) => ingest.poll(token.as_deref(), &b.to_bytes()).await,
-                Err(_) => CampaignAnswer::status(
+            let body = Limited::new(req.into_body(), campaign::MAX_HEARTBEAT_BYTES).collect();
+            let answer = match tokio::time::timeout(uploads.limits.body_timeout, body).await {
+                Ok(Ok(b)) => ingest.poll(token.as_deref(), &b.to_bytes()).await,
+                _ => CampaignAnswer::status(
                     PollStatus::Invalid,
                     format!(
-                        "heartbeat of more than {} bytes, or it broke off",
+                        "heartbeat of more than {} bytes, or it broke off or did not arrive in time",
                         campaign::MAX_HEARTBEAT_BYTES
                     ),
                     0,
@@ -402,6 +483,92 @@ async fn route(req: Request<Incoming>, ingest: &Ingest) -> Response<Full<Bytes>>
             "try POST /v1/batches, POST /v1/campaign, GET /metrics or GET /health\n",
         ),
     }
+}
+
+/// `POST /v1/batches`: the token is checked from the request's head, and
+/// a refused upload is answered (and the connection closed) before any of
+/// its body is read; then the body is read under the upload limits.
+async fn upload_over_https(req: Request<Incoming>, uploads: &Uploads) -> Response<Full<Bytes>> {
+    let answer = |ack: Ack| {
+        let reason = if ack.reason.is_empty() {
+            ack.status.name().to_string()
+        } else {
+            ack.reason
+        };
+        let mut r = text(ack.status.http_status(), format!("{reason}\n"));
+        if !ack.status.is_ack() {
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    };
+    let admitted = match uploads.ingest.admit(bearer(&req).as_deref()) {
+        Ok(admitted) => admitted,
+        Err(ack) => {
+            linger(req.into_body());
+            return answer(ack);
+        }
+    };
+    let expected = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut incoming = req.into_body();
+    let mut body = match uploads.in_flight.body(MAX_BATCH_BYTES, expected).await {
+        Ok(body) => body,
+        Err(e) => {
+            linger(incoming);
+            return answer(uploads.refuse_body(e));
+        }
+    };
+    loop {
+        match tokio::time::timeout_at(body.deadline(), incoming.frame()).await {
+            Err(_) => return answer(uploads.refuse_body(body.timed_out())),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(e) = body.push(data).await {
+                        linger(incoming);
+                        return answer(uploads.refuse_body(e));
+                    }
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return answer(uploads.refuse_body(BodyError::Broken(e.to_string())))
+            }
+        }
+    }
+    let (bytes, _room) = body.finish();
+    answer(uploads.ingest.store(admitted, &bytes).await)
+}
+
+/// How long, and how much, of a refused upload's body is read and thrown
+/// away after the refusal is sent. Closing at once, with the client still
+/// sending, would reset the connection and the client could lose the
+/// answer; this keeps nothing in memory and holds the slot for a bounded
+/// time (as web servers' lingering close does).
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = MAX_BATCH_BYTES + (1 << 20);
+
+/// Reads and drops what is left of `body`, within [`LINGER`] and
+/// [`LINGER_BYTES`], on a task of its own (the answer goes out meanwhile).
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
 }
 
 /// The token of an `Authorization: Bearer …` header.

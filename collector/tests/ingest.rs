@@ -356,13 +356,24 @@ async fn a_database_that_stops_is_refused_through_then_reconnected_without_a_res
         assert_eq!(ack.status, AckStatus::Unavailable, "{}", ack.reason);
         assert!(ack.reason.contains("storage_unavailable"), "{}", ack.reason);
     }
-    assert!(!s.collector.healthy(), "health says the store is down");
+    let health = s.collector.health();
+    assert!(
+        health
+            .as_ref()
+            .is_err_and(|why| why.contains("storage_unavailable")),
+        "health says the store is down: {health:?}"
+    );
     server.start_again();
     // The refused ten again, then the rest, then all thirty once more.
     for b in &batches[10..] {
         let ack = up.send(b, std::time::Instant::now()).await.unwrap();
         assert_eq!(ack.status, AckStatus::Stored, "{}", ack.reason);
     }
+    assert_eq!(
+        s.collector.health(),
+        Ok(()),
+        "healthy once a commit went through"
+    );
     for b in &batches {
         assert_eq!(
             up.send(b, std::time::Instant::now()).await.unwrap().status,

@@ -441,6 +441,7 @@ async fn start_collector(
         db: db.clone(),
         max_connections: 256,
         keep_raw: None,
+        limits: Default::default(),
     })
     .await
     .map_err(|e| LabError::Collector(e.to_string()))

@@ -95,6 +95,15 @@ pub enum StoreError {
         /// The backend's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database's disk is full: nothing of the failed operation was
+    /// kept, and it can succeed once space is freed.
+    #[error("database {place}: its disk is full ({source}); free space there: nothing is lost meanwhile, probes keep their batches until they are stored")]
+    Full {
+        /// The database.
+        place: String,
+        /// The backend's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database was made by a newer release, whose schema this one
     /// does not know: nothing is read or written.
     #[error("database {place} has Vantage schema version {found}; this vantage knows versions up to {known}: upgrade vantage here (every collector and reader of one database needs a release at least as new as the newest that wrote it)")]

@@ -164,18 +164,30 @@ pub fn encode_request(token: &str, batch: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits an upload request into its token and batch bytes.
-pub fn decode_request(bytes: &[u8]) -> Result<(&str, &[u8]), UploadError> {
-    if bytes.len() < 6 {
+/// Bytes of an upload request before its token.
+pub const HEAD_LEN: usize = 6;
+
+/// The length of the token that follows an upload request's first
+/// [`HEAD_LEN`] bytes: what a collector reads first, so that it can check
+/// the token before it reads the batch.
+pub fn token_len(head: &[u8]) -> Result<usize, UploadError> {
+    if head.len() < HEAD_LEN {
         return Err(UploadError::Truncated);
     }
-    if &bytes[..4] != MAGIC || bytes[4] != VERSION {
+    if &head[..4] != MAGIC || head[4] != VERSION {
         return Err(UploadError::BadMagic);
     }
-    let n = bytes[5] as usize;
-    let token = bytes.get(6..6 + n).ok_or(UploadError::Truncated)?;
+    Ok(head[5] as usize)
+}
+
+/// Splits an upload request into its token and batch bytes.
+pub fn decode_request(bytes: &[u8]) -> Result<(&str, &[u8]), UploadError> {
+    let n = token_len(bytes)?;
+    let token = bytes
+        .get(HEAD_LEN..HEAD_LEN + n)
+        .ok_or(UploadError::Truncated)?;
     let token = std::str::from_utf8(token).map_err(|_| UploadError::BadToken)?;
-    Ok((token, &bytes[6 + n..]))
+    Ok((token, &bytes[HEAD_LEN + n..]))
 }
 
 impl Ack {
@@ -219,6 +231,12 @@ mod tests {
             decode_request(b"GET / HTTP/1.1"),
             Err(UploadError::BadMagic)
         );
+        assert_eq!(token_len(&bytes[..HEAD_LEN]), Ok(6));
+        assert_eq!(
+            token_len(&bytes[..HEAD_LEN - 1]),
+            Err(UploadError::Truncated)
+        );
+        assert_eq!(token_len(b"VNTC\x01\x06"), Err(UploadError::BadMagic));
     }
 
     #[test]

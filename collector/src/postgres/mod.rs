@@ -150,10 +150,12 @@ impl PgStore {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
         }
-        StoreError::Database {
-            place: self.location.place().to_string(),
-            source: Box::new(PgError(describe(&e))),
+        let place = self.location.place().to_string();
+        let source = Box::new(PgError(describe(&e)));
+        if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+            return StoreError::Full { place, source };
         }
+        StoreError::Database { place, source }
     }
 
     /// The live connection, connecting (and checking the schema) first if

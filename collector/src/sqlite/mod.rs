@@ -76,8 +76,15 @@ CREATE INDEX IF NOT EXISTS tokens_by_probe ON tokens (probe_id);
 
 /// A SQLite failure, naming the database file.
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    let place = path.display().to_string();
+    if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full {
+            place,
+            source: Box::new(source),
+        };
+    }
     StoreError::Database {
-        place: path.display().to_string(),
+        place,
         source: Box::new(source),
     }
 }

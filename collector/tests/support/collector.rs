@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use vantage_collector::{hash_token, new_token, Collector, CollectorConfig, StoreLocation};
+use vantage_collector::{
+    hash_token, new_token, Collector, CollectorConfig, StoreLocation, UploadLimits,
+};
 use vantage_probe::upload::{CollectorTarget, Uploader};
 use vantage_probe::Trust;
 use vantage_tls::Identity;
@@ -21,12 +23,21 @@ pub async fn setup() -> Setup {
 }
 
 pub async fn setup_on(db: StoreLocation, dir: tempfile::TempDir) -> Setup {
+    setup_limited(db, dir, UploadLimits::default()).await
+}
+
+pub async fn setup_limited(
+    db: StoreLocation,
+    dir: tempfile::TempDir,
+    limits: UploadLimits,
+) -> Setup {
     let collector = Collector::start(CollectorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         identity: Identity::generate(&["localhost".into()]).unwrap(),
         db: db.clone(),
         max_connections: 64,
         keep_raw: None,
+        limits,
     })
     .await
     .unwrap();
