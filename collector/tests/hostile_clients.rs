@@ -227,42 +227,9 @@ async fn uploads_in_flight_together_are_bounded_and_the_rest_told_to_come_back()
     s.collector.shutdown().await;
 }
 
-/// A tmpfs of `size` on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "vantage-test"])
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount tmpfs (this test needs root)");
-        Tmpfs { dir }
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount tmpfs");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+#[path = "../../probe/tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 /// A batch of three series with a few hundred samples each.
 fn batch(seq: u64, rng: &mut impl rand::Rng) -> Vec<u8> {
@@ -320,7 +287,7 @@ async fn a_full_store_disk_refuses_with_storage_full_and_recovers_with_nothing_l
     use rand::SeedableRng;
     let disk = Tmpfs::mount("1m");
     let dir = tempfile::tempdir().unwrap();
-    let db = StoreLocation::Sqlite(disk.dir.path().join("c.db"));
+    let db = StoreLocation::Sqlite(disk.path().join("c.db"));
     let s = setup_limited(db, dir, UploadLimits::default()).await;
     let token = add_token(&s.db, "p1");
     let mut up = uploader(&s, s.collector.quic_addr().port(), &token);
