@@ -3,7 +3,8 @@
 //! head before any body is read, a body that drips loses its slot, the
 //! memory of all uploads in flight is bounded, and a collector whose disk
 //! fills refuses with `storage_full`, says so in `/health`, and recovers by
-//! itself with nothing lost or doubled.
+//! itself with nothing lost or doubled; `/metrics` and `/health` show no
+//! token, token hash or batch content.
 
 #[path = "support/collector.rs"]
 #[allow(dead_code)]
@@ -341,5 +342,56 @@ async fn a_full_store_disk_refuses_with_storage_full_and_recovers_with_nothing_l
         assert_eq!(stored.as_deref(), Some(&bytes[..]), "batch {}", n + 1);
     }
     drop(store);
+    s.collector.shutdown().await;
+}
+
+async fn get_over_https(s: &Setup, path: &str) -> (u16, String) {
+    let mut tls = https(s).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    response(&mut tls, Duration::from_secs(5))
+        .await
+        .expect("an answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_leak_no_token_hash_or_batch_content() {
+    use rand::SeedableRng;
+    let s = collector(UploadLimits::default()).await;
+    let token = add_token(&s.db, "p1");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let bytes = batch(1, &mut rng);
+    let ack = uploader(&s, s.collector.quic_addr().port(), &token)
+        .send(&bytes, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(ack.status, AckStatus::Stored, "{}", ack.reason);
+    // A refused one too, so the refusal paths have been through as well.
+    let wrong = uploader(&s, s.collector.quic_addr().port(), "vt_not_a_real_token")
+        .send(&bytes, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, AckStatus::Unauthorized);
+    let hash = vantage_collector::hash_token(&token);
+    for path in ["/metrics", "/health"] {
+        let (status, body) = get_over_https(&s, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        for secret in [
+            token.as_str(),
+            &token[3..],
+            hash.as_str(),
+            &hash[..16],
+            "vt_not_a_real_token",
+            "singapore",
+            "127.0.0.1:4433",
+        ] {
+            assert!(!body.contains(secret), "{path} shows {secret:.12}…");
+        }
+    }
+    let (_, metrics) = get_over_https(&s, "/metrics").await;
+    assert!(
+        metrics.contains("vantage_collector_batches_stored_total 1"),
+        "{metrics}"
+    );
     s.collector.shutdown().await;
 }
