@@ -68,6 +68,44 @@ async fn quic_echo(conn: &quinn::Connection, request: &[u8]) -> (EchoResponse, u
     )
 }
 
+/// UDP never amplifies: every datagram of 0 to 1,500 octets gets a reply
+/// no longer than itself, or none (too short, or too long for STAMP).
+#[tokio::test]
+async fn stamp_never_answers_with_more_octets_than_it_got() {
+    let responder = Responder::start(ResponderConfig::local().unwrap())
+        .await
+        .unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let (mut answered, mut silent) = (0, 0);
+    for len in (0..=1500).step_by(7) {
+        let packet: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+        socket
+            .send_to(&packet, responder.stamp_addr())
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                assert!(n <= len, "{n} octets answered to {len}");
+                answered += 1;
+            }
+            _ => {
+                assert!(
+                    !(vantage_wire::stamp::PACKET_LEN..=vantage_wire::stamp::MAX_PACKET_LEN)
+                        .contains(&len),
+                    "a {len}-octet test packet got no reflection"
+                );
+                silent += 1;
+            }
+        }
+    }
+    assert!(
+        answered > 150 && silent > 5,
+        "{answered} answered, {silent} not"
+    );
+    responder.shutdown().await;
+}
+
 #[tokio::test]
 async fn stamp_reflector_conversation() {
     let config = ResponderConfig::local().unwrap();

@@ -382,6 +382,17 @@ mod tests {
     }
 
     proptest! {
+        /// UDP never amplifies: a reflection is exactly as long as the
+        /// test packet, and anything not a test packet gets none.
+        #[test]
+        fn a_reflection_is_never_larger_than_its_test_packet(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let reflected = reflect(&bytes, 7, NtpTimestamp::default(), NtpTimestamp::default(), ErrorEstimate::UNSYNCHRONIZED, 64);
+            match reflected {
+                Ok(out) => prop_assert_eq!(out.len(), bytes.len()),
+                Err(_) => prop_assert!(bytes.len() < PACKET_LEN || bytes.len() > MAX_PACKET_LEN),
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = SenderPacket::decode(&bytes);
