@@ -81,7 +81,10 @@ impl Lab {
         let mut responder_addr = String::new();
         let mut responder_pin = String::new();
         let responder = start(
-            vantage().args(["serve", "--port", "0", "--stamp-port", "0"]),
+            vantage()
+                .args(["serve", "--port", "0", "--stamp-port", "0"])
+                .arg("--cert-dir")
+                .arg(dir.join("responder-cert")),
             |w| match w {
                 ["quic", a, ..] => {
                     responder_addr = a.to_string();
