@@ -372,6 +372,20 @@ fn write_plain(out: &mut Vec<u8>, counts: impl Iterator<Item = (usize, u64)>) {
     out.extend_from_slice(&HISTOGRAM_LOWEST.to_be_bytes());
     out.extend_from_slice(&HISTOGRAM_HIGHEST.to_be_bytes());
     out.extend_from_slice(&1.0f64.to_be_bytes());
+    // Counts must go out by rising index, each index once; sparse counts
+    // decoded from outside may be in any order (found by fuzzing: the
+    // subtraction below overflowed), so they are sorted and merged first.
+    let mut counts: Vec<(usize, u64)> = counts.collect();
+    if !counts.windows(2).all(|w| w[0].0 < w[1].0) {
+        counts.sort_unstable_by_key(|&(index, _)| index);
+        counts.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = kept.1.saturating_add(later.1);
+            }
+            same
+        });
+    }
     let mut next = 0usize;
     for (index, n) in counts {
         match index - next {
@@ -634,6 +648,19 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `histogram_decode` fuzz target (through
+    /// `SparseCounts::encode_plain` on counts decoded from outside): counts
+    /// out of index order made the gap subtraction overflow. They are
+    /// sorted and merged instead.
+    #[test]
+    fn plain_counts_out_of_order_are_sorted_and_merged() {
+        let mut shuffled = Vec::new();
+        write_plain(&mut shuffled, [(9, 1), (3, 2), (9, 4)].into_iter());
+        let mut ordered = Vec::new();
+        write_plain(&mut ordered, [(3, 2), (9, 5)].into_iter());
+        assert_eq!(shuffled, ordered);
+    }
 
     /// Plain V2 bytes with Vantage's header and `payload` as the counts.
     fn with_payload(payload: &[u8]) -> Vec<u8> {

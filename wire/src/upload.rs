@@ -144,9 +144,12 @@ pub enum UploadError {
     /// Not an upload message of this version.
     #[error("not a vantage-collect/1 upload message")]
     BadMagic,
-    /// The token is not UTF-8 or too long.
+    /// The token is not UTF-8.
     #[error("token is not valid UTF-8")]
     BadToken,
+    /// The token is longer than any token can be.
+    #[error("token of {0} bytes is longer than {max}", max = MAX_TOKEN_LEN)]
+    TokenTooLong(usize),
     /// An unknown acknowledgement status.
     #[error("unknown acknowledgement status {0}")]
     BadStatus(u8),
@@ -177,7 +180,11 @@ pub fn token_len(head: &[u8]) -> Result<usize, UploadError> {
     if &head[..4] != MAGIC || head[4] != VERSION {
         return Err(UploadError::BadMagic);
     }
-    Ok(head[5] as usize)
+    let n = head[5] as usize;
+    if n > MAX_TOKEN_LEN {
+        return Err(UploadError::TokenTooLong(n));
+    }
+    Ok(n)
 }
 
 /// Splits an upload request into its token and batch bytes.
@@ -237,6 +244,24 @@ mod tests {
             Err(UploadError::Truncated)
         );
         assert_eq!(token_len(b"VNTC\x01\x06"), Err(UploadError::BadMagic));
+    }
+
+    /// Found by the `upload_messages` fuzz target: a head may announce a
+    /// token of up to 255 bytes, but the encoder writes at most
+    /// `MAX_TOKEN_LEN`, so a longer one is no token anyone was given.
+    #[test]
+    fn a_token_longer_than_any_token_is_refused_from_the_head() {
+        let mut bytes = b"VNTU\x01\x90".to_vec();
+        bytes.extend_from_slice(&[b'a'; 0x90]);
+        bytes.extend_from_slice(b"BATCH");
+        assert_eq!(
+            token_len(&bytes[..HEAD_LEN]),
+            Err(UploadError::TokenTooLong(0x90))
+        );
+        assert_eq!(decode_request(&bytes), Err(UploadError::TokenTooLong(0x90)));
+        let longest = "t".repeat(MAX_TOKEN_LEN);
+        let ok = encode_request(&longest, b"B");
+        assert_eq!(decode_request(&ok), Ok((longest.as_str(), &b"B"[..])));
     }
 
     #[test]
