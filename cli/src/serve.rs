@@ -3,7 +3,7 @@
 use crate::args::{run_until_stopped, IdentityArgs};
 use std::net::IpAddr;
 use std::time::Duration;
-use vantage_responder::{Limits, Responder, ResponderConfig};
+use vantage_responder::{Limits, Responder, ResponderConfig, SourceRate};
 
 /// Flags of `vantage serve`.
 #[derive(clap::Args, Debug)]
@@ -28,12 +28,36 @@ pub(crate) struct ServeArgs {
     /// Most concurrent connections per protocol.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// STAMP datagrams per second one source (an IPv4 address, an IPv6 /64)
+    /// may send, with bursts of twice that; beyond it they are dropped
+    /// unanswered and counted (`stamp_rate_limited`). 0: no limit. A probe
+    /// sends 5 a second by default.
+    #[arg(long, default_value_t = 200.0, value_name = "PER_SEC")]
+    stamp_rate_per_source: f64,
+    /// New connections per second one source may open, QUIC and TCP each,
+    /// with bursts of twice that; beyond it a QUIC attempt gets no answer
+    /// and a TCP one is closed, counted (`quic_rate_limited`,
+    /// `tcp_rate_limited`). 0: no limit. A probe opens about 1 a second by
+    /// default.
+    #[arg(long, default_value_t = 50.0, value_name = "PER_SEC")]
+    connection_rate_per_source: f64,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Print only errors.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// A per-source rate from its flag: bursts of twice the rate; 0 is none.
+fn per_source(flag: &str, per_second: f64) -> anyhow::Result<Option<SourceRate>> {
+    if !(per_second.is_finite() && per_second >= 0.0) {
+        anyhow::bail!("{flag} {per_second}: give a rate per second, 0 or more (0: no limit)");
+    }
+    Ok((per_second > 0.0).then(|| SourceRate {
+        per_second,
+        burst: (2.0 * per_second).max(1.0),
+    }))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,6 +74,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_response_bytes,
             max_connections: args.max_connections,
+            stamp_per_source: per_source("--stamp-rate-per-source", args.stamp_rate_per_source)?,
+            connections_per_source: per_source(
+                "--connection-rate-per-source",
+                args.connection_rate_per_source,
+            )?,
             ..Limits::default()
         },
     };

@@ -36,6 +36,10 @@ pub(crate) async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut rate = shared
+        .limits
+        .connections_per_source
+        .map(|r| crate::rate::RateLimiter::new(r, shared.limits.max_rate_sources));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -50,6 +54,14 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        if let Some(rate) = rate.as_mut() {
+            let source = crate::rate::source_key(remote.ip());
+            if rate.check(&source, Instant::now()) != crate::rate::Verdict::Allowed {
+                Stats::bump(&shared.stats.tcp_rate_limited);
+                drop(tcp);
+                continue;
+            }
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             Stats::bump(&shared.stats.tcp_refused);
             tracing::debug!(%remote, "TCP connection refused: at the connection limit");
@@ -236,20 +248,7 @@ fn bad_request(
 
 /// The number in query parameter `name`; an error message when it is not one.
 fn query_number(req: &Request<Incoming>, name: &str) -> Result<Option<u64>, String> {
-    let prefix = format!("{name}=");
-    match req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
-    {
-        None => Ok(None),
-        Some(v) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| format!("{name}= takes a number\n")),
-    }
+    crate::query::query_number(req.uri().query().unwrap_or(""), name).map_err(|e| format!("{e}\n"))
 }
 
 /// `PUT /photo` with `Content-Length` and `x-photo-crc32`: reads every

@@ -19,13 +19,17 @@ mod body;
 mod http3;
 mod https;
 mod photo;
+mod query;
 mod quic;
+mod rate;
 mod stall;
 mod stamp;
 mod stats;
 mod ttl;
 
 pub use photo::PhotoFault;
+pub use query::{query_number, QueryError};
+pub use rate::{source_key, RateLimiter, SourceRate, Verdict};
 pub use stamp::SessionTable;
 pub use stats::{Stats, StatsSnapshot};
 pub use vantage_tls::{Fingerprint, Identity, IdentityError};
@@ -62,6 +66,18 @@ pub struct Limits {
     /// Photos uploaded or downloaded at once, over all connections; beyond
     /// it a photo is answered `Busy` (QUIC) or 503 (HTTPS).
     pub max_concurrent_photos: usize,
+    /// STAMP datagrams one source (an IPv4 address, an IPv6 /64) may send;
+    /// beyond it they are dropped unanswered and counted. `None`: no limit
+    /// (the library's default, for the lab and tests, where every probe is
+    /// 127.0.0.1; `vantage serve` sets one).
+    pub stamp_per_source: Option<SourceRate>,
+    /// New connections one source may open, QUIC and TCP each; beyond it a
+    /// QUIC attempt is ignored (nothing sent back) and a TCP one closed,
+    /// and counted. `None`: no limit.
+    pub connections_per_source: Option<SourceRate>,
+    /// Sources the per-source limits track at once; when all are active, a
+    /// new source is refused as if over its rate.
+    pub max_rate_sources: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +92,9 @@ impl Default for Limits {
             max_stamp_sessions: 4096,
             max_photo_bytes: 256 * 1024 * 1024,
             max_concurrent_photos: 64,
+            stamp_per_source: None,
+            connections_per_source: None,
+            max_rate_sources: 65_536,
         }
     }
 }

@@ -31,12 +31,26 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut rate = shared
+        .limits
+        .connections_per_source
+        .map(|r| crate::rate::RateLimiter::new(r, shared.limits.max_rate_sources));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = shutdown.changed() => break,
         };
         let Some(incoming) = incoming else { break };
+        if let Some(rate) = rate.as_mut() {
+            let source = crate::rate::source_key(incoming.remote_address().ip());
+            if rate.check(&source, std::time::Instant::now()) != crate::rate::Verdict::Allowed {
+                // Nothing is sent back: an address that may be spoofed
+                // gets no packet at all.
+                Stats::bump(&shared.stats.quic_rate_limited);
+                incoming.ignore();
+                continue;
+            }
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             Stats::bump(&shared.stats.quic_refused);
             tracing::debug!(remote = %incoming.remote_address(), "QUIC connection refused: at the connection limit");

@@ -106,6 +106,10 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
         }
     };
     let mut table = SessionTable::new(shared.limits.max_stamp_sessions, Duration::from_secs(300));
+    let mut rate = shared
+        .limits
+        .stamp_per_source
+        .map(|r| crate::rate::RateLimiter::new(r, shared.limits.max_rate_sources));
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     loop {
         if shutdown.has_changed().is_err() || *shutdown.borrow() {
@@ -129,6 +133,13 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
                 continue;
             }
         };
+        if let Some(rate) = rate.as_mut() {
+            let source = crate::rate::source_key(peer.ip());
+            if rate.check(&source, Instant::now()) != crate::rate::Verdict::Allowed {
+                Stats::bump(&shared.stats.stamp_rate_limited);
+                continue;
+            }
+        }
         let sender = match stamp::SenderPacket::decode(&buf[..len]) {
             Ok(p) => p,
             Err(e) => {
@@ -157,7 +168,10 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
         ) {
             Ok(reply) => match socket.send_to(&reply, peer) {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
-                Err(e) => tracing::debug!(%peer, error = %e, "STAMP reply not sent"),
+                Err(e) => {
+                    Stats::bump(&shared.stats.stamp_send_failed);
+                    tracing::debug!(%peer, error = %e, "STAMP reply not sent");
+                }
             },
             Err(e) => {
                 Stats::bump(&shared.stats.stamp_malformed);

@@ -35,6 +35,8 @@ counters! {
     quic_connections,
     /// QUIC connection attempts refused at the connection limit.
     quic_refused,
+    /// QUIC connection attempts ignored: over their source's rate.
+    quic_rate_limited,
     /// QUIC handshakes that failed or timed out.
     quic_handshake_failed,
     /// Echo requests answered over QUIC.
@@ -45,6 +47,8 @@ counters! {
     tcp_connections,
     /// TCP connections refused at the connection limit.
     tcp_refused,
+    /// TCP connections closed at once: over their source's rate.
+    tcp_rate_limited,
     /// TLS handshakes that failed or timed out (garbage, half-open, wrong ALPN).
     tls_failed,
     /// HTTP requests answered.
@@ -65,13 +69,22 @@ counters! {
     stamp_malformed,
     /// STAMP packets reflected statelessly because the session table was full.
     stamp_stateless,
+    /// UDP datagrams on the STAMP port dropped unanswered: over their
+    /// source's rate.
+    stamp_rate_limited,
+    /// STAMP replies the socket would not send.
+    stamp_send_failed,
 }
 
 impl StatsSnapshot {
     /// The counters of refusals, failures and malformed input.
-    pub fn refusals(&self) -> [(&'static str, u64); 8] {
+    pub fn refusals(&self) -> [(&'static str, u64); 12] {
         [
             ("quic_refused", self.quic_refused),
+            ("quic_rate_limited", self.quic_rate_limited),
+            ("tcp_rate_limited", self.tcp_rate_limited),
+            ("stamp_rate_limited", self.stamp_rate_limited),
+            ("stamp_send_failed", self.stamp_send_failed),
             ("quic_handshake_failed", self.quic_handshake_failed),
             ("quic_bad_requests", self.quic_bad_requests),
             ("tcp_refused", self.tcp_refused),

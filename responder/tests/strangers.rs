@@ -1,0 +1,197 @@
+//! What a stranger on the internet can make a responder do: per-source
+//! rate limits on STAMP and on new connections, and QUIC's
+//! anti-amplification limit before an address is validated.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpStream, UdpSocket};
+use vantage_responder::{Limits, Responder, ResponderConfig, SourceRate};
+use vantage_wire::stamp::{ErrorEstimate, NtpTimestamp, SenderPacket};
+
+fn packet(sequence: u32) -> Vec<u8> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    SenderPacket {
+        sequence,
+        timestamp: NtpTimestamp::from_unix(now),
+        error_estimate: ErrorEstimate::UNSYNCHRONIZED,
+    }
+    .encode()
+    .to_vec()
+}
+
+/// Replies that arrive within `wait` after the last one.
+async fn drain(socket: &UdpSocket, wait: Duration) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(wait, socket.recv(&mut buf)).await {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn one_source_flooding_stamp_gets_its_burst_and_another_source_is_untouched() {
+    let mut config = ResponderConfig::local().unwrap();
+    config.limits = Limits {
+        stamp_per_source: Some(SourceRate {
+            per_second: 5.0,
+            burst: 20.0,
+        }),
+        ..Limits::default()
+    };
+    let responder = Responder::start(config).await.unwrap();
+    let flood = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for seq in 0..500 {
+        flood
+            .send_to(&packet(seq), responder.stamp_addr())
+            .await
+            .unwrap();
+        // Paced so that the kernel's receive buffer drops none of them.
+        if seq % 25 == 24 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let answered = drain(&flood, Duration::from_millis(500)).await;
+    assert!(
+        (20..=25).contains(&answered),
+        "the burst and what the rate refilled meanwhile: {answered}"
+    );
+    // Another address (127.0.0.2 is loopback too) is its own source.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    for seq in 0..10 {
+        other
+            .send_to(&packet(seq), responder.stamp_addr())
+            .await
+            .unwrap();
+    }
+    assert_eq!(drain(&other, Duration::from_millis(500)).await, 10);
+    let stats = responder.stats();
+    assert_eq!(stats.stamp_reflected, answered as u64 + 10);
+    assert_eq!(
+        stats.stamp_rate_limited,
+        500 - answered as u64,
+        "every dropped datagram is counted"
+    );
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn new_connections_over_a_sources_rate_are_closed_or_ignored_and_counted() {
+    let mut config = ResponderConfig::local().unwrap();
+    config.limits = Limits {
+        connections_per_source: Some(SourceRate {
+            per_second: 0.1,
+            burst: 3.0,
+        }),
+        ..Limits::default()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+
+    // TCP: three TLS handshakes complete; the rest are closed at once.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(config.identity.certs[0].clone()).unwrap();
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let mut handshakes = 0;
+    for _ in 0..8 {
+        let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let done = tokio::time::timeout(
+            Duration::from_secs(2),
+            connector.connect("localhost".try_into().unwrap(), tcp),
+        )
+        .await;
+        if matches!(done, Ok(Ok(_))) {
+            handshakes += 1;
+        }
+    }
+    assert_eq!(handshakes, 3, "the burst");
+
+    // QUIC: three connect; the others get no answer at all.
+    let mut quic_tls = (*tls).clone();
+    quic_tls.alpn_protocols = vec![vantage_wire::echo::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(quic_tls)).unwrap();
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_millis(800).try_into().unwrap()));
+    client.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let mut connected = 0;
+    for _ in 0..6 {
+        let connecting = endpoint
+            .connect(responder.quic_addr(), "localhost")
+            .unwrap();
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connecting).await {
+            connected += 1;
+        }
+    }
+    assert_eq!(connected, 3, "the burst");
+    let stats = responder.stats();
+    assert_eq!(stats.tcp_rate_limited, 5);
+    // Each Initial the three clients sent again is refused again.
+    assert!(stats.quic_rate_limited >= 3, "{stats:?}");
+    assert_eq!(stats.quic_connections, 3);
+    responder.shutdown().await;
+}
+
+/// Before a QUIC peer's address is validated, the responder sends at most
+/// three times what it received from it (RFC 9000 §8.1): a spoofed Initial
+/// cannot be turned into a flood at someone else. A relay passes the
+/// client's datagrams on and swallows every answer, counting both ways, so
+/// the handshake never completes and the address is never validated.
+#[tokio::test]
+async fn quic_sends_at_most_three_times_what_an_unvalidated_address_sent() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    upstream.connect(responder.quic_addr()).await.unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(config.identity.certs[0].clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![vantage_wire::echo::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connecting = endpoint.connect(relay_addr, "localhost").unwrap();
+    let attempt = tokio::spawn(async move { connecting.await.is_ok() });
+
+    let (mut sent_to_server, mut sent_by_server) = (0usize, 0usize);
+    let (mut buf, mut back) = ([0u8; 65_536], [0u8; 65_536]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        tokio::select! {
+            got = relay.recv_from(&mut buf) => {
+                let (n, _) = got.unwrap();
+                sent_to_server += n;
+                upstream.send(&buf[..n]).await.unwrap();
+            }
+            got = upstream.recv(&mut back) => sent_by_server += got.unwrap(),
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    assert!(sent_to_server >= 1200, "the client's Initial went through");
+    assert!(sent_by_server > 0, "the server answered");
+    assert!(
+        sent_by_server <= 3 * sent_to_server,
+        "{sent_by_server} octets sent for {sent_to_server} received"
+    );
+    attempt.abort();
+    responder.shutdown().await;
+}
