@@ -23,7 +23,9 @@ pub const SERIES_SCHEMA: &str = "vantage.series/3";
 pub struct SeriesRow {
     /// Probe id.
     pub probe_id: String,
-    /// Batch sequence number.
+    /// Batch sequence number; 0 when the window was written before one
+    /// could be stored (a full state directory): the collector gets it
+    /// with its number later.
     pub sequence: u64,
     /// Campaign.
     pub campaign: String,

@@ -98,7 +98,6 @@ impl Spool {
     fn save_drops(&self) {
         let path = self.dir.join("dropped");
         if let Err(e) = write_durably(&path, self.pending_drops.to_string().as_bytes()) {
-            let _ = std::fs::remove_file(path.with_extension("tmp"));
             tracing::warn!(
                 error = %e,
                 pending = self.pending_drops,
@@ -138,8 +137,7 @@ impl Spool {
         }
         let path = self.path_of(seq);
         if let Err(source) = write_durably(&path, bytes) {
-            // An empty or partial file would only be removed at the next open.
-            let _ = std::fs::remove_file(path.with_extension("tmp"));
+            // `write_durably` removed its temporary file.
             // Renamed into place but the directory not synced: it is spooled.
             let kept = std::fs::metadata(&path).is_ok_and(|m| m.len() == size);
             if !kept {
@@ -159,6 +157,15 @@ impl Spool {
             );
         }
         Ok(dropped)
+    }
+
+    /// Counts `n` batches that never reached the spool (the probe could
+    /// not number them): the next batch spooled reports them.
+    pub fn count_dropped(&mut self, n: u64) {
+        if n > 0 {
+            self.pending_drops += n;
+            self.save_drops();
+        }
     }
 
     /// The batch being pushed was not stored, after `evicted` older ones
@@ -228,14 +235,14 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.push(2, b"two", 0).unwrap();
         s.push(1, b"one", 0).unwrap();
-        std::fs::write(dir.path().join("00000000000000000003.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("00000000000000000003.batch.tmp"), b"half").unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.oldest().unwrap(), Some((1, b"one".to_vec())));
         s.remove(1).unwrap();
         assert_eq!(s.oldest().unwrap(), Some((2, b"two".to_vec())));
-        assert!(!dir.path().join("00000000000000000003.tmp").exists());
+        assert!(!dir.path().join("00000000000000000003.batch.tmp").exists());
     }
 
     #[test]
@@ -272,7 +279,7 @@ mod tests {
         s.push(2, b"bbbb", 0).unwrap();
         // The write of batch 3 fails (its temporary file's name is taken by
         // a directory): as a full disk fails it, after batch 1 was evicted.
-        std::fs::create_dir(dir.path().join("00000000000000000003.tmp")).unwrap();
+        std::fs::create_dir(dir.path().join("00000000000000000003.batch.tmp")).unwrap();
         let err = s.push(3, b"cccc", 0).unwrap_err();
         assert!(err.to_string().contains("--spool-dir"), "{err}");
         assert_eq!(s.pending_drops(), 2, "batch 1 evicted and batch 3 lost");

@@ -45,13 +45,27 @@ fn valid_id(id: &str) -> bool {
 
 /// Writes a file so that after a crash it holds either the old or the new
 /// content, never a mix: temporary file, fsync, rename, fsync the directory.
+/// The temporary file is `NAME.tmp` (the whole name kept, so two probe ids
+/// that differ after a dot never share one), and it is removed when the
+/// write fails before the rename: a full disk leaves nothing behind.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let tmp = tmp_path(path);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Where [`write_durably`] writes `path` before renaming it into place.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
 }
 
 /// Makes a directory's entries (a rename, a removal) durable.

@@ -376,6 +376,16 @@ fn resolve_upload(
     ) else {
         return Ok(None);
     };
+    if token.len() > vantage_wire::upload::MAX_TOKEN_LEN {
+        return Err(ConfigError::OutOfRange {
+            field: "--token",
+            value: format!("of {} bytes", token.len()),
+            allowed: format!(
+                "a token has at most {} bytes",
+                vantage_wire::upload::MAX_TOKEN_LEN
+            ),
+        });
+    }
     let trust = choose_trust(layers, None, |l| l.upload.trust.as_ref())
         .ok_or(ConfigError::NoCollectorTrust)?;
     let mut targets = Vec::with_capacity(addrs.len());
@@ -505,6 +515,19 @@ mod tests {
             ..Layer::default()
         };
         (Layer::default(), file)
+    }
+
+    #[test]
+    fn a_token_longer_than_the_wire_carries_is_refused() {
+        let (flags, mut file) = base();
+        file.upload.token = Some("t".repeat(vantage_wire::upload::MAX_TOKEN_LEN + 1));
+        let err = resolve(&[&flags, &file]).unwrap_err().to_string();
+        assert!(
+            err.contains("--token") && err.contains("at most 128 bytes"),
+            "{err}"
+        );
+        file.upload.token = Some("t".repeat(vantage_wire::upload::MAX_TOKEN_LEN));
+        assert!(resolve(&[&flags, &file]).is_ok());
     }
 
     /// How a layer sets a field: `true` with the higher layer's value,

@@ -4,6 +4,7 @@
 
 mod jobs;
 pub(crate) mod poller;
+mod sequencing;
 mod sinks;
 mod steered;
 mod targets;
@@ -255,6 +256,7 @@ async fn run_with(
     let now = Instant::now();
     let last = recorder.finish(now);
     batches += outputs.close(&maker, &mut state, last, now)?;
+    outputs.release_or_count(&mut state)?;
     outputs.totals(&recorder, &maker, true)?;
     let totals: Vec<Series> = recorder
         .totals()
@@ -314,6 +316,8 @@ struct Outputs {
     csv: Option<PathBuf>,
     /// The terminal redraws the table as the run goes.
     live: bool,
+    /// Sequence numbers, and the batches waiting for one.
+    sequencer: sequencing::Sequencer,
 }
 
 impl Outputs {
@@ -370,11 +374,15 @@ impl Outputs {
             uploader,
             csv,
             live,
+            sequencer: sequencing::Sequencer::default(),
         })
     }
 
     /// Hands the closed windows' series, as batches made at `now` (one per
     /// phase, usually one), to every sink; the number of batches written.
+    /// A batch that gets no sequence number (the state directory cannot
+    /// store one) still goes to `--out` and the terminal, with sequence 0,
+    /// and waits in memory for the collector (see [`sequencing`]).
     fn close(
         &mut self,
         maker: &BatchMaker,
@@ -385,19 +393,70 @@ impl Outputs {
         let series = maker.wanted(closed);
         let mut written = 0;
         for series in maker.by_phase(series) {
-            let dropped = self
-                .spool
-                .as_ref()
-                .and_then(|s| s.lock().ok().map(|s| s.pending_drops()))
-                .unwrap_or(0);
-            let sequence = state.take_sequence()?;
-            let batch = maker.make(state.probe_id(), sequence, series, dropped, now);
+            self.spool_released(state)?;
+            let sequence = self.sequencer.next(state);
+            let batch = maker.make(
+                state.probe_id(),
+                sequence.unwrap_or(0),
+                series,
+                self.pending_drops(),
+                now,
+            );
             for sink in &mut self.sinks {
-                sink.put(&batch)?;
+                if sequence.is_some() || !sink.needs_sequence() {
+                    sink.put(&batch)?;
+                }
+            }
+            if sequence.is_none() {
+                if let Some(spool) = &self.spool {
+                    let dropped = self.sequencer.hold(batch);
+                    if let Ok(mut spool) = spool.lock() {
+                        spool.count_dropped(dropped);
+                    }
+                }
             }
             written += 1;
         }
         Ok(written)
+    }
+
+    /// Drops the spool has yet to report, which the next batch carries.
+    fn pending_drops(&self) -> u64 {
+        self.spool
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.pending_drops()))
+            .unwrap_or(0)
+    }
+
+    /// Numbers the batches waiting for a sequence number, if the state
+    /// directory takes one again, and hands them to the sinks that were
+    /// waiting (the spool); each reports the drops pending when it is spooled.
+    fn spool_released(&mut self, state: &mut ProbeState) -> Result<(), RunError> {
+        for mut batch in self.sequencer.release(state) {
+            batch.dropped_batches = self.pending_drops();
+            for sink in self.sinks.iter_mut().filter(|s| s.needs_sequence()) {
+                sink.put(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a run: the batches still waiting for a number get one
+    /// if they can; those that cannot are counted lost (the next batch a
+    /// later run spools reports them) and said.
+    fn release_or_count(&mut self, state: &mut ProbeState) -> Result<(), RunError> {
+        self.spool_released(state)?;
+        let left = self.sequencer.waiting() as u64;
+        if left > 0 {
+            tracing::error!(
+                windows = left,
+                "windows not spooled for the collector: no sequence number could be stored for them (they are in --out); counted as dropped batches"
+            );
+            if let Some(Ok(mut spool)) = self.spool.as_ref().map(|s| s.lock()) {
+                spool.count_dropped(left);
+            }
+        }
+        Ok(())
     }
 
     /// Shows the totals so far (or at the end) to the sinks that show them.

@@ -17,6 +17,13 @@ pub(crate) trait Sink: Send {
     /// that can keep going (the spool) logs instead.
     fn put(&mut self, batch: &Batch) -> Result<(), RunError>;
 
+    /// The sink needs the batch's sequence number (the spool: the
+    /// collector stores each (probe, sequence) once), so it gets a batch
+    /// only once it has one; the others take sequence 0 ("not numbered yet").
+    fn needs_sequence(&self) -> bool {
+        false
+    }
+
     /// The run's totals so far, or at the end (`last`), for sinks that
     /// show them.
     fn totals(&mut self, _totals: &[&Series], _last: bool) -> Result<(), RunError> {
@@ -32,6 +39,10 @@ pub(crate) struct SpoolSink {
 }
 
 impl Sink for SpoolSink {
+    fn needs_sequence(&self) -> bool {
+        true
+    }
+
     fn put(&mut self, batch: &Batch) -> Result<(), RunError> {
         let bytes = match batch.encode() {
             Ok(bytes) => bytes,
