@@ -83,6 +83,15 @@ fn wait<F: std::future::Future>(f: F) -> F::Output {
     futures_executor::block_on(f)
 }
 
+/// A deadlock or serialization failure: PostgreSQL rolled the transaction
+/// back and asks the client to run it again.
+fn worth_retrying(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 /// A PostgreSQL error in words: the server's message and code when it
 /// sent one.
 #[derive(Debug)]
@@ -426,87 +435,106 @@ impl Store for PgStore {
             .collect();
         let seq: Vec<i64> = batches.iter().map(|i| sql_int(i.batch.sequence)).collect();
         let conn = self.connected()?;
-        let result = wait(async {
-            let tx = conn.client.transaction().await?;
-            // The tokens still valid, share-locked until COMMIT: a revoke
-            // committed before this is seen, one after it waits for it.
-            let valid: HashSet<(String, String)> = if hashes.is_empty() {
-                HashSet::new()
-            } else {
-                let rows = tx.query(&conn.valid_tokens, &[&hashes]).await?;
-                rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-            };
-            let allowed: Vec<bool> = batches
-                .iter()
-                .map(|i| {
-                    i.token_hash
-                        .is_none_or(|h| valid.contains(&(h.to_string(), i.batch.probe_id.clone())))
-                })
-                .collect();
-            let (mut probe, mut seqs, mut campaign, mut label_col) =
-                (vec![], vec![], vec![], vec![]);
-            let (mut created, mut received, mut dropped, mut body) =
-                (vec![], vec![], vec![], vec![]);
-            for (n, item) in batches.iter().enumerate().filter(|(n, _)| allowed[*n]) {
-                let b = item.batch;
-                probe.push(b.probe_id.as_str());
-                seqs.push(seq[n]);
-                campaign.push(b.campaign.as_str());
-                label_col.push(labels[n].as_str());
-                created.push(sql_int(b.created_unix_ms));
-                received.push(sql_int(received_unix_ms));
-                dropped.push(sql_int(b.dropped_batches));
-                body.push(item.raw);
-            }
-            let params: [&(dyn ToSql + Sync); 8] = [
-                &probe, &seqs, &campaign, &label_col, &created, &received, &dropped, &body,
-            ];
-            let new: HashSet<(String, i64)> = tx
-                .query(&conn.insert_batches, &params)
-                .await?
-                .iter()
-                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-                .collect();
-            let mut claimed = HashSet::new();
-            let mut out = Vec::with_capacity(batches.len());
-            let mut columns = SeriesColumns::default();
-            let (mut pending_probe, mut pending_seq) = (Vec::new(), Vec::new());
-            for (n, item) in batches.iter().enumerate() {
-                if !allowed[n] {
-                    out.push(Inserted::TokenRevoked);
-                    continue;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let result = wait(async {
+                let tx = conn.client.transaction().await?;
+                // The tokens still valid, share-locked until COMMIT: a revoke
+                // committed before this is seen, one after it waits for it.
+                let valid: HashSet<(String, String)> = if hashes.is_empty() {
+                    HashSet::new()
+                } else {
+                    let rows = tx.query(&conn.valid_tokens, &[&hashes]).await?;
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+                };
+                let allowed: Vec<bool> = batches
+                    .iter()
+                    .map(|i| {
+                        i.token_hash.is_none_or(|h| {
+                            valid.contains(&(h.to_string(), i.batch.probe_id.clone()))
+                        })
+                    })
+                    .collect();
+                let (mut probe, mut seqs, mut campaign, mut label_col) =
+                    (vec![], vec![], vec![], vec![]);
+                let (mut created, mut received, mut dropped, mut body) =
+                    (vec![], vec![], vec![], vec![]);
+                // Every transaction takes the batch keys in one order, so two
+                // collectors storing the same batches wait on each other, never
+                // deadlock.
+                let mut order: Vec<usize> = (0..batches.len()).filter(|n| allowed[*n]).collect();
+                order.sort_by(|a, b| {
+                    (batches[*a].batch.probe_id.as_str(), seq[*a])
+                        .cmp(&(batches[*b].batch.probe_id.as_str(), seq[*b]))
+                });
+                for n in order {
+                    let item = &batches[n];
+                    let b = item.batch;
+                    probe.push(b.probe_id.as_str());
+                    seqs.push(seq[n]);
+                    campaign.push(b.campaign.as_str());
+                    label_col.push(labels[n].as_str());
+                    created.push(sql_int(b.created_unix_ms));
+                    received.push(sql_int(received_unix_ms));
+                    dropped.push(sql_int(b.dropped_batches));
+                    body.push(item.raw);
                 }
-                let key = (item.batch.probe_id.clone(), seq[n]);
-                // A key twice in one group: the first is the stored one.
-                if !new.contains(&key) || !claimed.insert(key) {
-                    out.push(Inserted::Duplicate);
-                    continue;
-                }
-                for (idx, s) in item.batch.series.iter().enumerate() {
-                    let histogram = match item.plain_histograms.get(idx) {
-                        Some(bytes) => bytes.clone(),
-                        None => {
-                            let mut bytes = Vec::new();
-                            if let Err(e) = encode_histogram_plain(&s.histogram, &mut bytes) {
-                                return Ok(Err(e.to_string()));
+                let params: [&(dyn ToSql + Sync); 8] = [
+                    &probe, &seqs, &campaign, &label_col, &created, &received, &dropped, &body,
+                ];
+                let new: HashSet<(String, i64)> = tx
+                    .query(&conn.insert_batches, &params)
+                    .await?
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect();
+                let mut claimed = HashSet::new();
+                let mut out = Vec::with_capacity(batches.len());
+                let mut columns = SeriesColumns::default();
+                let (mut pending_probe, mut pending_seq) = (Vec::new(), Vec::new());
+                for (n, item) in batches.iter().enumerate() {
+                    if !allowed[n] {
+                        out.push(Inserted::TokenRevoked);
+                        continue;
+                    }
+                    let key = (item.batch.probe_id.clone(), seq[n]);
+                    // A key twice in one group: the first is the stored one.
+                    if !new.contains(&key) || !claimed.insert(key) {
+                        out.push(Inserted::Duplicate);
+                        continue;
+                    }
+                    for (idx, s) in item.batch.series.iter().enumerate() {
+                        let histogram = match item.plain_histograms.get(idx) {
+                            Some(bytes) => bytes.clone(),
+                            None => {
+                                let mut bytes = Vec::new();
+                                if let Err(e) = encode_histogram_plain(&s.histogram, &mut bytes) {
+                                    return Ok(Err(e.to_string()));
+                                }
+                                bytes
                             }
-                            bytes
-                        }
-                    };
-                    columns.push(item, &labels[n], idx, histogram);
+                        };
+                        columns.push(item, &labels[n], idx, histogram);
+                    }
+                    pending_probe.push(item.batch.probe_id.as_str());
+                    pending_seq.push(seq[n]);
+                    out.push(Inserted::Stored);
                 }
-                pending_probe.push(item.batch.probe_id.as_str());
-                pending_seq.push(seq[n]);
-                out.push(Inserted::Stored);
+                if !columns.probe_id.is_empty() {
+                    tx.execute(&conn.insert_series, &columns.params()).await?;
+                    tx.execute(&conn.insert_pending, &[&pending_probe, &pending_seq])
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(Ok(out))
+            });
+            // Nothing of a rolled-back attempt is kept, so trying again is safe.
+            match &result {
+                Err(e) if attempts < 3 && worth_retrying(e) => continue,
+                _ => break result,
             }
-            if !columns.probe_id.is_empty() {
-                tx.execute(&conn.insert_series, &columns.params()).await?;
-                tx.execute(&conn.insert_pending, &[&pending_probe, &pending_seq])
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, tokio_postgres::Error>(Ok(out))
-        });
+        };
         match result {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(reason)) => Err(StoreError::Corrupt { place, reason }),

@@ -47,9 +47,32 @@ fn bin_dir() -> PathBuf {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range. A port from
+/// that range (what binding port 0 gives) can be taken as the source port of
+/// some other test's outgoing connection in the seconds initdb takes, and
+/// the server would then fail to start with "Address already in use".
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u32, low.max(10_100));
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = TRIES.fetch_add(1, Ordering::Relaxed);
+        let port = from + (seed.wrapping_add(n.wrapping_mul(7919)) % (to - from));
+        let port = port as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {from} and {to}");
 }
 
 impl TestPostgres {
