@@ -86,6 +86,11 @@ impl Spool {
         self.dir.join(format!("{seq:020}.batch"))
     }
 
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Drops not yet reported in a batch.
     pub fn pending_drops(&self) -> u64 {
         self.pending_drops

@@ -136,6 +136,11 @@ impl ProbeState {
         &self.probe_id
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Takes the next sequence number. The one after it is on disk before
     /// this returns, so a crash can skip a number but never reuse one.
     pub fn take_sequence(&mut self) -> Result<u64, StateError> {

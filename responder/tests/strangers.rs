@@ -195,3 +195,71 @@ async fn quic_sends_at_most_three_times_what_an_unvalidated_address_sent() {
     attempt.abort();
     responder.shutdown().await;
 }
+
+fn https_client(config: &ResponderConfig) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(config.identity.certs[0].clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+}
+
+/// A request head larger than the responder reads (1 MiB of one header)
+/// gets `431 Request Header Fields Too Large` at once, not a connection
+/// held to the header timeout and closed empty; it is counted as a bad
+/// request and the responder still answers the next client.
+#[tokio::test]
+async fn a_head_over_the_limit_gets_431_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let connector = https_client(&config);
+    let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut read, mut write) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let mut head = b"GET /echo?bytes=1 HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+        head.resize(head.len() + (1 << 20), b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        // The responder stops reading part-way; the write may fail then.
+        let _ = write.write_all(&head).await;
+        write
+    });
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 431"), "got {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    writer.abort();
+    assert!(responder.stats().http_bad_requests >= 1);
+
+    // Another client is served as before.
+    let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await.unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    responder.shutdown().await;
+}

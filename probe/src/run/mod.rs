@@ -4,6 +4,7 @@
 
 mod jobs;
 pub(crate) mod poller;
+mod reminder;
 mod sequencing;
 mod sinks;
 mod steered;
@@ -256,7 +257,7 @@ async fn run_with(
     let now = Instant::now();
     let last = recorder.finish(now);
     batches += outputs.close(&maker, &mut state, last, now)?;
-    outputs.release_or_count(&mut state)?;
+    outputs.release_or_count(&mut state, now)?;
     outputs.totals(&recorder, &maker, true)?;
     let totals: Vec<Series> = recorder
         .totals()
@@ -354,6 +355,7 @@ impl Outputs {
             sinks.push(Box::new(SpoolSink {
                 spool: opened.clone(),
                 notify,
+                trouble: Default::default(),
             }));
             spool = Some(opened);
             uploader = Some((stop, task));
@@ -393,8 +395,8 @@ impl Outputs {
         let series = maker.wanted(closed);
         let mut written = 0;
         for series in maker.by_phase(series) {
-            self.spool_released(state)?;
-            let sequence = self.sequencer.next(state);
+            self.spool_released(state, now)?;
+            let sequence = self.sequencer.next(state, now);
             let batch = maker.make(
                 state.probe_id(),
                 sequence.unwrap_or(0),
@@ -431,8 +433,8 @@ impl Outputs {
     /// Numbers the batches waiting for a sequence number, if the state
     /// directory takes one again, and hands them to the sinks that were
     /// waiting (the spool); each reports the drops pending when it is spooled.
-    fn spool_released(&mut self, state: &mut ProbeState) -> Result<(), RunError> {
-        for mut batch in self.sequencer.release(state) {
+    fn spool_released(&mut self, state: &mut ProbeState, now: Instant) -> Result<(), RunError> {
+        for mut batch in self.sequencer.release(state, now) {
             batch.dropped_batches = self.pending_drops();
             for sink in self.sinks.iter_mut().filter(|s| s.needs_sequence()) {
                 sink.put(&batch)?;
@@ -444,8 +446,8 @@ impl Outputs {
     /// At the end of a run: the batches still waiting for a number get one
     /// if they can; those that cannot are counted lost (the next batch a
     /// later run spools reports them) and said.
-    fn release_or_count(&mut self, state: &mut ProbeState) -> Result<(), RunError> {
-        self.spool_released(state)?;
+    fn release_or_count(&mut self, state: &mut ProbeState, now: Instant) -> Result<(), RunError> {
+        self.spool_released(state, now)?;
         let left = self.sequencer.waiting() as u64;
         if left > 0 {
             tracing::error!(

@@ -2,12 +2,14 @@
 //! `--out`, and the terminal (JSON lines, or the summary table). Each is a
 //! [`Sink`]; the run hands every batch to each in turn.
 
+use super::reminder::{free_bytes, Reminder, Say};
 use super::RunError;
 use crate::config::Display;
 use crate::output::{render_json_line, render_table, LocalOutput, OutputError, SeriesRow};
 use crate::spool::Spool;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::Notify;
 use vantage_wire::{Batch, Series};
 
@@ -36,6 +38,9 @@ pub(crate) struct SpoolSink {
     pub(crate) spool: Arc<Mutex<Spool>>,
     /// Wakes the uploader.
     pub(crate) notify: Arc<Notify>,
+    /// Batches the spool cannot keep: said when that begins, once a
+    /// minute while it lasts, and when it ends (each is counted dropped).
+    pub(crate) trouble: Reminder,
 }
 
 impl Sink for SpoolSink {
@@ -54,16 +59,44 @@ impl Sink for SpoolSink {
         let pushed = self
             .spool
             .lock()
-            .map_err(|_| "spool lock poisoned".to_string())
+            .map_err(|_| ("spool lock poisoned".to_string(), None))
             .and_then(|mut s| {
                 s.push(batch.sequence, &bytes, batch.dropped_batches)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (e.to_string(), free_bytes(s.dir())))
             });
         match pushed {
-            Ok(_) => self.notify.notify_one(),
-            // Keep measuring: local output still has the batch.
-            Err(e) => {
-                tracing::error!(sequence = batch.sequence, error = %e, "batch not spooled for the collector")
+            Ok(_) => {
+                if let Some(failures) = self.trouble.succeeded() {
+                    tracing::warn!(
+                        failures,
+                        "recovered: the spool keeps batches again; those it could not keep reach the collector as dropped_batches"
+                    );
+                }
+                self.notify.notify_one();
+            }
+            // Keep measuring: local output still has the batch, and the
+            // spool counted it as dropped.
+            Err((error, free)) => {
+                let free = free.map_or("unknown".to_string(), |b| format!("{b} bytes"));
+                let need = bytes.len();
+                match self.trouble.failed(Instant::now()) {
+                    Say::Began => tracing::error!(
+                        sequence = batch.sequence,
+                        error,
+                        free,
+                        need,
+                        "batch not spooled for the collector (it is in --out); counted in dropped_batches, which the collector gets once the spool keeps batches again"
+                    ),
+                    Say::Again { failures } => tracing::error!(
+                        sequence = batch.sequence,
+                        error,
+                        free,
+                        need,
+                        failures,
+                        "still no batch can be spooled for the collector; each is counted in dropped_batches"
+                    ),
+                    Say::Quiet => {}
+                }
             }
         }
         Ok(())
