@@ -18,8 +18,8 @@ fuzz_target!(|bytes: &[u8]| {
         assert!(same_counts(&again, &h));
     }
     if let Ok(sparse) = SparseCounts::decode(bytes) {
-        let total: u64 = sparse.iter().map(|(_, n)| n).sum();
-        assert_eq!(total, sparse.total());
+        let total = sparse.iter().try_fold(0u64, |t, (_, n)| t.checked_add(n));
+        assert_eq!(total, Some(sparse.total()), "decoded counts sum within u64");
         let mut out = Vec::new();
         sparse.encode_plain(&mut out);
         let again = SparseCounts::decode(&out).expect("encoded counts decode");

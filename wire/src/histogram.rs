@@ -216,12 +216,23 @@ fn walk_counts(mut payload: &[u8], mut each: impl FnMut(usize, u64)) -> Option<(
     Some(())
 }
 
+/// The most samples a histogram may hold: V2 carries each count as a
+/// signed 64-bit number, so a total beyond it could hold a count (merged
+/// from repeats of one value) that no encoding carries back.
+const MAX_TOTAL: u64 = i64::MAX as u64;
+
 /// How many counts a V2 payload fills (the index past its last nonzero
-/// count), or `None` if it is malformed (left to the decoder to report).
+/// count), or `None` if it is malformed or its counts sum past [`MAX_TOTAL`] (left
+/// to the decoder to report).
 fn counts_length(payload: &[u8]) -> Option<usize> {
-    let mut filled = 0usize;
-    walk_counts(payload, |index, _| filled = index + 1)?;
-    Some(filled)
+    let (mut filled, mut total) = (0usize, Some(0u64));
+    walk_counts(payload, |index, n| {
+        filled = index.saturating_add(1);
+        total = total
+            .and_then(|t| t.checked_add(n))
+            .filter(|t| *t <= MAX_TOTAL);
+    })?;
+    total.map(|_| filled)
 }
 
 thread_local! {
@@ -344,8 +355,9 @@ fn dense_of(plain: &[u8], payload_len: usize) -> Result<LatencyHistogram, Histog
     header.copy_from_slice(&plain[..V2_HEADER_LEN]);
     // Every count is walked here first, so the library only ever sees
     // counts our own walker accepts (it panics on some it should refuse).
-    let filled =
-        counts_length(payload).ok_or_else(|| HistogramError::Payload("malformed counts".into()))?;
+    let filled = counts_length(payload).ok_or_else(|| {
+        HistogramError::Payload("malformed counts, or counts that sum past 2^63 - 1".into())
+    })?;
     // Allocate only as far as the largest count, not the full hour: most
     // stored histograms hold milliseconds, and a full array is ~190 kB to
     // zero and later walk for every series decoded.
@@ -356,6 +368,14 @@ fn dense_of(plain: &[u8], payload_len: usize) -> Result<LatencyHistogram, Histog
     let mut h: LatencyHistogram = Deserializer::new()
         .deserialize(&mut (&header[..]).chain(payload))
         .map_err(|e| HistogramError::Payload(format!("{e:?}")))?;
+    // The last bucket of the counts array reaches past the highest value;
+    // a count there is one no probe records, and one we could not encode.
+    if h.lowest_equivalent(h.max()) > HISTOGRAM_HIGHEST {
+        return Err(HistogramError::Payload(format!(
+            "a count at {} µs, above the highest value {HISTOGRAM_HIGHEST} µs",
+            h.max()
+        )));
+    }
     h.auto(true);
     Ok(h)
 }
@@ -445,23 +465,28 @@ impl SparseCounts {
         let (plain, payload_len) = v2_checked(bytes)?;
         let payload = &plain[V2_HEADER_LEN..V2_HEADER_LEN + payload_len];
         let counts = &mut self.counts;
-        let mut beyond = false;
+        let (mut beyond, mut total) = (false, Some(0u64));
         let walked = walk_counts(payload, |index, n| {
             let v = value_at_index(index);
+            total = total
+                .and_then(|t| t.checked_add(n))
+                .filter(|t| *t <= MAX_TOTAL);
             if v > HISTOGRAM_HIGHEST {
                 beyond = true;
             } else {
                 counts.push((v, n));
             }
         });
-        if walked.is_some() && !beyond {
+        if walked.is_some() && !beyond && total.is_some() {
             return Ok(());
         }
         self.counts.clear();
         Err(HistogramError::Payload(if walked.is_none() {
             "malformed counts".into()
-        } else {
+        } else if beyond {
             format!("a count beyond the highest value {HISTOGRAM_HIGHEST}")
+        } else {
+            "counts that sum past 2^63 - 1 samples".into()
         }))
     }
 
@@ -522,7 +547,10 @@ impl SparseCounts {
 
     /// Samples counted.
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|&(_, n)| n).sum()
+        // Saturating: a decoded set sums within u64, but merged sets may not.
+        self.counts
+            .iter()
+            .fold(0u64, |total, &(_, n)| total.saturating_add(n))
     }
 
     /// A histogram holding exactly these counts.
@@ -660,6 +688,67 @@ mod tests {
         let mut ordered = Vec::new();
         write_plain(&mut ordered, [(3, 2), (9, 5)].into_iter());
         assert_eq!(shuffled, ordered);
+    }
+
+    /// Found by the `histogram_decode` fuzz target: the last bucket of a
+    /// 1..3.6e9 µs counts array reaches 3,718,250,495 µs, so a count there
+    /// decoded, and then could not be encoded again. It is refused.
+    #[test]
+    fn a_count_above_the_highest_value_is_refused() {
+        let full: LatencyHistogram =
+            Histogram::new_with_bounds(HISTOGRAM_LOWEST, HISTOGRAM_HIGHEST, HISTOGRAM_SIGFIG)
+                .unwrap();
+        let last = full.distinct_values() - 1;
+        assert!(value_at_index(last) > HISTOGRAM_HIGHEST);
+        let mut bytes = Vec::new();
+        write_plain(&mut bytes, [(last, 1)].into_iter());
+        let e = decode_histogram(&bytes).unwrap_err();
+        assert!(e.to_string().contains("above the highest"), "{e}");
+        assert!(decode_histogram_plain(&bytes).is_err());
+        // The highest value itself still round-trips.
+        let mut h = new_latency_histogram();
+        h.record(HISTOGRAM_HIGHEST).unwrap();
+        let mut out = Vec::new();
+        encode_histogram(&h, &mut out).unwrap();
+        assert_eq!(decode_histogram(&out).unwrap().max(), h.max());
+    }
+
+    /// Found by the `histogram_decode` fuzz target: counts near 2^63
+    /// each decoded as sparse counts whose total overflowed (a panic in
+    /// `total` under overflow checks), and repeats of one value merged
+    /// into a count V2 cannot carry. A total past 2^63 - 1 is refused.
+    #[test]
+    fn counts_summing_past_u64_are_refused_as_sparse_counts() {
+        let mut bytes = Vec::new();
+        let most = i64::MAX as u64; // the largest count V2 can carry
+        write_plain(&mut bytes, [(1, most), (2, most), (3, most)].into_iter());
+        let e = SparseCounts::decode(&bytes).unwrap_err();
+        assert!(e.to_string().contains("2^63 - 1"), "{e}");
+        assert!(
+            decode_histogram(&bytes).is_err(),
+            "refused by both decoders"
+        );
+        let mut fits = Vec::new();
+        write_plain(&mut fits, [(1, 1u64 << 61), (2, 1u64 << 61)].into_iter());
+        assert_eq!(SparseCounts::decode(&fits).unwrap().total(), 1u64 << 62);
+        let mut past = Vec::new();
+        write_plain(&mut past, [(1, 1u64 << 62), (2, 1u64 << 62)].into_iter());
+        assert!(SparseCounts::decode(&past).is_err());
+        assert!(decode_histogram(&past).is_err());
+    }
+
+    /// Found by the `histogram_decode` fuzz target: zero runs that bring
+    /// the index to `usize::MAX`, then a count, overflowed the length
+    /// walk. Refused, never a panic.
+    #[test]
+    fn a_count_at_the_last_index_is_refused() {
+        let mut payload = Vec::new();
+        for n in [-i64::MAX, -i64::MAX, -1, 1] {
+            write_zigzag(&mut payload, n);
+        }
+        let bytes = with_payload(&payload);
+        assert!(decode_histogram(&bytes).is_err());
+        assert!(SparseCounts::decode(&bytes).is_err());
     }
 
     /// Plain V2 bytes with Vantage's header and `payload` as the counts.
