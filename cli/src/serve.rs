@@ -41,6 +41,14 @@ pub(crate) struct ServeArgs {
     /// default.
     #[arg(long, default_value_t = 50.0, value_name = "PER_SEC")]
     connection_rate_per_source: f64,
+    /// Heavy requests per second one source may make over every transport
+    /// together (photo uploads and downloads, echoes over 64 KiB,
+    /// /nq/large, /nq/upload), with bursts of twice that; beyond it they are
+    /// answered 429 (HTTP) or Busy (QUIC) and counted
+    /// (`heavy_rate_limited`). 0: no limit. A probe's photo sync makes a
+    /// few a minute.
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SEC")]
+    heavy_rate_per_source: f64,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -79,6 +87,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "--connection-rate-per-source",
                 args.connection_rate_per_source,
             )?,
+            heavy_per_source: per_source("--heavy-rate-per-source", args.heavy_rate_per_source)?,
             ..Limits::default()
         },
     };

@@ -37,7 +37,7 @@ pub(crate) async fn serve_connection(conn: quinn::Connection, shared: Shared) {
                         }
                     };
                     let received = Instant::now();
-                    let (status, body) = answer(&request, &shared).await;
+                    let (status, body) = answer(&request, remote.ip(), &shared).await;
                     let mut response = Response::builder()
                         .status(status)
                         .header("content-length", body.len());
@@ -69,7 +69,11 @@ pub(crate) async fn serve_connection(conn: quinn::Connection, shared: Shared) {
     }
 }
 
-async fn answer(request: &Request<()>, shared: &Shared) -> (StatusCode, Bytes) {
+async fn answer(
+    request: &Request<()>,
+    remote: std::net::IpAddr,
+    shared: &Shared,
+) -> (StatusCode, Bytes) {
     if request.method() != http::Method::GET {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -100,6 +104,14 @@ async fn answer(request: &Request<()>, shared: &Shared) -> (StatusCode, Bytes) {
                     );
                 }
             };
+            if n > crate::HEAVY_ECHO_BYTES && !shared.heavy_allowed(remote) {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Bytes::from_static(
+                        b"too many heavy requests from your address; try again in a second\n",
+                    ),
+                );
+            }
             if n > u64::from(shared.limits.max_response_bytes) || n as usize > ZEROS.len() {
                 Stats::bump(&shared.stats.http_bad_requests);
                 return (

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -96,7 +96,7 @@ pub(crate) async fn serve(
             let service_shared = shared.clone();
             let service = hyper::service::service_fn(move |req| {
                 let shared = service_shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+                async move { Ok::<_, Infallible>(answer(req, remote.ip(), &shared).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -129,10 +129,33 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<ResponseBody> {
+/// Whether a request is heavy: a photo, an echo of more than
+/// [`crate::HEAVY_ECHO_BYTES`], or the responsiveness test's large
+/// transfers. Per-source limits apply to these (see
+/// [`crate::Limits::heavy_per_source`]).
+fn is_heavy(req: &Request<Incoming>) -> bool {
+    match req.uri().path() {
+        "/photo" | "/nq/large" | "/nq/upload" => true,
+        "/echo" => matches!(query_number(req, "bytes"), Ok(Some(n)) if n > crate::HEAVY_ECHO_BYTES),
+        _ => false,
+    }
+}
+
+async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Response<ResponseBody> {
     let received = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if is_heavy(&req) && !shared.heavy_allowed(remote) {
+        let mut r = reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many heavy requests from your address; try again in a second\n",
+        );
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        return r;
+    }
     match (method, path.as_str()) {
         (Method::GET | Method::HEAD, "/health") => {
             Stats::bump(&shared.stats.http_requests);

@@ -75,10 +75,20 @@ pub struct Limits {
     /// QUIC attempt is ignored (nothing sent back) and a TCP one closed,
     /// and counted. `None`: no limit.
     pub connections_per_source: Option<SourceRate>,
+    /// Heavy requests one source may make, over every transport together:
+    /// photo uploads and downloads, echoes of more than
+    /// [`HEAVY_ECHO_BYTES`], `/nq/large` and `/nq/upload`. Beyond it they are
+    /// answered 429 (HTTP) or `Busy` (QUIC) and counted. `None`: no limit.
+    pub heavy_per_source: Option<SourceRate>,
     /// Sources the per-source limits track at once; when all are active, a
     /// new source is refused as if over its rate.
     pub max_rate_sources: usize,
 }
+
+/// An echo response larger than this is a heavy request (see
+/// [`Limits::heavy_per_source`]): the round-trip echoes probes send every
+/// second stay far below it.
+pub const HEAVY_ECHO_BYTES: u64 = 64 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -94,6 +104,7 @@ impl Default for Limits {
             max_concurrent_photos: 64,
             stamp_per_source: None,
             connections_per_source: None,
+            heavy_per_source: None,
             max_rate_sources: 65_536,
         }
     }
@@ -238,6 +249,12 @@ impl Responder {
                 config.limits.max_concurrent_photos,
             )),
             photo_fault: photo_fault.clone(),
+            heavy: config.limits.heavy_per_source.map(|rate| {
+                Arc::new(std::sync::Mutex::new(RateLimiter::new(
+                    rate,
+                    config.limits.max_rate_sources,
+                )))
+            }),
             limits: config.limits.clone(),
         };
         tasks.spawn(quic::serve(
@@ -358,7 +375,29 @@ struct Shared {
     stall: Arc<Stall>,
     photo_slots: Arc<tokio::sync::Semaphore>,
     photo_fault: Arc<photo::FaultSwitch>,
+    /// The heavy requests' per-source buckets, shared by every transport.
+    heavy: Option<Arc<std::sync::Mutex<RateLimiter<IpAddr>>>>,
     limits: Limits,
+}
+
+impl Shared {
+    /// Whether `remote` may make one more heavy request now; a refusal is
+    /// counted in `heavy_rate_limited`.
+    fn heavy_allowed(&self, remote: IpAddr) -> bool {
+        let Some(heavy) = &self.heavy else {
+            return true;
+        };
+        let verdict = match heavy.lock() {
+            Ok(mut limiter) => limiter.check(&source_key(remote), std::time::Instant::now()),
+            // A panic elsewhere while holding it: fail open, as without a limit.
+            Err(_) => Verdict::Allowed,
+        };
+        let allowed = verdict == Verdict::Allowed;
+        if !allowed {
+            Stats::bump(&self.stats.heavy_rate_limited);
+        }
+        allowed
+    }
 }
 
 /// A static buffer of zeros response bodies are sliced from, so a response

@@ -53,6 +53,7 @@ pub(crate) async fn serve_quic(
     head3: [u8; 3],
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    remote: std::net::IpAddr,
     shared: &Shared,
 ) -> Result<(), String> {
     let mut head = [0u8; photo::REQUEST_LEN];
@@ -78,6 +79,11 @@ pub(crate) async fn serve_quic(
         reply(&mut send, PhotoStatus::TooLarge, 0, 0).await;
         let _ = recv.stop(0u32.into());
         return Err(format!("photo of {size} bytes above the limit"));
+    }
+    if !shared.heavy_allowed(remote) {
+        reply(&mut send, PhotoStatus::Busy, 0, 0).await;
+        let _ = recv.stop(0u32.into());
+        return Ok(());
     }
     let Ok(_slot) = shared.photo_slots.clone().try_acquire_owned() else {
         Stats::bump(&shared.stats.photos_busy);

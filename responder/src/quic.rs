@@ -94,7 +94,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_stream(send, recv, &shared).await {
+            if let Err(why) = serve_stream(send, recv, remote.ip(), &shared).await {
                 Stats::bump(&shared.stats.quic_bad_requests);
                 tracing::debug!(remote = %remote, %why, "QUIC echo request refused");
             }
@@ -105,6 +105,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    remote: std::net::IpAddr,
     shared: &Shared,
 ) -> Result<(), String> {
     let limits = &shared.limits;
@@ -115,7 +116,8 @@ async fn serve_stream(
         .map_err(|_| "request header timed out".to_string())?
         .map_err(|e| format!("reading request header: {e}"))?;
     if vantage_wire::photo::is_photo_kind(head[2]) {
-        return crate::photo::serve_quic([head[0], head[1], head[2]], send, recv, shared).await;
+        return crate::photo::serve_quic([head[0], head[1], head[2]], send, recv, remote, shared)
+            .await;
     }
     tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head[3..]))
         .await
@@ -155,6 +157,10 @@ async fn serve_stream(
         }
     }
     let received = Instant::now();
+    if u64::from(request.response_len) > crate::HEAVY_ECHO_BYTES && !shared.heavy_allowed(remote) {
+        answer(&mut send, EchoStatus::Busy, 0, 0).await;
+        return Ok(());
+    }
     shared.stall.wait().await;
     if request.response_len > limits.max_response_bytes {
         answer(&mut send, EchoStatus::TooLarge, 0, 0).await;

@@ -72,18 +72,22 @@ counters! {
     /// UDP datagrams on the STAMP port dropped unanswered: over their
     /// source's rate.
     stamp_rate_limited,
+    /// Heavy requests (photos, large echoes, /nq/large, /nq/upload)
+    /// refused: over their source's rate.
+    heavy_rate_limited,
     /// STAMP replies the socket would not send.
     stamp_send_failed,
 }
 
 impl StatsSnapshot {
     /// The counters of refusals, failures and malformed input.
-    pub fn refusals(&self) -> [(&'static str, u64); 12] {
+    pub fn refusals(&self) -> [(&'static str, u64); 13] {
         [
             ("quic_refused", self.quic_refused),
             ("quic_rate_limited", self.quic_rate_limited),
             ("tcp_rate_limited", self.tcp_rate_limited),
             ("stamp_rate_limited", self.stamp_rate_limited),
+            ("heavy_rate_limited", self.heavy_rate_limited),
             ("stamp_send_failed", self.stamp_send_failed),
             ("quic_handshake_failed", self.quic_handshake_failed),
             ("quic_bad_requests", self.quic_bad_requests),

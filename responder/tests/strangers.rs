@@ -245,7 +245,11 @@ async fn a_head_over_the_limit_gets_431_at_once() {
     }
     let answer = String::from_utf8_lossy(&answer).to_string();
     assert!(answer.starts_with("HTTP/1.1 431"), "got {answer:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     writer.abort();
     assert!(responder.stats().http_bad_requests >= 1);
 
@@ -260,6 +264,83 @@ async fn a_head_over_the_limit_gets_431_at_once() {
         .unwrap();
     let mut raw = Vec::new();
     tls.read_to_end(&mut raw).await.unwrap();
-    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    responder.shutdown().await;
+}
+
+/// One HTTPS request on a connection of its own; the status line and
+/// headers of the answer, its body dropped.
+async fn https_head(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    target: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    // /nq/large never ends: read the head and stop.
+    let mut buf = [0u8; 16384];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).to_lowercase()
+}
+
+/// Heavy requests (large echoes, photos, /nq/large, /nq/upload) share one
+/// bucket per source: past its burst they get 429 with Retry-After, each
+/// counted in `heavy_rate_limited`; light echoes and /health are not
+/// touched by it.
+#[tokio::test]
+async fn heavy_requests_over_a_sources_rate_get_429_and_are_counted() {
+    let mut config = ResponderConfig::local().unwrap();
+    config.limits = Limits {
+        heavy_per_source: Some(SourceRate {
+            per_second: 0.01,
+            burst: 3.0,
+        }),
+        ..Limits::default()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let connector = https_client(&config);
+    let addr = responder.https_addr();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let head = https_head(&connector, addr, "/echo?bytes=100000").await;
+        statuses.push(head.get(9..12).unwrap_or("").to_string());
+        if head.starts_with("http/1.1 429") {
+            assert!(head.contains("retry-after: 1"), "{head}");
+        }
+    }
+    assert_eq!(statuses, ["200", "200", "200", "429", "429", "429"]);
+    // Light requests from the same source are served.
+    let light = https_head(&connector, addr, "/echo?bytes=1000").await;
+    assert!(light.starts_with("http/1.1 200"), "{light}");
+    let health = https_head(&connector, addr, "/health").await;
+    assert!(health.starts_with("http/1.1 200"), "{health}");
+    // The other heavy endpoints draw on the same empty bucket.
+    for target in ["/nq/large", "/photo?size=1000&seed=1"] {
+        let head = https_head(&connector, addr, target).await;
+        assert!(head.starts_with("http/1.1 429"), "{target}: {head}");
+    }
+    let stats = responder.stats();
+    assert_eq!(stats.heavy_rate_limited, 5);
+    assert!(stats.refusals().contains(&("heavy_rate_limited", 5)));
     responder.shutdown().await;
 }
