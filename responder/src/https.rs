@@ -36,6 +36,7 @@ pub(crate) async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut handshaking = Handshaking::new(shared.limits.max_handshakes);
     let mut rate = shared
         .limits
         .connections_per_source
@@ -62,25 +63,33 @@ pub(crate) async fn serve(
                 continue;
             }
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            Stats::bump(&shared.stats.tcp_refused);
-            tracing::debug!(%remote, "TCP connection refused: at the connection limit");
-            drop(tcp);
-            continue;
-        };
+        // A new connection always gets its handshake: when the handshakes
+        // in progress are at their cap, the oldest is cut. Silent or
+        // dripping connections cannot hold the door shut on probes, whose
+        // handshakes finish in a round trip or two.
+        let cancel = handshaking.admit(&shared.stats);
         Stats::bump(&shared.stats.tcp_connections);
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         let mut shutdown = shutdown.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(
-                shared.limits.handshake_timeout,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let handshake =
+                tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
+            let done = tokio::select! {
+                done = handshake => done,
+                _ = cancel => {
+                    tracing::debug!(%remote, "TLS handshake cut: the oldest of too many in progress");
+                    return;
+                }
+            };
+            let Ok(_permit) = slots.try_acquire_owned() else {
+                Stats::bump(&shared.stats.tcp_refused);
+                tracing::debug!(%remote, "TCP connection closed: at the connection limit");
+                return;
+            };
+            let tls = match done {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     Stats::bump(&shared.stats.tls_failed);
@@ -138,6 +147,40 @@ fn is_heavy(req: &Request<Incoming>) -> bool {
         "/photo" | "/nq/large" | "/nq/upload" => true,
         "/echo" => matches!(query_number(req, "bytes"), Ok(Some(n)) if n > crate::HEAVY_ECHO_BYTES),
         _ => false,
+    }
+}
+
+/// The TLS handshakes in progress, oldest first, each with the means to
+/// cut it.
+struct Handshaking {
+    cap: usize,
+    pending: std::collections::VecDeque<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Handshaking {
+    fn new(cap: usize) -> Self {
+        Handshaking {
+            cap: cap.max(1),
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Admits one more handshake, cutting the oldest still in progress if
+    /// the cap is reached (counted in `handshakes_cut`). The receiver
+    /// fires when this one is cut in turn; dropping it (the handshake
+    /// ended) takes it off the list.
+    fn admit(&mut self, stats: &Stats) -> tokio::sync::oneshot::Receiver<()> {
+        self.pending.retain(|cut| !cut.is_closed());
+        while self.pending.len() >= self.cap {
+            if let Some(oldest) = self.pending.pop_front() {
+                if oldest.send(()).is_ok() {
+                    Stats::bump(&stats.handshakes_cut);
+                }
+            }
+        }
+        let (cut, cancel) = tokio::sync::oneshot::channel();
+        self.pending.push_back(cut);
+        cancel
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Limits {
     pub max_response_bytes: u32,
     /// Largest request padding accepted.
     pub max_request_bytes: u32,
+    /// TLS handshakes over TCP in progress at once; a new connection beyond
+    /// it cuts the oldest (so idle or slowloris connections cannot keep
+    /// probes out). They take no connection slot until they finish.
+    pub max_handshakes: usize,
     /// Time a client has to finish a TLS handshake or send request headers.
     pub handshake_timeout: Duration,
     /// Idle time after which a connection is closed.
@@ -97,6 +101,7 @@ impl Default for Limits {
             max_streams_per_connection: 256,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_request_bytes: 64 * 1024,
+            max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_stamp_sessions: 4096,

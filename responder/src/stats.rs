@@ -51,6 +51,9 @@ counters! {
     tcp_rate_limited,
     /// TLS handshakes that failed or timed out (garbage, half-open, wrong ALPN).
     tls_failed,
+    /// TLS handshakes cut unfinished: the oldest of more than
+    /// `max_handshakes` in progress, to let a new connection in.
+    handshakes_cut,
     /// HTTP requests answered.
     http_requests,
     /// HTTP requests refused (bad path, method or size) or connections that broke HTTP.
@@ -81,7 +84,7 @@ counters! {
 
 impl StatsSnapshot {
     /// The counters of refusals, failures and malformed input.
-    pub fn refusals(&self) -> [(&'static str, u64); 13] {
+    pub fn refusals(&self) -> [(&'static str, u64); 14] {
         [
             ("quic_refused", self.quic_refused),
             ("quic_rate_limited", self.quic_rate_limited),
@@ -93,6 +96,7 @@ impl StatsSnapshot {
             ("quic_bad_requests", self.quic_bad_requests),
             ("tcp_refused", self.tcp_refused),
             ("tls_failed", self.tls_failed),
+            ("handshakes_cut", self.handshakes_cut),
             ("http_bad_requests", self.http_bad_requests),
             ("stamp_malformed", self.stamp_malformed),
             ("stamp_stateless", self.stamp_stateless),

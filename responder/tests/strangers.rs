@@ -344,3 +344,27 @@ async fn heavy_requests_over_a_sources_rate_get_429_and_are_counted() {
     assert!(stats.refusals().contains(&("heavy_rate_limited", 5)));
     responder.shutdown().await;
 }
+
+/// Silent connections beyond the handshake cap cannot keep a client out:
+/// each new one cuts the oldest unfinished handshake, counted.
+#[tokio::test]
+async fn silent_connections_cannot_hold_the_door_shut() {
+    let mut config = ResponderConfig::local().unwrap();
+    config.limits = Limits {
+        max_handshakes: 8,
+        max_connections: 16,
+        ..Limits::default()
+    };
+    let responder = Responder::start(config.clone()).await.unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(responder.https_addr()).await.unwrap());
+    }
+    let connector = https_client(&config);
+    let head = https_head(&connector, responder.https_addr(), "/health").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let cut = responder.stats().handshakes_cut;
+    assert!(cut >= 42, "{cut} handshakes cut");
+    drop(silent);
+    responder.shutdown().await;
+}
