@@ -24,6 +24,13 @@ pub(crate) struct CollectArgs {
     /// campaign (default: keep everything).
     #[arg(long, value_parser = parse_keep, value_name = "DURATION")]
     keep_raw: Option<Duration>,
+    /// Uploads per second one token may make, with bursts of ten times
+    /// that (a probe's backlog after an outage goes up at once); beyond it
+    /// an upload is refused as unavailable (`rate_limited` in /metrics)
+    /// before its body is read, and the probe keeps it. 0: no limit. A
+    /// probe sends one batch a window.
+    #[arg(long, default_value_t = 50.0, value_name = "PER_SEC")]
+    upload_rate_per_token: f64,
     /// Print only errors.
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -130,7 +137,10 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
         db: args.store.location()?,
         max_connections: 4096,
         keep_raw: args.keep_raw,
-        limits: Default::default(),
+        limits: vantage_collector::UploadLimits {
+            per_token: per_token(args.upload_rate_per_token)?,
+            ..Default::default()
+        },
     })
     .await?;
     if !args.quiet {
@@ -150,6 +160,19 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
     run_until_stopped(args.duration).await;
     collector.shutdown().await;
     Ok(())
+}
+
+/// `--upload-rate-per-token`: bursts of ten times the rate; 0 is none.
+fn per_token(per_second: f64) -> anyhow::Result<Option<vantage_wire::rate::SourceRate>> {
+    if !(per_second.is_finite() && per_second >= 0.0) {
+        anyhow::bail!(
+            "--upload-rate-per-token {per_second}: give uploads per second, 0 or more (0: no limit)"
+        );
+    }
+    Ok((per_second > 0.0).then(|| vantage_wire::rate::SourceRate {
+        per_second,
+        burst: (10.0 * per_second).max(1.0),
+    }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use vantage_store::{FoldPlan, Incoming, Inserted, Store, StoreError};
+use vantage_wire::rate::{RateLimiter, SourceRate, Verdict};
 use vantage_wire::upload::{Ack, AckStatus};
 use vantage_wire::{Batch, MAX_BATCH_BYTES};
 
@@ -313,7 +314,12 @@ pub struct Ingest {
     writes: Arc<WriteHealth>,
     metrics: Arc<Metrics>,
     refusals: Mutex<crate::refusal_log::RefusalLog>,
+    /// Uploads per token, when limited (see [`Ingest::with_upload_rate`]).
+    upload_rate: Option<Mutex<RateLimiter<String>>>,
 }
+
+/// Tokens the per-token upload limit tracks at once.
+const RATE_TOKENS: usize = 65_536;
 
 fn now_unix_ms() -> u64 {
     SystemTime::now()
@@ -358,7 +364,28 @@ impl Ingest {
             writes: health,
             metrics,
             refusals: Mutex::new(Default::default()),
+            upload_rate: None,
         })
+    }
+
+    /// Limits the uploads one token may make: beyond `rate` they are
+    /// refused as unavailable with `rate_limited` (the probe keeps them
+    /// and sends them again), before any body is read. `None`: no limit.
+    pub fn with_upload_rate(mut self, rate: Option<SourceRate>) -> Self {
+        self.upload_rate = rate.map(|r| Mutex::new(RateLimiter::new(r, RATE_TOKENS)));
+        self
+    }
+
+    /// Whether the token of `hash` may upload once more now.
+    fn within_upload_rate(&self, hash: &str) -> bool {
+        let Some(limiter) = &self.upload_rate else {
+            return true;
+        };
+        match limiter.lock() {
+            Ok(mut l) => l.check(&hash.to_string(), Instant::now()) == Verdict::Allowed,
+            // Poisoned by a panic elsewhere: no limit rather than no uploads.
+            Err(_) => true,
+        }
     }
 
     /// The collector's counters.
@@ -405,6 +432,14 @@ impl Ingest {
         };
         let hash = hash_token(token);
         match self.token_owner(&hash) {
+            Ok(Some(_)) if !self.within_upload_rate(&hash) => {
+                let ack = Ack {
+                    status: AckStatus::Unavailable,
+                    reason: "rate_limited: this token sent more uploads a second than the collector takes from one probe; not stored, send it again later".into(),
+                };
+                self.refused(&ack, "rate_limited");
+                Err(ack)
+            }
             Ok(Some(owner)) => Ok(Admitted { hash, owner }),
             Ok(None) => refuse(AckStatus::Unauthorized, "unknown or revoked token".into()),
             Err(reason) => refuse(AckStatus::Unavailable, reason),

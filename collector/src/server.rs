@@ -93,7 +93,8 @@ impl Collector {
                     ..Default::default()
                 },
             )
-            .map_err(CollectorError::Writer)?,
+            .map_err(CollectorError::Writer)?
+            .with_upload_rate(config.limits.per_token),
         );
         let fingerprint = config.identity.fingerprint();
 

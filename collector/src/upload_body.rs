@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use vantage_wire::upload::{Ack, AckStatus};
 
 /// The bounds on reading uploads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UploadLimits {
     /// How long one upload's body may take to arrive, from its head.
     pub body_timeout: Duration,
@@ -20,6 +20,11 @@ pub struct UploadLimits {
     /// How long an upload waits for room among those bytes before it is
     /// refused as unavailable (the probe keeps it and sends it again).
     pub busy_wait: Duration,
+    /// Uploads one token may make: beyond it they are refused as
+    /// unavailable (`rate_limited`) before their body is read. `None` (the
+    /// library's default, for the lab and benches): no limit; `vantage
+    /// collect` sets one.
+    pub per_token: Option<vantage_wire::rate::SourceRate>,
 }
 
 impl Default for UploadLimits {
@@ -30,6 +35,7 @@ impl Default for UploadLimits {
             body_timeout: Duration::from_secs(60),
             in_flight_bytes: 64 << 20,
             busy_wait: Duration::from_secs(5),
+            per_token: None,
         }
     }
 }
@@ -195,6 +201,7 @@ mod tests {
             body_timeout: Duration::from_secs(60),
             in_flight_bytes,
             busy_wait: Duration::from_millis(50),
+            per_token: None,
         }
     }
 

@@ -82,6 +82,7 @@ fn limits(body_timeout: Duration, in_flight_bytes: usize) -> UploadLimits {
         body_timeout,
         in_flight_bytes,
         busy_wait: Duration::from_millis(300),
+        per_token: None,
     }
 }
 
@@ -393,5 +394,59 @@ async fn metrics_and_health_leak_no_token_hash_or_batch_content() {
         metrics.contains("vantage_collector_batches_stored_total 1"),
         "{metrics}"
     );
+    s.collector.shutdown().await;
+}
+
+/// One token past its upload rate is refused as unavailable with
+/// `rate_limited`, counted, and nothing of it stored; another token (even
+/// of the same probe) has its own bucket, and the refused batches go up
+/// once the rate allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_past_its_upload_rate_is_told_to_come_back_and_loses_nothing() {
+    use rand::SeedableRng;
+    let s = collector(UploadLimits {
+        per_token: Some(vantage_wire::rate::SourceRate {
+            per_second: 0.001,
+            burst: 3.0,
+        }),
+        ..UploadLimits::default()
+    })
+    .await;
+    let (fast, other) = (add_token(&s.db, "p1"), add_token(&s.db, "p1"));
+    let mut up = uploader(&s, s.collector.quic_addr().port(), &fast);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let batches: Vec<Vec<u8>> = (1..=6).map(|seq| batch(seq, &mut rng)).collect();
+    let mut statuses = Vec::new();
+    for bytes in &batches {
+        let ack = up.send(bytes, Instant::now()).await.unwrap();
+        if ack.status == AckStatus::Unavailable {
+            assert!(ack.reason.starts_with("rate_limited:"), "{}", ack.reason);
+        }
+        statuses.push(ack.status);
+    }
+    use AckStatus::{Stored, Unavailable};
+    assert_eq!(
+        statuses,
+        [
+            Stored,
+            Stored,
+            Stored,
+            Unavailable,
+            Unavailable,
+            Unavailable
+        ]
+    );
+    assert_eq!(
+        s.collector.metrics().refused().get("rate_limited"),
+        Some(&3)
+    );
+    assert_eq!(s.db.open().unwrap().batch_count().unwrap(), 3);
+    // The other token's bucket is full: the refused batches go up.
+    let mut up = uploader(&s, s.collector.quic_addr().port(), &other);
+    for bytes in &batches[3..] {
+        let ack = up.send(bytes, Instant::now()).await.unwrap();
+        assert_eq!(ack.status, Stored, "{}", ack.reason);
+    }
+    assert_eq!(s.db.open().unwrap().batch_count().unwrap(), 6);
     s.collector.shutdown().await;
 }

@@ -21,7 +21,7 @@ mod https;
 mod photo;
 mod query;
 mod quic;
-mod rate;
+pub(crate) use vantage_wire::rate;
 mod stall;
 mod stamp;
 mod stats;

@@ -19,6 +19,7 @@ mod hlog;
 mod labels;
 mod metric;
 pub mod photo;
+pub mod rate;
 mod record;
 pub mod stamp;
 mod time;

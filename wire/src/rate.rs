@@ -1,6 +1,7 @@
 //! Per-source rate limits: a token bucket per source, so one address (or
-//! one IPv6 /64) cannot take the reflector's or the handshakes' whole
-//! capacity. Plain state: time comes in as an argument.
+//! one IPv6 /64, or one token) cannot take the reflector's, the
+//! handshakes' or the collector's whole capacity. Shared by the responder
+//! and the collector. Plain state: time comes in as an argument.
 
 use std::collections::HashMap;
 use std::hash::Hash;
