@@ -14,9 +14,15 @@ fuzz_target!(|bytes: &[u8]| {
         }
     }
     if let Ok(beat) = Heartbeat::decode(bytes) {
-        assert_eq!(Heartbeat::decode(beat.encode().as_bytes()).as_ref(), Ok(&beat));
+        assert_eq!(
+            Heartbeat::decode(beat.encode().as_bytes()).as_ref(),
+            Ok(&beat)
+        );
     }
     if let Ok(answer) = CampaignAnswer::decode(bytes) {
-        assert_eq!(CampaignAnswer::decode(answer.encode().as_bytes()), Ok(answer));
+        assert_eq!(
+            CampaignAnswer::decode(answer.encode().as_bytes()),
+            Ok(answer)
+        );
     }
 });

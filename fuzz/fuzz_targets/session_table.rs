@@ -43,7 +43,9 @@ fuzz_target!(|packets: Vec<Packet>| {
                     .filter(|(_, seen)| now.duration_since(*seen) < IDLE)
                     .count();
                 assert!(live >= CAPACITY, "refused with {live} live sessions");
-                assert!(!last.get(&p.peer).is_some_and(|(_, seen)| now.duration_since(*seen) < IDLE));
+                assert!(!last
+                    .get(&p.peer)
+                    .is_some_and(|(_, seen)| now.duration_since(*seen) < IDLE));
             }
         }
         assert!(table.len() <= CAPACITY);

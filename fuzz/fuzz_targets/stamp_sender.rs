@@ -17,7 +17,11 @@ enum Op {
     /// The socket refused the packet of the n-th send (mod sends made).
     SendFailed { nth: u16 },
     /// A reply for sender sequence `sequence`, reflector sequence `reflected`.
-    Reply { sequence: u32, reflected: u32, held_us: u32 },
+    Reply {
+        sequence: u32,
+        reflected: u32,
+        held_us: u32,
+    },
     /// A reply for the n-th packet sent (mod sends made).
     ReplyTo { nth: u16, reflected: u32 },
     /// Time passes.
@@ -39,7 +43,11 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Send { late_us } => {
                 let started = now + Duration::from_micros(u64::from(late_us));
                 let p = sender.on_send(now, started, Duration::from_secs(1_700_000_000));
-                assert!(open.insert(p.sequence), "sequence {} reused while open", p.sequence);
+                assert!(
+                    open.insert(p.sequence),
+                    "sequence {} reused while open",
+                    p.sequence
+                );
                 sent.push((p.sequence, now));
             }
             Op::SendFailed { nth } => {
@@ -48,7 +56,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     open.remove(&seq);
                 }
             }
-            Op::Reply { sequence, reflected, held_us } => {
+            Op::Reply {
+                sequence,
+                reflected,
+                held_us,
+            } => {
                 reply(&mut sender, &mut open, sequence, reflected, held_us, now);
             }
             Op::ReplyTo { nth, reflected } => {
@@ -108,7 +120,10 @@ fn reply(
             assert!(path.forward_lost + path.backward_lost <= u64::from(u32::MAX));
         }
         Reply::Duplicate { .. } | Reply::Unexpected => {
-            assert!(!open.contains(&sequence), "a packet in flight was not answered");
+            assert!(
+                !open.contains(&sequence),
+                "a packet in flight was not answered"
+            );
         }
     }
 }
