@@ -4,7 +4,8 @@
 //! on the internet. Over one probe run the strangers send garbage and
 //! floods to the STAMP and QUIC ports, hold 1,000 idle or slowloris TCP
 //! connections, stall TLS ClientHellos part-way, send 1 MB request heads,
-//! ask `/echo` for far beyond its cap, and open and abandon photo uploads.
+//! ask `/echo` for far beyond its cap, and open and abandon photo uploads
+//! over HTTPS and QUIC.
 //!
 //! Asserted: the responder's RSS stays under [`RSS_BOUND_KIB`]; every kind
 //! of attack shows in its refusal counters; the probe's `udp_rtt`,
@@ -347,6 +348,52 @@ async fn attack(serve_port: u16, stamp_port: u16, until: Instant, sent: Arc<Sent
             }
         });
     }
+    // Photo streams over QUIC opened and abandoned: connections from
+    // 127.0.0.8, each stream a photo-upload head promising 64 MiB and
+    // 1 KiB of body, then reset; at most 2,000 streams.
+    {
+        let sent = sent.clone();
+        tasks.spawn(async move {
+            let client = vantage_tls::TlsClient::new(
+                &vantage_tls::Trust::Insecure,
+                &[vantage_wire::echo::ALPN],
+            )
+            .unwrap();
+            let crypto =
+                quinn::crypto::rustls::QuicClientConfig::try_from(client.config.clone()).unwrap();
+            let mut endpoint = quinn::Endpoint::client((stranger(8), 0).into()).unwrap();
+            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let quic: SocketAddr = (Ipv4Addr::LOCALHOST, serve_port).into();
+            let head = vantage_wire::photo::PhotoRequest::Upload {
+                size: 64 << 20,
+                crc32: 0x1234_abcd,
+            }
+            .encode();
+            let mut streams = 0u32;
+            'connections: while streams < 2_000 && Instant::now() < until {
+                let Ok(connecting) = endpoint.connect(quic, "localhost") else {
+                    break;
+                };
+                let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(2), connecting).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                while streams < 2_000 && Instant::now() < until {
+                    let Ok((mut send, _recv)) = conn.open_bi().await else {
+                        continue 'connections;
+                    };
+                    let _ = send.write_all(&head).await;
+                    let _ = send.write_all(&[7u8; 1024]).await;
+                    let _ = send.reset(0u32.into());
+                    streams += 1;
+                    sent.photos_abandoned.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+            }
+            endpoint.close(0u32.into(), b"done");
+        });
+    }
     while tasks.join_next().await.is_some() {}
 }
 
@@ -450,6 +497,8 @@ fn a_responder_under_hostile_load_stays_small_counts_every_refusal_and_keeps_pro
     assert!(get("http_bad_requests") > 100, "{counters:?}");
     assert!(get("heavy_rate_limited") > 100, "{counters:?}");
     assert!(get("photos_damaged") > 0, "{counters:?}");
+    // Photo streams reset under the responder: broken requests, counted.
+    assert!(get("quic_bad_requests") > 100, "{counters:?}");
     // The legitimate probe: nothing lost, p50s within the tolerance.
     assert!(attacked.count > 0 && quiet.count > 0);
     assert_eq!(
