@@ -133,3 +133,19 @@ pub(crate) async fn run_until_stopped(duration: Option<std::time::Duration>) {
         }
     }
 }
+
+/// A rate flag (`--…-rate-per-…`): `per_second` with bursts of
+/// `burst_factor` times it (at least one); 0 is no limit.
+pub(crate) fn rate_flag(
+    flag: &str,
+    per_second: f64,
+    burst_factor: f64,
+) -> anyhow::Result<Option<vantage_wire::rate::SourceRate>> {
+    if !(per_second.is_finite() && per_second >= 0.0) {
+        anyhow::bail!("{flag} {per_second}: give a rate per second, 0 or more (0: no limit)");
+    }
+    Ok((per_second > 0.0).then(|| vantage_wire::rate::SourceRate {
+        per_second,
+        burst: (burst_factor * per_second).max(1.0),
+    }))
+}

@@ -164,15 +164,7 @@ pub(crate) async fn collect(args: CollectArgs) -> anyhow::Result<()> {
 
 /// `--upload-rate-per-token`: bursts of ten times the rate; 0 is none.
 fn per_token(per_second: f64) -> anyhow::Result<Option<vantage_wire::rate::SourceRate>> {
-    if !(per_second.is_finite() && per_second >= 0.0) {
-        anyhow::bail!(
-            "--upload-rate-per-token {per_second}: give uploads per second, 0 or more (0: no limit)"
-        );
-    }
-    Ok((per_second > 0.0).then(|| vantage_wire::rate::SourceRate {
-        per_second,
-        burst: (10.0 * per_second).max(1.0),
-    }))
+    crate::args::rate_flag("--upload-rate-per-token", per_second, 10.0)
 }
 
 #[cfg(test)]

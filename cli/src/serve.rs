@@ -59,13 +59,7 @@ pub(crate) struct ServeArgs {
 
 /// A per-source rate from its flag: bursts of twice the rate; 0 is none.
 fn per_source(flag: &str, per_second: f64) -> anyhow::Result<Option<SourceRate>> {
-    if !(per_second.is_finite() && per_second >= 0.0) {
-        anyhow::bail!("{flag} {per_second}: give a rate per second, 0 or more (0: no limit)");
-    }
-    Ok((per_second > 0.0).then(|| SourceRate {
-        per_second,
-        burst: (2.0 * per_second).max(1.0),
-    }))
+    crate::args::rate_flag(flag, per_second, 2.0)
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {

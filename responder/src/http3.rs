@@ -107,9 +107,7 @@ async fn answer(
             if n > crate::HEAVY_ECHO_BYTES && !shared.heavy_allowed(remote) {
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
-                    Bytes::from_static(
-                        b"too many heavy requests from your address; try again in a second\n",
-                    ),
+                    Bytes::from_static(crate::HEAVY_REFUSED.as_bytes()),
                 );
             }
             if n > u64::from(shared.limits.max_response_bytes) || n as usize > ZEROS.len() {

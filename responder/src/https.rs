@@ -189,10 +189,7 @@ async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Resp
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if is_heavy(&req) && !shared.heavy_allowed(remote) {
-        let mut r = reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many heavy requests from your address; try again in a second\n",
-        );
+        let mut r = reply(StatusCode::TOO_MANY_REQUESTS, crate::HEAVY_REFUSED);
         r.headers_mut().insert(
             hyper::header::RETRY_AFTER,
             hyper::header::HeaderValue::from_static("1"),

@@ -94,6 +94,9 @@ pub struct Limits {
 /// second stay far below it.
 pub const HEAVY_ECHO_BYTES: u64 = 64 * 1024;
 
+/// The body of a heavy request refused over its source's rate (HTTP 429).
+const HEAVY_REFUSED: &str = "too many heavy requests from your address; try again in a second\n";
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -254,21 +254,8 @@ async fn a_head_over_the_limit_gets_431_at_once() {
     assert!(responder.stats().http_bad_requests >= 1);
 
     // Another client is served as before.
-    let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
-    let mut tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tls.read_to_end(&mut raw).await.unwrap();
-    assert!(
-        raw.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let health = https_head(&connector, responder.https_addr(), "/health").await;
+    assert!(health.starts_with("http/1.1 200"), "{health}");
     responder.shutdown().await;
 }
 
