@@ -100,6 +100,13 @@ pub(crate) struct LabRunArgs {
     /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
     #[arg(long, value_name = "FILE", requires = "db")]
     db_password_file: Option<PathBuf>,
+    /// Upload to this collector, running apart from the lab, instead of
+    /// starting one; --db is its store, where the probes' tokens go.
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["db", "collector_pin"])]
+    collector: Option<String>,
+    /// The outside collector's certificate fingerprint, as `vantage collect` prints.
+    #[arg(long, value_name = "sha256:HEX", requires = "collector")]
+    collector_pin: Option<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -134,6 +141,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         db: location(args.db.as_deref(), args.db_password_file.as_deref())?,
         also_measure: Vec::new(),
         fleet: false,
+        outside_collector: args.collector.clone().zip(args.collector_pin.clone()),
     };
     if !args.quiet {
         eprintln!(

@@ -1,6 +1,7 @@
 //! `vantage`: the command-line front end. It only composes the library
 //! crates; each subcommand's flags and body live in a module of its own.
 
+mod access;
 mod args;
 mod campaign;
 mod collect;
@@ -26,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run a responder: QUIC echo, HTTPS echo and STAMP reflector on one address.
     #[command(
-        after_help = "Example:\n  vantage serve --bind 0.0.0.0 --cert-dir /var/lib/vantage/cert --name dc1.example.net\n\nIt prints the certificate fingerprint; give it to probes with --pin."
+        after_help = "Examples:\n  vantage serve --bind 0.0.0.0 --cert-dir /var/lib/vantage/cert --name dc1.example.net\n  vantage serve --bind 0.0.0.0 --require-token /etc/vantage/access/access.pub   (photos and large echoes need a token)\n\nIt prints the certificate fingerprint; give it to probes with --pin."
     )]
     Serve(serve::ServeArgs),
     /// Measure request latency against data centres.
@@ -61,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// Access tokens for responders that require one for heavy requests (--require-token).
+    Access {
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
     /// Emulated network paths on this machine: run a scenario's phase end to end.
     Lab {
         #[command(subcommand)]
@@ -75,7 +81,10 @@ impl Command {
             Command::Serve(a) => a.quiet,
             Command::Probe(a) => a.quiet,
             Command::Collect(a) => a.quiet,
-            Command::Export(_) | Command::Campaign { .. } | Command::Fleet(_) => true,
+            Command::Export(_)
+            | Command::Campaign { .. }
+            | Command::Fleet(_)
+            | Command::Access { .. } => true,
             Command::Report(a) => a.quiet,
             Command::Store {
                 command: store::StoreCommand::Copy(a),
@@ -109,6 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Campaign { command } => campaign::campaign(command),
         Command::Fleet(args) => fleet::fleet(args),
         Command::Store { command } => store::store(command),
+        Command::Access { command } => access::access(command),
         Command::Lab { command } => lab::lab(command).await,
     }
 }

@@ -3,7 +3,7 @@
 use crate::args::{run_until_stopped, IdentityArgs};
 use std::net::IpAddr;
 use std::time::Duration;
-use vantage_responder::{Limits, Responder, ResponderConfig, SourceRate};
+use vantage_responder::{AccessKeys, Limits, Responder, ResponderConfig, SourceRate};
 
 /// Flags of `vantage serve`.
 #[derive(clap::Args, Debug)]
@@ -49,6 +49,13 @@ pub(crate) struct ServeArgs {
     /// few a minute.
     #[arg(long, default_value_t = 5.0, value_name = "PER_SEC")]
     heavy_rate_per_source: f64,
+    /// Require an access token for heavy requests (photos, echoes over 64
+    /// KiB, /nq/large, /nq/upload), signed by a key in FILE (access.pub
+    /// from `vantage access keygen`; several keys, one per line, during a
+    /// rotation). Without one: 401 (HTTP) or Forbidden (QUIC), counted.
+    /// Light echoes and STAMP stay open to all.
+    #[arg(long, value_name = "FILE")]
+    require_token: Option<std::path::PathBuf>,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -84,6 +91,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             heavy_per_source: per_source("--heavy-rate-per-source", args.heavy_rate_per_source)?,
             ..Limits::default()
         },
+        access: match &args.require_token {
+            Some(path) => Some(std::sync::Arc::new(AccessKeys::load(path)?)),
+            None => None,
+        },
     };
     let responder = Responder::start(config).await?;
     if !args.quiet {
@@ -98,6 +109,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         println!("  stamp  {} (RFC 8762 reflector)", responder.stamp_addr());
         println!("  certificate {}", responder.fingerprint());
+        if let Some(path) = &args.require_token {
+            println!(
+                "  heavy requests need an access token signed by a key in {}",
+                path.display()
+            );
+        }
         println!("probe with: --pin {}", responder.fingerprint());
     }
     run_until_stopped(args.duration).await;

@@ -243,6 +243,7 @@ pub async fn run_demo(
             rates: options.rates.clone(),
             db: Some(db.clone()),
             fleet: true,
+            outside_collector: None,
         },
         stop.clone(),
     )

@@ -37,6 +37,12 @@ pub struct LabOptions {
     /// country's campaign (targets, rates, window, sync) from the lab's
     /// collector, as a fleet's probes do. Needs `db`.
     pub fleet: bool,
+    /// Upload to this collector, already running apart from the lab,
+    /// instead of starting one: its address and certificate fingerprint.
+    /// The probes' tokens still go into `db`, which must be its store. So
+    /// the collector can be killed and restarted while the lab runs (the
+    /// soak does).
+    pub outside_collector: Option<(String, String)>,
 }
 
 /// Why a lab run failed.
@@ -218,9 +224,9 @@ pub async fn start_lab(
 
     let responders = start_responders(scenario, &phases).await?;
 
-    let collector = match &options.db {
-        Some(db) => Some(start_collector(db).await?),
-        None => None,
+    let collector = match (&options.db, &options.outside_collector) {
+        (Some(db), None) => Some(start_collector(db).await?),
+        _ => None,
     };
     let run_id = format!(
         "{:x}",
@@ -481,15 +487,19 @@ fn probe_args(
         seed: Some(scenario.seed.wrapping_add(i as u64)),
         ..ProbeArgs::default()
     };
-    if let (Some(c), Some(db)) = (collector, &options.db) {
+    let upload_to = match (collector, &options.outside_collector) {
+        (Some(c), _) => Some((c.quic_addr().to_string(), c.fingerprint().to_string())),
+        (None, outside) => outside.clone(),
+    };
+    if let (Some((addr, pin)), Some(db)) = (upload_to, &options.db) {
         let token = vantage_collector::new_token();
         let probe_id = args.probe_id.clone().unwrap_or_default();
         db.open()
             .and_then(|mut s| s.add_token(&probe_id, &vantage_collector::hash_token(&token), 0))
             .map_err(|e| LabError::Collector(e.to_string()))?;
-        args.collector = vec![c.quic_addr().to_string()];
+        args.collector = vec![addr];
         args.token = Some(token);
-        args.collector_pins = vec![c.fingerprint().to_string()];
+        args.collector_pins = vec![pin];
     }
     Ok(args)
 }

@@ -47,6 +47,7 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             db: Some(dir.path().join("lab.db").into()),
             also_measure: Vec::new(),
             fleet: false,
+            outside_collector: None,
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();
@@ -100,6 +101,7 @@ async fn an_unknown_phase_names_the_known_ones() {
         db: None,
         also_measure: Vec::new(),
         fleet: false,
+        outside_collector: None,
     };
     let (_tx, stop) = watch::channel(false);
     let err = run_lab(options, stop).await.unwrap_err().to_string();

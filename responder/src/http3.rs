@@ -104,11 +104,27 @@ async fn answer(
                     );
                 }
             };
-            if n > crate::HEAVY_ECHO_BYTES && !shared.heavy_allowed(remote) {
-                return (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Bytes::from_static(crate::HEAVY_REFUSED.as_bytes()),
-                );
+            if n > crate::HEAVY_ECHO_BYTES {
+                let token = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| vantage_wire::access::bearer_token(v.as_bytes()));
+                match shared.admit_heavy(remote, token) {
+                    Ok(()) => {}
+                    Err(crate::HeavyRefusal::OverRate) => {
+                        return (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            Bytes::from_static(crate::HEAVY_REFUSED.as_bytes()),
+                        )
+                    }
+                    Err(crate::HeavyRefusal::Access(why)) => {
+                        let status = match why {
+                            crate::AccessRefusal::Missing => StatusCode::UNAUTHORIZED,
+                            _ => StatusCode::FORBIDDEN,
+                        };
+                        return (status, Bytes::from(format!("{why}\n")));
+                    }
+                }
             }
             if n > u64::from(shared.limits.max_response_bytes) || n as usize > ZEROS.len() {
                 Stats::bump(&shared.stats.http_bad_requests);

@@ -150,6 +150,42 @@ fn is_heavy(req: &Request<Incoming>) -> bool {
     }
 }
 
+/// The access token of an `authorization: Bearer` header, if any.
+fn request_token(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| vantage_wire::access::bearer_token(v.as_bytes()))
+}
+
+/// The answer to a refused heavy request: 429 with `Retry-After` over the
+/// rate, 401 with a `Bearer` challenge without a token, 403 with a bad one.
+fn heavy_refused(refusal: &crate::HeavyRefusal) -> Response<ResponseBody> {
+    use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+    match refusal {
+        crate::HeavyRefusal::OverRate => {
+            let mut r = reply(StatusCode::TOO_MANY_REQUESTS, crate::HEAVY_REFUSED);
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        crate::HeavyRefusal::Access(why) => {
+            let (status, challenge) = match why {
+                crate::AccessRefusal::Missing => {
+                    (StatusCode::UNAUTHORIZED, "Bearer realm=\"vantage\"")
+                }
+                _ => (
+                    StatusCode::FORBIDDEN,
+                    "Bearer realm=\"vantage\", error=\"invalid_token\"",
+                ),
+            };
+            let mut r = reply(status, format!("{why}\n"));
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            r
+        }
+    }
+}
+
 /// The TLS handshakes in progress, oldest first, each with the means to
 /// cut it.
 struct Handshaking {
@@ -188,13 +224,10 @@ async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Resp
     let received = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if is_heavy(&req) && !shared.heavy_allowed(remote) {
-        let mut r = reply(StatusCode::TOO_MANY_REQUESTS, crate::HEAVY_REFUSED);
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("1"),
-        );
-        return r;
+    if is_heavy(&req) {
+        if let Err(refusal) = shared.admit_heavy(remote, request_token(&req)) {
+            return heavy_refused(&refusal);
+        }
     }
     match (method, path.as_str()) {
         (Method::GET | Method::HEAD, "/health") => {

@@ -32,6 +32,7 @@ pub use query::{query_number, QueryError};
 pub use rate::{source_key, RateLimiter, SourceRate, Verdict};
 pub use stamp::SessionTable;
 pub use stats::{Stats, StatsSnapshot};
+pub use vantage_tls::access::{AccessKeys, AccessRefusal};
 pub use vantage_tls::{Fingerprint, Identity, IdentityError};
 
 use stall::Stall;
@@ -89,10 +90,7 @@ pub struct Limits {
     pub max_rate_sources: usize,
 }
 
-/// An echo response larger than this is a heavy request (see
-/// [`Limits::heavy_per_source`]): the round-trip echoes probes send every
-/// second stay far below it.
-pub const HEAVY_ECHO_BYTES: u64 = 64 * 1024;
+pub use vantage_wire::access::HEAVY_ECHO_BYTES;
 
 /// The body of a heavy request refused over its source's rate (HTTP 429).
 const HEAVY_REFUSED: &str = "too many heavy requests from your address; try again in a second\n";
@@ -133,6 +131,9 @@ pub struct ResponderConfig {
     pub identity: Identity,
     /// Resource limits.
     pub limits: Limits,
+    /// With keys, heavy requests need an access token signed by one of
+    /// them (`vantage serve --require-token`); without, none is asked for.
+    pub access: Option<Arc<AccessKeys>>,
 }
 
 /// Default QUIC (UDP) and HTTPS (TCP) port.
@@ -151,6 +152,7 @@ impl ResponderConfig {
             stamp_port: 0,
             identity: Identity::generate(&["localhost".into(), "127.0.0.1".into(), "::1".into()])?,
             limits: Limits::default(),
+            access: None,
         })
     }
 }
@@ -264,6 +266,7 @@ impl Responder {
                 )))
             }),
             limits: config.limits.clone(),
+            access: config.access.clone(),
         };
         tasks.spawn(quic::serve(
             quic_endpoint.clone(),
@@ -386,10 +389,56 @@ struct Shared {
     /// The heavy requests' per-source buckets, shared by every transport.
     heavy: Option<Arc<std::sync::Mutex<RateLimiter<IpAddr>>>>,
     limits: Limits,
+    /// The keys heavy requests' tokens must be signed by, if required.
+    access: Option<Arc<AccessKeys>>,
+}
+
+/// Why a heavy request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HeavyRefusal {
+    /// Over its source's rate: try again later.
+    OverRate,
+    /// No valid access token.
+    Access(AccessRefusal),
 }
 
 impl Shared {
-    /// Whether `remote` may make one more heavy request now; a refusal is
+    /// Whether `remote` may make one more heavy request now, showing
+    /// `token`. A missing token is refused first (it costs nothing), then
+    /// the source's rate is checked, and only then the token's signature,
+    /// so strangers cannot make the responder verify signatures faster
+    /// than their rate. Every refusal is counted.
+    fn admit_heavy(&self, remote: IpAddr, token: Option<&str>) -> Result<(), HeavyRefusal> {
+        if self.access.is_some() && token.is_none() {
+            Stats::bump(&self.stats.access_missing);
+            return Err(HeavyRefusal::Access(AccessRefusal::Missing));
+        }
+        if !self.heavy_allowed(remote) {
+            return Err(HeavyRefusal::OverRate);
+        }
+        let (Some(keys), Some(token)) = (&self.access, token) else {
+            return Ok(());
+        };
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match keys.check(token, now_unix) {
+            Ok(_) => {
+                Stats::bump(&self.stats.access_granted);
+                Ok(())
+            }
+            Err(refusal) => {
+                let counter = match refusal {
+                    AccessRefusal::Expired { .. } => &self.stats.access_expired,
+                    _ => &self.stats.access_invalid,
+                };
+                Stats::bump(counter);
+                Err(HeavyRefusal::Access(refusal))
+            }
+        }
+    }
+
+    /// Whether `remote` is under its heavy-request rate; a refusal is
     /// counted in `heavy_rate_limited`.
     fn heavy_allowed(&self, remote: IpAddr) -> bool {
         let Some(heavy) = &self.heavy else {

@@ -48,9 +48,11 @@ impl FaultSwitch {
 /// a stalled client must not hold a photo slot for ever.
 pub(crate) const PHOTO_IDLE: Duration = Duration::from_secs(30);
 
-/// Serves one photo stream on QUIC whose first three bytes are `head3`.
+/// Serves one photo stream on QUIC whose first three bytes are `head3`,
+/// after the access `token` if the stream began with one.
 pub(crate) async fn serve_quic(
     head3: [u8; 3],
+    token: Option<&str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     remote: std::net::IpAddr,
@@ -80,8 +82,12 @@ pub(crate) async fn serve_quic(
         let _ = recv.stop(0u32.into());
         return Err(format!("photo of {size} bytes above the limit"));
     }
-    if !shared.heavy_allowed(remote) {
-        reply(&mut send, PhotoStatus::Busy, 0, 0).await;
+    if let Err(refusal) = shared.admit_heavy(remote, token) {
+        let status = match refusal {
+            crate::HeavyRefusal::OverRate => PhotoStatus::Busy,
+            crate::HeavyRefusal::Access(_) => PhotoStatus::Forbidden,
+        };
+        reply(&mut send, status, 0, 0).await;
         let _ = recv.stop(0u32.into());
         return Ok(());
     }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{watch, Semaphore};
+use vantage_wire::access;
 use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
 
 pub(crate) fn bind(config: &ResponderConfig) -> Result<quinn::Endpoint, ResponderError> {
@@ -110,14 +111,24 @@ async fn serve_stream(
 ) -> Result<(), String> {
     let limits = &shared.limits;
     let mut head = [0u8; echo::REQUEST_LEN];
-    // The kind (third byte) says whether an echo or a photo follows.
-    tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head[..3]))
-        .await
-        .map_err(|_| "request header timed out".to_string())?
-        .map_err(|e| format!("reading request header: {e}"))?;
+    // The kind (third byte) says whether an echo, a photo or an access
+    // token (then the request follows it) comes.
+    read_head(&mut recv, &mut head[..3], limits.handshake_timeout).await?;
+    let token = if head[2] == access::KIND_ACCESS {
+        let token = read_token(
+            [head[0], head[1], head[2]],
+            &mut recv,
+            limits.handshake_timeout,
+        )
+        .await?;
+        read_head(&mut recv, &mut head[..3], limits.handshake_timeout).await?;
+        Some(token)
+    } else {
+        None
+    };
     if vantage_wire::photo::is_photo_kind(head[2]) {
-        return crate::photo::serve_quic([head[0], head[1], head[2]], send, recv, remote, shared)
-            .await;
+        let head3 = [head[0], head[1], head[2]];
+        return crate::photo::serve_quic(head3, token.as_deref(), send, recv, remote, shared).await;
     }
     tokio::time::timeout(limits.handshake_timeout, recv.read_exact(&mut head[3..]))
         .await
@@ -157,9 +168,15 @@ async fn serve_stream(
         }
     }
     let received = Instant::now();
-    if u64::from(request.response_len) > crate::HEAVY_ECHO_BYTES && !shared.heavy_allowed(remote) {
-        answer(&mut send, EchoStatus::Busy, 0, 0).await;
-        return Ok(());
+    if u64::from(request.response_len) > crate::HEAVY_ECHO_BYTES {
+        if let Err(refusal) = shared.admit_heavy(remote, token.as_deref()) {
+            let status = match refusal {
+                crate::HeavyRefusal::OverRate => EchoStatus::Busy,
+                crate::HeavyRefusal::Access(_) => EchoStatus::Forbidden,
+            };
+            answer(&mut send, status, 0, 0).await;
+            return Ok(());
+        }
     }
     shared.stall.wait().await;
     if request.response_len > limits.max_response_bytes {
@@ -186,6 +203,37 @@ async fn serve_stream(
     let _ = send.finish();
     Stats::bump(&shared.stats.quic_requests);
     Ok(())
+}
+
+/// Reads `buf.len()` bytes of a request's head within `timeout`.
+async fn read_head(
+    recv: &mut quinn::RecvStream,
+    buf: &mut [u8],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    tokio::time::timeout(timeout, recv.read_exact(buf))
+        .await
+        .map_err(|_| "request header timed out".to_string())?
+        .map_err(|e| format!("reading request header: {e}"))
+}
+
+/// Reads the rest of an access preamble whose first three bytes are
+/// `head3`: its length (checked before anything is allocated), then the
+/// token.
+async fn read_token(
+    head3: [u8; 3],
+    recv: &mut quinn::RecvStream,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let mut head = [0u8; access::PREAMBLE_HEAD_LEN];
+    head[..3].copy_from_slice(&head3);
+    read_head(recv, &mut head[3..], timeout).await?;
+    let len = access::decode_preamble_head(&head).map_err(|e| e.to_string())?;
+    let mut token = vec![0u8; len];
+    read_head(recv, &mut token, timeout).await?;
+    access::decode_token(&token)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 async fn answer(

@@ -78,14 +78,26 @@ counters! {
     /// Heavy requests (photos, large echoes, /nq/large, /nq/upload)
     /// refused: over their source's rate.
     heavy_rate_limited,
+    /// Heavy requests let in on a valid access token.
+    access_granted,
+    /// Heavy requests refused: no access token, and one is required.
+    access_missing,
+    /// Heavy requests refused: a malformed access token or one no trusted
+    /// key signed.
+    access_invalid,
+    /// Heavy requests refused: an expired access token.
+    access_expired,
     /// STAMP replies the socket would not send.
     stamp_send_failed,
 }
 
 impl StatsSnapshot {
     /// The counters of refusals, failures and malformed input.
-    pub fn refusals(&self) -> [(&'static str, u64); 14] {
+    pub fn refusals(&self) -> [(&'static str, u64); 17] {
         [
+            ("access_missing", self.access_missing),
+            ("access_invalid", self.access_invalid),
+            ("access_expired", self.access_expired),
             ("quic_refused", self.quic_refused),
             ("quic_rate_limited", self.quic_rate_limited),
             ("tcp_rate_limited", self.tcp_rate_limited),

@@ -47,8 +47,12 @@ pub enum EchoStatus {
     TooLarge,
     /// The request was malformed.
     BadRequest,
-    /// The responder is at its concurrency limit.
+    /// The responder is at its concurrency limit, or the source over its
+    /// rate of heavy requests.
     Busy,
+    /// A heavy request without a valid access token, on a responder that
+    /// requires one (see [`crate::access`]).
+    Forbidden,
 }
 
 impl EchoStatus {
@@ -58,6 +62,7 @@ impl EchoStatus {
             EchoStatus::TooLarge => 1,
             EchoStatus::BadRequest => 2,
             EchoStatus::Busy => 3,
+            EchoStatus::Forbidden => 4,
         }
     }
     fn from_byte(b: u8) -> Option<Self> {
@@ -66,6 +71,7 @@ impl EchoStatus {
             1 => EchoStatus::TooLarge,
             2 => EchoStatus::BadRequest,
             3 => EchoStatus::Busy,
+            4 => EchoStatus::Forbidden,
             _ => return None,
         })
     }

@@ -6,11 +6,13 @@
 //! the wire ([`Batch::encode`], [`Batch::decode`]), the QUIC echo messages
 //! ([`echo`]), the STAMP packets of RFC 8762 ([`stamp`]) and the batch
 //! upload protocol between probes and collectors ([`upload`]), with the
-//! campaign pull and health beside it ([`campaign`]). Every decoder
+//! campaign pull and health beside it ([`campaign`]), and the framing of
+//! a probe's access token on heavy requests ([`access`]). Every decoder
 //! returns a typed error on malformed, truncated or oversized input and never
 //! panics.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod campaign;
 mod codec;
 pub mod echo;

@@ -74,6 +74,9 @@ pub enum PhotoStatus {
     Busy,
     /// The header is malformed.
     BadRequest,
+    /// No valid access token, on a responder that requires one (see
+    /// [`crate::access`]).
+    Forbidden,
 }
 
 impl PhotoStatus {
@@ -85,6 +88,7 @@ impl PhotoStatus {
             PhotoStatus::TooLarge => 3,
             PhotoStatus::Busy => 4,
             PhotoStatus::BadRequest => 5,
+            PhotoStatus::Forbidden => 6,
         }
     }
 
@@ -96,6 +100,7 @@ impl PhotoStatus {
             3 => PhotoStatus::TooLarge,
             4 => PhotoStatus::Busy,
             5 => PhotoStatus::BadRequest,
+            6 => PhotoStatus::Forbidden,
             _ => return None,
         })
     }

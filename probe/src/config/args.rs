@@ -128,6 +128,9 @@ pub struct ProbeArgs {
     /// This probe's collector token (from `vantage collect token add --probe ID`).
     #[arg(long, requires = "collector")]
     pub token: Option<String>,
+    /// The token responders that require one (`vantage serve --require-token`) want for photos and large echoes (from `vantage access issue --probe ID`).
+    #[arg(long, value_name = "TOKEN")]
+    pub access_token: Option<String>,
     /// Accept only a collector certificate with this fingerprint (as `vantage collect` prints).
     #[arg(long = "collector-pin", value_name = "sha256:HEX")]
     pub collector_pins: Vec<String>,
@@ -327,6 +330,7 @@ impl ProbeArgs {
             duration: self.duration,
             response_bytes: self.response_bytes,
             request_bytes: self.request_bytes,
+            access_token: self.access_token.clone(),
             seed: self.seed,
             state_dir: self.state_dir.clone(),
             out: self.out.clone(),

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     pub spacing: Option<String>,
     /// Echo response size in bytes.
     pub response_bytes: Option<u32>,
+    /// The token for responders that require one for heavy requests.
+    pub access_token: Option<String>,
     /// Targets.
     #[serde(default, rename = "target")]
     pub targets: Vec<FileTarget>,
@@ -159,6 +161,7 @@ impl ConfigFile {
             timeout: file_duration("timeout", &self.timeout)?,
             window: file_duration("window", &self.window)?,
             response_bytes: self.response_bytes,
+            access_token: self.access_token.clone(),
             sync: sync.unwrap_or_default(),
             upload: UploadSpec::default(),
             ..Layer::default()

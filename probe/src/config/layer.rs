@@ -47,6 +47,8 @@ pub struct Layer {
     pub response_bytes: Option<u32>,
     /// Echo request padding.
     pub request_bytes: Option<u32>,
+    /// The token for responders' heavy endpoints.
+    pub access_token: Option<String>,
     /// Schedule seed.
     pub seed: Option<u64>,
     /// State directory.

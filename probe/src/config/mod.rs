@@ -381,6 +381,10 @@ pub struct ProbeConfig {
     pub response_bytes: u32,
     /// Echo request padding, bytes.
     pub request_bytes: u32,
+    /// The token shown on heavy requests (photos, echoes over
+    /// [`vantage_wire::access::HEAVY_ECHO_BYTES`]) to responders that
+    /// require one; checked to be a token, not its signature.
+    pub access_token: Option<String>,
     /// Seed of the schedules' randomness; `None` takes one from the clock
     /// when the run starts.
     pub seed: Option<u64>,
@@ -441,6 +445,9 @@ pub enum ConfigError {
     /// A bad metric name.
     #[error("{0} (a probe measures {list}, and for --url {http})", list = RESPONDER_METRICS.map(|m| m.name()).join(", "), http = HTTP_METRICS.map(|m| m.name()).join(", "))]
     Metric(String),
+    /// An `--access-token` that does not read as a token.
+    #[error("--access-token: {0}; give the whole line `vantage access issue` prints")]
+    AccessToken(vantage_tls::access::AccessRefusal),
     /// A bad `--rate`.
     #[error("--rate `{0}`: expected METRIC=RATE with RATE a positive number of attempts per second, at most 1000")]
     BadRate(String),

@@ -65,11 +65,23 @@ pub fn resolve(layers: &[&Layer]) -> Result<ProbeConfig, ConfigError> {
         duration: pick(layers, |l| l.duration),
         response_bytes,
         request_bytes,
+        access_token: resolve_access_token(layers)?,
         seed: pick(layers, |l| l.seed),
         state_dir,
         out: pick(layers, |l| l.out.clone()),
         display: pick(layers, |l| l.display).unwrap_or(Display::Table),
     })
+}
+
+/// The access token, if a layer gives one: it must read as a token, so a
+/// pasted fragment fails here rather than at every heavy request.
+fn resolve_access_token(layers: &[&Layer]) -> Result<Option<String>, ConfigError> {
+    let Some(token) = pick(layers, |l| l.access_token.clone()) else {
+        return Ok(None);
+    };
+    let token = token.trim().to_string();
+    vantage_tls::access::read_token(&token).map_err(ConfigError::AccessToken)?;
+    Ok(Some(token))
 }
 
 /// Labels of every layer, the higher layer's value for a key winning.

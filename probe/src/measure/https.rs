@@ -181,10 +181,14 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
         },
     };
     let uri = format!("/echo?bytes={}", ctx.request.response_len);
-    let request = match hyper::Request::get(uri)
-        .header(hyper::header::HOST, ctx.server_name.as_str())
-        .body(Empty::<Bytes>::new())
-    {
+    let mut request =
+        hyper::Request::get(uri).header(hyper::header::HOST, ctx.server_name.as_str());
+    if u64::from(ctx.request.response_len) > vantage_wire::access::HEAVY_ECHO_BYTES {
+        if let Some(token) = ctx.access_header() {
+            request = request.header(hyper::header::AUTHORIZATION, token);
+        }
+    }
+    let request = match request.body(Empty::<Bytes>::new()) {
         Ok(r) => r,
         Err(e) => return ctx.emit_error(M, intended, ErrorClass::Protocol, &e).await,
     };
@@ -206,6 +210,9 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
             if let Some(data) = frame.data_ref() {
                 bytes += data.len() as u64;
             }
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            ctx.report_access_refused("large echoes");
         }
         if !status.is_success() {
             let class = if status.is_server_error() {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -113,6 +113,68 @@ pub(crate) struct TargetCtx {
     /// the idle measurements start no attempt: they would measure the
     /// sync's load, which is `loaded_rtt`'s job, not theirs.
     pub(crate) sync_gate: Arc<AtomicUsize>,
+    /// The access token heavy requests show, if the probe has one.
+    pub(crate) access: Option<Access>,
+    /// Set once a refusal for want of a valid token has been reported.
+    pub(crate) access_refusal_reported: AtomicBool,
+}
+
+/// The probe's access token in the two forms heavy requests carry it
+/// ([`vantage_wire::access`]).
+pub(crate) struct Access {
+    /// The QUIC stream preamble.
+    preamble: Vec<u8>,
+    /// The `authorization` header value.
+    bearer: hyper::header::HeaderValue,
+}
+
+impl Access {
+    /// Both forms of `token`; `None` if it cannot be carried (the
+    /// configuration checks it reads as a token first).
+    pub(crate) fn new(token: &str) -> Option<Access> {
+        Some(Access {
+            preamble: vantage_wire::access::encode_preamble(token)?,
+            bearer: hyper::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+        })
+    }
+}
+
+impl TargetCtx {
+    /// The preamble a QUIC request begins with: the token's, for a heavy
+    /// request when the probe has one; empty otherwise.
+    pub(crate) fn access_preamble(&self, heavy: bool) -> &[u8] {
+        match &self.access {
+            Some(a) if heavy => &a.preamble,
+            _ => &[],
+        }
+    }
+
+    /// The `authorization` header of a heavy HTTPS request, if any.
+    pub(crate) fn access_header(&self) -> Option<&hyper::header::HeaderValue> {
+        self.access.as_ref().map(|a| &a.bearer)
+    }
+
+    /// Says once, as a warning, that the responder refused a heavy request
+    /// for want of a valid access token, and what to do; later refusals
+    /// are only counted, as failed samples.
+    pub(crate) fn report_access_refused(&self, what: &str) {
+        if self.access_refusal_reported.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.access.is_some() {
+            tracing::warn!(
+                target_index = self.index,
+                server = %self.server_name,
+                "the responder refused this probe's access token for {what}: it is expired or signed by a key the responder does not trust; issue a new one with `vantage access issue --probe ID`"
+            );
+        } else {
+            tracing::warn!(
+                target_index = self.index,
+                server = %self.server_name,
+                "the responder requires an access token for {what} (vantage serve --require-token); give one with --access-token (from `vantage access issue --probe ID`)"
+            );
+        }
+    }
 }
 
 impl TargetCtx {

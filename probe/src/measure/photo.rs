@@ -271,8 +271,8 @@ async fn quic_batch(
             while let Some(job) = next_job(&queue) {
                 let attempt = async {
                     match job.leg {
-                        Leg::Upload => quic_upload(&conn, job, &mut buf).await,
-                        Leg::Download => quic_download(&conn, job, &mut buf).await,
+                        Leg::Upload => quic_upload(&ctx, &conn, job, &mut buf).await,
+                        Leg::Download => quic_download(&ctx, &conn, job, &mut buf).await,
                     }
                 };
                 let result = match tokio::time::timeout(until(deadline), attempt).await {
@@ -317,6 +317,7 @@ fn reply_failure(r: &PhotoReply, size: u64) -> Option<Failure> {
         PhotoStatus::Busy => why(ErrorClass::ServerError, "sink: busy"),
         PhotoStatus::TooLarge => why(ErrorClass::ServerError, "sink: photo above its limit"),
         PhotoStatus::BadRequest => why(ErrorClass::Protocol, "sink: bad request"),
+        PhotoStatus::Forbidden => why(ErrorClass::ServerError, "sink: access token refused"),
     }
 }
 
@@ -332,7 +333,16 @@ async fn read_reply(recv: &mut quinn::RecvStream) -> Result<PhotoReply, Failure>
     PhotoReply::decode(&head).map_err(|e| (ErrorClass::Protocol, e.to_string()))
 }
 
+/// A photo request's header, after the access preamble when the probe
+/// has a token: one write, so the token costs no extra packet.
+fn with_access(ctx: &TargetCtx, header: &PhotoRequest) -> Vec<u8> {
+    let mut head = ctx.access_preamble(true).to_vec();
+    head.extend_from_slice(&header.encode());
+    head
+}
+
 async fn quic_upload(
+    ctx: &TargetCtx,
     conn: &quinn::Connection,
     job: PhotoJob,
     buf: &mut [u8],
@@ -348,7 +358,7 @@ async fn quic_upload(
         size: job.size,
         crc32,
     };
-    send.write_all(&header.encode())
+    send.write_all(&with_access(ctx, &header))
         .await
         .map_err(write_failure)?;
     let mut offset = 0u64;
@@ -360,6 +370,9 @@ async fn quic_upload(
     }
     let _ = send.finish();
     let reply = read_reply(&mut recv).await?;
+    if reply.status == PhotoStatus::Forbidden {
+        ctx.report_access_refused("photos");
+    }
     if let Some(f) = reply_failure(&reply, job.size) {
         return Err(f);
     }
@@ -376,6 +389,7 @@ async fn quic_upload(
 }
 
 async fn quic_download(
+    ctx: &TargetCtx,
     conn: &quinn::Connection,
     job: PhotoJob,
     buf: &mut [u8],
@@ -389,11 +403,14 @@ async fn quic_download(
         size: job.size,
         seed: job.seed,
     };
-    send.write_all(&header.encode())
+    send.write_all(&with_access(ctx, &header))
         .await
         .map_err(write_failure)?;
     let _ = send.finish();
     let reply = read_reply(&mut recv).await?;
+    if reply.status == PhotoStatus::Forbidden {
+        ctx.report_access_refused("photos");
+    }
     if let Some(f) = reply_failure(&reply, job.size) {
         return Err(f);
     }
@@ -575,13 +592,21 @@ async fn https_photo(
             })
             .map(|r| (r, None)),
     };
-    let (request, crc32) = request.map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+    let (mut request, crc32) = request.map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+    if let Some(token) = ctx.access_header() {
+        request
+            .headers_mut()
+            .insert(hyper::header::AUTHORIZATION, token.clone());
+    }
     let started = Instant::now();
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| (super::https::classify_hyper(&e), e.to_string()))?;
     let status = response.status();
+    if matches!(status.as_u16(), 401 | 403) {
+        ctx.report_access_refused("photos");
+    }
     let header = |name: &str| {
         response
             .headers()

@@ -103,9 +103,10 @@ pub(crate) async fn echo(
             quinn::WriteError::ConnectionLost(c) => (classify_connection(&c), c.to_string()),
             other => (ErrorClass::Reset, other.to_string()),
         };
-        send.write_all(&ctx.request.encode())
-            .await
-            .map_err(write_err)?;
+        let heavy = u64::from(ctx.request.response_len) > vantage_wire::access::HEAVY_ECHO_BYTES;
+        let mut head = ctx.access_preamble(heavy).to_vec();
+        head.extend_from_slice(&ctx.request.encode());
+        send.write_all(&head).await.map_err(write_err)?;
         let mut padding = ctx.request.padding_len as usize;
         while padding > 0 {
             let n = padding.min(PADDING.len());
@@ -122,6 +123,9 @@ pub(crate) async fn echo(
         })?;
         let response =
             EchoResponse::decode(&head).map_err(|e| (ErrorClass::Protocol, e.to_string()))?;
+        if response.status == EchoStatus::Forbidden {
+            ctx.report_access_refused("large echoes");
+        }
         if response.status != EchoStatus::Ok {
             return Err((
                 ErrorClass::ServerError,

@@ -129,6 +129,33 @@ pub async fn run(config: ProbeConfig, stop: watch::Receiver<bool>) -> Result<Run
     run_with(config, stop, None).await
 }
 
+/// What is wrong with an access token a probe starts with, if anything:
+/// expired, expiring within a week, or issued to another probe id.
+/// Responders decide; the probe only warns, so a token can be renewed
+/// before its photos start to fail.
+fn access_token_warning(token: &str, probe_id: &str, now_unix: u64) -> Option<String> {
+    const WEEK: u64 = 7 * 24 * 3600;
+    let grant = vantage_tls::access::read_token(token).ok()?;
+    if grant.expires_unix <= now_unix {
+        return Some(format!(
+            "the access token expired {} h ago: responders that require one will refuse photos and large echoes; issue a new one with `vantage access issue --probe {probe_id}`",
+            (now_unix - grant.expires_unix) / 3600
+        ));
+    }
+    if grant.expires_unix - now_unix < WEEK {
+        return Some(format!(
+            "the access token expires in {} h; issue a new one with `vantage access issue --probe {probe_id}`",
+            (grant.expires_unix - now_unix) / 3600
+        ));
+    }
+    (grant.probe != probe_id).then(|| {
+        format!(
+            "the access token was issued to probe `{}`, and this probe is `{probe_id}`",
+            grant.probe
+        )
+    })
+}
+
 /// [`run`], with the campaign poller when `fleet` is given: a phase
 /// switch applies from the next window on, a new campaign ends the run at
 /// the next window boundary (`next_campaign` says which).
@@ -138,6 +165,14 @@ async fn run_with(
     fleet: Option<&FleetRun>,
 ) -> Result<RunSummary, RunError> {
     let mut state = ProbeState::open(&config.state_dir, config.probe_id.as_deref())?;
+    if let Some(token) = &config.access_token {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(warning) = access_token_warning(token, state.probe_id(), now_unix) {
+            tracing::warn!("{warning}");
+        }
+    }
     let (resolved, local_responder) = targets::resolve_all(&config).await?;
     let mut labels = config.labels.clone();
     let insecure = resolved.iter().any(|t| t.config.trust == Trust::Insecure);
@@ -544,4 +579,25 @@ pub fn stop_on_signal() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access_token_warning;
+
+    fn token(probe: &str, expires: u64) -> String {
+        format!("vt1.{probe}.{expires}.{}", "0".repeat(128))
+    }
+
+    #[test]
+    fn an_access_token_is_warned_about_before_and_after_it_expires() {
+        let day = 24 * 3600;
+        assert_eq!(access_token_warning(&token("p", 30 * day), "p", 0), None);
+        let soon = access_token_warning(&token("p", 2 * day), "p", 0).unwrap();
+        assert!(soon.contains("expires in 48 h"), "{soon}");
+        let past = access_token_warning(&token("p", day), "p", day + 7200).unwrap();
+        assert!(past.contains("expired 2 h ago"), "{past}");
+        let other = access_token_warning(&token("q", 30 * day), "p", 0).unwrap();
+        assert!(other.contains("issued to probe `q`"), "{other}");
+    }
 }

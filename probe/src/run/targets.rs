@@ -154,6 +154,11 @@ pub(crate) async fn target_contexts(
             warm_quic: tokio::sync::Mutex::new(None),
             https_pool: Mutex::new(Vec::new()),
             sync_gate: sync_gate.clone(),
+            access: config
+                .access_token
+                .as_deref()
+                .and_then(measure::Access::new),
+            access_refusal_reported: Default::default(),
         }));
     }
     Ok(contexts)
