@@ -155,8 +155,8 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
     let summary = vantage_lab::run_lab(options, stop).await?;
     if !args.quiet {
         println!("SIMULATED (vantage lab): phase {}", args.phase);
-        for (country, run) in &summary.countries {
-            println!("\ncountry {country}");
+        for (probe, run) in &summary.probes {
+            println!("\nprobe {probe}");
             print!("{}", vantage_probe::output::render_table(&run.totals, None));
         }
         let (p50, p99, n) = summary.relay_lateness;
@@ -218,8 +218,8 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
                     *c = Some((secs * index as u64, Instant::now()));
                 }
             }
-            DemoEvent::PhaseDone { phase, countries } => {
-                bar.set_message(format!("phase {phase}: done ({countries} countries)"));
+            DemoEvent::PhaseDone { phase, probes } => {
+                bar.set_message(format!("phase {phase}: done ({probes} probes)"));
             }
             DemoEvent::WritingReport => {
                 if let Ok(mut c) = phase_clock.lock() {

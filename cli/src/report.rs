@@ -34,6 +34,10 @@ pub(crate) struct ReportArgs {
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 1000)]
     resamples: usize,
+    /// Fewest distinct probes on each side for a claim's verdict; below it
+    /// the verdict is "insufficient probes" and the interval is still shown.
+    #[arg(long, default_value_t = ReportOptions::default().min_probes, value_name = "N")]
+    min_probes: usize,
     /// Seed of the resampling (reports are reproducible).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -95,6 +99,7 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
         group_by: args.group_by.clone(),
         resamples: args.resamples,
         seed: args.seed,
+        min_probes: args.min_probes,
         claims,
         ..Default::default()
     };

@@ -50,12 +50,12 @@ pub enum DemoEvent {
         /// Its name.
         phase: String,
     },
-    /// A phase ended with this many countries measured.
+    /// A phase ended with this many probes measuring.
     PhaseDone {
         /// Its name.
         phase: String,
         /// Countries that ran a probe.
-        countries: usize,
+        probes: usize,
     },
     /// Both phases are stored; the report is being written.
     WritingReport,
@@ -257,12 +257,12 @@ pub async fn run_demo(
         _ = tokio::time::sleep(options.duration) => {}
         _ = watch_stop.wait_for(|s| *s) => {}
     }
-    let countries = lab.campaigns().len();
+    let probes = lab.campaigns().len();
     if !*stop.borrow() {
         cut_over(&db, lab.campaigns(), &candidate)?;
         on_event(DemoEvent::PhaseDone {
             phase: baseline.clone(),
-            countries,
+            probes,
         });
         on_event(DemoEvent::PhaseStarted {
             index: 1,
@@ -277,7 +277,7 @@ pub async fn run_demo(
     }
     on_event(DemoEvent::PhaseDone {
         phase: candidate.clone(),
-        countries,
+        probes,
     });
     on_event(DemoEvent::WritingReport);
     let claims = DEMO_CLAIMS

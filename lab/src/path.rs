@@ -104,6 +104,98 @@ impl Default for DirectionSpec {
     }
 }
 
+impl DirectionSpec {
+    /// This leg followed by `next` as one direction: delays add, loss
+    /// probabilities combine (a packet must survive both), the slower
+    /// rate is the bottleneck with its queue, the smaller MTU holds.
+    /// Jitter: two uniform spreads add their half-widths; otherwise a
+    /// normal with the two variances summed (a uniform of half-width h
+    /// has variance h²/3). So a probe's access network (wifi, 4G) and a
+    /// country's path to a data centre make one emulated path.
+    pub fn then(&self, next: &DirectionSpec) -> DirectionSpec {
+        let (bottleneck, other) = match (self.rate_bps, next.rate_bps) {
+            (Some(a), Some(b)) if b < a => (next, self),
+            (None, Some(_)) => (next, self),
+            _ => (self, next),
+        };
+        DirectionSpec {
+            delay: self.delay + next.delay,
+            jitter: self.jitter.plus(&next.jitter),
+            reorder: self.reorder || next.reorder,
+            loss: self.loss.plus(&next.loss),
+            rate_bps: bottleneck.rate_bps.or(other.rate_bps),
+            queue_bytes: bottleneck.queue_bytes,
+            mtu: match (self.mtu, next.mtu) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+impl Jitter {
+    fn variance_s2(&self) -> f64 {
+        match *self {
+            Jitter::None => 0.0,
+            Jitter::Uniform { half_width } => half_width.as_secs_f64().powi(2) / 3.0,
+            Jitter::Normal { sd } => sd.as_secs_f64().powi(2),
+        }
+    }
+
+    /// The jitter of two legs in a row (see [`DirectionSpec::then`]).
+    fn plus(&self, next: &Jitter) -> Jitter {
+        match (*self, *next) {
+            (Jitter::None, j) | (j, Jitter::None) => j,
+            (Jitter::Uniform { half_width: a }, Jitter::Uniform { half_width: b }) => {
+                Jitter::Uniform { half_width: a + b }
+            }
+            (a, b) => Jitter::Normal {
+                sd: Duration::from_secs_f64((a.variance_s2() + b.variance_s2()).sqrt()),
+            },
+        }
+    }
+}
+
+impl Loss {
+    /// The loss of two legs in a row: a packet must survive both. A
+    /// bursty leg keeps its states, each with the other leg's loss added;
+    /// two bursty legs are not combined exactly (the second counts at its
+    /// mean rate).
+    fn plus(&self, next: &Loss) -> Loss {
+        let both = |a: f64, b: f64| 1.0 - (1.0 - a) * (1.0 - b);
+        match (*self, *next) {
+            (Loss::None, l) | (l, Loss::None) => l,
+            (Loss::Bernoulli { p }, Loss::Bernoulli { p: q }) => Loss::Bernoulli { p: both(p, q) },
+            (
+                Loss::GilbertElliott {
+                    p_good_to_bad,
+                    p_bad_to_good,
+                    loss_good,
+                    loss_bad,
+                },
+                other,
+            )
+            | (
+                other,
+                Loss::GilbertElliott {
+                    p_good_to_bad,
+                    p_bad_to_good,
+                    loss_good,
+                    loss_bad,
+                },
+            ) => {
+                let q = other.mean_rate();
+                Loss::GilbertElliott {
+                    p_good_to_bad,
+                    p_bad_to_good,
+                    loss_good: both(loss_good, q),
+                    loss_bad: both(loss_bad, q),
+                }
+            }
+        }
+    }
+}
+
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
@@ -290,6 +382,60 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_legs_make_one_direction() {
+        let access = DirectionSpec {
+            delay: Duration::from_millis(20),
+            jitter: Jitter::Uniform {
+                half_width: Duration::from_millis(4),
+            },
+            loss: Loss::Bernoulli { p: 0.01 },
+            rate_bps: Some(10_000_000),
+            queue_bytes: 100_000,
+            ..DirectionSpec::default()
+        };
+        let backbone = DirectionSpec {
+            delay: Duration::from_millis(60),
+            jitter: Jitter::Uniform {
+                half_width: Duration::from_millis(2),
+            },
+            loss: Loss::Bernoulli { p: 0.005 },
+            rate_bps: Some(8_000_000),
+            queue_bytes: 64_000,
+            mtu: Some(1400),
+            ..DirectionSpec::default()
+        };
+        let path = access.then(&backbone);
+        assert_eq!(path.delay, Duration::from_millis(80));
+        assert_eq!(
+            path.jitter,
+            Jitter::Uniform {
+                half_width: Duration::from_millis(6)
+            }
+        );
+        let Loss::Bernoulli { p } = path.loss else {
+            panic!("{:?}", path.loss)
+        };
+        assert!((p - (1.0 - 0.99 * 0.995)).abs() < 1e-12);
+        // The slower leg is the bottleneck, with its own queue.
+        assert_eq!((path.rate_bps, path.queue_bytes), (Some(8_000_000), 64_000));
+        assert_eq!(path.mtu, Some(1400));
+        // Normal and uniform jitter add their variances.
+        let normal = DirectionSpec {
+            jitter: Jitter::Normal {
+                sd: Duration::from_millis(3),
+            },
+            ..DirectionSpec::default()
+        };
+        let Jitter::Normal { sd } = normal.then(&access).jitter else {
+            panic!()
+        };
+        let want = (9.0f64 + 16.0 / 3.0).sqrt();
+        assert!((sd.as_secs_f64() * 1e3 - want).abs() < 1e-6, "{sd:?}");
+        // A leg with nothing in it changes nothing.
+        assert_eq!(DirectionSpec::default().then(&backbone), backbone);
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

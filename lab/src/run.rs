@@ -58,6 +58,14 @@ pub enum LabError {
         /// Phases it has.
         known: String,
     },
+    /// A phase names a data centre the country has no path to.
+    #[error("no path {country} → {datacenter} in the scenario")]
+    NoPath {
+        /// Country.
+        country: String,
+        /// Data centre.
+        datacenter: String,
+    },
     /// A responder did not start.
     #[error("responder for {datacenter}: {source}")]
     Responder {
@@ -108,16 +116,17 @@ pub enum LabError {
 /// What a lab run measured.
 #[derive(Debug)]
 pub struct LabSummary {
-    /// Each country's probe run.
-    pub countries: BTreeMap<String, RunSummary>,
+    /// Each probe's run, by its name: the country, or `IN-wifi` when the
+    /// country has probes of its own.
+    pub probes: BTreeMap<String, RunSummary>,
     /// Lateness of the relays' releases: p50, p99, and how many.
     pub relay_lateness: (Duration, Duration, u64),
 }
 
 impl LabSummary {
-    /// Every (target, metric) total of every country, with its country.
+    /// Every (target, metric) total of every probe, with its name.
     pub fn totals(&self) -> impl Iterator<Item = (&str, &Series)> {
-        self.countries
+        self.probes
             .iter()
             .flat_map(|(c, r)| r.totals.iter().map(move |s| (c.as_str(), s)))
     }
@@ -155,12 +164,12 @@ impl RunningLab {
     /// Waits for every probe to end, then stops the paths, responders and
     /// collector.
     pub async fn finish(self) -> Result<LabSummary, LabError> {
-        let mut countries = BTreeMap::new();
+        let mut probes = BTreeMap::new();
         let mut failure = None;
         for p in self.probes {
             match p.await {
-                Ok((country, Ok(summary))) => {
-                    countries.insert(country, summary);
+                Ok((name, Ok(summary))) => {
+                    probes.insert(name, summary);
                 }
                 Ok((country, Err(source))) => {
                     failure = failure.or(Some(LabError::Probe {
@@ -184,7 +193,7 @@ impl RunningLab {
         let (p50, n) = self.timing.lateness(0.5);
         let (p99, _) = self.timing.lateness(0.99);
         Ok(LabSummary {
-            countries,
+            probes,
             relay_lateness: (p50, p99, n),
         })
     }
@@ -243,8 +252,9 @@ pub async fn start_lab(
     let mut paths = Vec::new();
     let mut probes = Vec::new();
     let mut campaigns = Vec::new();
-    for (i, (country, region)) in scenario.countries.iter().enumerate() {
-        let dir = options.out.join(country);
+    for (i, (country, region, probe)) in scenario.all_probes().enumerate() {
+        let country = &country.to_string();
+        let dir = dir_of(&options, &probe.name);
         std::fs::create_dir_all(&dir).map_err(out_err(dir.clone()))?;
         let mut toml = String::from(
             "# Written by `vantage lab`: what this simulated country's probe measures.\n",
@@ -257,7 +267,12 @@ pub async fn start_lab(
         dcs.dedup();
         for (j, dc) in dcs.into_iter().enumerate() {
             let responder = &responders[dc];
-            let spec = &scenario.paths[&(country.clone(), dc.to_string())];
+            let spec = &scenario
+                .path_of(country, probe, dc)
+                .ok_or_else(|| LabError::NoPath {
+                    country: country.clone(),
+                    datacenter: dc.to_string(),
+                })?;
             let upstream = Upstream {
                 quic: responder.quic_addr(),
                 https: responder.https_addr(),
@@ -284,13 +299,13 @@ pub async fn start_lab(
         toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
         let mut args = probe_args(
             &options,
-            (i, country, region),
+            (i, country, region, probe),
             dir,
             &run_id,
             collector.as_ref(),
         )?;
         if options.fleet {
-            let campaign = format!("{}-{}", scenario.name, country.to_ascii_lowercase());
+            let campaign = format!("{}-{}", scenario.name, probe.name.to_ascii_lowercase());
             let probe_id = args.probe_id.clone().unwrap_or_default();
             let body = campaign_body(&options, &toml);
             offer_campaign(
@@ -304,7 +319,7 @@ pub async fn start_lab(
             campaigns.push(campaign);
             args.poll_every = Some(FLEET_POLL);
         } else {
-            let config_path = dir_of(&options, country).join("probe.toml");
+            let config_path = dir_of(&options, &probe.name).join("probe.toml");
             std::fs::write(&config_path, &toml).map_err(out_err(config_path.clone()))?;
             args.config = Some(config_path);
             args.phase = Some(options.phase.clone());
@@ -313,13 +328,13 @@ pub async fn start_lab(
             args.window = Some(options.window);
         }
         let plan = args.into_plan().map_err(|source| LabError::ProbeConfig {
-            country: country.clone(),
+            country: probe.name.clone(),
             source,
         })?;
         let stop = stop.clone();
-        let country = country.clone();
+        let name = probe.name.clone();
         probes.push(tokio::spawn(async move {
-            (country, vantage_probe::run_plan(plan, stop).await)
+            (name, vantage_probe::run_plan(plan, stop).await)
         }));
     }
     Ok(RunningLab {
@@ -336,8 +351,10 @@ pub async fn start_lab(
 /// reaches them well within one window.
 const FLEET_POLL: Duration = Duration::from_secs(1);
 
-fn dir_of(options: &LabOptions, country: &str) -> PathBuf {
-    options.out.join(country)
+/// A lab probe's output directory: under its name (the country, or
+/// `IN-wifi` when the country has probes of its own).
+fn dir_of(options: &LabOptions, probe: &str) -> PathBuf {
+    options.out.join(probe)
 }
 
 /// The rates every lab probe measures at: cold handshakes at 4/s (a
@@ -458,7 +475,7 @@ async fn start_collector(
 /// and, with a store, its token for the lab's collector.
 fn probe_args(
     options: &LabOptions,
-    (i, country, region): (usize, &String, &String),
+    (i, country, region, probe): (usize, &String, &str, &crate::scenario::LabProbe),
     dir: PathBuf,
     run_id: &str,
     collector: Option<&vantage_collector::Collector>,
@@ -467,20 +484,20 @@ fn probe_args(
     let mut args = ProbeArgs {
         labels: vec!["simulated=true".into()],
         country: Some(country.clone()),
-        region: (!region.is_empty()).then(|| region.clone()),
-        network: Some("lab".into()),
+        region: (!region.is_empty()).then(|| region.to_string()),
+        network: Some(probe.network.clone()),
         // Unique per run: a collector drops a (probe, sequence) it
         // already has, and each run starts its probes' sequences anew.
         probe_id: Some(if options.fleet {
-            format!("lab-{}-{run_id}", country.to_ascii_lowercase())
+            format!("lab-{}-{run_id}", probe.name.to_ascii_lowercase())
         } else {
             format!(
                 "lab-{}-{}-{run_id}",
-                country.to_ascii_lowercase(),
+                probe.name.to_ascii_lowercase(),
                 options.phase
             )
         }),
-        state_dir: Some(options.out.join("state").join(country)),
+        state_dir: Some(options.out.join("state").join(&probe.name)),
         duration: Some(options.duration),
         out: Some(dir),
         quiet: true,

@@ -23,6 +23,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Countries (ISO 3166-1 alpha-2) and their region label.
     pub countries: BTreeMap<String, String>,
+    /// Each country's probes, at least one: each on its own network,
+    /// with that network's access leg in front of the country's paths.
+    pub probes: BTreeMap<String, Vec<LabProbe>>,
     /// Data-centre names.
     pub datacenters: BTreeSet<String>,
     /// The path from each country to each data centre.
@@ -48,6 +51,20 @@ direction = "upload"
 transport = "quic"
 timeout = "10s"
 "#;
+
+/// One simulated probe of a country.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabProbe {
+    /// Its `network` label (`wifi`, `4g`, `5g`; `lab` when the scenario
+    /// gives a country no probes of its own).
+    pub network: String,
+    /// Its name in the lab's outputs: the country, or `IN-wifi` when the
+    /// country has probes of its own.
+    pub name: String,
+    /// The access leg (the probe's own network) in front of every path
+    /// of its country; `None`: the path alone.
+    pub access: Option<PathSpec>,
+}
 
 /// One phase: who serves whom.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +136,89 @@ struct FileCountry {
     code: String,
     #[serde(default)]
     region: String,
+    /// The country's probes, each on its own access network.
+    #[serde(default, rename = "probe")]
+    probes: Vec<FileProbe>,
+}
+
+/// A probe's access network: its leg in front of the country's paths,
+/// one-way figures as a path's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProbe {
+    network: String,
+    #[serde(default)]
+    delay_ms: f64,
+    #[serde(default)]
+    jitter_ms: f64,
+    #[serde(default)]
+    loss: f64,
+    jitter_dist: Option<String>,
+    down_mbps: Option<f64>,
+    up_mbps: Option<f64>,
+    queue_ms: Option<f64>,
+}
+
+impl FileProbe {
+    /// The access leg, checked as a path is.
+    fn access(&self, country: &str) -> Result<PathSpec, ScenarioError> {
+        let leg = FilePath {
+            country: country.to_string(),
+            datacenter: format!("its {} access network", self.network),
+            delay_ms: self.delay_ms,
+            jitter_ms: self.jitter_ms,
+            loss: self.loss,
+            burst_loss: None,
+            jitter_dist: self.jitter_dist.clone(),
+            down_mbps: self.down_mbps,
+            up_mbps: self.up_mbps,
+            queue_ms: self.queue_ms,
+            mtu: None,
+            reorder: false,
+        };
+        Ok(PathSpec {
+            up: direction(&leg, leg.up_mbps)?,
+            down: direction(&leg, leg.down_mbps)?,
+        })
+    }
+}
+
+/// A country's probes from its file entry: one on network `lab` with no
+/// access leg when it lists none.
+fn country_probes(code: &str, c: &FileCountry) -> Result<Vec<LabProbe>, ScenarioError> {
+    if c.probes.is_empty() {
+        return Ok(vec![LabProbe {
+            network: "lab".into(),
+            name: code.to_string(),
+            access: None,
+        }]);
+    }
+    let mut probes: Vec<LabProbe> = Vec::new();
+    for p in &c.probes {
+        let ok = !p.network.is_empty()
+            && p.network.len() <= 16
+            && p.network
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ScenarioError::Invalid(format!(
+                "country {code}: probe network `{}`: use up to 16 letters, digits, `-` and `_`",
+                p.network
+            )));
+        }
+        if probes.iter().any(|q| q.network == p.network) {
+            return Err(ScenarioError::Invalid(format!(
+                "country {code}: two probes on network {}; give each its own",
+                p.network
+            )));
+        }
+        probes.push(LabProbe {
+            network: p.network.clone(),
+            name: format!("{code}-{}", p.network),
+            access: Some(p.access(code)?),
+        });
+    }
+    Ok(probes)
 }
 
 #[derive(Deserialize)]
@@ -231,6 +331,33 @@ fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioE
 }
 
 impl Scenario {
+    /// Every probe of every country, with its country and region, in
+    /// country order.
+    pub fn all_probes(&self) -> impl Iterator<Item = (&str, &str, &LabProbe)> {
+        self.countries.iter().flat_map(move |(code, region)| {
+            self.probes
+                .get(code)
+                .into_iter()
+                .flatten()
+                .map(move |p| (code.as_str(), region.as_str(), p))
+        })
+    }
+
+    /// The emulated path from `probe` of `country` to `datacenter`: its
+    /// access leg, then the country's path.
+    pub fn path_of(&self, country: &str, probe: &LabProbe, datacenter: &str) -> Option<PathSpec> {
+        let path = self
+            .paths
+            .get(&(country.to_string(), datacenter.to_string()))?;
+        Some(match &probe.access {
+            None => path.clone(),
+            Some(access) => PathSpec {
+                up: access.up.then(&path.up),
+                down: path.down.then(&access.down),
+            },
+        })
+    }
+
     /// The built-in default scenario.
     pub fn default_scenario() -> Self {
         // The shipped file is tested to parse; see the tests below.
@@ -252,6 +379,7 @@ impl Scenario {
         let f: File = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
         let invalid = |m: String| Err(ScenarioError::Invalid(m));
         let mut countries = BTreeMap::new();
+        let mut probes = BTreeMap::new();
         for c in &f.countries {
             let code = c.code.to_ascii_uppercase();
             if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -263,6 +391,7 @@ impl Scenario {
             if countries.insert(code.clone(), c.region.clone()).is_some() {
                 return invalid(format!("country {code} is listed twice"));
             }
+            probes.insert(code.clone(), country_probes(&code, c)?);
         }
         let mut datacenters = BTreeSet::new();
         for d in &f.datacenters {
@@ -337,6 +466,7 @@ impl Scenario {
             description: f.description,
             seed: f.seed,
             countries,
+            probes,
             datacenters,
             paths,
             phases,
@@ -387,6 +517,57 @@ mod tests {
             assert!(d(&after.serve[c]) < d(&before.serve[c]), "{c}");
         }
         assert_eq!(s.paths.len(), 12);
+    }
+
+    #[test]
+    fn each_default_country_has_three_probes_on_their_own_networks() {
+        let s = Scenario::default_scenario();
+        for (code, probes) in &s.probes {
+            let networks: Vec<&str> = probes.iter().map(|p| p.network.as_str()).collect();
+            assert_eq!(networks, ["wifi", "4g", "5g"], "{code}");
+            assert_eq!(probes[1].name, format!("{code}-4g"));
+        }
+        assert_eq!(s.all_probes().count(), 12);
+        // The 4G leg comes before the path: delays add, the path's slower
+        // uplink stays the bottleneck.
+        let (_, _, g4) = s.all_probes().find(|(_, _, p)| p.name == "IN-4g").unwrap();
+        let path = s.path_of("IN", g4, "beijing").unwrap();
+        assert_eq!(path.up.delay, Duration::from_millis(15 + 125));
+        assert_eq!(path.down.delay, Duration::from_millis(125 + 15));
+        assert_eq!(path.up.rate_bps, Some(4_000_000));
+        let (_, _, wifi) = s
+            .all_probes()
+            .find(|(_, _, p)| p.name == "MY-wifi")
+            .unwrap();
+        assert_eq!(
+            s.path_of("MY", wifi, "singapore").unwrap().up.rate_bps,
+            Some(10_000_000)
+        );
+    }
+
+    #[test]
+    fn a_country_without_probes_has_one_on_the_path_alone() {
+        let text = DEFAULT_SCENARIO.replace("[[country.probe]]", "[[ignored]]");
+        // Strip every probe table: what is left is a scenario of one probe a country.
+        let text: String = text
+            .split("\n\n")
+            .filter(|block| !block.starts_with("[[ignored]]"))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let s = Scenario::parse(&text).unwrap();
+        let (code, _, p) = s.all_probes().next().unwrap();
+        assert_eq!(
+            (code, p.name.as_str(), p.network.as_str()),
+            ("ID", "ID", "lab")
+        );
+        assert_eq!(
+            s.path_of("ID", p, "beijing"),
+            s.paths.get(&("ID".into(), "beijing".into())).cloned()
+        );
+        // Two probes on one network are refused.
+        let twice = DEFAULT_SCENARIO.replacen("network = \"4g\"", "network = \"wifi\"", 1);
+        let err = Scenario::parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("two probes on network wifi"), "{err}");
     }
 
     #[test]

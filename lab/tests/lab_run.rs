@@ -51,7 +51,7 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();
-        let uploaded = summary.countries["MY"]
+        let uploaded = summary.probes["MY"]
             .upload
             .expect("uploads to the lab's collector");
         assert!(

@@ -115,9 +115,14 @@ impl FromStr for Claim {
             text: text.to_string(),
             problem: problem.to_string(),
         };
-        // Split numbers from units and operators from numbers: "by >=350ms".
-        let mut spaced = String::new();
-        let chars: Vec<char> = text.trim().chars().collect();
+        // Split numbers from units and operators from numbers: "by >=350ms";
+        // not in the subject and metric, whose names may mix digits and
+        // letters (`IN/4g`).
+        let mut head = text.split_whitespace();
+        let mut spaced: String = head.by_ref().take(2).collect::<Vec<_>>().join(" ");
+        spaced.push(' ');
+        let tail: String = head.collect::<Vec<_>>().join(" ");
+        let chars: Vec<char> = tail.chars().collect();
         for (i, c) in chars.iter().enumerate() {
             spaced.push(*c);
             let next = chars.get(i + 1).copied().unwrap_or(' ');
@@ -247,8 +252,12 @@ pub enum Verdict {
     Fails,
     /// The interval straddles the claimed bound.
     Inconclusive,
-    /// Too few samples or probes to judge.
+    /// Too few samples or series to judge.
     InsufficientData,
+    /// An interval was computed, but fewer probes than
+    /// [`crate::ReportOptions::min_probes`] back a side: it describes
+    /// those probes, not the country's users, so no verdict is given.
+    InsufficientProbes,
     /// No group matches the claim's subject and metric.
     NoData,
 }
@@ -260,6 +269,7 @@ impl fmt::Display for Verdict {
             Verdict::Fails => "fails",
             Verdict::Inconclusive => "inconclusive",
             Verdict::InsufficientData => "insufficient data",
+            Verdict::InsufficientProbes => "insufficient probes",
             Verdict::NoData => "no data",
         })
     }
@@ -350,6 +360,13 @@ mod tests {
         assert_eq!(c.change, Change::IncreaseByFraction(Op::AtMost, 0.10));
         let c: Claim = "* https_request p90 ratio <0.5".parse().unwrap();
         assert_eq!(c.change, Change::Ratio(Op::Below, 0.5));
+        // A stratum's subject keeps its digits and letters together.
+        let c: Claim = "MY/4g photosync_goodput p50 ratio >=2".parse().unwrap();
+        assert_eq!(
+            (c.subject.as_str(), c.metric),
+            ("MY/4g", Metric::PhotosyncGoodput)
+        );
+        assert_eq!(c.change, Change::Ratio(Op::AtLeast, 2.0));
     }
 
     #[test]

@@ -35,7 +35,40 @@ pub(crate) struct Gathered {
     pairs: usize,
     pub(crate) sent: u64,
     pub(crate) failed: u64,
+    pub(crate) lost: u64,
+    /// Failed attempts by error class, finer reason and HTTP status
+    /// (names as stored: `timeout`, `tls_expired`, `503`).
+    pub(crate) failures: Failures,
     pub(crate) probes: BTreeSet<String>,
+    /// Distinct `network` labels of the probes (`-` when unlabelled).
+    pub(crate) networks: BTreeSet<String>,
+}
+
+/// What failed in a group's attempts, by cause: what the page shows next
+/// to the latencies, so a move that trades latency for errors is seen.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct Failures {
+    /// Attempts that failed, by error class.
+    pub classes: BTreeMap<String, u64>,
+    /// The finer TLS and DNS reasons, counted within their class.
+    pub reasons: BTreeMap<String, u64>,
+    /// HTTP statuses seen (success and not).
+    pub statuses: BTreeMap<String, u64>,
+}
+
+impl Failures {
+    /// Adds one series' counts.
+    fn add(&mut self, s: &vantage_wire::Series) {
+        for (class, n) in &s.errors {
+            *slot(&mut self.classes, &class.name().to_string()) += n;
+        }
+        for (reason, n) in &s.reasons {
+            *slot(&mut self.reasons, &reason.name().to_string()) += n;
+        }
+        for (status, n) in &s.statuses {
+            *slot(&mut self.statuses, &status.to_string()) += n;
+        }
+    }
 }
 
 /// One side's series, grouped.
@@ -364,8 +397,14 @@ impl Evidence {
         g.push(unit, s.window.start_unix_ms, probe);
         g.sent += s.sent;
         g.failed += s.lost + s.error_total();
+        g.lost += s.lost;
+        g.failures.add(s);
         if !g.probes.contains(&row.probe_id) {
             g.probes.insert(row.probe_id.clone());
+        }
+        let network = row.key("network").filter(|n| !n.is_empty()).unwrap_or("-");
+        if !g.networks.contains(network) {
+            g.networks.insert(network.to_string());
         }
     }
 
@@ -508,12 +547,14 @@ impl Gathered {
     }
 
     /// The units the bootstrap resamples: the series themselves, or blocks
-    /// of each probe's consecutive windows when there are more than `max`.
-    pub(crate) fn resampling_units(&self, max: usize) -> Vec<Unit> {
+    /// of each probe's consecutive windows when there are more than `max`;
+    /// with the probe of each.
+    pub(crate) fn resampling_units(&self, max: usize) -> (Vec<Unit>, Vec<u32>) {
         if self.units.len() <= max {
-            return self.units.clone();
+            return (self.units.clone(), self.unit_probes.clone());
         }
-        self.blocks(self.units.len().div_ceil(max.max(1))).0
+        let (units, _, probes) = self.blocks(self.units.len().div_ceil(max.max(1)));
+        (units, probes)
     }
 }
 

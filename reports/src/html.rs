@@ -90,7 +90,7 @@ fn verdict_class(v: &Verdict) -> &'static str {
         Verdict::Holds => "holds",
         Verdict::Fails => "fails",
         Verdict::Inconclusive => "inconclusive",
-        Verdict::InsufficientData | Verdict::NoData => "insufficient",
+        Verdict::InsufficientData | Verdict::InsufficientProbes | Verdict::NoData => "insufficient",
     }
 }
 
@@ -167,7 +167,7 @@ fn verdicts(w: &mut String, report: &Report) {
     } else {
         let _ = write!(
             w,
-            "<table><tr><th class=\"l\">claim</th><th class=\"l\">verdict</th><th class=\"l\">group</th><th>estimate</th><th>interval</th></tr>\n"
+            "<table><tr><th class=\"l\">claim</th><th class=\"l\">verdict</th><th class=\"l\">group</th><th>estimate</th><th>interval</th><th class=\"l\">backed by (before / after)</th></tr>\n"
         );
         for c in &report.claims {
             let rows = c.groups.len().max(1);
@@ -181,7 +181,7 @@ fn verdicts(w: &mut String, report: &Report) {
             if c.groups.is_empty() {
                 let _ = write!(
                     w,
-                    "<td class=\"l\">no matching group</td><td></td><td></td></tr>\n"
+                    "<td class=\"l\">no matching group</td><td></td><td></td><td></td></tr>\n"
                 );
             }
             for (i, g) in c.groups.iter().enumerate() {
@@ -201,11 +201,12 @@ fn verdicts(w: &mut String, report: &Report) {
                 };
                 let _ = write!(
                     w,
-                    "<td class=\"l\">{} ({})</td><td>{}</td><td>{}</td></tr>\n",
+                    "<td class=\"l\">{} ({})</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
                     esc(&g.subject),
                     esc(&g.verdict.to_string()),
                     esc(&est),
-                    esc(&iv)
+                    esc(&iv),
+                    esc(&crate::backing(g))
                 );
             }
         }

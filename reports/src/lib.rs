@@ -18,17 +18,18 @@ pub mod stats;
 
 use claim::{claimed_interval, verdict, Claim, Verdict};
 use serde::Serialize;
-use stats::{bootstrap, quantiles, Interval, Unit};
+use stats::{bootstrap, quantiles, Interval, SideUnits, Unit};
 use std::collections::{BTreeMap, BTreeSet};
 use vantage_store::StoredSeries;
 
 use evidence::Gathered;
 pub use evidence::{
-    CutOver, Evidence, GatherError, ResolutionChoice, Role, SilentWindows, GATHER_CAP, MAX_UNITS,
+    CutOver, Evidence, Failures, GatherError, ResolutionChoice, Role, SilentWindows, GATHER_CAP,
+    MAX_UNITS,
 };
 
 /// Version of `report.json`, bumped on any change of its fields.
-pub const REPORT_SCHEMA: &str = "vantage.report/2";
+pub const REPORT_SCHEMA: &str = "vantage.report/3";
 /// The percentiles every group reports.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
@@ -51,6 +52,11 @@ pub struct ReportOptions {
     pub min_samples: u64,
     /// Fewest (probe, window) series per side.
     pub min_series: usize,
+    /// Fewest distinct probes per side for a claim's verdict: below it
+    /// the verdict is "insufficient probes" (the interval still shown),
+    /// since an interval over one probe's minutes says nothing of a
+    /// country's users.
+    pub min_probes: usize,
     /// Fewest samples per side for a throughput metric, where one sample
     /// is one sync batch (minutes apart on a real probe), not one request.
     pub min_batches: u64,
@@ -69,6 +75,7 @@ impl Default for ReportOptions {
             seed: 1,
             min_samples: 30,
             min_series: 3,
+            min_probes: 3,
             min_batches: 5,
             claims: Vec::new(),
         }
@@ -84,10 +91,16 @@ pub struct Side {
     pub series: usize,
     /// Distinct probes.
     pub probes: usize,
+    /// Distinct networks (`network` labels) of those probes.
+    pub networks: usize,
     /// Attempts.
     pub sent: u64,
     /// (lost + errors) / sent.
     pub loss_rate: Option<f64>,
+    /// Attempts lost (no answer in time).
+    pub lost: u64,
+    /// Failed attempts by class, reason and HTTP status.
+    pub failures: Failures,
     /// p50, p90, p99, p99.9 in the metric's unit (µs, or kbit/s for goodput).
     pub percentiles: Vec<Option<u64>>,
 }
@@ -142,6 +155,10 @@ pub struct ClaimResult {
 pub struct ClaimGroup {
     /// The group's subject.
     pub subject: String,
+    /// Distinct probes behind (baseline, candidate).
+    pub probes: (usize, usize),
+    /// Distinct networks of those probes, (baseline, candidate).
+    pub networks: (usize, usize),
     /// The claimed statistic (µs, fraction or ratio, per the claim).
     pub statistic: Option<Interval>,
     /// The verdict.
@@ -178,7 +195,7 @@ pub struct Report {
 }
 
 /// The resampling units of (baseline, candidate) of one group.
-type SidesUnits<'a> = (&'a [Unit], &'a [Unit]);
+type SidesUnits<'a> = (SideUnits<'a>, SideUnits<'a>);
 
 fn side(g: Option<&Gathered>) -> Side {
     let Some(g) = g else {
@@ -186,8 +203,11 @@ fn side(g: Option<&Gathered>) -> Side {
             samples: 0,
             series: 0,
             probes: 0,
+            networks: 0,
             sent: 0,
             loss_rate: None,
+            lost: 0,
+            failures: Failures::default(),
             percentiles: vec![None; QUANTILES.len()],
         };
     };
@@ -196,8 +216,11 @@ fn side(g: Option<&Gathered>) -> Side {
         samples: g.units.iter().map(Unit::samples).sum(),
         series: g.series,
         probes: g.probes.len(),
+        networks: g.networks.len(),
         sent: g.sent,
         loss_rate: (g.sent > 0).then(|| g.failed as f64 / g.sent as f64),
+        lost: g.lost,
+        failures: g.failures.clone(),
         percentiles: match q {
             Some(v) => v.into_iter().map(Some).collect(),
             None => vec![None; QUANTILES.len()],
@@ -236,6 +259,13 @@ fn shortfalls(bs: &Side, cs: &Side, metric: &str, options: &ReportOptions) -> Ve
     .collect()
 }
 
+fn side_units(owned: &Owned) -> SideUnits<'_> {
+    SideUnits {
+        units: &owned.0,
+        probes: &owned.1,
+    }
+}
+
 /// One group's plan: its gathered sides, their summaries, its shortfalls.
 type Plan<'a> = (
     Option<&'a Gathered>,
@@ -244,8 +274,10 @@ type Plan<'a> = (
     Side,
     Vec<String>,
 );
+/// One side's resampling units and the probe of each.
+type Owned = (Vec<Unit>, Vec<u32>);
 /// A group's resampled units and intervals, when its data suffice.
-type Boot = Option<(Vec<Unit>, Vec<Unit>, Option<Vec<(Interval, Interval)>>)>;
+type Boot = Option<(Owned, Owned, Option<Vec<(Interval, Interval)>>)>;
 
 /// The bootstraps, the costly part, on every core: each group has its own
 /// seed, so the result does not depend on the thread count.
@@ -265,8 +297,8 @@ fn bootstraps(plans: &[Plan<'_>], options: &ReportOptions) -> Vec<Boot> {
                             cg.resampling_units(evidence::MAX_UNITS),
                         );
                         let iv = bootstrap(
-                            &bu,
-                            &cu,
+                            side_units(&bu),
+                            side_units(&cu),
                             &QUANTILES,
                             options.resamples,
                             options.confidence,
@@ -297,58 +329,19 @@ fn judge_claim(
         .collect();
     let judged: Vec<ClaimGroup> = matching
         .iter()
-        .map(|g| {
-            let Some((bu, cu)) = units_by_group.get(&(g.subject.clone(), g.metric.clone())) else {
-                return ClaimGroup {
-                    subject: g.subject.clone(),
-                    statistic: None,
-                    verdict: Verdict::InsufficientData,
-                };
-            };
-            let iv = bootstrap(
-                bu,
-                cu,
-                &[claim.quantile],
-                options.resamples,
-                options.confidence,
-                options.seed ^ 0xc1a1,
-            );
-            match iv.and_then(|v| v.into_iter().next()) {
-                Some((d, r)) => {
-                    let s = claimed_interval(
-                        &claim.change,
-                        (d.estimate, d.low, d.high),
-                        (r.estimate, r.low, r.high),
-                    );
-                    ClaimGroup {
-                        subject: g.subject.clone(),
-                        statistic: Some(Interval {
-                            estimate: s.0,
-                            low: s.1,
-                            high: s.2,
-                        }),
-                        verdict: verdict(&claim.change, s),
-                    }
-                }
-                None => ClaimGroup {
-                    subject: g.subject.clone(),
-                    statistic: None,
-                    verdict: Verdict::InsufficientData,
-                },
-            }
-        })
+        .map(|g| judge_group(claim, g, units_by_group, options))
         .collect();
+    let any = |v: Verdict| judged.iter().any(|g| g.verdict == v);
     let overall = if judged.is_empty() {
         Verdict::NoData
     } else if judged.iter().all(|g| g.verdict == Verdict::Holds) {
         Verdict::Holds
-    } else if judged.iter().any(|g| g.verdict == Verdict::Fails) {
+    } else if any(Verdict::Fails) {
         Verdict::Fails
-    } else if judged
-        .iter()
-        .any(|g| g.verdict == Verdict::InsufficientData)
-    {
+    } else if any(Verdict::InsufficientData) {
         Verdict::InsufficientData
+    } else if any(Verdict::InsufficientProbes) {
+        Verdict::InsufficientProbes
     } else {
         Verdict::Inconclusive
     };
@@ -357,6 +350,53 @@ fn judge_claim(
         groups: judged,
         verdict: overall,
     }
+}
+
+/// A claim judged on one group: the claimed statistic's interval, and its
+/// verdict unless too few probes back a side.
+fn judge_group(
+    claim: &Claim,
+    g: &GroupComparison,
+    units_by_group: &BTreeMap<(String, String), SidesUnits<'_>>,
+    options: &ReportOptions,
+) -> ClaimGroup {
+    let mut judged = ClaimGroup {
+        subject: g.subject.clone(),
+        probes: (g.baseline.probes, g.candidate.probes),
+        networks: (g.baseline.networks, g.candidate.networks),
+        statistic: None,
+        verdict: Verdict::InsufficientData,
+    };
+    let Some((bu, cu)) = units_by_group.get(&(g.subject.clone(), g.metric.clone())) else {
+        return judged;
+    };
+    let iv = bootstrap(
+        *bu,
+        *cu,
+        &[claim.quantile],
+        options.resamples,
+        options.confidence,
+        options.seed ^ 0xc1a1,
+    );
+    let Some((d, r)) = iv.and_then(|v| v.into_iter().next()) else {
+        return judged;
+    };
+    let s = claimed_interval(
+        &claim.change,
+        (d.estimate, d.low, d.high),
+        (r.estimate, r.low, r.high),
+    );
+    judged.statistic = Some(Interval {
+        estimate: s.0,
+        low: s.1,
+        high: s.2,
+    });
+    judged.verdict = if judged.probes.0.min(judged.probes.1) < options.min_probes {
+        Verdict::InsufficientProbes
+    } else {
+        verdict(&claim.change, s)
+    };
+    judged
 }
 
 /// Compares `baseline` with `candidate` as `options` say.
@@ -414,7 +454,10 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
                     });
                 }
             }
-            units_by_group.insert((subject.clone(), metric.clone()), (bu, cu));
+            units_by_group.insert(
+                (subject.clone(), metric.clone()),
+                (side_units(bu), side_units(cu)),
+            );
         }
         let mut k: BTreeMap<String, String> =
             keys.iter().cloned().zip(key.iter().cloned()).collect();
@@ -562,12 +605,13 @@ pub fn render_text(report: &Report) -> String {
         for g in &c.groups {
             if let Some(s) = g.statistic {
                 out.push_str(&format!(
-                    "  {}: {what} {:.3}{unit} [{:.3}, {:.3}] → {}\n",
+                    "  {}: {what} {:.3}{unit} [{:.3}, {:.3}] → {} ({})\n",
                     g.subject,
                     s.estimate * scale,
                     s.low * scale,
                     s.high * scale,
-                    g.verdict
+                    g.verdict,
+                    backing(g)
                 ));
             }
         }
@@ -618,6 +662,21 @@ pub fn render_text(report: &Report) -> String {
     }
     out.push_str("(latencies in ms; photosync_goodput in Mbit/s; responsiveness_rpm in RPM)\n");
     out
+}
+
+/// How many probes and networks back a claim's group, before / after:
+/// "3 / 3 probes on 3 / 3 networks".
+pub fn backing(g: &ClaimGroup) -> String {
+    let plural = |n: usize, one: &str, many: &str| if n == 1 { one } else { many }.to_string();
+    format!(
+        "{} / {} {} on {} / {} {}",
+        g.probes.0,
+        g.probes.1,
+        plural(g.probes.1, "probe", "probes"),
+        g.networks.0,
+        g.networks.1,
+        plural(g.networks.1, "network", "networks"),
+    )
 }
 
 /// The files a report was written to.
@@ -809,6 +868,14 @@ mod tests {
             declared(&defs["interval"])
         );
         assert_eq!(keys(&json["claims"][0]), declared(&defs["claim"]));
+        assert_eq!(
+            keys(&json["claims"][0]["groups"][0]),
+            declared(&defs["claim"]["properties"]["groups"]["items"])
+        );
+        assert_eq!(
+            keys(&json["groups"][0]["baseline"]["failures"]),
+            declared(&defs["side"]["properties"]["failures"])
+        );
         let verdicts: Vec<&str> = defs["verdict"]["enum"]
             .as_array()
             .unwrap()
@@ -876,6 +943,63 @@ mod tests {
         assert_eq!(csv.lines().count(), 1 + 2 * QUANTILES.len());
         assert!(render_text(&r)
             .contains("claim: IN quic_cold_request p50 decreases by >= 350ms — holds"));
+    }
+
+    #[test]
+    fn too_few_probes_get_no_verdict_but_keep_their_interval() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let claim = "IN quic_cold_request p50 decreases by >= 350ms";
+        let judge = |probes: usize, min_probes: usize, rng: &mut rand::rngs::StdRng| {
+            let before = rows("IN", "before", probes, 12, 460_000, rng);
+            let mut after = rows("IN", "after", probes, 12, 100_000, rng);
+            // One probe of the candidate on another network, and failures.
+            after[0].labels.insert("network", "4g").unwrap();
+            after[0].series.sent += 3;
+            after[0].series.lost = 2;
+            after[0]
+                .series
+                .errors
+                .insert(vantage_wire::ErrorClass::Tls, 1);
+            after[0]
+                .series
+                .reasons
+                .insert(vantage_wire::Reason::TlsExpired, 1);
+            after[0].series.statuses.insert(503, 4);
+            let options = ReportOptions {
+                resamples: 200,
+                min_probes,
+                claims: vec![claim.parse().unwrap()],
+                ..ReportOptions::default()
+            };
+            build_report(&before, &after, &options)
+        };
+        let one = judge(1, 3, &mut rng);
+        let g = &one.claims[0].groups[0];
+        assert_eq!(g.verdict, Verdict::InsufficientProbes);
+        assert_eq!(one.claims[0].verdict, Verdict::InsufficientProbes);
+        let s = g.statistic.expect("the interval is still given");
+        assert!(s.low > 300_000.0, "{s:?}");
+        // The probe's first window came over another network: two.
+        assert_eq!((g.probes, g.networks), ((1, 1), (1, 2)));
+        assert!(render_text(&one).contains("insufficient probes (1 / 1 probe on 1 / 2 networks)"));
+        let three = judge(3, 3, &mut rng);
+        let g = &three.claims[0].groups[0];
+        assert_eq!(g.verdict, Verdict::Holds);
+        assert_eq!((g.probes, g.networks), ((3, 3), (1, 2)));
+        let after = &three.groups[0].candidate;
+        assert_eq!(after.lost, 2);
+        assert_eq!(after.failures.classes["tls"], 1);
+        assert_eq!(after.failures.reasons["tls_expired"], 1);
+        assert_eq!(after.failures.statuses["503"], 4);
+        let json: serde_json::Value =
+            serde_json::from_slice(&render_json(&three).unwrap()).unwrap();
+        check_against_schema(&json);
+        assert_eq!(
+            json["claims"][0]["groups"][0]["probes"],
+            serde_json::json!([3, 3])
+        );
+        // The same data with the threshold lowered to one probe is judged.
+        assert_eq!(judge(1, 1, &mut rng).claims[0].verdict, Verdict::Holds);
     }
 
     #[test]

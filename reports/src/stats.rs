@@ -2,7 +2,12 @@
 //! confidence intervals. Requests within one (probe, window) series are
 //! not independent (they share the probe's network and the minute's
 //! conditions), so the bootstrap resamples whole series, never single
-//! requests. Plain code: randomness comes from a seed.
+//! requests; and series of one probe are not independent either (its
+//! network, its device), so it resamples in two stages, probes first and
+//! then each drawn probe's series, and a probe found on both sides is
+//! drawn on both at once (a before/after panel). The interval then says
+//! what other probes like these might show, not only what these probes'
+//! minutes did. Plain code: randomness comes from a seed.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -249,16 +254,6 @@ impl Pool {
             .sum()
     }
 
-    /// Draws as many units as there are, with replacement: `weights[i]`
-    /// becomes how many times unit `i` was drawn.
-    fn draw(&self, weights: &mut [u64], rng: &mut StdRng) {
-        weights.iter_mut().for_each(|w| *w = 0);
-        let n = weights.len();
-        for _ in 0..n {
-            weights[rng.gen_range(0..n)] += 1;
-        }
-    }
-
     /// The quantiles of the drawn units together, as [`quantiles`] gives
     /// them for the same multiset; false when no sample was drawn.
     fn quantiles(&self, weights: &[u64], qs: &[f64], out: &mut [u64]) -> bool {
@@ -312,29 +307,111 @@ impl Pool {
     }
 }
 
+/// One side's resampling units and the probe each came from, as an index
+/// both sides share: a probe on both sides is one panel member.
+#[derive(Debug, Clone, Copy)]
+pub struct SideUnits<'a> {
+    /// The units.
+    pub units: &'a [Unit],
+    /// `probes[i]`: the probe of `units[i]`.
+    pub probes: &'a [u32],
+}
+
+/// The two-stage draw: which probes each side has (those on both drawn
+/// together), and each probe's units per side.
+struct Panel {
+    /// Probes on both sides, on the baseline only, on the candidate only.
+    both: Vec<usize>,
+    only: [Vec<usize>; 2],
+    /// Per side, per probe (dense index), its units' indices.
+    members: [Vec<Vec<usize>>; 2],
+}
+
+impl Panel {
+    fn new(sides: [&SideUnits<'_>; 2]) -> Panel {
+        let mut ids: Vec<u32> = sides
+            .iter()
+            .flat_map(|s| s.probes.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let dense = |id: u32| ids.binary_search(&id).unwrap_or(0);
+        let mut members = [vec![Vec::new(); ids.len()], vec![Vec::new(); ids.len()]];
+        for (side, units) in sides.iter().enumerate() {
+            for (i, &id) in units.probes.iter().enumerate() {
+                members[side][dense(id)].push(i);
+            }
+        }
+        let (mut both, mut only) = (Vec::new(), [Vec::new(), Vec::new()]);
+        for (p, (b, c)) in members[0].iter().zip(&members[1]).enumerate() {
+            match (b.is_empty(), c.is_empty()) {
+                (false, false) => both.push(p),
+                (false, true) => only[0].push(p),
+                (true, false) => only[1].push(p),
+                (true, true) => {}
+            }
+        }
+        Panel {
+            both,
+            only,
+            members,
+        }
+    }
+
+    /// One resample: as many probes as there are, with replacement (the
+    /// same draw for both sides where a probe is on both), and for each
+    /// drawn probe as many of its units as it has, with replacement.
+    /// `weights[side][i]` becomes how many times unit `i` was drawn.
+    fn draw(&self, weights: [&mut [u64]; 2], rng: &mut StdRng) {
+        let [wb, wc] = weights;
+        wb.iter_mut().for_each(|w| *w = 0);
+        wc.iter_mut().for_each(|w| *w = 0);
+        let within = |units: &[usize], w: &mut [u64], rng: &mut StdRng| {
+            for _ in 0..units.len() {
+                w[units[rng.gen_range(0..units.len())]] += 1;
+            }
+        };
+        for _ in 0..self.both.len() {
+            let p = self.both[rng.gen_range(0..self.both.len())];
+            within(&self.members[0][p], wb, rng);
+            within(&self.members[1][p], wc, rng);
+        }
+        for (side, w) in [(0, &mut *wb), (1, &mut *wc)] {
+            let only = &self.only[side];
+            for _ in 0..only.len() {
+                let p = only[rng.gen_range(0..only.len())];
+                within(&self.members[side][p], w, rng);
+            }
+        }
+    }
+}
+
 /// Bootstrap intervals, at `confidence`, of each quantile's difference
 /// (candidate − baseline, in the values' unit) and ratio (candidate /
-/// baseline), resampling each side's units with replacement `resamples`
-/// times.
+/// baseline), from `resamples` two-stage resamples of both sides (see the
+/// module's head: probes, then their units).
 pub fn bootstrap(
-    baseline: &[Unit],
-    candidate: &[Unit],
+    baseline: SideUnits<'_>,
+    candidate: SideUnits<'_>,
     qs: &[f64],
     resamples: usize,
     confidence: f64,
     seed: u64,
 ) -> Option<Vec<(Interval, Interval)>> {
-    let base = quantiles(baseline, qs)?;
-    let cand = quantiles(candidate, qs)?;
+    let base = quantiles(baseline.units, qs)?;
+    let cand = quantiles(candidate.units, qs)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut diffs: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); qs.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); qs.len()];
-    let (pool_b, pool_c) = (Pool::new(baseline), Pool::new(candidate));
-    let (mut wb, mut wc) = (vec![0u64; baseline.len()], vec![0u64; candidate.len()]);
+    let (pool_b, pool_c) = (Pool::new(baseline.units), Pool::new(candidate.units));
+    let panel = Panel::new([&baseline, &candidate]);
+    let (mut wb, mut wc) = (
+        vec![0u64; baseline.units.len()],
+        vec![0u64; candidate.units.len()],
+    );
     let (mut bq, mut cq) = (vec![0u64; qs.len()], vec![0u64; qs.len()]);
     for _ in 0..resamples {
-        pool_b.draw(&mut wb, &mut rng);
-        pool_c.draw(&mut wc, &mut rng);
+        panel.draw([&mut wb, &mut wc], &mut rng);
         if !pool_b.quantiles(&wb, qs, &mut bq) || !pool_c.quantiles(&wc, qs, &mut cq) {
             continue;
         }
@@ -401,10 +478,27 @@ mod tests {
         );
         let qs = [0.5, 0.99, 0.9, 0.0, 1.0];
         let mut weights = vec![0u64; units.len()];
+        let mut other = vec![0u64; units.len()];
         let mut got = vec![0u64; qs.len()];
+        // Five probes of four units each, on both sides.
+        let probes: Vec<u32> = (0..units.len() as u32).map(|i| i / 4).collect();
+        let side = SideUnits {
+            units: &units,
+            probes: &probes,
+        };
+        let panel = Panel::new([&side, &side]);
         for _ in 0..50 {
-            pool.draw(&mut weights, &mut rng);
+            panel.draw([&mut weights, &mut other], &mut rng);
             assert_eq!(weights.iter().sum::<u64>(), units.len() as u64);
+            // Whole probes are drawn: a probe's units come only with it.
+            for p in 0..5 {
+                let drawn = |w: &[u64]| w[p * 4..p * 4 + 4].iter().sum::<u64>() > 0;
+                assert_eq!(
+                    drawn(&weights),
+                    drawn(&other),
+                    "a panel probe is on both sides or neither"
+                );
+            }
             let mut walked = vec![0u64; qs.len()];
             assert!(walk.quantiles(&weights, &qs, &mut walked));
             assert!(pool.quantiles(&weights, &qs, &mut got));
@@ -489,9 +583,12 @@ mod tests {
                 .collect()
         };
         let (a, b, c) = (side(0), side(0), side(20_000));
-        let same = bootstrap(&a, &b, &[0.5], 500, 0.95, 1).unwrap()[0].0;
+        let (ia, ib) = (own_probes(&a, 0), own_probes(&b, 1));
+        let ic = own_probes(&c, 2);
+        let same = bootstrap(sides(&a, &ia), sides(&b, &ib), &[0.5], 500, 0.95, 1).unwrap()[0].0;
         assert!(same.low <= 0.0 && same.high >= 0.0, "{same:?}");
-        let (diff, ratio) = bootstrap(&a, &c, &[0.5], 500, 0.95, 1).unwrap()[0];
+        let (diff, ratio) =
+            bootstrap(sides(&a, &ia), sides(&c, &ic), &[0.5], 500, 0.95, 1).unwrap()[0];
         assert!(
             diff.low > 15_000.0
                 && diff.high < 25_000.0
@@ -517,7 +614,8 @@ mod tests {
                 .collect()
         };
         let (a, b) = (side(), side());
-        let series = bootstrap(&a, &b, &[0.5], 400, 0.95, 2).unwrap()[0].0;
+        let (ia, ib) = (own_probes(&a, 0), own_probes(&b, 1));
+        let series = bootstrap(sides(&a, &ia), sides(&b, &ib), &[0.5], 400, 0.95, 2).unwrap()[0].0;
         // The same samples as one unit per request.
         let explode = |units: &[Unit]| -> Vec<Unit> {
             units
@@ -528,10 +626,67 @@ mod tests {
                 })
                 .collect()
         };
-        let requests = bootstrap(&explode(&a), &explode(&b), &[0.5], 400, 0.95, 2).unwrap()[0].0;
+        let (ea, eb) = (explode(&a), explode(&b));
+        let (iea, ieb) = (own_probes(&ea, 0), own_probes(&eb, 1));
+        let requests =
+            bootstrap(sides(&ea, &iea), sides(&eb, &ieb), &[0.5], 400, 0.95, 2).unwrap()[0].0;
         assert!(
             series.high - series.low > 3.0 * (requests.high - requests.low),
             "{series:?} vs {requests:?}"
         );
+    }
+
+    /// Each unit its own probe, numbered apart per `side`: the one-stage
+    /// bootstrap of whole series.
+    fn own_probes(units: &[Unit], side: u32) -> Vec<u32> {
+        (0..units.len() as u32)
+            .map(|i| side * 1_000_000 + i)
+            .collect()
+    }
+
+    fn sides<'a>(units: &'a [Unit], probes: &'a [u32]) -> SideUnits<'a> {
+        SideUnits { units, probes }
+    }
+
+    /// Three probes at very different levels (wifi, 5G, 4G), each 30 ms
+    /// faster after: measured as a panel (the same probes on both sides),
+    /// the interval is about the change and narrow; the same units
+    /// treated as strangers on each side take in the level differences
+    /// and are far wider. Both cover the truth.
+    #[test]
+    fn a_panel_of_probes_is_drawn_on_both_sides_at_once() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut side = |shift: u64| -> (Vec<Unit>, Vec<u32>) {
+            let mut units = Vec::new();
+            let mut probes = Vec::new();
+            for (p, level) in [(0u32, 100_000u64), (1, 140_000), (2, 200_000)] {
+                for _ in 0..8 {
+                    units.push(unit(
+                        (0..60).map(|_| level - shift + rng.gen_range(0..6_000)),
+                    ));
+                    probes.push(p);
+                }
+            }
+            (units, probes)
+        };
+        let ((a, pa), (b, pb)) = (side(0), side(30_000));
+        let panel = bootstrap(sides(&a, &pa), sides(&b, &pb), &[0.5], 600, 0.95, 4).unwrap()[0].0;
+        assert!(
+            panel.low <= -30_000.0 && panel.high >= -30_000.0,
+            "{panel:?}"
+        );
+        assert!(panel.high - panel.low < 15_000.0, "{panel:?}");
+        let (ia, ib) = (own_probes(&a, 0), own_probes(&b, 1));
+        let strangers =
+            bootstrap(sides(&a, &ia), sides(&b, &ib), &[0.5], 600, 0.95, 4).unwrap()[0].0;
+        assert!(
+            strangers.high - strangers.low > 2.0 * (panel.high - panel.low),
+            "{strangers:?} vs {panel:?}"
+        );
+        // One probe: the two stages are the one-stage bootstrap of its series.
+        let one: Vec<u32> = vec![7; a.len()];
+        let single =
+            bootstrap(sides(&a, &one), sides(&a, &one), &[0.5], 200, 0.95, 4).unwrap()[0].0;
+        assert!(single.low <= 0.0 && single.high >= 0.0, "{single:?}");
     }
 }

@@ -530,6 +530,17 @@ mod tests {
     }
 
     #[test]
+    fn an_access_token_that_is_not_one_is_refused_with_what_to_do() {
+        let (flags, mut file) = base();
+        file.access_token = Some("vt1.in-1.12".into());
+        let err = resolve(&[&flags, &file]).unwrap_err().to_string();
+        assert!(
+            err.contains("--access-token") && err.contains("vantage access issue"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_token_longer_than_the_wire_carries_is_refused() {
         let (flags, mut file) = base();
         file.upload.token = Some("t".repeat(vantage_wire::upload::MAX_TOKEN_LEN + 1));
@@ -579,6 +590,7 @@ mod tests {
             ("duration", |l, h| l.duration = Some(secs(h, 20, 10)), |c| format!("{:?}", c.duration), ["None", "Some(10s)", "Some(20s)"]),
             ("response_bytes", |l, h| l.response_bytes = Some(if h { 200 } else { 100 }), |c| c.response_bytes.to_string(), ["64", "100", "200"]),
             ("request_bytes", |l, h| l.request_bytes = Some(if h { 20 } else { 10 }), |c| c.request_bytes.to_string(), ["0", "10", "20"]),
+            ("access_token", |l, h| l.access_token = Some(format!("vt1.{}.1.{}", s(h, "hi", "lo"), "0".repeat(128))), |c| c.access_token.as_deref().and_then(|t| t.get(4..6)).unwrap_or("None").into(), ["None", "lo", "hi"]),
             ("seed", |l, h| l.seed = Some(if h { 2 } else { 1 }), |c| format!("{:?}", c.seed), ["None", "Some(1)", "Some(2)"]),
             ("state_dir", |l, h| l.state_dir = Some(s(h, "/hi", "/lo").into()), |c| c.state_dir.display().to_string(), ["<default>", "/lo", "/hi"]),
             ("out", |l, h| l.out = Some(s(h, "hi", "lo").into()), |c| format!("{:?}", c.out), ["None", "Some(\"lo\")", "Some(\"hi\")"]),
