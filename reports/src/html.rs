@@ -104,6 +104,7 @@ th{background:#f2f2f2}td.l,th.l{text-align:left}
 .holds{background:#d4edda}.fails{background:#f8d7da}.inconclusive{background:#fff3cd}.insufficient{background:#e2e3e5}
 figure{margin:26px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#444;font-size:.92em}
 code{background:#f4f4f4;padding:1px 4px}
+.sentences li{margin:6px 0;font-size:1.05em}
 ";
 
 /// Renders the HTML report, each chart's PNG inlined from its bytes and its
@@ -143,6 +144,7 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
         report.confidence * 100.0
     );
 
+    in_one_minute(w, report);
     verdicts(w, report);
     summary(w, report);
     chart_figures(w, charts, chart_link_prefix);
@@ -159,7 +161,24 @@ document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.c
     h
 }
 
-/// The verdict of every claim, first: what a stakeholder reads.
+/// The summary in sentences, above everything else: what a stakeholder
+/// reads in a minute.
+fn in_one_minute(w: &mut String, report: &Report) {
+    let sentences = crate::plain::summary_sentences(report);
+    if sentences.is_empty() {
+        return;
+    }
+    let _ = write!(
+        w,
+        "<section id=\"in-one-minute\"><h2>In one minute</h2><ul class=\"sentences\">\n"
+    );
+    for s in sentences {
+        let _ = write!(w, "<li>{}</li>\n", esc(&s));
+    }
+    let _ = write!(w, "</ul></section>\n");
+}
+
+/// The verdict of every claim: each group's interval and backing.
 fn verdicts(w: &mut String, report: &Report) {
     let _ = write!(w, "<h2 id=\"verdicts\">Verdicts</h2>\n");
     if report.claims.is_empty() {
@@ -239,7 +258,7 @@ fn summary(w: &mut String, report: &Report) {
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td><td>{}</td>\
 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
             esc(&g.subject),
-            esc(&g.metric),
+            metric_cell(&g.metric),
             g.baseline.samples,
             g.candidate.samples,
             g.baseline.probes,
@@ -252,6 +271,98 @@ fn summary(w: &mut String, report: &Report) {
             value(g.candidate.percentiles.get(2).copied().flatten(), &g.unit),
             ratio,
             esc(g.reason.as_deref().unwrap_or(&g.status)),
+        );
+    }
+    let _ = write!(w, "</table>\n");
+    failures(w, report);
+}
+
+/// A metric as a reader and an engineer each know it.
+fn metric_cell(metric: &str) -> String {
+    format!(
+        "{} <code>{}</code>",
+        esc(crate::plain::plain_metric(metric)),
+        esc(metric)
+    )
+}
+
+/// `name n, name n` of a count map, largest first.
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = map.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if parts.is_empty() {
+        "–".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// One side's failures: lost, then classes, reasons and statuses.
+fn side_failures(s: &Side) -> String {
+    let mut parts = Vec::new();
+    if s.lost > 0 {
+        parts.push(format!("lost {}", s.lost));
+    }
+    let f = &s.failures;
+    if !f.classes.is_empty() {
+        parts.push(counts(&f.classes));
+    }
+    if !f.reasons.is_empty() {
+        parts.push(format!("({})", counts(&f.reasons)));
+    }
+    if !f.statuses.is_empty() {
+        parts.push(format!("HTTP {}", counts(&f.statuses)));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Whether a side saw any failure or any HTTP status but 2xx.
+fn failed(s: &Side) -> bool {
+    s.lost > 0
+        || !s.failures.classes.is_empty()
+        || s.failures.statuses.keys().any(|k| !k.starts_with('2'))
+}
+
+/// What failed, per group, before and after: a move that trades latency
+/// for errors shows here. Groups without any failure are counted, not
+/// listed.
+fn failures(w: &mut String, report: &Report) {
+    let _ = write!(w, "<h2 id=\"failures\">Failures</h2>\n");
+    let listed: Vec<_> = report
+        .groups
+        .iter()
+        .filter(|g| failed(&g.baseline) || failed(&g.candidate))
+        .collect();
+    let clean = report.groups.len() - listed.len();
+    if listed.is_empty() {
+        let _ = write!(
+            w,
+            "<p>No attempt was lost or failed, and every HTTP answer was a success, in all {clean} groups.</p>\n"
+        );
+        return;
+    }
+    let _ = write!(
+        w,
+        "<p>Lost attempts (no answer in time), failures by class with their TLS and DNS reasons, and HTTP \
+statuses, in the groups where anything failed; the other {clean} had none.</p>\n\
+<table><tr><th class=\"l\">group</th><th class=\"l\">metric</th><th>loss b</th><th>loss c</th>\
+<th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\n"
+    );
+    for g in listed {
+        let _ = write!(
+            w,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\n",
+            esc(&g.subject),
+            metric_cell(&g.metric),
+            loss(&g.baseline),
+            loss(&g.candidate),
+            esc(&side_failures(&g.baseline)),
+            esc(&side_failures(&g.candidate)),
         );
     }
     let _ = write!(w, "</table>\n");

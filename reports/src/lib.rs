@@ -14,6 +14,7 @@ pub mod charts;
 pub mod claim;
 mod evidence;
 pub mod html;
+pub mod plain;
 pub mod stats;
 
 use claim::{claimed_interval, verdict, Claim, Verdict};
@@ -91,8 +92,9 @@ pub struct Side {
     pub series: usize,
     /// Distinct probes.
     pub probes: usize,
-    /// Distinct networks (`network` labels) of those probes.
-    pub networks: usize,
+    /// The distinct networks (`network` labels) of those probes, sorted
+    /// (`-`: unlabelled).
+    pub networks: Vec<String>,
     /// Attempts.
     pub sent: u64,
     /// (lost + errors) / sent.
@@ -188,6 +190,11 @@ pub struct Report {
     pub resolution_reason: String,
     /// Probes on each side.
     pub probes: (usize, usize),
+    /// How long each side ran, ms: its first window's start to its last
+    /// window's end.
+    pub durations_ms: (Option<u64>, Option<u64>),
+    /// Fewest probes on a side for a verdict ([`ReportOptions::min_probes`]).
+    pub min_probes: usize,
     /// Every group.
     pub groups: Vec<GroupComparison>,
     /// Every claim.
@@ -203,7 +210,7 @@ fn side(g: Option<&Gathered>) -> Side {
             samples: 0,
             series: 0,
             probes: 0,
-            networks: 0,
+            networks: Vec::new(),
             sent: 0,
             loss_rate: None,
             lost: 0,
@@ -216,7 +223,7 @@ fn side(g: Option<&Gathered>) -> Side {
         samples: g.units.iter().map(Unit::samples).sum(),
         series: g.series,
         probes: g.probes.len(),
-        networks: g.networks.len(),
+        networks: g.networks.iter().cloned().collect(),
         sent: g.sent,
         loss_rate: (g.sent > 0).then(|| g.failed as f64 / g.sent as f64),
         lost: g.lost,
@@ -363,7 +370,7 @@ fn judge_group(
     let mut judged = ClaimGroup {
         subject: g.subject.clone(),
         probes: (g.baseline.probes, g.candidate.probes),
-        networks: (g.baseline.networks, g.candidate.networks),
+        networks: (g.baseline.networks.len(), g.candidate.networks.len()),
         statistic: None,
         verdict: Verdict::InsufficientData,
     };
@@ -497,6 +504,17 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
             evidence.side(Role::Baseline).probes.len(),
             evidence.side(Role::Candidate).probes.len(),
         ),
+        durations_ms: (
+            evidence
+                .side(Role::Baseline)
+                .span
+                .map(|(a, b)| b.saturating_sub(a)),
+            evidence
+                .side(Role::Candidate)
+                .span
+                .map(|(a, b)| b.saturating_sub(a)),
+        ),
+        min_probes: options.min_probes,
         groups,
         claims,
     }
@@ -591,6 +609,9 @@ pub fn render_text(report: &Report) -> String {
         "baseline {} ({} probes) vs candidate {} ({} probes); {:.0} % intervals, {} resamples of whole series\n",
         report.baseline, report.probes.0, report.candidate, report.probes.1, report.confidence * 100.0, report.resamples
     ));
+    for sentence in plain::summary_sentences(report) {
+        out.push_str(&format!("* {sentence}\n"));
+    }
     for c in &report.claims {
         out.push_str(&format!("claim: {} — {}\n", c.claim.text, c.verdict));
         let (scale, unit, what) = match c.claim.change {
@@ -1000,6 +1021,31 @@ mod tests {
         );
         // The same data with the threshold lowered to one probe is judged.
         assert_eq!(judge(1, 1, &mut rng).claims[0].verdict, Verdict::Holds);
+
+        // In plain words, first on the page and in summary.txt.
+        let said = plain::summary_sentences(&one).join("\n");
+        assert!(
+            said.contains("India: opening the app (a cold request) is ")
+                && said.contains(" faster at the median [")
+                && said.contains("no verdict: 1 probe on a side, and a verdict needs at least 3"),
+            "{said}"
+        );
+        let said = plain::summary_sentences(&three).join("\n");
+        assert!(
+            said.contains(
+                "3 probes on 4g and unlabelled networks, 12 min before and after; the claim holds"
+            ),
+            "{said}"
+        );
+        assert!(render_text(&three).contains(&format!("* {}", said.lines().next().unwrap())));
+        let page = html::render_html(&three, &html::DataSummary::default(), &[], "charts/");
+        let at = |id: &str| page.find(&format!("id=\"{id}\"")).unwrap_or(usize::MAX);
+        assert!(at("in-one-minute") < at("verdicts") && at("verdicts") < at("failures"));
+        assert!(
+            page.contains("lost 2; tls 1; (tls_expired 1); HTTP 503 4"),
+            "failures listed"
+        );
+        assert!(page.contains("opening the app (a cold request) <code>quic_cold_request</code>"));
     }
 
     #[test]
