@@ -254,6 +254,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         }
     };
     bar.finish_and_clear();
+    let printed = vantage_reports::print::print_report(&outcome.written.html);
     if !args.quiet {
         print!("{}", outcome.written.summary);
         println!(
@@ -262,6 +263,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
             outcome.report_dir.display(),
             outcome.db.place()
         );
+        crate::report::say_printed(&printed);
     }
     Ok(())
 }

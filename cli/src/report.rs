@@ -106,6 +106,7 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
     let r = vantage_reports::build_report_from(&evidence, &options);
     let written = vantage_reports::write_report_from(&r, &evidence, &args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
+    let printed = vantage_reports::print::print_report(&written.html);
     if !args.quiet {
         print!("{}", written.summary);
         println!(
@@ -113,6 +114,24 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
             written.html.display(),
             args.out.display()
         );
+        say_printed(&printed);
     }
     Ok(())
+}
+
+/// Says where the PDF and the screenshot are, or why there are none (the
+/// report itself never fails for them).
+pub(crate) fn say_printed(printed: &vantage_reports::print::Printed) {
+    use vantage_reports::print::Printed;
+    match printed {
+        Printed::Written { pdf, top } => {
+            println!(
+                "printed: {} and {} (the top of the page)",
+                pdf.display(),
+                top.display()
+            )
+        }
+        Printed::NoChromium(note) => eprintln!("note: {note}"),
+        Printed::Failed(why) => eprintln!("note: no report.pdf: {why}; report.html is complete"),
+    }
 }

@@ -98,14 +98,42 @@ const STYLE: &str = "
 body{font-family:'DejaVu Sans',Arial,sans-serif;margin:0 auto;max-width:1240px;padding:0 24px 48px;color:#222;line-height:1.45}
 h1{margin-top:28px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
 .simulated{background:#fff3cd;border:3px solid #b8860b;padding:14px 18px;font-weight:bold;font-size:1.1em;margin-top:20px}
-table{border-collapse:collapse;margin:12px 0;font-size:.92em}th,td{border:1px solid #ccc;padding:5px 9px;text-align:right}
-th{background:#f2f2f2}td.l,th.l{text-align:left}
+table{border-collapse:collapse;margin:12px 0;font-size:.92em}th,td{border:1px solid #ccc;padding:5px 9px;text-align:right;white-space:nowrap}
+th{background:#f2f2f2}td.l,th.l{text-align:left;white-space:normal;min-width:6em}
+.scroll{overflow-x:auto;max-width:100%}.n{white-space:nowrap}
+details.fold{margin:6px 0}details.fold>summary{cursor:pointer;font-weight:bold;padding:4px 0}
+@media (max-width:600px){body{padding:0 10px 32px}h1{font-size:1.5em}}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:bold;border:2px solid #222}
 .holds{background:#d4edda}.fails{background:#f8d7da}.inconclusive{background:#fff3cd}.insufficient{background:#e2e3e5}
 figure{margin:26px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#444;font-size:.92em}
 code{background:#f4f4f4;padding:1px 4px}
 .sentences li{margin:6px 0;font-size:1.05em}
 ";
+
+/// Records on `<body>`: `data-charts-total`, `data-charts-loaded`,
+/// `data-cells-overflowing`, `data-numbers-broken` and
+/// `data-summary-above-fold` (`yes`/`no`). Folded countries are opened
+/// while measuring, then folded again.
+const LAYOUT_SCRIPT: &str = "
+function lines(node){var r=document.createRange();r.selectNodeContents(node);var tops={};
+Array.prototype.forEach.call(r.getClientRects(),function(x){if(x.width>0){tops[Math.round(x.top/8)]=1;}});
+return Object.keys(tops).length;}
+function unfold(open){var d=document.querySelectorAll('details.fold');var was=[];
+for(var k=0;k<d.length;k++){was.push(d[k].open);if(open!==undefined){d[k].open=open;}}return was;}
+window.addEventListener('beforeprint',function(){unfold(true);});
+window.addEventListener('load',function(){
+var b=document.body;var i=Array.prototype.slice.call(document.images);
+b.setAttribute('data-charts-total',i.length);
+b.setAttribute('data-charts-loaded',i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length);
+var li=document.querySelector('#in-one-minute li');
+b.setAttribute('data-summary-above-fold',li&&li.getBoundingClientRect().bottom<=window.innerHeight?'yes':'no');
+var was=unfold();unfold(true);var over=0,broken=0;
+document.querySelectorAll('td,th').forEach(function(c){if(c.scrollWidth>c.clientWidth+1){over++;}
+if(!c.classList.contains('l')&&lines(c)>1){broken++;}});
+document.querySelectorAll('.n').forEach(function(n){if(lines(n)>1){broken++;}});
+b.setAttribute('data-cells-overflowing',over);b.setAttribute('data-numbers-broken',broken);
+if(location.hash!=='#print'){document.querySelectorAll('details.fold').forEach(function(d,k){d.open=was[k];});}
+});";
 
 /// Renders the HTML report, each chart's PNG inlined from its bytes and its
 /// SVG and CSV linked under `chart_link_prefix`. Markup goes into a
@@ -149,14 +177,13 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
     summary(w, report);
     chart_figures(w, charts, chart_link_prefix);
     methods(w, report, data);
-    // The only script: it records whether every chart image decoded, for
-    // the browser test and for anyone checking a report by hand.
-    let _ = write!(
-        w,
-        "<script>window.addEventListener('load',function(){{var i=Array.prototype.slice.call(document.images);\
-document.body.setAttribute('data-charts-total',i.length);\
-document.body.setAttribute('data-charts-loaded',i.filter(function(x){{return x.complete&&x.naturalWidth>0;}}).length);}});</script>\n"
-    );
+    // The only script: it records whether every chart image decoded and
+    // whether the layout holds at this width (no table cell's content
+    // overflows it, no number breaks from its unit, the first summary
+    // sentence is on screen before any scrolling), for the browser test
+    // and for anyone checking a report by hand; and it unfolds every
+    // country for printing (or when the address ends in #print).
+    let _ = write!(w, "<script>{LAYOUT_SCRIPT}</script>\n");
     let _ = write!(w, "</body></html>\n");
     h
 }
@@ -173,9 +200,54 @@ fn in_one_minute(w: &mut String, report: &Report) {
         "<section id=\"in-one-minute\"><h2>In one minute</h2><ul class=\"sentences\">\n"
     );
     for s in sentences {
-        let _ = write!(w, "<li>{}</li>\n", esc(&s));
+        let _ = write!(w, "<li>{}</li>\n", bind_numbers(&esc(&s)));
     }
     let _ = write!(w, "</ul></section>\n");
+}
+
+/// Words that follow a number as its unit: kept on one line with it.
+const UNIT_WORDS: [&str; 12] = [
+    "ms", "µs", "s", "min", "h", "days", "%", "times", "probes", "probe", "Mbit/s", "RPM",
+];
+
+/// `text` (already escaped) with every number and the unit after it in
+/// a `<span class="n">` that does not break: "391 ms" never ends a line
+/// at "391".
+fn bind_numbers(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < words.len() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let word = words[i];
+        let numeric = word
+            .trim_start_matches('[')
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '-');
+        let unit = words.get(i + 1).map(|u| {
+            let bare = u.trim_end_matches([',', ';', '.', ')', ']']);
+            (UNIT_WORDS.contains(&bare), bare.len(), *u)
+        });
+        match unit {
+            Some((true, bare_len, next)) if numeric => {
+                let _ = write!(
+                    out,
+                    "<span class=\"n\">{word}&nbsp;{}</span>{}",
+                    &next[..bare_len],
+                    &next[bare_len..]
+                );
+                i += 2;
+            }
+            _ => {
+                out.push_str(word);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The verdict of every claim: each group's interval and backing.
@@ -186,7 +258,7 @@ fn verdicts(w: &mut String, report: &Report) {
     } else {
         let _ = write!(
             w,
-            "<table><tr><th class=\"l\">claim</th><th class=\"l\">verdict</th><th class=\"l\">group</th><th>estimate</th><th>interval</th><th class=\"l\">backed by (before / after)</th></tr>\n"
+            "<div class=\"scroll\"><table><tr><th class=\"l\">claim</th><th class=\"l\">verdict</th><th class=\"l\">group</th><th>estimate</th><th>interval</th><th class=\"l\">backed by (before / after)</th></tr>\n"
         );
         for c in &report.claims {
             let rows = c.groups.len().max(1);
@@ -229,19 +301,52 @@ fn verdicts(w: &mut String, report: &Report) {
                 );
             }
         }
-        let _ = write!(w, "</table>\n");
+        let _ = write!(w, "</table></div>\n");
     }
 }
 
-/// One row per group: samples, probes, loss, p50 and p99, the p50 ratio.
+/// One row per group: samples, probes, loss, p50 and p99, the p50 ratio;
+/// folded by country (the first grouping value), each country's rows in
+/// a `<details>` of its own, so a long table reads one country at a time.
 fn summary(w: &mut String, report: &Report) {
+    let _ = write!(w, "<h2 id=\"summary\">Summary</h2>\n");
+    let mut countries: Vec<&str> = report
+        .groups
+        .iter()
+        .map(|g| g.subject.split('/').next().unwrap_or(""))
+        .collect();
+    countries.dedup();
+    let fold = countries.len() > 1;
+    for country in countries {
+        let rows: Vec<_> = report
+            .groups
+            .iter()
+            .filter(|g| g.subject.split('/').next().unwrap_or("") == country)
+            .collect();
+        if fold {
+            let _ = write!(
+                w,
+                "<details class=\"fold\"><summary>{} ({} groups)</summary>\n",
+                esc(crate::plain::country_name(country)),
+                rows.len()
+            );
+        }
+        summary_table(w, &rows);
+        if fold {
+            let _ = write!(w, "</details>\n");
+        }
+    }
+    failures(w, report);
+}
+
+fn summary_table(w: &mut String, rows: &[&crate::GroupComparison]) {
     let _ = write!(
         w,
-        "<h2 id=\"summary\">Summary</h2>\n<table><tr><th class=\"l\">group</th><th class=\"l\">metric</th>\
+        "<div class=\"scroll\"><table><tr><th class=\"l\">group</th><th class=\"l\">metric</th>\
 <th>samples (b / c)</th><th>probes</th><th>loss b</th><th>loss c</th><th>p50 b</th><th>p50 c</th>\
 <th>p99 b</th><th>p99 c</th><th>p50 ratio c/b [interval]</th><th class=\"l\">status</th></tr>\n"
     );
-    for g in &report.groups {
+    for g in rows {
         let ratio = g
             .percentiles
             .iter()
@@ -273,8 +378,7 @@ fn summary(w: &mut String, report: &Report) {
             esc(g.reason.as_deref().unwrap_or(&g.status)),
         );
     }
-    let _ = write!(w, "</table>\n");
-    failures(w, report);
+    let _ = write!(w, "</table></div>\n");
 }
 
 /// A metric as a reader and an engineer each know it.
@@ -350,7 +454,7 @@ fn failures(w: &mut String, report: &Report) {
         w,
         "<p>Lost attempts (no answer in time), failures by class with their TLS and DNS reasons, and HTTP \
 statuses, in the groups where anything failed; the other {clean} had none.</p>\n\
-<table><tr><th class=\"l\">group</th><th class=\"l\">metric</th><th>loss b</th><th>loss c</th>\
+<div class=\"scroll\"><table><tr><th class=\"l\">group</th><th class=\"l\">metric</th><th>loss b</th><th>loss c</th>\
 <th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\n"
     );
     for g in listed {
@@ -365,7 +469,7 @@ statuses, in the groups where anything failed; the other {clean} had none.</p>\n
             esc(&side_failures(&g.candidate)),
         );
     }
-    let _ = write!(w, "</table>\n");
+    let _ = write!(w, "</table></div>\n");
 }
 
 /// Each chart's PNG inlined, with links to its SVG and CSV.
@@ -408,19 +512,24 @@ the batch's goodput, acknowledged bytes over its whole time (<code>photosync_goo
 aggregation window; the report merges them exactly. Intervals come from a bootstrap with {} resamples that \
 resamples whole (probe, window) series, never single requests: requests in one window share the same path, \
 the same congestion and the same probe, so they are not independent, and resampling them one by one would \
-give intervals far narrower than the evidence supports. When a group has more than {} series on a side, \
+give intervals far narrower than the evidence supports. It resamples in two stages: first the probes (a probe \
+on both sides is drawn on both at once, as one member of a before/after panel), then each drawn probe's \
+series, so an interval says what other probes like these might show, not only what these probes' minutes \
+did. A verdict needs at least {} probes on each side; below that it is \"insufficient probes\", with the \
+interval still shown. When a group has more than {} series on a side, \
 each probe's consecutive windows are merged into blocks so that at most that many units remain (a block \
 bootstrap: neighbouring windows of one probe are not independent either); the merging begins while the series \
 are read, so a report's memory is bounded by its groups, not by the series stored. A group with fewer than the minimum samples or \
 series on either side is marked insufficient data and gets no verdict. A claim holds when its whole \
 interval satisfies it, fails when the whole interval contradicts it, and is inconclusive otherwise.</p>\n\
 <p><b>Resolution.</b> The units resampled are {}.</p>\n\
-<table><tr><th class=\"l\"></th><th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\
+<div class=\"scroll\"><table><tr><th class=\"l\"></th><th class=\"l\">baseline</th><th class=\"l\">candidate</th></tr>\
 <tr><td class=\"l\">selector</td><td class=\"l\"><code>{}</code></td><td class=\"l\"><code>{}</code></td></tr>\
 <tr><td class=\"l\">probes</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\
-<tr><td class=\"l\">time</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr></table>\n\
+<tr><td class=\"l\">time</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr></table></div>\n\
 <p>Data centres: {}. Samples per group are in the summary table. Tool: Vantage {}, report schema <code>{}</code>.</p>\n",
         report.resamples,
+        report.min_probes,
         crate::MAX_UNITS,
         esc(&report.resolution_reason),
         esc(&report.baseline),
@@ -471,7 +580,7 @@ The timeline marks it.</p>\n",
 so probes started or stopped a window apart are not counted for it), every probe of a group is expected to send a \
 series every window; a window in which it sent nothing is silent. Silent windows add no unit to the resampling, so they are not averaged \
 over but counted here ({total} in all); on the timeline a stretch in which no probe of a group sent is a gap.</p>\n\
-<table><tr><th class=\"l\">group</th><th class=\"l\">side</th><th>probes</th><th>silent</th><th>of windows</th></tr>"
+<div class=\"scroll\"><table><tr><th class=\"l\">group</th><th class=\"l\">side</th><th>probes</th><th>silent</th><th>of windows</th></tr>"
     );
     for s in &data.silent {
         let silent = if s.counted {
@@ -489,5 +598,5 @@ over but counted here ({total} in all); on the timeline a stretch in which no pr
             s.expected
         );
     }
-    let _ = write!(w, "</table>\n");
+    let _ = write!(w, "</table></div>\n");
 }

@@ -15,6 +15,7 @@ pub mod claim;
 mod evidence;
 pub mod html;
 pub mod plain;
+pub mod print;
 pub mod stats;
 
 use claim::{claimed_interval, verdict, Claim, Verdict};
