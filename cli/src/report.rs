@@ -18,7 +18,9 @@ pub(crate) struct ReportArgs {
     /// Candidate selector, such as phase=after or target=singapore.
     #[arg(long)]
     candidate: String,
-    /// Grouping keys besides the metric, comma separated.
+    /// Grouping keys besides the metric, comma separated. With more than one
+    /// (country,network; or asn, device) each country is also reported whole,
+    /// and a change that reverses within a stratum is flagged (Simpson's paradox).
     #[arg(long, value_delimiter = ',', default_values_t = ["country".to_string()])]
     group_by: Vec<String>,
     /// A claim to judge; repeat for more.

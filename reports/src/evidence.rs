@@ -517,6 +517,31 @@ impl Gathered {
         }
     }
 
+    /// Takes in `other`'s series too: a country's group gathered from its
+    /// strata (every series is in exactly one stratum, so none twice).
+    pub(crate) fn absorb(&mut self, other: &Gathered) {
+        self.units.extend(other.units.iter().cloned());
+        self.windows.extend_from_slice(&other.windows);
+        self.unit_probes.extend_from_slice(&other.unit_probes);
+        self.pairs += other.pairs;
+        self.series += other.series;
+        self.merged = self.merged.max(other.merged);
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.lost += other.lost;
+        for (mine, theirs) in [
+            (&mut self.failures.classes, &other.failures.classes),
+            (&mut self.failures.reasons, &other.failures.reasons),
+            (&mut self.failures.statuses, &other.failures.statuses),
+        ] {
+            for (k, n) in theirs {
+                *mine.entry(k.clone()).or_default() += n;
+            }
+        }
+        self.probes.extend(other.probes.iter().cloned());
+        self.networks.extend(other.networks.iter().cloned());
+    }
+
     /// Merges each probe's units in pairs, in window order.
     fn merge_pairs(&mut self) {
         let (units, windows, probes) = self.blocks(2);

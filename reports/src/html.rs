@@ -107,7 +107,7 @@ details.fold{margin:6px 0}details.fold>summary{cursor:pointer;font-weight:bold;p
 .holds{background:#d4edda}.fails{background:#f8d7da}.inconclusive{background:#fff3cd}.insufficient{background:#e2e3e5}
 figure{margin:26px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#444;font-size:.92em}
 code{background:#f4f4f4;padding:1px 4px}
-.sentences li{margin:6px 0;font-size:1.05em}
+.sentences li{margin:6px 0;font-size:1.05em}.reversal{background:#f8d7da;font-weight:bold}
 ";
 
 /// Records on `<body>`: `data-charts-total`, `data-charts-loaded`,
@@ -290,14 +290,28 @@ fn verdicts(w: &mut String, report: &Report) {
                     ),
                     None => ("–".into(), "–".into()),
                 };
+                let reversed = report
+                    .groups
+                    .iter()
+                    .find(|x| x.subject == g.subject && x.metric == c.claim.metric.name())
+                    .map(|x| x.reversed_in.clone())
+                    .unwrap_or_default();
+                let warning = if reversed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "<br><span class=\"reversal\">⚠ reversed within {}: see Strata</span>",
+                        esc(&reversed.join(", "))
+                    )
+                };
                 let _ = write!(
                     w,
-                    "<td class=\"l\">{} ({})</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
+                    "<td class=\"l\">{} ({})</td><td>{}</td><td>{}</td><td class=\"l\">{}{warning}</td></tr>\n",
                     esc(&g.subject),
                     esc(&g.verdict.to_string()),
                     esc(&est),
                     esc(&iv),
-                    esc(&crate::backing(g))
+                    esc(&crate::backing(g)),
                 );
             }
         }
@@ -336,7 +350,63 @@ fn summary(w: &mut String, report: &Report) {
             let _ = write!(w, "</details>\n");
         }
     }
+    strata(w, report);
     failures(w, report);
+}
+
+/// The groups whose change reverses within a stratum: each named, with
+/// both p50 changes, so a stakeholder does not read a mix shift as an
+/// improvement (or a regression).
+fn strata(w: &mut String, report: &Report) {
+    let flagged: Vec<_> = report
+        .groups
+        .iter()
+        .filter(|g| !g.reversed_in.is_empty())
+        .collect();
+    if flagged.is_empty() {
+        return;
+    }
+    let _ = write!(
+        w,
+        "<h2 id=\"strata\">Strata</h2>\n<p class=\"reversal\">⚠ Simpson's paradox: these groups' p50 moved one way \
+as a whole and the other way within a stratum with enough data, both intervals clear of zero. The whole moved because \
+the strata's shares differ between the sides (one network type dominates a phase), not because each got better or worse. \
+Read the strata.</p>\n<div class=\"scroll\"><table><tr><th class=\"l\">group</th><th class=\"l\">metric</th>\
+<th>p50 change</th><th class=\"l\">reversed within</th><th>p50 change there</th></tr>\n"
+    );
+    let change = |g: &crate::GroupComparison| {
+        g.percentiles
+            .iter()
+            .find(|p| (p.percentile - 50.0).abs() < 1e-9)
+            .map(|p| {
+                let d = p.difference;
+                format!(
+                    "{:+.1}&nbsp;ms [{:+.1}, {:+.1}]",
+                    d.estimate / 1e3,
+                    d.low / 1e3,
+                    d.high / 1e3
+                )
+            })
+            .unwrap_or_else(|| "–".into())
+    };
+    for g in flagged {
+        for s in &g.reversed_in {
+            let stratum = report
+                .groups
+                .iter()
+                .find(|x| &x.subject == s && x.metric == g.metric);
+            let _ = write!(
+                w,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td></tr>\n",
+                esc(&g.subject),
+                metric_cell(&g.metric),
+                change(g),
+                esc(s),
+                stratum.map(change).unwrap_or_default()
+            );
+        }
+    }
+    let _ = write!(w, "</table></div>\n");
 }
 
 fn summary_table(w: &mut String, rows: &[&crate::GroupComparison]) {

@@ -140,6 +140,11 @@ pub struct GroupComparison {
     pub candidate: Side,
     /// Per percentile, when the data suffices.
     pub percentiles: Vec<PercentileComparison>,
+    /// The strata (subjects such as `IN/4g`) with enough data whose p50
+    /// moved the other way than this group's, both intervals clear of
+    /// zero: Simpson's paradox, when one stratum's share differs between
+    /// the sides. Only for a group rolled up from `--group-by`'s strata.
+    pub reversed_in: Vec<String>,
 }
 
 /// A claim and its verdict.
@@ -360,6 +365,64 @@ fn judge_claim(
     }
 }
 
+/// Each country's groups gathered from its strata: keyed by the first
+/// grouping value and the metric. Empty without strata (one grouping key).
+fn roll_up(groups: &BTreeMap<Vec<String>, Gathered>) -> BTreeMap<Vec<String>, Gathered> {
+    let mut parents: BTreeMap<Vec<String>, Gathered> = BTreeMap::new();
+    for (key, g) in groups {
+        if key.len() < 3 {
+            continue;
+        }
+        let parent = vec![key[0].clone(), key[key.len() - 1].clone()];
+        parents.entry(parent).or_default().absorb(g);
+    }
+    parents
+}
+
+/// The sign of an interval clear of zero: 1 above, −1 below, 0 across.
+fn clear_sign(i: &Interval) -> i8 {
+    if i.low > 0.0 {
+        1
+    } else if i.high < 0.0 {
+        -1
+    } else {
+        0
+    }
+}
+
+/// Marks each rolled-up group whose p50 change is reversed, with both
+/// intervals clear of zero, in a stratum with enough data.
+fn flag_reversals(groups: &mut [GroupComparison]) {
+    let p50 = |g: &GroupComparison| {
+        g.percentiles
+            .iter()
+            .find(|p| (p.percentile - 50.0).abs() < 1e-9)
+            .map(|p| clear_sign(&p.difference))
+    };
+    let mut flags = Vec::new();
+    for (i, parent) in groups.iter().enumerate() {
+        if parent.subject.contains('/') {
+            continue;
+        }
+        let Some(sign) = p50(parent).filter(|s| *s != 0) else {
+            continue;
+        };
+        let prefix = format!("{}/", parent.subject);
+        let reversed: Vec<String> = groups
+            .iter()
+            .filter(|g| g.metric == parent.metric && g.subject.starts_with(&prefix))
+            .filter(|g| g.status == "ok" && p50(g) == Some(-sign))
+            .map(|g| g.subject.clone())
+            .collect();
+        if !reversed.is_empty() {
+            flags.push((i, reversed));
+        }
+    }
+    for (i, reversed) in flags {
+        groups[i].reversed_in = reversed;
+    }
+}
+
 /// A claim judged on one group: the claimed statistic's interval, and its
 /// verdict unless too few probes back a side.
 fn judge_group(
@@ -423,20 +486,31 @@ pub fn build_report(
 /// the evidence's own.
 pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report {
     let keys = &evidence.keys;
-    let (b, c) = (
-        &evidence.side(Role::Baseline).groups,
-        &evidence.side(Role::Candidate).groups,
-    );
-    let all_keys: Vec<&Vec<String>> = b
+    // With strata (`--group-by country,network`), each country's group is
+    // also gathered from its strata, so claims on `IN` and the flag of a
+    // reversal in `IN/4g` have their whole-country figures.
+    let parents = [Role::Baseline, Role::Candidate].map(|r| roll_up(&evidence.side(r).groups));
+    let with_parents = |side: Role| -> BTreeMap<Vec<String>, &Gathered> {
+        let own = evidence.side(side).groups.iter();
+        own.chain(parents[side as usize].iter())
+            .map(|(k, g)| (k.clone(), g))
+            .collect()
+    };
+    let b_all = with_parents(Role::Baseline);
+    let c_all = with_parents(Role::Candidate);
+    let (b, c) = (&b_all, &c_all);
+    let mut all_keys: Vec<&Vec<String>> = b
         .keys()
         .chain(c.keys())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    // A country's whole before its strata.
+    all_keys.sort_by(|x, y| (&x[0], x.len(), x).cmp(&(&y[0], y.len(), y)));
     // First the cheap part: each group's sides and whether its data suffice.
     let mut plans = Vec::with_capacity(all_keys.len());
     for key in &all_keys {
-        let (bg, cg) = (b.get(*key), c.get(*key));
+        let (bg, cg) = (b.get(*key).copied(), c.get(*key).copied());
         let (bs, cs) = (side(bg), side(cg));
         let short = shortfalls(&bs, &cs, key.last().map_or("", String::as_str), options);
         plans.push((bg, cg, bs, cs, short));
@@ -467,8 +541,12 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
                 (side_units(bu), side_units(cu)),
             );
         }
-        let mut k: BTreeMap<String, String> =
-            keys.iter().cloned().zip(key.iter().cloned()).collect();
+        // A rolled-up group's key is its first grouping value and the metric.
+        let mut k: BTreeMap<String, String> = keys
+            .iter()
+            .cloned()
+            .zip(key[..key.len() - 1].iter().cloned())
+            .collect();
         k.insert("metric".into(), metric.clone());
         groups.push(GroupComparison {
             key: k,
@@ -484,8 +562,10 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
             baseline: bs,
             candidate: cs,
             percentiles,
+            reversed_in: Vec::new(),
         });
     }
+    flag_reversals(&mut groups);
     let claims = options
         .claims
         .iter()
@@ -1047,6 +1127,85 @@ mod tests {
             "failures listed"
         );
         assert!(page.contains("opening the app (a cold request) <code>quic_cold_request</code>"));
+    }
+
+    /// Every network got slower, yet the country as a whole got faster,
+    /// because the slow network dominated before and the fast one after:
+    /// with strata, the country's group is rolled up from them, and the
+    /// reversal is flagged on it, in the sentences and on the page.
+    #[test]
+    fn a_change_that_reverses_within_every_stratum_is_flagged() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut side = |phase: &str, rng: &mut rand::rngs::StdRng| {
+            let (wifi_windows, g4_windows, slower) = if phase == "before" {
+                (2, 12, 0)
+            } else {
+                (12, 2, 25_000)
+            };
+            let mut out = Vec::new();
+            for (net, windows, base) in
+                [("wifi", wifi_windows, 100_000), ("4g", g4_windows, 300_000)]
+            {
+                for mut r in rows("IN", phase, 5, windows, base + slower, rng) {
+                    r.labels.insert("network", net).unwrap();
+                    r.probe_id = format!("{}-{net}", r.probe_id);
+                    out.push(r);
+                }
+            }
+            out
+        };
+        let (before, after) = (side("before", &mut rng), side("after", &mut rng));
+        let options = ReportOptions {
+            group_by: vec!["country".into(), "network".into()],
+            resamples: 300,
+            claims: vec!["IN quic_cold_request p50 decreases by >= 100ms"
+                .parse()
+                .unwrap()],
+            ..ReportOptions::default()
+        };
+        let r = build_report(&before, &after, &options);
+        let subjects: Vec<&str> = r.groups.iter().map(|g| g.subject.as_str()).collect();
+        assert_eq!(subjects, ["IN", "IN/4g", "IN/wifi"], "{subjects:?}");
+        let whole = &r.groups[0];
+        assert_eq!(whole.baseline.probes, 10);
+        assert_eq!(whole.key.get("network"), None);
+        let p50 = whole.percentiles[0].difference;
+        assert!(p50.high < 0.0, "faster as a whole: {p50:?}");
+        for stratum in &r.groups[1..] {
+            assert!(
+                stratum.percentiles[0].difference.low > 0.0,
+                "{}: slower",
+                stratum.subject
+            );
+        }
+        assert_eq!(whole.reversed_in, ["IN/4g", "IN/wifi"]);
+        assert_eq!(
+            r.claims[0].verdict,
+            Verdict::Holds,
+            "the claim is on the whole"
+        );
+        let said = plain::summary_sentences(&r).join("\n");
+        assert!(
+            said.contains("goes the other way within 4g and wifi (Simpson's paradox"),
+            "{said}"
+        );
+        let page = html::render_html(&r, &html::DataSummary::default(), &[], "charts/");
+        assert!(
+            page.contains("id=\"strata\"") && page.contains("⚠ reversed within IN/4g, IN/wifi")
+        );
+        let json: serde_json::Value = serde_json::from_slice(&render_json(&r).unwrap()).unwrap();
+        check_against_schema(&json);
+        // Without strata nothing is rolled up or flagged.
+        let flat = build_report(
+            &before,
+            &after,
+            &ReportOptions {
+                resamples: 100,
+                ..ReportOptions::default()
+            },
+        );
+        assert_eq!(flat.groups.len(), 1);
+        assert!(flat.groups[0].reversed_in.is_empty());
     }
 
     #[test]

@@ -228,6 +228,22 @@ fn verdict_words(v: Verdict, g: &ClaimGroup, min_probes: usize) -> String {
     }
 }
 
+/// The warning of a reversal in a stratum, or nothing.
+fn reversal_words(g: &GroupComparison) -> String {
+    if g.reversed_in.is_empty() {
+        return String::new();
+    }
+    let strata: Vec<String> = g
+        .reversed_in
+        .iter()
+        .map(|s| s.split_once('/').map_or(s.as_str(), |(_, r)| r).to_string())
+        .collect();
+    format!(
+        "; but the change goes the other way within {} (Simpson's paradox: the strata's shares differ between the sides, so read the strata)",
+        list_words(&strata)
+    )
+}
+
 /// The claimed statistic of `g` in words, with its interval.
 fn claim_statistic(claim: &Claim, g: &ClaimGroup) -> Option<String> {
     let s = g.statistic?;
@@ -304,12 +320,13 @@ pub fn summary_sentences(report: &Report) -> Vec<String> {
             };
             covered.push((g.subject.clone(), group.metric.clone()));
             out.push(format!(
-                "{}: {} is {stat}; {}; {} (claim: {}).",
+                "{}: {} is {stat}; {}; {} (claim: {}){}.",
                 subject_name(&g.subject),
                 plain_metric(&group.metric),
                 backing_words(group, spans),
                 verdict_words(g.verdict, g, min_probes),
-                c.claim.text
+                c.claim.text,
+                reversal_words(group)
             ));
         }
     }
@@ -348,7 +365,7 @@ pub fn summary_sentences(report: &Report) -> Vec<String> {
             (d.low, d.high)
         };
         out.push(format!(
-            "{}: {} is {} at the median [{}, {}], {} ms before and {} ms after; {}; no claim stated.",
+            "{}: {} is {} at the median [{}, {}], {} ms before and {} ms after; {}; no claim stated{}.",
             subject_name(subject),
             plain_metric(&group.metric),
             latency_change(d.estimate),
@@ -356,7 +373,8 @@ pub fn summary_sentences(report: &Report) -> Vec<String> {
             ms(hi),
             group.baseline.percentiles[0].map_or("–".into(), |v| ms(v as f64)),
             group.candidate.percentiles[0].map_or("–".into(), |v| ms(v as f64)),
-            backing_words(group, spans)
+            backing_words(group, spans),
+            reversal_words(group)
         ));
     }
     out
