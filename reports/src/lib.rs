@@ -1136,7 +1136,7 @@ mod tests {
     #[test]
     fn a_change_that_reverses_within_every_stratum_is_flagged() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-        let mut side = |phase: &str, rng: &mut rand::rngs::StdRng| {
+        let side = |phase: &str, rng: &mut rand::rngs::StdRng| {
             let (wifi_windows, g4_windows, slower) = if phase == "before" {
                 (2, 12, 0)
             } else {
