@@ -17,7 +17,13 @@ fn demo_runs_the_story_and_writes_the_report() {
         // much of the before phase: 10/s each keeps ~250 a side. TCP+TLS
         // handshakes, not asserted here, go down to 1/s to leave the two
         // cores to the twelve probes' paths in a debug build.
-        .args(["--rate", "quic_handshake=10", "--rate", "tcp_connect=1", "--out"])
+        .args([
+            "--rate",
+            "quic_handshake=10",
+            "--rate",
+            "tcp_connect=1",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
