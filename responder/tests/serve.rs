@@ -1,26 +1,14 @@
 //! The responder on 127.0.0.1 against real clients, well-behaved and not.
 
-use std::sync::Arc;
+mod common;
+
+use common::{client_tls, quic_client};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use vantage_responder::{Limits, Responder, ResponderConfig};
 use vantage_wire::echo::{self, EchoRequest, EchoResponse, EchoStatus};
 use vantage_wire::stamp::{ErrorEstimate, NtpTimestamp, ReflectorPacket, SenderPacket};
-
-fn client_tls(config: &ResponderConfig, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(config.identity.certs[0].clone()).unwrap();
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    c.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(c)
-}
 
 async fn https_get(
     config: &ResponderConfig,
@@ -47,14 +35,6 @@ async fn https_get(
         String::from_utf8_lossy(&raw[..split]).to_string(),
         raw[split..].to_vec(),
     ))
-}
-
-fn quic_client(config: &ResponderConfig) -> quinn::Endpoint {
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(config, echo::ALPN)).unwrap();
-    let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    e.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    e
 }
 
 async fn quic_echo(conn: &quinn::Connection, request: &[u8]) -> (EchoResponse, usize) {

@@ -2,6 +2,8 @@
 //! rate limits on STAMP and on new connections, and QUIC's
 //! anti-amplification limit before an address is validated.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpStream, UdpSocket};
@@ -197,17 +199,7 @@ async fn quic_sends_at_most_three_times_what_an_unvalidated_address_sent() {
 }
 
 fn https_client(config: &ResponderConfig) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(config.identity.certs[0].clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(tls))
+    tokio_rustls::TlsConnector::from(common::client_tls(config, b"http/1.1"))
 }
 
 /// A request head larger than the responder reads (1 MiB of one header)
