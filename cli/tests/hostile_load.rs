@@ -14,10 +14,13 @@
 //! nothing. Every load loop is bounded in time and count. The figures of
 //! one run are in benches/RESULTS.md.
 
+mod common;
+
+use common::{free_port, vantage, Running};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -32,32 +35,6 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 /// the cores, so the bound is on the responder staying responsive, not on
 /// CPU contention vanishing.
 const P50_TOLERANCE_US: i64 = 3_000;
-
-fn vantage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vantage"))
-}
-
-/// A process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (QUIC and HTTPS share it).
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
 
 struct Serve {
     process: Running,

@@ -104,9 +104,17 @@ pub(crate) async fn echo(
             other => (ErrorClass::Reset, other.to_string()),
         };
         let heavy = u64::from(ctx.request.response_len) > vantage_wire::access::HEAVY_ECHO_BYTES;
-        let mut head = ctx.access_preamble(heavy).to_vec();
-        head.extend_from_slice(&ctx.request.encode());
-        send.write_all(&head).await.map_err(write_err)?;
+        let preamble = ctx.access_preamble(heavy);
+        if preamble.is_empty() {
+            // The measuring loop's common case: no allocation.
+            send.write_all(&ctx.request.encode())
+                .await
+                .map_err(write_err)?;
+        } else {
+            let mut head = preamble.to_vec();
+            head.extend_from_slice(&ctx.request.encode());
+            send.write_all(&head).await.map_err(write_err)?;
+        }
         let mut padding = ctx.request.padding_len as usize;
         while padding > 0 {
             let n = padding.min(PADDING.len());
