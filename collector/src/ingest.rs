@@ -565,6 +565,7 @@ impl Ingest {
             );
         }
         let series = batch.series.len();
+        let live = crate::live::live_series(&batch);
         let (reply, answer) = oneshot::channel();
         if self
             .writer
@@ -581,13 +582,16 @@ impl Ingest {
             return refuse(AckStatus::Unavailable, "store writer stopped".into());
         }
         match answer.await {
-            Ok(Ok(Inserted::Stored)) => Ok((
+            Ok(Ok(Inserted::Stored)) => {
+                self.metrics.live().record(live);
+                Ok((
                 Ack {
                     status: AckStatus::Stored,
                     reason: String::new(),
                 },
                 series,
-            )),
+            ))
+            }
             Ok(Ok(Inserted::TokenRevoked)) => {
                 if let Ok(mut known) = self.known.lock() {
                     known.forget(&hash);

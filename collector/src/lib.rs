@@ -12,6 +12,7 @@ pub mod copy;
 mod fleet;
 mod ingest;
 mod known_tokens;
+pub mod live;
 mod location;
 mod metrics;
 mod poll;

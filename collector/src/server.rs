@@ -448,6 +448,66 @@ fn text(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// `/metrics` in the format asked for: Prometheus protobuf (with native
+/// histograms) when the scraper's Accept header names it first among what
+/// it takes, else the text format.
+fn metrics_answer(req: &Request<Incoming>, metrics: &Arc<Metrics>) -> Response<Full<Bytes>> {
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (body, content_type) = if wants_protobuf(accept) {
+        (
+            Bytes::from(metrics.render_protobuf()),
+            PROTOBUF_CONTENT_TYPE,
+        )
+    } else {
+        (Bytes::from(metrics.render()), TEXT_CONTENT_TYPE)
+    };
+    let mut r = text(200, body);
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Whether an Accept header prefers the delimited protobuf format: it is
+/// listed, and no text type has a higher quality. Prometheus asks for it
+/// first when native histograms are on.
+fn wants_protobuf(accept: &str) -> bool {
+    let quality = |part: &str| {
+        part.split(';')
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0)
+    };
+    let mut best_protobuf: Option<f32> = None;
+    let mut best_other: Option<f32> = None;
+    for part in accept.split(',') {
+        let media = part.split(';').next().unwrap_or("").trim();
+        let slot = if media == "application/vnd.google.protobuf"
+            && part.contains("io.prometheus.client.MetricFamily")
+            && part.contains("encoding=delimited")
+        {
+            &mut best_protobuf
+        } else {
+            &mut best_other
+        };
+        let q = quality(part);
+        *slot = Some(slot.map_or(q, |b: f32| b.max(q)));
+    }
+    match (best_protobuf, best_other) {
+        (Some(p), Some(o)) => p > 0.0 && p >= o,
+        (Some(p), None) => p > 0.0,
+        _ => false,
+    }
+}
+
 async fn route(req: Request<Incoming>, uploads: &Uploads) -> Response<Full<Bytes>> {
     let ingest = &uploads.ingest;
     match (req.method(), req.uri().path()) {
@@ -455,13 +515,7 @@ async fn route(req: Request<Incoming>, uploads: &Uploads) -> Response<Full<Bytes
             Ok(()) => text(200, "ok\n"),
             Err(why) => text(503, format!("{why}\n")),
         },
-        (&Method::GET, "/metrics") => {
-            let mut r = text(200, ingest.metrics().render());
-            if let Ok(v) = "text/plain; version=0.0.4".parse() {
-                r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-            }
-            r
-        }
+        (&Method::GET, "/metrics") => metrics_answer(&req, ingest.metrics()),
         (&Method::POST, upload::HTTP_PATH) => upload_over_https(req, uploads).await,
         (&Method::POST, campaign::HTTP_PATH) => {
             let token = bearer(&req);
@@ -579,4 +633,20 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_protobuf;
+
+    #[test]
+    fn protobuf_only_when_the_scraper_prefers_it() {
+        // Prometheus with native histograms on, and without.
+        assert!(wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"));
+        assert!(!wants_protobuf("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+        assert!(!wants_protobuf(""), "curl sends none");
+        assert!(!wants_protobuf("*/*"));
+        assert!(!wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.2,text/plain;q=0.9"));
+        assert!(!wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"), "only the delimited encoding is written");
+    }
 }

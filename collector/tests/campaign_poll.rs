@@ -141,10 +141,10 @@ async fn poll_cases(s: Setup) {
         "vantage_collector_campaign_polls_total{status=\"forbidden\"} 2",
         "vantage_collector_campaign_polls_total{status=\"unauthorized\"} 2",
         "vantage_collector_campaign_polls_total{status=\"unassigned\"} 2",
-        "vantage_collector_probe_backlog_batches{probe=\"vm-in-1\"} 4",
+        "vantage_collector_probe_backlog_batches{probe=\"vm-in-1\"} 4.0",
         "vantage_collector_probe_campaign_version{probe=\"vm-in-1\",campaign=\"move\"} 1",
         "vantage_collector_probe_campaign_assigned_version{probe=\"vm-in-1\",campaign=\"move\"} 2",
-        "vantage_collector_probe_window_seconds{probe=\"vm-in-1\"} 60",
+        "vantage_collector_probe_window_seconds{probe=\"vm-in-1\"} 60.0",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }

@@ -17,6 +17,47 @@ use std::time::{Duration, Instant};
 /// than a typical wake-up on a busy 2-core VM, short enough to cost little.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// The share of each slice the release thread may spend spinning. With many
+/// paths a release is almost always due within [`SPIN`], so unbounded
+/// spinning would hold a core: a SCHED_FIFO thread that runs 95 % of a
+/// second is then throttled by the kernel (`sched_rt_runtime_us`) for the
+/// rest of it, and every packet due in that stall leaves tens of ms late.
+/// Past the budget the thread sleeps to the instant instead: a wake-up's
+/// tens of µs late, never a stall.
+const SPIN_SLICE: Duration = Duration::from_millis(100);
+const SPIN_BUDGET: Duration = Duration::from_millis(25);
+
+/// How much the release thread has spun in the current slice. Plain logic:
+/// the thread passes `now`.
+#[derive(Debug)]
+struct SpinBudget {
+    slice_start: Instant,
+    spun: Duration,
+}
+
+impl SpinBudget {
+    fn new(now: Instant) -> Self {
+        SpinBudget {
+            slice_start: now,
+            spun: Duration::ZERO,
+        }
+    }
+
+    /// Whether the thread may spin at `now`.
+    fn allows(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.slice_start) >= SPIN_SLICE {
+            self.slice_start = now;
+            self.spun = Duration::ZERO;
+        }
+        self.spun < SPIN_BUDGET
+    }
+
+    /// Counts a stretch of spinning.
+    fn spent(&mut self, spun: Duration) {
+        self.spun += spun;
+    }
+}
+
 /// Lateness of every release, in nanoseconds.
 #[derive(Debug)]
 pub struct TimingStats {
@@ -214,15 +255,20 @@ impl DelayLine {
                 let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
                 let mut seq = 0u64;
                 let mut open = true;
+                let mut budget = SpinBudget::new(Instant::now());
                 loop {
                     let next = heap.peek().map(|Reverse(e)| e.at);
                     let received = match next {
                         None if open => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                         None => break,
                         Some(at) => {
-                            let wait = at
-                                .saturating_duration_since(Instant::now())
-                                .saturating_sub(SPIN);
+                            let now = Instant::now();
+                            let early = if budget.allows(now) {
+                                SPIN
+                            } else {
+                                Duration::ZERO
+                            };
+                            let wait = at.saturating_duration_since(now).saturating_sub(early);
                             if open && !wait.is_zero() {
                                 rx.recv_timeout(wait)
                             } else {
@@ -242,9 +288,14 @@ impl DelayLine {
                         Err(RecvTimeoutError::Disconnected) => open = false,
                         Err(RecvTimeoutError::Timeout) => {}
                     }
-                    // Release everything due, spinning over the last stretch.
+                    // Release everything due, spinning over the last stretch
+                    // while the budget lasts.
+                    let mut spin_from: Option<Instant> = None;
                     while let Some(Reverse(top)) = heap.peek() {
                         let now = Instant::now();
+                        if let Some(from) = spin_from.take() {
+                            budget.spent(now - from);
+                        }
                         if top.at <= now {
                             let Some(Reverse(e)) = heap.pop() else { break };
                             timing.record(now - e.at);
@@ -252,7 +303,8 @@ impl DelayLine {
                                 tracing::debug!(error = %err, "delay line sink closed");
                                 return;
                             }
-                        } else if top.at - now <= SPIN {
+                        } else if top.at - now <= SPIN && budget.allows(now) {
+                            spin_from = Some(now);
                             std::hint::spin_loop();
                         } else {
                             break;
@@ -300,6 +352,19 @@ impl Drop for DelayLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spinning_stops_at_the_budget_and_resumes_in_the_next_slice() {
+        let t0 = Instant::now();
+        let mut budget = SpinBudget::new(t0);
+        assert!(budget.allows(t0));
+        budget.spent(SPIN_BUDGET - Duration::from_micros(1));
+        assert!(budget.allows(t0 + Duration::from_millis(50)));
+        budget.spent(Duration::from_micros(1));
+        assert!(!budget.allows(t0 + Duration::from_millis(60)));
+        assert!(!budget.allows(t0 + SPIN_SLICE - Duration::from_micros(1)));
+        assert!(budget.allows(t0 + SPIN_SLICE));
+    }
 
     #[test]
     fn releases_in_time_order_and_on_time() {

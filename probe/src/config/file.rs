@@ -42,6 +42,44 @@ pub struct ConfigFile {
     pub urls: Vec<FileUrl>,
     /// Photo-sync batches.
     pub sync: Option<FileSync>,
+    /// Where batches go.
+    pub collector: Option<FileCollector>,
+}
+
+/// The `[collector]` table: where batches go, so a probe run as a service
+/// (`vantage-probe@NAME` reads `/etc/vantage/probe/NAME.toml`) needs no
+/// flags. Flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCollector {
+    /// `HOST:PORT` of each collector, in the order they are tried.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// This probe's token (`vantage collect token add`).
+    pub token: Option<String>,
+    /// Pinned fingerprints of the collectors' certificates.
+    #[serde(default)]
+    pub pins: Vec<String>,
+    /// CA file for the collectors' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Where batches wait.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool cap, bytes.
+    pub spool_max_bytes: Option<u64>,
+}
+
+impl FileCollector {
+    fn spec(&self) -> Result<UploadSpec, ConfigError> {
+        // As the flags: a CA file, else the pins.
+        let trust = super::args::trust_of(false, self.ca_file.as_ref(), &self.pins)?;
+        Ok(UploadSpec {
+            collector: (!self.addresses.is_empty()).then(|| self.addresses.clone()),
+            token: self.token.clone(),
+            trust,
+            spool_dir: self.spool_dir.clone(),
+            spool_max_bytes: self.spool_max_bytes,
+        })
+    }
 }
 
 /// The `[sync]` table of the configuration file; flags override it.
@@ -163,7 +201,10 @@ impl ConfigFile {
             response_bytes: self.response_bytes,
             access_token: self.access_token.clone(),
             sync: sync.unwrap_or_default(),
-            upload: UploadSpec::default(),
+            upload: match &self.collector {
+                Some(c) => c.spec()?,
+                None => UploadSpec::default(),
+            },
             ..Layer::default()
         })
     }

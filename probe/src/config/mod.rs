@@ -700,4 +700,65 @@ stamp_port = 9000
             .to_string();
         assert!(err.contains("bogus_key"), "{err}");
     }
+
+    #[test]
+    fn config_file_collector_table_sends_batches_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mumbai.toml");
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[labels]
+country = "IN"
+[[target]]
+name = "oregon"
+address = "127.0.0.1:4433"
+pin = "{pin}"
+[collector]
+addresses = ["127.0.0.1:4434", "127.0.0.2:4434"]
+token = "vt_file"
+pins = ["{pin}"]
+spool_max_bytes = 1000000
+"#
+            ),
+        )
+        .unwrap();
+        let c = args(|a| a.config = Some(path.clone())).unwrap();
+        let up = c.upload.expect("the file's collector table is used");
+        assert_eq!(up.targets.len(), 2);
+        assert_eq!(up.targets[1].host, "127.0.0.2");
+        assert_eq!(up.targets[0].token, "vt_file");
+        assert!(matches!(up.targets[0].trust, Trust::Pinned(_)));
+        assert_eq!(up.spool_max_bytes, 1_000_000);
+        let c = args(|a| {
+            a.config = Some(path.clone());
+            a.collector = vec!["127.0.0.9:9".into()];
+        })
+        .unwrap();
+        let up = c.upload.unwrap();
+        assert_eq!(up.targets.len(), 1, "a flag beats the file");
+        assert_eq!(
+            up.targets[0].token, "vt_file",
+            "the rest still comes from the file"
+        );
+        std::fs::write(
+            &path,
+            "[collector]\naddresses = [\"h:1\"]\npins = [\"sha256:zz\"]\n",
+        )
+        .unwrap();
+        let err = args(|a| a.config = Some(path.clone())).unwrap_err();
+        assert!(err.to_string().contains("sha256"), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_example_probe_file_reads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/probe-example.toml");
+        let c = args(|a| a.config = Some(path)).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.labels.get("country"), Some("IN"));
+        assert_eq!(c.upload.map(|u| u.targets.len()), Some(1));
+    }
 }
