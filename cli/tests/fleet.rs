@@ -6,9 +6,11 @@
 //! of their own; a rollback, a campaign a probe cannot run and another
 //! probe's token are refused; a silent probe is flagged.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{start, vantage, Running};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vantage_collector::SqliteStore;
 use vantage_store::fleet::Fleet;
@@ -18,50 +20,11 @@ const POLL: &str = "2s";
 const POLL_MS: u64 = 2_000;
 const WINDOW_MS: u64 = 2_000;
 
-fn vantage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vantage"))
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// A process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a process and reads its stdout until `until` has seen what it
-/// needs; the rest of its stdout is thrown away.
-fn start(command: &mut Command, mut until: impl FnMut(&[&str]) -> bool) -> Running {
-    // Errors only: what made a process end before it was ready.
-    let mut child = command
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("process ended before it was ready")
-            .unwrap();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if until(&words) {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Running(child)
 }
 
 /// The collector, its responder, and where everything is kept.

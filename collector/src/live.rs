@@ -150,6 +150,8 @@ pub struct Live {
     latency: Mutex<BTreeMap<LiveKey, (Histogram, Attempts)>>,
     goodput: Mutex<BTreeMap<GaugeKey, f64>>,
     rpm: Mutex<BTreeMap<GaugeKey, f64>>,
+    /// When each campaign's phases begin, Unix ms: the cut-over.
+    phase_starts: Mutex<BTreeMap<(String, String), u64>>,
     left_out: AtomicU64,
 }
 
@@ -159,7 +161,9 @@ impl Live {
         for s in series {
             match s.unit {
                 Unit::Microseconds => self.record_latency(s),
-                Unit::KilobitsPerSecond => self.set_gauge(&self.goodput, &s, |kbps| kbps * 1e3),
+                Unit::KilobitsPerSecond => {
+                    self.set_gauge(&self.goodput, &s, |kbps| kbps * 1e3 / 8.0)
+                }
                 Unit::RoundTripsPerMinute => self.set_gauge(&self.rpm, &s, |rpm| rpm),
             }
         }
@@ -217,6 +221,20 @@ impl Live {
         gauges.insert(key, base(median));
     }
 
+    /// Keeps when a campaign's phases begin (from a campaign a poll
+    /// answered with), for the dashboard's cut-over annotation.
+    pub fn phases(&self, campaign: &str, phases: &[vantage_wire::campaign::PhaseSwitch]) {
+        let Ok(mut starts) = self.phase_starts.lock() else {
+            return;
+        };
+        for p in phases {
+            let key = (campaign.to_string(), p.phase.clone());
+            if starts.contains_key(&key) || starts.len() < MAX_LIVE_SERIES {
+                starts.insert(key, p.at_unix_ms);
+            }
+        }
+    }
+
     /// Series left out of `/metrics` by the cardinality bound.
     pub fn left_out(&self) -> u64 {
         self.left_out.load(Ordering::Relaxed)
@@ -254,7 +272,7 @@ impl Live {
         }
         let gauges = [
             (
-                "vantage_goodput_bits_per_second",
+                "vantage_goodput_bytes_per_second",
                 "Photo-sync goodput of a probe's last stored batch (its median)",
                 &self.goodput,
             ),
@@ -269,6 +287,19 @@ impl Live {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (key, v) in values.iter() {
                 family.encode_family(&key.labels())?.encode_gauge(v)?;
+            }
+        }
+        if let Ok(starts) = self.phase_starts.lock() {
+            let mut family = encoder.encode_descriptor(
+                "vantage_campaign_phase_start_seconds",
+                "When a campaign's phase begins, Unix time, as its latest version says (the cut-over, for a dashboard annotation)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((campaign, phase), at_ms) in starts.iter() {
+                family
+                    .encode_family(&[("campaign", campaign.as_str()), ("phase", phase.as_str())])?
+                    .encode_gauge(&(*at_ms as f64 / 1e3))?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -410,12 +441,12 @@ mod tests {
             &[900, 1_000, 1_100],
         )));
         let text = m.render();
-        let goodput = line(&text, "vantage_goodput_bits_per_second{");
+        let goodput = line(&text, "vantage_goodput_bytes_per_second{");
         assert!(goodput.contains(r#"probe="p1""#), "{goodput}");
-        let bps: f64 = goodput.rsplit(' ').next().unwrap().parse().unwrap();
+        let bytes_s: f64 = goodput.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(
-            (bps - 50e6).abs() < 50e6 * 0.002,
-            "the last batch's median, in bit/s: {bps}"
+            (bytes_s - 50e6 / 8.0).abs() < 50e6 / 8.0 * 0.002,
+            "the last batch's median, in bytes/s: {bytes_s}"
         );
         let rpm: f64 = line(&text, "vantage_responsiveness_rpm{")
             .rsplit(' ')

@@ -51,6 +51,9 @@ impl Ingest {
             _ => None,
         };
         self.metrics().polled(&health, assigned_version);
+        if let Ok(Ok(Some(doc))) = &found {
+            self.metrics().live().phases(&doc.name, &doc.phases);
+        }
         match found {
             Ok(Ok(Some(doc))) if heartbeat.applied == Some((doc.name.clone(), doc.version)) => {
                 refuse(PollStatus::Current, "")

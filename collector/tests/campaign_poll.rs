@@ -145,6 +145,8 @@ async fn poll_cases(s: Setup) {
         "vantage_collector_probe_campaign_version{probe=\"vm-in-1\",campaign=\"move\"} 1",
         "vantage_collector_probe_campaign_assigned_version{probe=\"vm-in-1\",campaign=\"move\"} 2",
         "vantage_collector_probe_window_seconds{probe=\"vm-in-1\"} 60.0",
+        // The cut-over, for the dashboard's annotation.
+        "vantage_campaign_phase_start_seconds{campaign=\"move\",phase=\"after\"} 1796256000.0",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
     }
