@@ -349,15 +349,29 @@ impl Direction {
             self.counters.lost += 1;
             return Verdict::Drop(Drop::Lost);
         }
-        Verdict::Deliver(self.schedule(now, size))
+        Verdict::Deliver(self.schedule_counted(now, size))
     }
 
     /// When a chunk of a byte stream arriving at `now` is delivered: no
     /// loss and no reordering, whatever the spec says.
     pub fn handle_stream(&mut self, now: Instant, size: usize) -> Instant {
         self.counters.offered += 1;
-        let at = self.schedule(now, size);
+        let at = self.schedule_counted(now, size);
         at.max(self.last_delivery.unwrap_or(at))
+    }
+
+    /// When the end of a byte stream, seen at `now`, is delivered: one
+    /// delay later and after all its data, as a FIN crosses a path. It
+    /// carries no bytes and is not counted as a chunk.
+    pub fn handle_stream_end(&mut self, now: Instant) -> Instant {
+        let at = self.schedule(now, 0);
+        at.max(self.last_delivery.unwrap_or(at))
+    }
+
+    fn schedule_counted(&mut self, now: Instant, size: usize) -> Instant {
+        self.counters.delivered += 1;
+        self.counters.bytes += size as u64;
+        self.schedule(now, size)
     }
 
     fn schedule(&mut self, now: Instant, size: usize) -> Instant {
@@ -373,8 +387,6 @@ impl Direction {
             }
         }
         self.last_delivery = Some(self.last_delivery.map_or(at, |l| l.max(at)));
-        self.counters.delivered += 1;
-        self.counters.bytes += size as u64;
         at
     }
 }
@@ -455,6 +467,41 @@ mod tests {
         assert_eq!(
             d.handle_datagram(t0 + ms(1), 100),
             Verdict::Deliver(t0 + ms(41))
+        );
+    }
+
+    #[test]
+    fn a_stream_ends_one_delay_after_it_is_closed_behind_its_data() {
+        let t0 = Instant::now();
+        let mut d = Direction::new(
+            DirectionSpec {
+                delay: ms(20),
+                rate_bps: Some(8_000_000), // 1 byte a µs
+                queue_bytes: 1 << 20,
+                ..Default::default()
+            },
+            1,
+        );
+        let data = d.handle_stream(t0, 50_000);
+        assert_eq!(data, t0 + ms(50) + ms(20));
+        // Closed at once: the end queues behind the 50 ms of data.
+        assert_eq!(d.handle_stream_end(t0 + ms(1)), t0 + ms(70));
+        // Closed after an idle second: one delay after the close, not at
+        // the last chunk's instant.
+        let mut idle = Direction::new(
+            DirectionSpec {
+                delay: ms(20),
+                ..Default::default()
+            },
+            1,
+        );
+        idle.handle_stream(t0, 100);
+        assert_eq!(idle.handle_stream_end(t0 + ms(1_000)), t0 + ms(1_020));
+        let c = idle.counters();
+        assert_eq!(
+            (c.offered, c.delivered, c.bytes),
+            (1, 1, 100),
+            "the end is no chunk"
         );
     }
 

@@ -247,14 +247,20 @@ fn pump(mut from: TcpStream, to: TcpStream, path: Arc<Mutex<Direction>>, clock: 
         return;
     };
     let mut buf = vec![0u8; CHUNK];
-    let mut last = Instant::now();
     loop {
         while sink.in_flight.load(Ordering::Relaxed) > MAX_IN_FLIGHT {
             std::thread::sleep(Duration::from_millis(1));
         }
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => {
-                clock.stream_at(last, &sink, None);
+                // The end of the stream crosses the path like its data: it
+                // leaves now, after everything before it. (Releasing it at
+                // the last chunk's instant would send it as early as that,
+                // and count a connection's idle time as release lateness.)
+                let Ok(at) = path.lock().map(|mut d| d.handle_stream_end(Instant::now())) else {
+                    return;
+                };
+                clock.stream_at(at, &sink, None);
                 break;
             }
             Ok(n) => n,
@@ -276,7 +282,6 @@ fn pump(mut from: TcpStream, to: TcpStream, path: Arc<Mutex<Direction>>, clock: 
             Ok(mut d) => d.handle_stream(now, n),
             Err(_) => return,
         };
-        last = at;
         sink.in_flight.fetch_add(n, Ordering::Relaxed);
         if !clock.stream_at(at, &sink, Some(buf[..n].to_vec())) {
             break;
