@@ -383,12 +383,16 @@ async fn metrics_and_health_leak_no_token_hash_or_batch_content() {
             hash.as_str(),
             &hash[..16],
             "vt_not_a_real_token",
-            "singapore",
             "127.0.0.1:4433",
         ] {
             assert!(!body.contains(secret), "{path} shows {secret:.12}…");
         }
     }
+    // The dashboard's families name targets by the name the probe gives
+    // them (aggregates, as a report shows them), never by address; /health
+    // says nothing of any batch.
+    let (_, health) = get_over_https(&s, "/health").await;
+    assert!(!health.contains("singapore"), "{health}");
     let (_, metrics) = get_over_https(&s, "/metrics").await;
     assert!(
         metrics.contains("vantage_collector_batches_stored_total 1"),
