@@ -31,17 +31,30 @@ name = "after"
 serve = { MY = "singapore" }
 "#;
 
-fn tool(name: &str) -> String {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` not found: install Debian's prometheus package (and curl); .ci/run does"
-    );
-    name.to_string()
+/// Fails at once, saying what to install, when a tool the test drives is
+/// missing.
+fn need_tools() {
+    for name in ["prometheus", "promtool", "curl"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "`{name}` not found: install Debian's prometheus package (and curl); .ci/run does"
+        );
+    }
+}
+
+/// A dashboard query with Grafana's variables filled in: every campaign,
+/// country and target, one minute's rate, `udp_rtt`.
+fn concrete(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$campaign", ".*")
+        .replace("$country", ".*")
+        .replace("$target", ".*")
+        .replace("$metric", "udp_rtt")
 }
 
 /// Starts a Prometheus scraping `collector` every second.
@@ -56,7 +69,7 @@ fn prometheus(dir: &Path, collector: &str, ca: &Path, native: bool) -> (Running,
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(tool("prometheus"));
+    let mut cmd = Command::new("prometheus");
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -73,7 +86,7 @@ fn prometheus(dir: &Path, collector: &str, ca: &Path, native: bool) -> (Running,
 
 /// The result vector of an instant query: (labels, value).
 fn query(prometheus: &str, expr: &str) -> Vec<(serde_json::Value, f64)> {
-    let out = Command::new(tool("curl"))
+    let out = Command::new("curl")
         .args(["-sS", "--fail-with-body", "-G"])
         .arg(format!("http://{prometheus}/api/v1/query"))
         .arg("--data-urlencode")
@@ -96,18 +109,13 @@ fn query(prometheus: &str, expr: &str) -> Vec<(serde_json::Value, f64)> {
 }
 
 fn metrics_text(collector: &str, ca: &Path) -> String {
-    let out = Command::new(tool("curl"))
+    let port = collector.rsplit(':').next().unwrap();
+    let out = Command::new("curl")
         .args(["-sS", "--fail", "--cacert"])
         .arg(ca)
         .arg("--resolve")
-        .arg(format!(
-            "localhost:{}:127.0.0.1",
-            collector.rsplit(':').next().unwrap()
-        ))
-        .arg(format!(
-            "https://localhost:{}/metrics",
-            collector.rsplit(':').next().unwrap()
-        ))
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg(format!("https://localhost:{port}/metrics"))
         .output()
         .unwrap();
     assert!(
@@ -137,6 +145,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[test]
 fn prometheus_scrapes_the_collector_and_the_dashboard_queries_what_it_exposes() {
+    need_tools();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let cert_dir = dir.path().join("collector-cert");
@@ -247,7 +256,7 @@ fn prometheus_scrapes_the_collector_and_the_dashboard_queries_what_it_exposes() 
 
     // promtool agrees that the exposition is well formed.
     let text = metrics_text(&collector, &ca);
-    let mut check = Command::new(tool("promtool"))
+    let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -313,23 +322,14 @@ fn prometheus_scrapes_the_collector_and_the_dashboard_queries_what_it_exposes() 
                 );
             }
         }
-        let concrete = expr
-            .replace("$__rate_interval", "1m")
-            .replace("$campaign", ".*")
-            .replace("$country", ".*")
-            .replace("$target", ".*")
-            .replace("$metric", "udp_rtt");
-        query(&classic, &concrete);
+        query(&classic, &concrete(expr));
     }
-    let latency = exprs
-        .iter()
-        .find(|e| e.contains("histogram_quantile(0.5") && e.contains("_bucket"))
-        .unwrap()
-        .replace("$__rate_interval", "1m")
-        .replace("$campaign", ".*")
-        .replace("$country", ".*")
-        .replace("$target", ".*")
-        .replace("$metric", "udp_rtt");
+    let latency = concrete(
+        exprs
+            .iter()
+            .find(|e| e.contains("histogram_quantile(0.5") && e.contains("_bucket"))
+            .unwrap(),
+    );
     let shown = query(&classic, &latency);
     assert_eq!(
         shown.len(),

@@ -8,6 +8,7 @@
 //! family. A batch that would add more is still stored; its series are
 //! counted as left out of `/metrics`, never silently dropped.
 
+use crate::metrics::counter;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
 use prometheus_client::metrics::MetricType;
@@ -261,12 +262,7 @@ impl Live {
                 let mut family =
                     encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
                 for (key, (_, a)) in families.iter() {
-                    family
-                        .encode_family(&key.labels())?
-                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-                            &count(a),
-                            None,
-                        )?;
+                    counter(family.encode_family(&key.labels())?, count(a))?;
                 }
             }
         }
@@ -302,16 +298,13 @@ impl Live {
                     .encode_gauge(&(*at_ms as f64 / 1e3))?;
             }
         }
-        let mut family = encoder.encode_descriptor(
+        let family = encoder.encode_descriptor(
             "vantage_collector_live_series_left_out",
             "Series of stored batches left out of the live families by their bound on label sets",
             None,
             MetricType::Counter,
         )?;
-        family.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-            &self.left_out(),
-            None,
-        )?;
+        counter(family, self.left_out())?;
         Ok(())
     }
 }

@@ -337,7 +337,7 @@ impl Collector for Exposed {
 }
 
 /// Writes one counter sample.
-fn counter(mut metric: MetricEncoder, v: u64) -> Result<(), std::fmt::Error> {
+pub(crate) fn counter(mut metric: MetricEncoder, v: u64) -> Result<(), std::fmt::Error> {
     metric.encode_counter::<NoLabelSet, _, u64>(&v, None)
 }
 
