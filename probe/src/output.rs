@@ -190,19 +190,26 @@ pub fn render_json_line(row: &SeriesRow) -> Result<String, RenderError> {
 }
 
 /// The header of a series' HdrHistogram interval log: timestamps are
-/// absolute (BaseTime 0), values in µs, `Interval_Max` in ms.
+/// absolute (BaseTime 0), values in the metric's unit (µs with
+/// `Interval_Max` in ms for latencies; kbit/s and round trips per minute
+/// as they are).
 pub fn render_hlog_header(series: &Series) -> Result<Vec<u8>, RenderError> {
     let comment = format!(
-        "Vantage {} to {} ({}), values in microseconds",
+        "Vantage {} to {} ({})",
         series.metric, series.target.name, series.target.address
     );
-    Ok(hlog_header(&comment, series.window.start_unix_ms)?)
+    Ok(hlog_header(
+        &comment,
+        series.metric.unit(),
+        series.window.start_unix_ms,
+    )?)
 }
 
 /// One interval line of an HdrHistogram log for a series.
 pub fn render_hlog_interval(series: &Series) -> Result<Vec<u8>, RenderError> {
     Ok(hlog_interval(
         &series.histogram,
+        series.metric.unit(),
         series.window,
         series.metric.name(),
     )?)

@@ -108,6 +108,9 @@ pub struct Recorder {
     window_ms: u64,
     grace: Duration,
     targets: Vec<Target>,
+    /// Addresses that differ from the target's for one metric (the STAMP
+    /// port answers `udp_rtt`, not the QUIC/HTTPS port).
+    metric_addresses: BTreeMap<(usize, Metric), String>,
     run_start_ms: u64,
     open: BTreeMap<(u64, usize, Metric), Series>,
     totals: BTreeMap<(usize, Metric), Series>,
@@ -129,6 +132,7 @@ impl Recorder {
             window_ms: window.as_millis().max(1) as u64,
             grace,
             targets,
+            metric_addresses: BTreeMap::new(),
             run_start_ms: anchor.unix_ms(start),
             open: BTreeMap::new(),
             totals: BTreeMap::new(),
@@ -150,7 +154,10 @@ impl Recorder {
     ) -> Option<(&mut Series, &mut Series)> {
         let index = self.anchor.unix_ms(intended) / self.window_ms;
         let window = self.window_of(index);
-        let t = self.targets.get(target)?.clone();
+        let mut t = self.targets.get(target)?.clone();
+        if let Some(address) = self.metric_addresses.get(&(target, metric)) {
+            t.address = address.clone();
+        }
         let s = self
             .open
             .entry((index, target, metric))
@@ -266,6 +273,12 @@ impl Recorder {
                 s
             })
             .collect()
+    }
+
+    /// Sets the address that `metric`'s series of `target` carry instead of
+    /// the target's: the one that answers that metric.
+    pub fn set_metric_address(&mut self, target: usize, metric: Metric, address: String) {
+        self.metric_addresses.insert((target, metric), address);
     }
 
     /// Sets the address series of `target` opened from now on carry (a

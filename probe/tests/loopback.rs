@@ -313,3 +313,50 @@ async fn a_ca_file_is_trusted_and_insecure_runs_are_marked() {
         "{rows:?}"
     );
 }
+
+/// A probe that measures only `udp_rtt` against a responder on `::1`:
+/// STAMP needs no certificate trust, so none is asked for and none is
+/// labelled; each series names the address that answered it, IPv6 in
+/// brackets, and `udp_rtt` names the STAMP port, not the QUIC/HTTPS one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stamp_only_probe_over_ipv6_asks_no_trust_and_names_the_stamp_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let responder = Responder::start(ResponderConfig {
+        bind: std::net::Ipv6Addr::LOCALHOST.into(),
+        ..ResponderConfig::local().unwrap()
+    })
+    .await
+    .unwrap();
+    let port = responder.quic_addr().port();
+    let stamp = responder.stamp_addr().port();
+    let mut args = ProbeArgs {
+        targets: vec![format!("dc=[::1]:{port}")],
+        stamp_port: Some(stamp),
+        state_dir: Some(dir.path().to_path_buf()),
+        quiet: true,
+        seed: Some(1),
+        metrics: vec!["udp_rtt".into()],
+        rates: vec!["udp_rtt=50".into()],
+        duration: Some(Duration::from_millis(1500)),
+        window: Some(Duration::from_secs(1)),
+        ..ProbeArgs::default()
+    };
+    for (insecure, out) in [(false, "plain"), (true, "insecure")] {
+        args.insecure = insecure;
+        args.out = Some(dir.path().join(out));
+        let (_tx, stop) = watch::channel(false);
+        let summary = run(args.clone().into_config().expect("no trust needed"), stop)
+            .await
+            .unwrap();
+        let counted: u64 = summary.totals.iter().map(|s| s.histogram.len()).sum();
+        assert!(counted > 20, "{out}: {counted} udp_rtt samples");
+        let rows = read_csv(&dir.path().join(out).join("series.csv"));
+        assert!(!rows.is_empty());
+        for r in &rows {
+            assert_eq!(r["metric"], "udp_rtt");
+            assert_eq!(r["target_address"], format!("[::1]:{stamp}"), "{r:?}");
+            assert!(!r["labels"].contains("tls="), "{out}: {r:?}");
+        }
+    }
+    responder.shutdown().await;
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -69,6 +69,9 @@ pub(crate) async fn serve(
         // handshakes finish in a round trip or two.
         let cancel = handshaking.admit(&shared.stats);
         Stats::bump(&shared.stats.tcp_connections);
+        // The address the connection arrived on: the origin of the
+        // responsiveness URLs when the request names none that is usable.
+        let local = tcp.local_addr().ok();
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
@@ -102,39 +105,70 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let service_shared = shared.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let shared = service_shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, remote.ip(), &shared).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.limits.handshake_timeout)
-                // Room for a photo upload's body to arrive in large reads:
-                // at 16 or 64 KiB the HTTPS upload ran at ~0.6 of a raw TLS
-                // stream on loopback, at 256 KiB ~0.75 (benches/ANALYSIS.md).
-                // Headers stay bounded by hyper's header count and the
-                // header-read timeout; the buffer grows only when reads fill
-                // it, so an idle connection keeps 8 KiB.
-                .max_buf_size(256 * 1024)
-                .keep_alive(true)
-                // One buffer per response: with vectored writes the head and a
-                // small body become two TLS records, and the client wakes twice.
-                .writev(false)
-                .serve_connection(TokioIo::new(tls), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                Stats::bump(&shared.stats.http_bad_requests);
-                tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
-            }
+            serve_http(tls, remote, local, &shared, &mut shutdown).await;
         });
+    }
+}
+
+/// Serves HTTP on one TLS connection until it ends or the responder
+/// stops: HTTP/2 when the client chose `h2` in ALPN (what responsiveness
+/// clients use), HTTP/1.1 with keep-alive otherwise.
+async fn serve_http(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let service_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(answer(req, remote.ip(), local, &shared).await) }
+    });
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(shared.limits.max_streams_per_connection)
+            .max_header_list_size(64 * 1024)
+            .serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.limits.handshake_timeout)
+            // Room for a photo upload's body to arrive in large reads:
+            // at 16 or 64 KiB the HTTPS upload ran at ~0.6 of a raw TLS
+            // stream on loopback, at 256 KiB ~0.75 (benches/ANALYSIS.md).
+            // Headers stay bounded by hyper's header count and the
+            // header-read timeout; the buffer grows only when reads fill
+            // it, so an idle connection keeps 8 KiB.
+            .max_buf_size(256 * 1024)
+            .keep_alive(true)
+            // One buffer per response: with vectored writes the head and a
+            // small body become two TLS records, and the client wakes twice.
+            .writev(false)
+            .serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        Stats::bump(&shared.stats.http_bad_requests);
+        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
     }
 }
 
@@ -220,7 +254,12 @@ impl Handshaking {
     }
 }
 
-async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Response<ResponseBody> {
+async fn answer(
+    req: Request<Incoming>,
+    remote: IpAddr,
+    local: Option<SocketAddr>,
+    shared: &Shared,
+) -> Response<ResponseBody> {
     let received = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -262,20 +301,13 @@ async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Resp
         }
         (Method::GET, "/.well-known/nq") => {
             Stats::bump(&shared.stats.http_requests);
-            let host = req
-                .headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| {
-                    h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-                })
-                .unwrap_or("localhost")
-                .to_string();
-            let config = format!(
-                "{{\n  \"version\": 1,\n  \"urls\": {{\n    \"large_download_url\": \"https://{host}/nq/large\",\n    \"small_download_url\": \"https://{host}/nq/small\",\n    \"upload_url\": \"https://{host}/nq/upload\"\n  }}\n}}\n"
-            );
-            let mut r = reply(StatusCode::OK, config);
+            let named = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+                req.headers()
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
+            let origin = crate::nq::origin(named, local);
+            let mut r = reply(StatusCode::OK, crate::nq::config_json(&origin));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/json"),
@@ -291,7 +323,7 @@ async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Resp
             // on the fly; the client ends the transfer by closing.
             Stats::bump(&shared.stats.http_requests);
             let mut r = Response::new(ResponseBody::Zeros {
-                left: NQ_LARGE_BYTES,
+                left: crate::nq::NQ_LARGE_BYTES,
             });
             *r.status_mut() = StatusCode::OK;
             r
@@ -322,10 +354,6 @@ async fn answer(req: Request<Incoming>, remote: IpAddr, shared: &Shared) -> Resp
         ),
     }
 }
-
-/// Size of the responsiveness test's large download: 8 GiB, as the draft
-/// suggests, far more than a test of a few seconds moves.
-const NQ_LARGE_BYTES: u64 = 8 << 30;
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body));

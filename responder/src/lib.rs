@@ -18,6 +18,7 @@
 mod body;
 mod http3;
 mod https;
+mod nq;
 mod photo;
 mod query;
 mod quic;
@@ -273,7 +274,8 @@ impl Responder {
             shared.clone(),
             shutdown_rx.clone(),
         ));
-        let tls = Arc::new(config.identity.server_config(&[b"http/1.1"])?);
+        // h2 for responsiveness clients; Vantage probes ask for http/1.1.
+        let tls = Arc::new(config.identity.server_config(&[b"h2", b"http/1.1"])?);
         tasks.spawn(https::serve(
             https_listener,
             tls,

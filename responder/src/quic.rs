@@ -36,6 +36,7 @@ pub(crate) async fn serve(
         .limits
         .connections_per_source
         .map(|r| crate::rate::RateLimiter::new(r, shared.limits.max_rate_sources));
+    let bound = endpoint.local_addr().ok();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
@@ -81,7 +82,11 @@ pub(crate) async fn serve(
                 .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|h| h.protocol);
             if alpn.as_deref() == Some(crate::http3::ALPN) {
-                crate::http3::serve_connection(conn, shared).await;
+                // The address the connection reached: the packet's own
+                // destination when the socket reports it, else the bound one.
+                let local =
+                    bound.map(|b| SocketAddr::new(conn.local_ip().unwrap_or(b.ip()), b.port()));
+                crate::http3::serve_connection(conn, local, shared).await;
             } else {
                 serve_connection(conn, shared).await;
             }

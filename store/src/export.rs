@@ -4,7 +4,7 @@
 
 use crate::select::Group;
 use serde::Serialize;
-use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, HlogError, Summary};
+use vantage_wire::{hlog_header, hlog_interval, rfc3339_ms, HlogError, Summary, Unit};
 
 /// Version of the export columns.
 pub const EXPORT_SCHEMA: &str = "vantage.group/2";
@@ -70,6 +70,10 @@ pub enum ExportError {
     /// A histogram did not serialize into the log.
     #[error(transparent)]
     Hlog(#[from] HlogError),
+    /// The groups hold metrics in different units; an HdrHistogram log has
+    /// one.
+    #[error("the groups hold metrics in different units ({0}), and an HdrHistogram log holds one: narrow --select to metrics of one unit (latencies, photosync_goodput or responsiveness_rpm)")]
+    MixedUnits(String),
 }
 
 fn group_text(keys: &[String], g: &Group) -> String {
@@ -145,20 +149,35 @@ pub fn render_json(rows: &[GroupRow]) -> Result<Vec<u8>, ExportError> {
 }
 
 /// An HdrHistogram interval log: one interval per group, tagged with the
-/// group, values in µs, timestamps absolute.
+/// group, timestamps absolute, values in the groups' one unit (a log has
+/// one divisor, so groups of metrics in different units are refused).
 pub fn render_hlog(keys: &[String], groups: &[Group]) -> Result<Vec<u8>, ExportError> {
     let start = groups
         .iter()
         .map(|g| g.merged.window.start_unix_ms)
         .min()
         .unwrap_or(0);
-    let mut out = hlog_header(
-        "Vantage export: merged histograms, values in microseconds",
-        start,
-    )?;
+    let units: std::collections::BTreeSet<&str> = groups
+        .iter()
+        .map(|g| g.merged.metric.unit().suffix())
+        .collect();
+    if units.len() > 1 {
+        return Err(ExportError::MixedUnits(
+            units.into_iter().collect::<Vec<_>>().join(", "),
+        ));
+    }
+    let unit = groups
+        .first()
+        .map_or(Unit::Microseconds, |g| g.merged.metric.unit());
+    let mut out = hlog_header("Vantage export: merged histograms", unit, start)?;
     for g in groups {
         let s = &g.merged;
-        out.extend(hlog_interval(&s.histogram, s.window, &group_text(keys, g))?);
+        out.extend(hlog_interval(
+            &s.histogram,
+            unit,
+            s.window,
+            &group_text(keys, g),
+        )?);
     }
     Ok(out)
 }
@@ -209,5 +228,50 @@ mod tests {
             String::from_utf8(render_json(&[GroupRow::new(&["country".into()], &group)]).unwrap())
                 .unwrap();
         assert!(json.contains("\"schema\":\"vantage.group/2\""), "{json}");
+    }
+
+    fn group_of(metric: Metric, value: u64) -> Group {
+        let mut s = Series::new(
+            Target {
+                name: "sg".into(),
+                address: "a".into(),
+            },
+            metric,
+            Window {
+                start_unix_ms: 0,
+                end_unix_ms: 60_000,
+            },
+        );
+        s.histogram.record(value).unwrap();
+        s.sent = 1;
+        Group {
+            key: vec![metric.name().into()],
+            merged: s,
+            probes: ["p1".to_string()].into(),
+            series: 1,
+        }
+    }
+
+    #[test]
+    fn the_hlog_names_its_unit_and_refuses_to_mix_units() {
+        let keys = ["metric".to_string()];
+        let goodput = render_hlog(&keys, &[group_of(Metric::PhotosyncGoodput, 3129)]).unwrap();
+        let text = String::from_utf8_lossy(&goodput);
+        assert!(text.contains("values in kbit/s"), "{text}");
+        assert!(text.contains("MaxValueDivisor 1)"), "{text}");
+        assert!(!text.contains("microseconds"), "{text}");
+        let latency = render_hlog(&keys, &[group_of(Metric::QuicRequest, 3129)]).unwrap();
+        assert!(String::from_utf8_lossy(&latency).contains("values in microseconds"));
+        let mixed = render_hlog(
+            &keys,
+            &[
+                group_of(Metric::QuicRequest, 3129),
+                group_of(Metric::PhotosyncGoodput, 3129),
+            ],
+        );
+        assert!(
+            matches!(&mixed, Err(ExportError::MixedUnits(u)) if u == "kbps, us"),
+            "{mixed:?}"
+        );
     }
 }

@@ -33,11 +33,11 @@ pub use histogram::{
     new_latency_histogram, record_clamped, same_counts, CountsScratch, HistogramError,
     LatencyHistogram, SparseCounts, Summary, HISTOGRAM_HIGHEST, HISTOGRAM_LOWEST, HISTOGRAM_SIGFIG,
 };
-pub use hlog::{hlog_header, hlog_interval, hlog_tag, HlogError};
+pub use hlog::{hlog_divisor, hlog_header, hlog_interval, hlog_tag, HlogError};
 pub use labels::{LabelError, Labels, MAX_LABELS};
 pub use metric::{ErrorClass, Metric, ParseNameError, Reason, Unit};
 pub use record::{
-    counts_text, Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime, StatusCounts,
-    Target, Window,
+    counts_text, host_port, Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime,
+    StatusCounts, Target, Window,
 };
 pub use time::rfc3339_ms;

@@ -3,6 +3,17 @@ use crate::labels::Labels;
 use crate::metric::{ErrorClass, Metric, Reason};
 use std::collections::BTreeMap;
 
+/// `host:port` as an address is written everywhere in Vantage: an IPv6
+/// literal in brackets (`[::1]:4443`), so the port cannot be read as part
+/// of the address; a name or IPv4 address as it is.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// A data centre a probe measures: its name (`singapore`) and the address it
 /// was reached at (`203.0.113.7:4433`), so a report can tell which one answered.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -242,4 +253,18 @@ pub struct Batch {
     pub dropped_batches: u64,
     /// The measurements.
     pub series: Vec<Series>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn ipv6_addresses_are_joined_to_their_port_in_brackets() {
+        assert_eq!(host_port("::1", 4443), "[::1]:4443");
+        assert_eq!(host_port("2001:db8::7", 862), "[2001:db8::7]:862");
+        assert_eq!(host_port("[::1]", 4443), "[::1]:4443");
+        assert_eq!(host_port("127.0.0.1", 4443), "127.0.0.1:4443");
+        assert_eq!(host_port("dc.example", 4443), "dc.example:4443");
+    }
 }

@@ -241,7 +241,7 @@ fn place_of(config: &tokio_postgres::Config) -> String {
                 .copied()
                 .unwrap_or(5432);
             match h {
-                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Tcp(name) => vantage_wire::host_port(name, port),
                 #[cfg(unix)]
                 Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
             }

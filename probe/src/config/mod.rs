@@ -334,8 +334,9 @@ pub struct TargetConfig {
     pub stamp_port: u16,
     /// Name to send in TLS SNI and check against a CA-issued certificate.
     pub server_name: String,
-    /// How to trust its certificate.
-    pub trust: Trust,
+    /// How to trust its certificate; `None` when no metric measured uses
+    /// TLS (a STAMP-only probe), so none is asked for and none is labelled.
+    pub trust: Option<Trust>,
 }
 
 /// What the terminal shows.
@@ -434,7 +435,7 @@ pub enum ConfigError {
     #[error("target name `{0}` is used twice; names identify data centres in reports")]
     DuplicateTarget(String),
     /// A target without a way to trust its certificate.
-    #[error("target `{0}`: no certificate trust given; add --pin sha256:… (printed by `vantage serve`), --ca-file FILE, or --insecure")]
+    #[error("target `{0}`: no certificate trust given; add --pin sha256:… (printed by `vantage serve`), --ca-file FILE, or --insecure (only udp_rtt, which is plain STAMP, needs none)")]
     NoTrust(String),
     /// A bad fingerprint.
     #[error(transparent)]
@@ -583,6 +584,33 @@ mod tests {
         assert_eq!(c.targets[1].host, "::1");
         assert_eq!(c.targets[1].port, 5000);
         assert_eq!(c.targets[0].stamp_port, 4862);
+        assert_eq!(c.targets[0].trust, Some(Trust::Insecure));
+    }
+
+    #[test]
+    fn a_stamp_only_probe_needs_no_trust_and_carries_none() {
+        // udp_rtt is plain STAMP: no certificate is ever checked.
+        let c = args(|a| {
+            a.targets = vec!["sg=[::1]:4433".into()];
+            a.metrics = vec!["udp_rtt".into()];
+        })
+        .unwrap();
+        assert_eq!(c.targets[0].trust, None);
+        // An --insecure given anyway is not carried: nothing is unverified.
+        let c = args(|a| {
+            a.targets = vec!["sg=[::1]:4433".into()];
+            a.metrics = vec!["udp_rtt".into()];
+            a.insecure = true;
+        })
+        .unwrap();
+        assert_eq!(c.targets[0].trust, None);
+        // One metric over TLS, and the trust is required again.
+        let err = args(|a| {
+            a.targets = vec!["sg=[::1]:4433".into()];
+            a.metrics = vec!["udp_rtt".into(), "tcp_connect".into()];
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NoTrust(_)), "{err}");
     }
 
     #[test]
@@ -687,7 +715,7 @@ stamp_port = 9000
         );
         assert_eq!(c.window, Duration::from_secs(30));
         assert_eq!(c.targets[0].stamp_port, 9000);
-        assert!(matches!(c.targets[0].trust, Trust::Pinned(_)));
+        assert!(matches!(c.targets[0].trust, Some(Trust::Pinned(_))));
         assert_eq!(
             c.schedules[&Measurement::UdpRtt],
             Spacing::Fixed {

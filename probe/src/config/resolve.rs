@@ -31,7 +31,7 @@ fn pick<T>(layers: &[&Layer], get: impl Fn(&Layer) -> Option<T>) -> Option<T> {
 /// Resolves `layers` (highest first) into the configuration the probe runs.
 pub fn resolve(layers: &[&Layer]) -> Result<ProbeConfig, ConfigError> {
     let labels = resolve_labels(layers)?;
-    let targets = resolve_targets(layers)?;
+    let mut targets = resolve_targets(layers)?;
     let urls = resolve_urls(layers)?;
     let local = pick(layers, |l| l.local).unwrap_or(false);
     check_names(&targets, &urls)?;
@@ -39,6 +39,7 @@ pub fn resolve(layers: &[&Layer]) -> Result<ProbeConfig, ConfigError> {
         return Err(ConfigError::NoTarget);
     }
     let metrics = resolve_metrics(layers, !targets.is_empty() || local, !urls.is_empty())?;
+    require_trust(&mut targets, &metrics)?;
     let rates = resolve_rates(layers)?;
     let fixed = pick(layers, |l| l.fixed_spacing).unwrap_or(false);
     let schedules = resolve_schedules(&metrics, &rates, fixed);
@@ -127,7 +128,26 @@ fn choose_trust<'a>(
     item_value(layers, at, own, for_all).cloned()
 }
 
-/// Data centres of every layer, lower layers first.
+/// A certificate trust for each data centre when a metric measured uses
+/// TLS (every responder metric but `udp_rtt`, which is plain STAMP), and
+/// none otherwise: a STAMP-only probe needs no `--pin`, and an
+/// `--insecure` it was given is not carried, since nothing is unverified.
+fn require_trust(targets: &mut [TargetConfig], metrics: &[Metric]) -> Result<(), ConfigError> {
+    let uses_tls = metrics
+        .iter()
+        .any(|m| RESPONDER_METRICS.contains(m) && *m != Metric::UdpRtt);
+    for t in targets {
+        if !uses_tls {
+            t.trust = None;
+        } else if t.trust.is_none() {
+            return Err(ConfigError::NoTrust(t.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Data centres of every layer, lower layers first; each with the trust
+/// its layers give, if any ([`require_trust`] decides whether it needs one).
 fn resolve_targets(layers: &[&Layer]) -> Result<Vec<TargetConfig>, ConfigError> {
     let stamp_default = vantage_responder::DEFAULT_STAMP_PORT;
     let mut out = Vec::new();
@@ -135,8 +155,7 @@ fn resolve_targets(layers: &[&Layer]) -> Result<Vec<TargetConfig>, ConfigError> 
         for t in &layer.targets {
             let trust = choose_trust(layers, t.trust.as_ref().map(|x| (at, x)), |l| {
                 l.trust.as_ref()
-            })
-            .ok_or_else(|| ConfigError::NoTrust(t.name.clone()))?;
+            });
             let stamp_port =
                 item_value(layers, at, t.stamp_port, |l| l.stamp_port).unwrap_or(stamp_default);
             out.push(TargetConfig {
@@ -595,7 +614,7 @@ mod tests {
             ("state_dir", |l, h| l.state_dir = Some(s(h, "/hi", "/lo").into()), |c| c.state_dir.display().to_string(), ["<default>", "/lo", "/hi"]),
             ("out", |l, h| l.out = Some(s(h, "hi", "lo").into()), |c| format!("{:?}", c.out), ["None", "Some(\"lo\")", "Some(\"hi\")"]),
             ("display", |l, h| l.display = Some(if h { Display::Json } else { Display::Quiet }), |c| format!("{:?}", c.display), ["Table", "Quiet", "Json"]),
-            ("collector", |l, h| l.upload.collector = Some(vec![s(h, "hi.test:2", "lo.test:3"), "spare.test:4".into()]), |c| c.upload.as_ref().map(|u| u.targets.iter().map(|t| format!("{}:{}", t.host, t.port)).collect::<Vec<_>>().join(",")).unwrap_or_default(), ["base.test:1", "lo.test:3,spare.test:4", "hi.test:2,spare.test:4"]),
+            ("collector", |l, h| l.upload.collector = Some(vec![s(h, "hi.test:2", "lo.test:3"), "spare.test:4".into()]), |c| c.upload.as_ref().map(|u| u.targets.iter().map(|t| vantage_wire::host_port(&t.host, t.port)).collect::<Vec<_>>().join(",")).unwrap_or_default(), ["base.test:1", "lo.test:3,spare.test:4", "hi.test:2,spare.test:4"]),
             ("token", |l, h| l.upload.token = Some(s(h, "hi", "lo")), |c| c.upload.as_ref().map(|u| u.targets[0].token.clone()).unwrap_or_default(), ["token", "lo", "hi"]),
             ("collector trust", |l, h| l.upload.trust = Some(Trust::CaFile(s(h, "hi.pem", "lo.pem").into())), |c| c.upload.as_ref().map(|u| format!("{:?}", u.targets[0].trust)).unwrap_or_default(), ["Insecure", "CaFile(\"lo.pem\")", "CaFile(\"hi.pem\")"]),
             ("spool_dir", |l, h| l.upload.spool_dir = Some(s(h, "/hi", "/lo").into()), |c| c.upload.as_ref().map(|u| u.spool_dir.display().to_string()).unwrap_or_default(), ["<default>/spool", "/lo", "/hi"]),

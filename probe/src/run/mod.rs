@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use vantage_responder::ResponderError;
 use vantage_tls::{Fingerprint, Trust, TrustError};
-use vantage_wire::{Series, Target};
+use vantage_wire::{Metric, Series, Target};
 
 /// Why a probe run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,9 @@ async fn run_with(
     }
     let (resolved, local_responder) = targets::resolve_all(&config).await?;
     let mut labels = config.labels.clone();
-    let insecure = resolved.iter().any(|t| t.config.trust == Trust::Insecure);
+    let insecure = resolved
+        .iter()
+        .any(|t| t.config.trust == Some(Trust::Insecure));
     if insecure {
         // Carried in every batch, so no report can lose the fact.
         let _ = labels.insert("tls", "insecure");
@@ -202,6 +204,9 @@ async fn run_with(
         grace,
         series_targets(&resolved, &config),
     );
+    for (index, t) in resolved.iter().enumerate() {
+        recorder.set_metric_address(index, Metric::UdpRtt, t.stamp.to_string());
+    }
     // Without --seed, a seed from the clock: each run draws its own times.
     let seed = config.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -330,7 +335,9 @@ fn series_targets(resolved: &[targets::ResolvedTarget], config: &ProbeConfig) ->
         .iter()
         .map(|t| Target {
             name: t.config.name.clone(),
-            address: format!("{}:{}", t.config.host, t.config.port),
+            // The address that answered, as a socket address writes it
+            // (`[::1]:4443` for IPv6), not the host name as given.
+            address: t.quic.to_string(),
         })
         .chain(config.urls.iter().map(|u| Target {
             name: u.name.clone(),

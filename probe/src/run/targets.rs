@@ -39,7 +39,7 @@ async fn resolve(t: &TargetConfig, port: u16) -> Result<SocketAddr, RunError> {
 /// every series with TLS errors. An unreachable target only warns: it is
 /// measured (and its failures counted) like any other.
 async fn preflight(t: &ResolvedTarget, tls: &TlsClient) -> Result<(), RunError> {
-    let Trust::Pinned(pins) = &t.config.trust else {
+    let Some(Trust::Pinned(pins)) = &t.config.trust else {
         return Ok(());
     };
     let attempt = async {
@@ -94,7 +94,7 @@ pub(crate) async fn resolve_all(
                 port: responder.quic_addr().port(),
                 stamp_port: responder.stamp_addr().port(),
                 server_name: "localhost".into(),
-                trust: Trust::Pinned(vec![responder.fingerprint()]),
+                trust: Some(Trust::Pinned(vec![responder.fingerprint()])),
             },
             quic: responder.quic_addr(),
             https: responder.https_addr(),
@@ -129,8 +129,12 @@ pub(crate) async fn target_contexts(
             target: t.config.name.clone(),
             source,
         };
-        let https_tls = TlsClient::new(&t.config.trust, &[b"http/1.1"]).map_err(trust_err)?;
-        let quic_tls = TlsClient::new(&t.config.trust, &[echo::ALPN]).map_err(trust_err)?;
+        // Without a trust no TLS metric runs (the configuration says so);
+        // the clients are still made, pinned to nothing, so any TLS
+        // connection would fail closed rather than go unverified.
+        let trust = t.config.trust.clone().unwrap_or(Trust::Pinned(Vec::new()));
+        let https_tls = TlsClient::new(&trust, &[b"http/1.1"]).map_err(trust_err)?;
+        let quic_tls = TlsClient::new(&trust, &[echo::ALPN]).map_err(trust_err)?;
         preflight(t, &https_tls).await?;
         let endpoint =
             measure::quic_client_endpoint(&quic_tls, t.quic).map_err(|reason| RunError::Quic {
