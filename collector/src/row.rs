@@ -12,8 +12,9 @@ use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
 
 /// The schema this build writes and reads, in both backends' `schema_version`
 /// table: 1 first release, 2 reasons and statuses, 3 roll-ups, 4 the fleet
-/// (campaigns, assignments, probe health).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// (campaigns, assignments, probe health), 5 losses of unknown direction
+/// (`unknown_direction_lost`, last in both tables).
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The columns [`RowReader::read`] reads, in its order; `sequence` is the
 /// expression for the sequence column (`block_start` for a roll-up).
@@ -21,13 +22,13 @@ pub(crate) fn select_columns(sequence: &str) -> String {
     format!(
         "probe_id, {sequence}, campaign, labels, target, target_address, metric, window_start, window_end, \
          sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
-         server_sum_us, server_count, histogram, reasons, statuses"
+         server_sum_us, server_count, histogram, reasons, statuses, unknown_direction_lost"
     )
 }
 
 /// Column of `series_count` when a roll-up is read with
 /// `select_columns(..), series_count`.
-pub(crate) const SERIES_COUNT_COLUMN: usize = 24;
+pub(crate) const SERIES_COUNT_COLUMN: usize = 25;
 
 /// The labels both tables keep in columns of their own (indexed, so a
 /// selector narrows on them in SQL), in column order.
@@ -76,13 +77,15 @@ pub(crate) fn sql_int(v: u64) -> i64 {
 /// A series' stored figures but its histogram, as both backends write
 /// them: `window_start` through `lost`, `errors`, `bytes` through
 /// `server_count`, then `reasons` and `statuses` (the histogram's column
-/// sits between `server_count` and `reasons`).
+/// sits between `server_count` and `reasons`), and `unknown_direction_lost`,
+/// the last column of `series` and of `rollups` (after `series_count`).
 pub(crate) struct Figures {
     pub(crate) ints_before: [i64; 4],
     pub(crate) errors: String,
     pub(crate) ints_after: [i64; 9],
     pub(crate) reasons: String,
     pub(crate) statuses: String,
+    pub(crate) unknown_direction_lost: i64,
 }
 
 impl Figures {
@@ -109,6 +112,7 @@ impl Figures {
             ],
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),
+            unknown_direction_lost: n(s.path.unknown_direction_lost),
         }
     }
 }
@@ -257,6 +261,7 @@ impl RowReader {
             s.statuses =
                 parse_counts("status counts", &self.statuses).map_err(ColumnError::Corrupt)?;
         }
+        s.path.unknown_direction_lost = n(24)?;
         Ok(())
     }
 }

@@ -508,16 +508,58 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
             .trim()
             .to_string()
     };
-    assert_eq!(version(), "4");
-    // A version-3 database (before the fleet) gains the fleet's tables.
+    assert_eq!(version(), "5");
+    // A version-3 database (before the fleet and the losses of unknown
+    // direction) gains the fleet's tables and the columns.
     server.psql(
         "vantage",
         "DROP TABLE campaign_versions, campaign_assignments, probe_health; \
+         ALTER TABLE series DROP COLUMN unknown_direction_lost; \
+         ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
          UPDATE schema_version SET version = 3",
     );
     let mut store = PgStore::open(&location).unwrap();
-    assert_eq!(version(), "4");
+    assert_eq!(version(), "5");
     assert_eq!(store.put_campaign("c", "", &[], 1).unwrap(), 1);
+    drop(store);
+    // A version-4 database gains the columns, and stores and folds them.
+    server.psql(
+        "vantage",
+        "ALTER TABLE series DROP COLUMN unknown_direction_lost; \
+         ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
+         UPDATE schema_version SET version = 4",
+    );
+    let mut store = PgStore::open(&location).unwrap();
+    assert_eq!(version(), "5");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut b = batch("p1", 1, "before", &mut rng);
+    b.series[0].path.unknown_direction_lost = 7;
+    let raw = b.encode().unwrap();
+    store
+        .insert_batches(
+            &[Incoming {
+                batch: &b,
+                raw: &raw,
+                plain_histograms: &[],
+                token_hash: None,
+            }],
+            1,
+        )
+        .unwrap();
+    store.fold_rollups(usize::MAX).unwrap();
+    for resolution in [Resolution::Window, Resolution::Hour] {
+        let rows = store
+            .select(&Selector {
+                resolution,
+                ..Selector::default()
+            })
+            .unwrap();
+        let unknown: u64 = rows
+            .iter()
+            .map(|r| r.series.path.unknown_direction_lost)
+            .sum();
+        assert_eq!(unknown, 7, "{resolution}");
+    }
     drop(store);
     server.psql("vantage", "UPDATE schema_version SET version = 99");
     let err = PgStore::open(&location).err().expect("refused");

@@ -13,7 +13,7 @@ use vantage_wire::{
 };
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
-pub const SERIES_SCHEMA: &str = "vantage.series/3";
+pub const SERIES_SCHEMA: &str = "vantage.series/4";
 
 /// One series as a flat row: the columns of `series.csv` and the fields of
 /// each `--json` line. Values are in the metric's `unit`: µs for every
@@ -91,6 +91,9 @@ pub struct SeriesRow {
     pub forward_lost: u64,
     /// Losses on the way back (udp_rtt).
     pub backward_lost: u64,
+    /// Losses whose direction cannot be told (udp_rtt against a reflector
+    /// whose sequence numbers mirror the probe's, as a stateless one's do).
+    pub unknown_direction_lost: u64,
     /// Payload bytes.
     pub bytes: u64,
     /// Failures by finer reason, `reason=n;reason=n`; part of `error_classes`.
@@ -154,6 +157,7 @@ impl SeriesRow {
             reordered: s.path.reordered,
             forward_lost: s.path.forward_lost,
             backward_lost: s.path.backward_lost,
+            unknown_direction_lost: s.path.unknown_direction_lost,
             bytes: s.bytes,
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),

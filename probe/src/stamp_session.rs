@@ -49,6 +49,11 @@ pub struct StampSender {
     highest_answered: Option<u32>,
     /// Last in-order reply: (sender seq, reflector seq, rtt).
     last: Option<(u32, u32, Duration)>,
+    /// Whether a reply has shown the reflector keeps a count of its own
+    /// (its sequence number differed from ours). Until then its numbers
+    /// may mirror ours, as a stateless reflector's do, and a gap cannot be
+    /// split by direction.
+    reflector_counts: bool,
 }
 
 /// How many answered sequence numbers are remembered to spot duplicates.
@@ -65,6 +70,7 @@ impl StampSender {
             expired: BTreeSet::new(),
             highest_answered: None,
             last: None,
+            reflector_counts: false,
         }
     }
 
@@ -97,6 +103,13 @@ impl StampSender {
             };
         };
         let rtt = now.saturating_duration_since(sent.started);
+        // A stateful reflector numbers what it received, so its count
+        // falls behind ours at the first packet lost on the way there; a
+        // stateless one copies our number (RFC 8762 §4.2.1). Until the two
+        // differ once, a gap could be either, and its direction is unknown.
+        if reply.sequence != seq {
+            self.reflector_counts = true;
+        }
         let mut path = PathStats::default();
         if matches!(self.highest_answered, Some(h) if h > seq) {
             path.reordered = 1;
@@ -108,10 +121,14 @@ impl StampSender {
                     .wrapping_sub(last_r)
                     .wrapping_sub(1)
                     .min(gap_sent);
-                // Packets between the two replies that the reflector saw
-                // came back lost; the others never reached it.
-                path.backward_lost = u64::from(gap_reflected);
-                path.forward_lost = u64::from(gap_sent - gap_reflected);
+                if self.reflector_counts {
+                    // Packets between the two replies that the reflector
+                    // saw came back lost; the others never reached it.
+                    path.backward_lost = u64::from(gap_reflected);
+                    path.forward_lost = u64::from(gap_sent - gap_reflected);
+                } else {
+                    path.unknown_direction_lost = u64::from(gap_sent);
+                }
                 if gap_sent == 0 {
                     path.ipdv_sum_us = rtt.abs_diff(last_rtt).as_micros() as u64;
                     path.ipdv_pairs = 1;
@@ -237,6 +254,91 @@ mod tests {
         assert_eq!(
             s.on_reply(&reflect(&p[2], 5), t0 + ms(1040)),
             Reply::Unexpected
+        );
+    }
+
+    /// The case found against a stateless reflector: 10 % dropped each
+    /// way (20 and 20 of 200). Its sequence number mirrors ours, so the 40
+    /// lost are of unknown direction, never put on the way back.
+    #[test]
+    fn a_stateless_reflector_leaves_the_direction_unknown() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = StampSender::new(ms(1000));
+        let mut total = PathStats::default();
+        for i in 0..200u32 {
+            let at = t0 + ms(u64::from(i) * 10);
+            let p = s.on_send(at, at, Duration::ZERO);
+            // Every tenth lost on the way there, every tenth (offset by
+            // five) on the way back.
+            if i % 10 == 3 || i % 10 == 8 {
+                continue;
+            }
+            // Stateless: the reflector's number is the sender's.
+            let r = s.on_reply(&reflect(&p, p.sequence), at + ms(5));
+            let Reply::Answered { path, .. } = r else {
+                panic!("{r:?}")
+            };
+            total.add(&path);
+        }
+        assert_eq!(
+            (
+                total.forward_lost,
+                total.backward_lost,
+                total.unknown_direction_lost
+            ),
+            (0, 0, 40)
+        );
+    }
+
+    /// A stateful reflector that lost nothing on the way there also echoes
+    /// our numbers at first; once one packet is lost going out, its count
+    /// falls behind and from then on each gap is split by direction.
+    #[test]
+    fn a_stateful_reflector_is_recognised_at_its_first_forward_loss() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = StampSender::new(ms(1000));
+        let p: Vec<_> = (0..8u64)
+            .map(|i| s.on_send(t0 + ms(10 * i), t0 + ms(10 * i), Duration::ZERO))
+            .collect();
+        let answered = |r: Reply| match r {
+            Reply::Answered { path, .. } => path,
+            other => panic!("{other:?}"),
+        };
+        // 0 answered; 1's reply lost on the way back (the reflector counted
+        // it: 1); 2 answered with reflector seq 2 — equal to ours, so the
+        // gap of one is of unknown direction.
+        answered(s.on_reply(&reflect(&p[0], 0), t0 + ms(5)));
+        let path = answered(s.on_reply(&reflect(&p[2], 2), t0 + ms(25)));
+        assert_eq!(
+            (
+                path.forward_lost,
+                path.backward_lost,
+                path.unknown_direction_lost
+            ),
+            (0, 0, 1)
+        );
+        // 3 never reaches it; 4 comes back as its 3rd: the count differs,
+        // so this gap is forward, and later ones are split too.
+        let path = answered(s.on_reply(&reflect(&p[4], 3), t0 + ms(45)));
+        assert_eq!(
+            (
+                path.forward_lost,
+                path.backward_lost,
+                path.unknown_direction_lost
+            ),
+            (1, 0, 0)
+        );
+        // 5's reply lost (reflector seq 4); 6 comes back as 5.
+        let path = answered(s.on_reply(&reflect(&p[6], 5), t0 + ms(65)));
+        assert_eq!(
+            (
+                path.forward_lost,
+                path.backward_lost,
+                path.unknown_direction_lost
+            ),
+            (0, 1, 0)
         );
     }
 

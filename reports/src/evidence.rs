@@ -54,6 +54,10 @@ pub struct Failures {
     pub reasons: BTreeMap<String, u64>,
     /// HTTP statuses seen (success and not).
     pub statuses: BTreeMap<String, u64>,
+    /// `udp_rtt` losses by direction: `forward`, `backward`, and `unknown`
+    /// where the reflector's sequence numbers mirror the probe's (a
+    /// stateless reflector), so no side can be named. Only those seen.
+    pub loss_direction: BTreeMap<String, u64>,
 }
 
 impl Failures {
@@ -67,6 +71,16 @@ impl Failures {
         }
         for (status, n) in &s.statuses {
             *slot(&mut self.statuses, &status.to_string()) += n;
+        }
+        let p = &s.path;
+        for (direction, n) in [
+            ("forward", p.forward_lost),
+            ("backward", p.backward_lost),
+            ("unknown", p.unknown_direction_lost),
+        ] {
+            if n > 0 {
+                *slot(&mut self.loss_direction, &direction.to_string()) += n;
+            }
         }
     }
 }
@@ -533,6 +547,10 @@ impl Gathered {
             (&mut self.failures.classes, &other.failures.classes),
             (&mut self.failures.reasons, &other.failures.reasons),
             (&mut self.failures.statuses, &other.failures.statuses),
+            (
+                &mut self.failures.loss_direction,
+                &other.failures.loss_direction,
+            ),
         ] {
             for (k, n) in theirs {
                 *mine.entry(k.clone()).or_default() += n;

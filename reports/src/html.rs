@@ -475,10 +475,14 @@ fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
 /// One side's failures: lost, then classes, reasons and statuses.
 fn side_failures(s: &Side) -> String {
     let mut parts = Vec::new();
+    let f = &s.failures;
     if s.lost > 0 {
         parts.push(format!("lost {}", s.lost));
     }
-    let f = &s.failures;
+    if !f.loss_direction.is_empty() {
+        // `unknown`: a stateless reflector, whose numbers mirror ours.
+        parts.push(format!("(direction {})", counts(&f.loss_direction)));
+    }
     if !f.classes.is_empty() {
         parts.push(counts(&f.classes));
     }

@@ -31,7 +31,7 @@ pub use evidence::{
 };
 
 /// Version of `report.json`, bumped on any change of its fields.
-pub const REPORT_SCHEMA: &str = "vantage.report/3";
+pub const REPORT_SCHEMA: &str = "vantage.report/4";
 /// The percentiles every group reports.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
@@ -1067,6 +1067,9 @@ mod tests {
                 .reasons
                 .insert(vantage_wire::Reason::TlsExpired, 1);
             after[0].series.statuses.insert(503, 4);
+            // Of the 2 lost, one seen going out; one of unknown direction.
+            after[0].series.path.forward_lost = 1;
+            after[0].series.path.unknown_direction_lost = 1;
             let options = ReportOptions {
                 resamples: 200,
                 min_probes,
@@ -1093,6 +1096,10 @@ mod tests {
         assert_eq!(after.failures.classes["tls"], 1);
         assert_eq!(after.failures.reasons["tls_expired"], 1);
         assert_eq!(after.failures.statuses["503"], 4);
+        assert_eq!(
+            after.failures.loss_direction,
+            [("forward".to_string(), 1), ("unknown".to_string(), 1)].into()
+        );
         let json: serde_json::Value =
             serde_json::from_slice(&render_json(&three).unwrap()).unwrap();
         check_against_schema(&json);
@@ -1123,7 +1130,9 @@ mod tests {
         let at = |id: &str| page.find(&format!("id=\"{id}\"")).unwrap_or(usize::MAX);
         assert!(at("in-one-minute") < at("verdicts") && at("verdicts") < at("failures"));
         assert!(
-            page.contains("lost 2; tls 1; (tls_expired 1); HTTP 503 4"),
+            page.contains(
+                "lost 2; (direction forward 1, unknown 1); tls 1; (tls_expired 1); HTTP 503 4"
+            ),
             "failures listed"
         );
         assert!(page.contains("opening the app (a cold request) <code>quic_cold_request</code>"));

@@ -4,7 +4,7 @@
 //! varint length then UTF-8):
 //!
 //! ```text
-//! "VNTB" (4 bytes)  version (1 byte, 1 or 2)
+//! "VNTB" (4 bytes)  version (1 byte, 1 to 3)
 //! probe_id  sequence  campaign  created_unix_ms  dropped_batches
 //! label_count  { key value }*
 //! series_count {
@@ -15,6 +15,7 @@
 //!   status_count { http_status count }*    (version 2 only)
 //!   duplicates reordered forward_lost backward_lost ipdv_sum_us ipdv_pairs
 //!   server_time_sum_us server_time_count
+//!   unknown_direction_lost                 (version 3 only)
 //!   histogram_len histogram (HdrHistogram V2 + deflate)
 //! }*
 //! ```
@@ -22,9 +23,10 @@
 //! Names (metrics, error classes, reasons) travel as strings so a newer
 //! probe's unknown name is refused with its name, not misread as another.
 //!
-//! A batch whose series carry no reasons and no statuses is written as
-//! version 1, so a collector that predates version 2 still takes every
-//! batch that does not need it; readers take both versions.
+//! A batch is written in the oldest version that carries all it holds:
+//! version 1 without reasons, statuses or losses of unknown direction,
+//! version 2 without the last, so a collector that predates a version
+//! still takes every batch that does not need it; readers take all three.
 
 use crate::histogram::{decode_histogram_plain, encode_histogram, HistogramError};
 use crate::labels::{LabelError, Labels, MAX_LABELS};
@@ -34,8 +36,11 @@ use crate::record::{
 };
 
 const MAGIC: &[u8; 4] = b"VNTB";
-/// The newest format version: adds reasons and HTTP statuses per series.
-const VERSION: u8 = 2;
+/// The newest format version: adds losses of unknown direction (a
+/// stateless STAMP reflector) per series.
+const VERSION: u8 = 3;
+/// The version that added reasons and HTTP statuses per series.
+const VERSION_2: u8 = 2;
 /// The first version, still written when a batch needs nothing newer.
 const VERSION_1: u8 = 1;
 /// Largest encoded batch accepted.
@@ -171,11 +176,17 @@ impl Batch {
         let version = if self
             .series
             .iter()
+            .any(|s| s.path.unknown_direction_lost > 0)
+        {
+            VERSION
+        } else if self
+            .series
+            .iter()
             .all(|s| s.reasons.is_empty() && s.statuses.is_empty())
         {
             VERSION_1
         } else {
-            VERSION
+            VERSION_2
         };
         out.push(version);
         let mut w = Writer(&mut out);
@@ -229,6 +240,9 @@ impl Batch {
                 s.server_time.count,
             ] {
                 w.varint(v);
+            }
+            if version >= 3 {
+                w.varint(p.unknown_direction_lost);
             }
             hist.clear();
             encode_histogram(&s.histogram, &mut hist)?;
@@ -343,6 +357,11 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), D
     for v in &mut f {
         *v = r.varint("path statistics")?;
     }
+    let unknown_direction_lost = if version >= 3 {
+        r.varint("losses of unknown direction")?
+    } else {
+        0
+    };
     let hist_len = r.bounded("histogram length", MAX_HISTOGRAM_BYTES)? as usize;
     let (histogram, plain) = decode_histogram_plain(r.take(hist_len, "histogram")?)?;
     let series = Series {
@@ -361,6 +380,7 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), D
             reordered: f[1],
             forward_lost: f[2],
             backward_lost: f[3],
+            unknown_direction_lost,
             ipdv_sum_us: f[4],
             ipdv_pairs: f[5],
         },
@@ -464,6 +484,24 @@ mod tests {
         let bytes = b.encode().unwrap();
         assert_eq!(bytes[4], 2);
         assert_eq!(Batch::decode(&bytes).unwrap(), b);
+        for n in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn losses_of_unknown_direction_round_trip_in_version_3() {
+        let mut b = sample_batch(2, &[10, 200]);
+        b.series[0].path.forward_lost = 1;
+        // Without them the batch stays at version 1 for older collectors.
+        assert_eq!(b.encode().unwrap()[4], 1);
+        b.series[1].path.unknown_direction_lost = 40;
+        let bytes = b.encode().unwrap();
+        assert_eq!(bytes[4], 3);
+        let back = Batch::decode(&bytes).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.series[1].path.unknown_direction_lost, 40);
+        assert_eq!(back.series[1].path.backward_lost, 0);
         for n in 0..bytes.len() {
             assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
         }

@@ -67,6 +67,11 @@ pub struct PathStats {
     pub forward_lost: u64,
     /// Lost packets whose reply was lost on the way back.
     pub backward_lost: u64,
+    /// Lost packets whose direction cannot be told: the reflector's
+    /// sequence numbers mirror the sender's (a stateless reflector, RFC
+    /// 8762 §4.2.1, or one not yet shown to keep its own count), so a gap
+    /// says nothing about where the packets went. Never put on either side.
+    pub unknown_direction_lost: u64,
     /// Sum of |RTT(n) − RTT(n−1)| over consecutive replies, µs (IPDV, RFC 3393).
     pub ipdv_sum_us: u64,
     /// Number of consecutive-reply pairs in `ipdv_sum_us`.
@@ -80,6 +85,7 @@ impl PathStats {
         self.reordered += other.reordered;
         self.forward_lost += other.forward_lost;
         self.backward_lost += other.backward_lost;
+        self.unknown_direction_lost += other.unknown_direction_lost;
         self.ipdv_sum_us += other.ipdv_sum_us;
         self.ipdv_pairs += other.ipdv_pairs;
     }

@@ -24,7 +24,8 @@ use crate::row::{
     FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
 };
 use schema::{
-    BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT, SERIES_INSERT, VALID_TOKENS,
+    ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT,
+    SERIES_INSERT, VALID_TOKENS,
 };
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -257,9 +258,14 @@ fn migrate(client: &mut Client, place: &str) -> Result<(), StoreError> {
                 tx.execute("INSERT INTO schema_version VALUES ($1)", &[&SCHEMA_VERSION])
                     .await?;
             }
-            // Version 3 gains the fleet's tables (new tables only).
-            Some(3) => {
-                tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
+            // Version 3 gains the fleet's tables (new tables only), and
+            // 3 and 4 the column of losses of unknown direction, last in
+            // both tables as a new database has it.
+            Some(v @ (3 | 4)) => {
+                if v == 3 {
+                    tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
+                }
+                tx.batch_execute(ADD_UNKNOWN_DIRECTION).await?;
                 tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
                     .await?;
             }
@@ -297,8 +303,9 @@ impl Columns for tokio_postgres::Row {
     }
 }
 
-/// A series' 17 stored figures as PostgreSQL parameters, in column order,
-/// with `histogram` the bytes to store.
+/// A series' 17 stored figures up to `statuses` as PostgreSQL parameters,
+/// in column order, with `histogram` the bytes to store (the caller adds
+/// `unknown_direction_lost`, which comes last in each table).
 fn figure_params<'a>(f: &'a Figures, histogram: &'a Vec<u8>) -> Vec<&'a (dyn ToSql + Sync)> {
     let mut out: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(17);
     out.extend(f.ints_before.iter().map(|v| v as &(dyn ToSql + Sync)));
@@ -328,6 +335,7 @@ struct SeriesColumns {
     histogram: Vec<Vec<u8>>,
     reasons: Vec<String>,
     statuses: Vec<String>,
+    unknown_direction_lost: Vec<i64>,
 }
 
 impl SeriesColumns {
@@ -355,6 +363,7 @@ impl SeriesColumns {
         self.histogram.push(histogram);
         self.reasons.push(f.reasons);
         self.statuses.push(f.statuses);
+        self.unknown_direction_lost.push(f.unknown_direction_lost);
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -374,6 +383,7 @@ impl SeriesColumns {
             &self.histogram as &(dyn ToSql + Sync),
             &self.reasons,
             &self.statuses,
+            &self.unknown_direction_lost,
         ]);
         out
     }
@@ -715,7 +725,7 @@ impl Store for PgStore {
         let rows = wait(conn.client.query(
             "SELECT probe_id, sequence, received_unix_ms, body FROM batches \
              WHERE (probe_id, sequence) > ($1, $2) ORDER BY probe_id, sequence LIMIT $3",
-            &[&probe, &sequence, &(limit as i64)],
+            &[&probe, &sequence, &sql_int(limit as u64)],
         ));
         let rows = rows.map_err(|e| self.error(e))?;
         Ok(rows
@@ -771,7 +781,7 @@ impl Store for PgStore {
                      WHERE length(body) > 0 AND created_unix_ms < $1 \
                      AND (probe_id, sequence) NOT IN (SELECT probe_id, sequence FROM rollup_pending) \
                      ORDER BY created_unix_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    &[&sql_int(before_unix_ms), &(max_batches as i64)],
+                    &[&sql_int(before_unix_ms), &sql_int(max_batches as u64)],
                 )
                 .await?;
             let probe: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
@@ -809,7 +819,7 @@ async fn fold(
     let keys = tx
         .query(
             "SELECT probe_id, sequence FROM rollup_pending ORDER BY probe_id, sequence LIMIT $1",
-            &[&(max as i64)],
+            &[&sql_int(max as u64)],
         )
         .await?;
     if keys.is_empty() {
@@ -875,6 +885,7 @@ async fn fold(
         params.extend(indexed.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(figure_params(&figures, &histogram));
         params.push(&count);
+        params.push(&figures.unknown_direction_lost);
         tx.execute(&write, &params).await?;
     }
     let folded = tx

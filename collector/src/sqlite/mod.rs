@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS series (
     server_sum_us INTEGER NOT NULL, server_count INTEGER NOT NULL,
     histogram BLOB NOT NULL,
     reasons TEXT NOT NULL DEFAULT '', statuses TEXT NOT NULL DEFAULT '',
+    unknown_direction_lost INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (probe_id, sequence, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
@@ -89,11 +90,23 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Columns added after the first release, with their definitions: a
-/// database made before them gains them on open (old rows read as empty).
-const ADDED_SERIES_COLUMNS: &[(&str, &str)] = &[
-    ("reasons", "TEXT NOT NULL DEFAULT ''"),
-    ("statuses", "TEXT NOT NULL DEFAULT ''"),
+/// Columns added after the first release, with their tables and
+/// definitions: a database made before them gains them on open (old rows
+/// read as empty or zero), at the end of the table, where new tables have
+/// them too.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("series", "reasons", "TEXT NOT NULL DEFAULT ''"),
+    ("series", "statuses", "TEXT NOT NULL DEFAULT ''"),
+    (
+        "series",
+        "unknown_direction_lost",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "rollups",
+        "unknown_direction_lost",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 impl SqliteStore {
@@ -170,22 +183,22 @@ impl SqliteStore {
         conn.execute_batch(rollup::SCHEMA).map_err(err)?;
         conn.execute_batch(crate::fleet::FLEET_SCHEMA)
             .map_err(err)?;
-        for (column, definition) in ADDED_SERIES_COLUMNS {
+        for (table, column, definition) in ADDED_COLUMNS {
             let present: bool = conn
                 .query_row(
-                    "SELECT COUNT(*) > 0 FROM pragma_table_info('series') WHERE name = ?1",
-                    [column],
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
                     |r| r.get(0),
                 )
                 .map_err(err)?;
             if !present {
                 conn.execute_batch(&format!(
-                    "ALTER TABLE series ADD COLUMN {column} {definition}"
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
                 ))
                 .map_err(err)?;
             }
         }
-        // Versions 1 to 3 are brought to 4 by the steps above and the
+        // Versions 1 to 4 are brought to 5 by the steps above and the
         // roll-up upgrade at open; the version says what the tables are.
         conn.execute_batch(&format!(
             "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({SCHEMA_VERSION})"
@@ -224,7 +237,7 @@ impl Store for SqliteStore {
             let mut insert_series = tx
                 .prepare_cached(
                     "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
                 )
                 .map_err(&err)?;
             let mut token_valid = tx
@@ -1032,13 +1045,17 @@ mod tests {
             store
                 .conn
                 .execute_batch(
-                    "ALTER TABLE series DROP COLUMN reasons; ALTER TABLE series DROP COLUMN statuses;",
+                    "ALTER TABLE series DROP COLUMN reasons; ALTER TABLE series DROP COLUMN statuses; \
+                     ALTER TABLE series DROP COLUMN unknown_direction_lost; \
+                     ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
+                     UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();
         }
         let mut store = SqliteStore::open(&path).unwrap();
         let mut b = batch("p1", 2, "IN", &[300]);
         b.series[0].statuses.insert(503, 1);
+        b.series[0].path.unknown_direction_lost = 3;
         let rb = b.encode().unwrap();
         let item = Incoming {
             batch: &b,
@@ -1054,6 +1071,24 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].series, a.series[0]);
         assert_eq!(rows[1].series, b.series[0]);
+        // The roll-ups keep the losses of unknown direction too.
+        store.fold_rollups(usize::MAX).unwrap();
+        let hour = store
+            .select(&Selector {
+                resolution: Resolution::Hour,
+                ..Selector::default()
+            })
+            .unwrap();
+        let unknown: u64 = hour
+            .iter()
+            .map(|r| r.series.path.unknown_direction_lost)
+            .sum();
+        assert_eq!(unknown, 3);
+        let version: i64 = store
+            .conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     histogram BLOB NOT NULL,
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     series_count INTEGER NOT NULL,
+    unknown_direction_lost INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_labels ON rollups (resolution, country, phase, metric);
@@ -109,7 +110,7 @@ fn merged_rows(
         drop(rows);
         part.histogram(&mut scratch, &mut hist);
         let indexed = label_values(&part.labels);
-        let mut row: RollupRow = Vec::with_capacity(32);
+        let mut row: RollupRow = Vec::with_capacity(33);
         row.extend([
             Value::Text(name.to_string()),
             Value::Text(key.probe_id),
@@ -134,7 +135,11 @@ fn merged_rows(
                     _ => Value::Null,
                 }),
         );
+        // `series_count` comes before `unknown_direction_lost`, the last
+        // column (added in schema 5).
+        let unknown_direction_lost = row.pop().unwrap_or(Value::Integer(0));
         row.push(Value::Integer(i(part.count)));
+        row.push(unknown_direction_lost);
         out.push(row);
     }
     Ok(out)
@@ -147,7 +152,7 @@ fn write_rows(rows: Vec<RollupRow>, tx: &Transaction<'_>, path: &Path) -> Result
     let mut write = tx
         .prepare_cached(
             "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
         )
         .map_err(err)?;
     for row in rows {

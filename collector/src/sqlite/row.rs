@@ -6,14 +6,16 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use vantage_wire::Series;
 
 /// A series' figures as both tables store them, `window_start` through
-/// `statuses` in column order, with `histogram` the bytes to store.
-pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 17] {
+/// `statuses` in column order, then `unknown_direction_lost` (the last
+/// column of either table), with `histogram` the bytes to store.
+pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 18] {
     let Figures {
         ints_before: [a, b, c, d],
         errors,
         ints_after: [e, f, g, h, i, j, k, l, m],
         reasons,
         statuses,
+        unknown_direction_lost,
     } = Figures::of(s);
     let n = |v: i64| ToSqlOutput::Owned(Value::Integer(v));
     let text = |t: String| ToSqlOutput::Owned(Value::Text(t));
@@ -35,6 +37,7 @@ pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput
         ToSqlOutput::Borrowed(ValueRef::Blob(histogram)),
         text(reasons),
         text(statuses),
+        n(unknown_direction_lost),
     ]
 }
 
