@@ -2,6 +2,7 @@
 //! the default scenario printed. The orchestration is the lab crate's; this
 //! module shows progress and prints results.
 
+use anyhow::Context;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -153,18 +154,21 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
     }
     let stop = vantage_probe::stop_on_signal();
     let summary = vantage_lab::run_lab(options, stop).await?;
+    // The run's own timing, beside its series: a degraded run says so in
+    // its output whatever the terminal showed.
+    let timing_file = args.out.join("lab-timing.json");
+    std::fs::write(&timing_file, serde_json::to_vec_pretty(&summary.timing)?)
+        .with_context(|| format!("writing {}", timing_file.display()))?;
+    if summary.timing.degraded {
+        eprintln!("{}", summary.timing.sentence());
+    }
     if !args.quiet {
         println!("SIMULATED (vantage lab): phase {}", args.phase);
         for (probe, run) in &summary.probes {
             println!("\nprobe {probe}");
             print!("{}", vantage_probe::output::render_table(&run.totals, None));
         }
-        let (p50, p99, n) = summary.relay_lateness;
-        println!(
-            "\nrelay release lateness: p50 {:.1} µs, p99 {:.1} µs over {n} packets",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6
-        );
+        println!("\n{}", summary.timing.sentence());
         println!(
             "output: {}/<country>/series.csv (labelled simulated=true)",
             args.out.display()

@@ -44,6 +44,16 @@ fn demo_runs_the_story_and_writes_the_report() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();
     assert_eq!(report["simulated"], true);
+    // The lab's own timing is in the report: in report.json, and in the
+    // methods (with a banner on top when degraded).
+    let timing = &report["lab_timing"];
+    assert!(timing["releases"].as_u64().unwrap() > 1000, "{timing}");
+    assert!(html.contains("id=\"lab-timing\""));
+    assert_eq!(
+        timing["degraded"].as_bool().unwrap(),
+        html.contains("id=\"lab-timing-degraded\""),
+        "{timing}"
+    );
     let claims = report["claims"].as_array().unwrap();
     assert_eq!(claims.len(), 2, "{claims:?}");
     // Mumbai–Beijing is 250 ms round trip, Mumbai–Singapore 60: a cold

@@ -269,7 +269,10 @@ pub async fn run_demo(
             phase: candidate.clone(),
         });
     }
-    lab.finish().await?;
+    let lab_timing = lab.finish().await?.timing;
+    if lab_timing.degraded {
+        tracing::warn!("{}", lab_timing.sentence());
+    }
     if *stop.borrow() {
         return Err(DemoError::Stopped {
             phase: baseline.clone(),
@@ -307,6 +310,7 @@ pub async fn run_demo(
         baseline: format!("phase={baseline},target={}", serving(&baseline)),
         candidate: format!("phase={candidate},target={}", serving(&candidate)),
         claims,
+        lab_timing: Some(lab_timing),
         ..Default::default()
     };
     let mut store = db.open()?;

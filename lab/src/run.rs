@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
 use vantage_probe::{ProbeArgs, RunError, RunSummary};
+use vantage_reports::LabTiming;
 use vantage_responder::{Responder, ResponderConfig, ResponderError};
 use vantage_wire::Series;
 
@@ -121,6 +122,9 @@ pub struct LabSummary {
     pub probes: BTreeMap<String, RunSummary>,
     /// Lateness of the relays' releases: p50, p99, and how many.
     pub relay_lateness: (Duration, Duration, u64),
+    /// The same, judged against the run's bound: when degraded, every
+    /// output of the run says its figures are not accurate.
+    pub timing: LabTiming,
 }
 
 impl LabSummary {
@@ -151,6 +155,9 @@ pub struct RunningLab {
     responders: BTreeMap<String, Responder>,
     collector: Option<vantage_collector::Collector>,
     timing: std::sync::Arc<ReleaseClock>,
+    /// The smallest one-way delay of any path started, which sets the
+    /// bound its release lateness is held to.
+    smallest_delay: Option<Duration>,
     campaigns: Vec<String>,
 }
 
@@ -195,6 +202,7 @@ impl RunningLab {
         Ok(LabSummary {
             probes,
             relay_lateness: (p50, p99, n),
+            timing: LabTiming::judge(p50, p99, n, self.smallest_delay),
         })
     }
 }
@@ -250,6 +258,7 @@ pub async fn start_lab(
         source,
     })?;
     let mut paths = Vec::new();
+    let mut smallest_delay = None;
     let mut probes = Vec::new();
     let mut campaigns = Vec::new();
     for (i, (country, region, probe)) in scenario.all_probes().enumerate() {
@@ -293,6 +302,8 @@ pub async fn start_lab(
                 path.stamp_port(),
                 responder.fingerprint()
             ));
+            let least = spec.up.delay.min(spec.down.delay);
+            smallest_delay = Some(smallest_delay.map_or(least, |d: Duration| d.min(least)));
             paths.push(path);
         }
         toml.push_str("\n[sync]\n");
@@ -343,6 +354,7 @@ pub async fn start_lab(
         responders,
         collector,
         timing,
+        smallest_delay,
         campaigns,
     })
 }

@@ -63,6 +63,13 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             .find(|(c, s)| *c == "MY" && s.metric == Metric::UdpRtt)
             .map(|(_, s)| s)
             .expect("udp_rtt for MY");
+        // The run judged its own timing: every release counted, held to
+        // 1 ms (1 % of its smallest path, 10 ms, is less).
+        let t = summary.timing;
+        assert_eq!(t.releases, summary.relay_lateness.2);
+        assert!(t.releases > 50, "{t:?}");
+        assert_eq!(t.bound_us, 1000.0);
+        assert_eq!(t.degraded, t.lateness_p99_us > t.bound_us);
         let p50 = udp.histogram.value_at_quantile(0.5) as f64 / 1000.0;
         assert!(
             p50 >= rtt_ms && p50 < rtt_ms + 3.0,

@@ -162,6 +162,13 @@ Vantage's lab: emulated network paths on one machine. They show how the tool wor
 about any real network.</div>\n"
         );
     }
+    if let Some(t) = report.lab_timing.filter(|t| t.degraded) {
+        let _ = write!(
+            w,
+            "<div class=\"simulated\" id=\"lab-timing-degraded\">{}</div>\n",
+            esc(&t.sentence())
+        );
+    }
     let _ = write!(
         w,
         "<h1>Vantage report</h1><p>Baseline <code>{}</code> compared with candidate <code>{}</code>, \
@@ -623,6 +630,9 @@ interval satisfies it, fails when the whole interval contradicts it, and is inco
             "<p><b>Simulated.</b> The lab emulates each path's delay, jitter, loss and bandwidth with userspace \
 relays on loopback; every series carries the label <code>simulated=true</code>.</p>\n"
         );
+    }
+    if let Some(t) = &report.lab_timing {
+        let _ = write!(w, "<p id=\"lab-timing\">{}</p>\n", esc(&t.sentence()));
     }
 }
 

@@ -14,6 +14,7 @@ pub mod charts;
 pub mod claim;
 mod evidence;
 pub mod html;
+mod lab_timing;
 pub mod plain;
 pub mod print;
 pub mod stats;
@@ -29,6 +30,7 @@ pub use evidence::{
     CutOver, Evidence, Failures, GatherError, ResolutionChoice, Role, SilentWindows, GATHER_CAP,
     MAX_UNITS,
 };
+pub use lab_timing::LabTiming;
 
 /// Version of `report.json`, bumped on any change of its fields.
 pub const REPORT_SCHEMA: &str = "vantage.report/4";
@@ -64,6 +66,8 @@ pub struct ReportOptions {
     pub min_batches: u64,
     /// Claims to judge.
     pub claims: Vec<Claim>,
+    /// The lab's own timing, when the data came from a lab run.
+    pub lab_timing: Option<LabTiming>,
 }
 
 impl Default for ReportOptions {
@@ -80,6 +84,7 @@ impl Default for ReportOptions {
             min_probes: 3,
             min_batches: 5,
             claims: Vec::new(),
+            lab_timing: None,
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct Report {
     pub confidence: f64,
     /// True when any series came from the lab (label simulated=true).
     pub simulated: bool,
+    /// The lab's release timing, for a report of a lab run: when
+    /// `degraded`, no figure of the report is accurate.
+    pub lab_timing: Option<LabTiming>,
     /// The resolution resampled: `1m` (the probes' windows), `1h` or `1d`.
     pub resolution: String,
     /// Why that resolution.
@@ -579,6 +587,7 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         resamples: options.resamples,
         confidence: options.confidence,
         simulated: evidence.simulated,
+        lab_timing: options.lab_timing,
         resolution: evidence.resolution.name().to_string(),
         resolution_reason: evidence.resolution_reason.clone(),
         probes: (
@@ -685,6 +694,10 @@ pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     if report.simulated {
         out.push_str("SIMULATED DATA (vantage lab): these numbers describe emulated paths, not a real network.\n");
+    }
+    if let Some(t) = &report.lab_timing {
+        out.push_str(&t.sentence());
+        out.push('\n');
     }
     out.push_str(&format!(
         "baseline {} ({} probes) vs candidate {} ({} probes); {:.0} % intervals, {} resamples of whole series\n",
@@ -1107,6 +1120,23 @@ mod tests {
             json["claims"][0]["groups"][0]["probes"],
             serde_json::json!([3, 3])
         );
+        // A lab run's timing: in the JSON, the text and the page; when
+        // degraded, on top of the page and first in the text.
+        let mut busy = three.clone();
+        busy.lab_timing = Some(LabTiming::judge(
+            std::time::Duration::from_micros(40),
+            std::time::Duration::from_millis(89),
+            21_367,
+            Some(std::time::Duration::from_millis(5)),
+        ));
+        let json: serde_json::Value = serde_json::from_slice(&render_json(&busy).unwrap()).unwrap();
+        check_against_schema(&json);
+        assert_eq!(json["lab_timing"]["degraded"], true);
+        assert!(render_text(&busy).contains("LAB TIMING DEGRADED"));
+        let page = html::render_html(&busy, &html::DataSummary::default(), &[], "charts/");
+        let banner = page.find("id=\"lab-timing-degraded\"").expect("a banner");
+        assert!(banner < page.find("id=\"in-one-minute\"").unwrap_or(usize::MAX));
+        assert!(page.contains("id=\"lab-timing\""));
         // The same data with the threshold lowered to one probe is judged.
         assert_eq!(judge(1, 1, &mut rng).claims[0].verdict, Verdict::Holds);
 
