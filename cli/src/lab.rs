@@ -164,10 +164,22 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
     }
     if !args.quiet {
         println!("SIMULATED (vantage lab): phase {}", args.phase);
+        // The relay mode cannot emulate these: marked, never shown.
+        let not_emulated = vantage_reports::RELAY_NOT_EMULATED;
         for (probe, run) in &summary.probes {
             println!("\nprobe {probe}");
-            print!("{}", vantage_probe::output::render_table(&run.totals, None));
+            let shown: Vec<_> = run
+                .totals
+                .iter()
+                .filter(|s| !not_emulated.contains(&s.metric))
+                .cloned()
+                .collect();
+            print!("{}", vantage_probe::output::render_table(&shown, None));
         }
+        println!(
+            "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not shown: {}",
+            not_emulated.map(|m| m.name()).join(", ")
+        );
         println!("\n{}", summary.timing.sentence());
         println!(
             "output: {}/<country>/series.csv (labelled simulated=true)",

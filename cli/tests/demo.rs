@@ -46,6 +46,14 @@ fn demo_runs_the_story_and_writes_the_report() {
     assert_eq!(report["simulated"], true);
     // The lab's own timing is in the report: in report.json, and in the
     // methods (with a banner on top when degraded).
+    // The relay mode cannot emulate tcp_connect: marked, never shown.
+    assert_eq!(report["not_emulated"], serde_json::json!(["tcp_connect"]));
+    assert!(report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|g| g["metric"] != "tcp_connect"));
+    assert!(html.contains("id=\"not-emulated\""));
     let timing = &report["lab_timing"];
     assert!(timing["releases"].as_u64().unwrap() > 1000, "{timing}");
     assert!(html.contains("id=\"lab-timing\""));

@@ -494,7 +494,9 @@ fn probe_args(
 ) -> Result<ProbeArgs, LabError> {
     let scenario = &options.scenario;
     let mut args = ProbeArgs {
-        labels: vec!["simulated=true".into()],
+        // `emulation=relay`: TCP ends at the relay, so the kernel's
+        // handshake never meets the path; reports withhold `tcp_connect`.
+        labels: vec!["simulated=true".into(), "emulation=relay".into()],
         country: Some(country.clone()),
         region: (!region.is_empty()).then(|| region.to_string()),
         network: Some(probe.network.clone()),

@@ -83,6 +83,9 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.contains("simulated=true")), "{csv}");
+    // Every row says the relay mode measured it, so a report can withhold
+    // what that mode cannot emulate.
+    assert!(rows.iter().all(|r| r.contains("emulation=relay")), "{csv}");
     assert!(
         rows.iter()
             .any(|r| r.contains(",before,MY,Kuala Lumpur,lab,") && r.contains(",beijing,")),

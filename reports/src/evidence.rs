@@ -102,6 +102,9 @@ pub struct Evidence {
     pub(crate) keys: Vec<String>,
     pub(crate) sides: [SideEvidence; 2],
     pub(crate) simulated: bool,
+    /// Some series came from the lab's relay mode (label
+    /// `emulation=relay`), which cannot emulate every metric.
+    pub(crate) relay_emulated: bool,
     /// `quic_request` units by (country, data centre), both sides: the
     /// country × data-centre matrix.
     pub(crate) matrix: BTreeMap<(String, String), Vec<Unit>>,
@@ -223,6 +226,7 @@ impl Evidence {
             keys: group_by.to_vec(),
             sides: [SideEvidence::default(), SideEvidence::default()],
             simulated: false,
+            relay_emulated: false,
             matrix: BTreeMap::new(),
             probe_index: std::collections::HashMap::new(),
             resolution: Resolution::Window,
@@ -380,6 +384,7 @@ impl Evidence {
             }
         }
         self.simulated |= row.labels.get("simulated") == Some("true");
+        self.relay_emulated |= row.labels.get("emulation") == Some("relay");
         let length = s.window.end_unix_ms.saturating_sub(s.window.start_unix_ms);
         self.longest_window_ms = self.longest_window_ms.max(length);
         let key = &mut self.scratch_key;

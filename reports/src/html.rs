@@ -162,6 +162,13 @@ Vantage's lab: emulated network paths on one machine. They show how the tool wor
 about any real network.</div>\n"
         );
     }
+    if let Some(line) = crate::not_emulated_sentence(report) {
+        let _ = write!(
+            w,
+            "<div class=\"simulated\" id=\"not-emulated\">{}</div>\n",
+            esc(&line)
+        );
+    }
     if let Some(t) = report.lab_timing.filter(|t| t.degraded) {
         let _ = write!(
             w,

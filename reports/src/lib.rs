@@ -195,6 +195,10 @@ pub struct Report {
     pub confidence: f64,
     /// True when any series came from the lab (label simulated=true).
     pub simulated: bool,
+    /// Metrics the data's lab mode could not emulate, withheld from every
+    /// table, chart and sentence: with the lab's relay mode (label
+    /// `emulation=relay`), [`RELAY_NOT_EMULATED`].
+    pub not_emulated: Vec<String>,
     /// The lab's release timing, for a report of a lab run: when
     /// `degraded`, no figure of the report is accurate.
     pub lab_timing: Option<LabTiming>,
@@ -213,6 +217,22 @@ pub struct Report {
     pub groups: Vec<GroupComparison>,
     /// Every claim.
     pub claims: Vec<ClaimResult>,
+}
+
+/// What the lab's relay mode cannot emulate: it ends TCP at the relay on
+/// loopback, so the kernel's handshake never crosses the emulated path
+/// (`tcp_connect` reads ~0.2 ms on a 250 ms path).
+pub const RELAY_NOT_EMULATED: [vantage_wire::Metric; 1] = [vantage_wire::Metric::TcpConnect];
+
+/// The metrics `evidence`'s lab mode could not emulate.
+fn not_emulated(evidence: &Evidence) -> Vec<String> {
+    if !evidence.relay_emulated {
+        return Vec::new();
+    }
+    RELAY_NOT_EMULATED
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect()
 }
 
 /// The resampling units of (baseline, candidate) of one group.
@@ -515,6 +535,10 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         .collect();
     // A country's whole before its strata.
     all_keys.sort_by(|x, y| (&x[0], x.len(), x).cmp(&(&y[0], y.len(), y)));
+    // What the lab's relay mode cannot emulate is withheld: no figure,
+    // table, chart or sentence of it, only the mark.
+    let not_emulated = not_emulated(evidence);
+    all_keys.retain(|k| !k.last().is_some_and(|m| not_emulated.contains(m)));
     // First the cheap part: each group's sides and whether its data suffice.
     let mut plans = Vec::with_capacity(all_keys.len());
     for key in &all_keys {
@@ -587,6 +611,7 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         resamples: options.resamples,
         confidence: options.confidence,
         simulated: evidence.simulated,
+        not_emulated,
         lab_timing: options.lab_timing,
         resolution: evidence.resolution.name().to_string(),
         resolution_reason: evidence.resolution_reason.clone(),
@@ -689,6 +714,16 @@ pub fn render_csv(report: &Report) -> Result<Vec<u8>, RenderError> {
         .map_err(|e| RenderError::Csv(e.into_error().into()))
 }
 
+/// The mark of what the data's lab mode could not emulate, if anything.
+pub fn not_emulated_sentence(report: &Report) -> Option<String> {
+    (!report.not_emulated.is_empty()).then(|| {
+        format!(
+            "NOT EMULATED: {} (the lab's relay mode ends TCP at the relay, so the handshake never crosses the emulated path); not shown.",
+            report.not_emulated.join(", ")
+        )
+    })
+}
+
 /// A terminal summary: verdicts first, then p50 and p99 per group.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
@@ -697,6 +732,10 @@ pub fn render_text(report: &Report) -> String {
     }
     if let Some(t) = &report.lab_timing {
         out.push_str(&t.sentence());
+        out.push('\n');
+    }
+    if let Some(line) = not_emulated_sentence(report) {
+        out.push_str(&line);
         out.push('\n');
     }
     out.push_str(&format!(
@@ -1058,6 +1097,63 @@ mod tests {
         assert_eq!(csv.lines().count(), 1 + 2 * QUANTILES.len());
         assert!(render_text(&r)
             .contains("claim: IN quic_cold_request p50 decreases by >= 350ms — holds"));
+    }
+
+    /// Relay-mode lab data: `tcp_connect` never crossed the path, so it is
+    /// withheld everywhere and marked in the JSON, the text and the page.
+    #[test]
+    fn what_the_relay_mode_cannot_emulate_is_marked_and_never_shown() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let side = |phase: &str, base: u64, rng: &mut rand::rngs::StdRng| {
+            let mut out = rows("IN", phase, 3, 12, base, rng);
+            let mut tcp = out.clone();
+            for r in &mut tcp {
+                r.series.metric = Metric::TcpConnect;
+            }
+            out.extend(tcp);
+            for r in &mut out {
+                r.labels.insert("simulated", "true").unwrap();
+                r.labels.insert("emulation", "relay").unwrap();
+            }
+            out
+        };
+        let (before, after) = (side("before", 200, &mut rng), side("after", 100, &mut rng));
+        let options = ReportOptions {
+            resamples: 100,
+            claims: vec!["IN quic_cold_request p50 decreases by >= 1ms"
+                .parse()
+                .unwrap()],
+            ..ReportOptions::default()
+        };
+        let report = build_report(&before, &after, &options);
+        assert_eq!(report.not_emulated, ["tcp_connect"]);
+        assert!(report.groups.iter().all(|g| g.metric != "tcp_connect"));
+        assert!(report
+            .groups
+            .iter()
+            .any(|g| g.metric == "quic_cold_request"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&render_json(&report).unwrap()).unwrap();
+        check_against_schema(&json);
+        assert_eq!(json["not_emulated"], serde_json::json!(["tcp_connect"]));
+        let text = render_text(&report);
+        assert!(text.contains("NOT EMULATED: tcp_connect"), "{text}");
+        assert_eq!(text.matches("tcp_connect").count(), 1, "{text}");
+        let page = html::render_html(&report, &html::DataSummary::default(), &[], "charts/");
+        assert!(page.contains("id=\"not-emulated\""));
+        assert_eq!(page.matches("tcp_connect").count(), 1);
+        // Without the label (a real probe), nothing is withheld.
+        let strip = |mut v: Vec<StoredSeries>| {
+            for r in &mut v {
+                r.labels = Labels::new();
+                r.labels.insert("country", "IN").unwrap();
+                r.labels.insert("phase", "x").unwrap();
+            }
+            v
+        };
+        let report = build_report(&strip(before), &strip(after), &options);
+        assert!(report.not_emulated.is_empty());
+        assert!(report.groups.iter().any(|g| g.metric == "tcp_connect"));
     }
 
     #[test]
