@@ -154,17 +154,24 @@ impl Recorder {
     ) -> Option<(&mut Series, &mut Series)> {
         let index = self.anchor.unix_ms(intended) / self.window_ms;
         let window = self.window_of(index);
-        let mut t = self.targets.get(target)?.clone();
-        if let Some(address) = self.metric_addresses.get(&(target, metric)) {
-            t.address = address.clone();
-        }
+        let base = self.targets.get(target)?;
+        // The target (and the address that answers this metric) is copied
+        // only when a series is opened, not for every sample.
+        let addresses = &self.metric_addresses;
+        let series_target = || {
+            let mut t = base.clone();
+            if let Some(address) = addresses.get(&(target, metric)) {
+                t.address = address.clone();
+            }
+            t
+        };
         let s = self
             .open
             .entry((index, target, metric))
-            .or_insert_with(|| Series::new(t.clone(), metric, window));
+            .or_insert_with(|| Series::new(series_target(), metric, window));
         let total = self.totals.entry((target, metric)).or_insert_with(|| {
             Series::new(
-                t,
+                series_target(),
                 metric,
                 Window {
                     start_unix_ms: window.start_unix_ms,

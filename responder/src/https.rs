@@ -133,14 +133,7 @@ async fn serve_http(
             .max_concurrent_streams(shared.limits.max_streams_per_connection)
             .max_header_list_size(64 * 1024)
             .serve_connection(io, service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_shutdown(conn, shutdown, |c| c.graceful_shutdown()).await
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -157,18 +150,32 @@ async fn serve_http(
             // small body become two TLS records, and the client wakes twice.
             .writev(false)
             .serve_connection(io, service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_shutdown(conn, shutdown, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         Stats::bump(&shared.stats.http_bad_requests);
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Drives `conn` to its end; when the responder stops first, asks it to
+/// finish gracefully (`graceful`: the HTTP/1.1 or HTTP/2 connection's own
+/// call) and waits for that.
+async fn until_shutdown<C>(
+    conn: C,
+    shutdown: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> C::Output
+where
+    C: std::future::Future,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
     }
 }
 
