@@ -7,7 +7,7 @@ use clap::Subcommand;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vantage_lab::{DemoEvent, DemoOptions, LabOptions, Scenario};
+use vantage_lab::{DemoEvent, DemoOptions, Emulation, LabOptions, Mode, Scenario};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum LabCommand {
@@ -59,9 +59,44 @@ pub(crate) struct LabDemoArgs {
     /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
     #[arg(long, value_name = "FILE", requires = "db")]
     db_password_file: Option<PathBuf>,
+    /// How the paths are emulated (see `vantage lab run --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    emulation: EmulationArg,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `--emulation`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EmulationArg {
+    /// netns when this process may make namespaces (root), else relay.
+    Auto,
+    /// Each probe and responder in a network namespace, every IP packet
+    /// (TCP included) through the emulated path. Needs root.
+    Netns,
+    /// Loopback relays: UDP packet by packet, TCP as a split proxy, so
+    /// tcp_connect is not emulated (and is marked so).
+    Relay,
+}
+
+impl From<EmulationArg> for Emulation {
+    fn from(e: EmulationArg) -> Self {
+        match e {
+            EmulationArg::Auto => Emulation::Auto,
+            EmulationArg::Netns => Emulation::Netns,
+            EmulationArg::Relay => Emulation::Relay,
+        }
+    }
+}
+
+/// The line that says which mode a lab runs in, and why not namespaces
+/// when they were welcome.
+fn mode_line(mode: Mode, fallback: Option<&str>) -> String {
+    match fallback {
+        Some(why) => format!("lab: {} ({why})", mode.describe()),
+        None => format!("lab: {}", mode.describe()),
+    }
 }
 
 /// `--db` and `--db-password-file` as a store location, when given.
@@ -101,6 +136,12 @@ pub(crate) struct LabRunArgs {
     /// File whose first line is the PostgreSQL password (else the URL's, else $PGPASSWORD).
     #[arg(long, value_name = "FILE", requires = "db")]
     db_password_file: Option<PathBuf>,
+    /// How the paths are emulated: netns (every probe and responder in a
+    /// network namespace, every IP packet through the path; needs root),
+    /// relay (loopback relays; TCP is not emulated) or auto (netns when
+    /// permitted).
+    #[arg(long, value_enum, default_value = "auto")]
+    emulation: EmulationArg,
     /// Upload to this collector, running apart from the lab, instead of
     /// starting one; --db is its store, where the probes' tokens go.
     #[arg(long, value_name = "HOST:PORT", requires_all = ["db", "collector_pin"])]
@@ -143,6 +184,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         also_measure: Vec::new(),
         fleet: false,
         outside_collector: args.collector.clone().zip(args.collector_pin.clone()),
+        emulation: args.emulation.into(),
     };
     if !args.quiet {
         eprintln!(
@@ -153,7 +195,18 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         );
     }
     let stop = vantage_probe::stop_on_signal();
-    let summary = vantage_lab::run_lab(options, stop).await?;
+    let lab = vantage_lab::start_lab(options, stop).await?;
+    if !args.quiet {
+        eprintln!("{}", mode_line(lab.mode(), lab.fallback_reason()));
+        let namespaces = lab.namespaces();
+        if !namespaces.is_empty() {
+            eprintln!(
+                "lab: {} namespaces (ip netns list), removed when the lab stops",
+                namespaces.len()
+            );
+        }
+    }
+    let summary = lab.finish().await?;
     // The run's own timing, beside its series: a degraded run says so in
     // its output whatever the terminal showed.
     let timing_file = args.out.join("lab-timing.json");
@@ -163,9 +216,16 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         eprintln!("{}", summary.timing.sentence());
     }
     if !args.quiet {
-        println!("SIMULATED (vantage lab): phase {}", args.phase);
+        println!(
+            "SIMULATED (vantage lab, {} mode): phase {}",
+            summary.mode.label(),
+            args.phase
+        );
         // The relay mode cannot emulate these: marked, never shown.
-        let not_emulated = vantage_reports::RELAY_NOT_EMULATED;
+        let not_emulated: &[vantage_wire::Metric] = match summary.mode {
+            Mode::Relay => &vantage_reports::RELAY_NOT_EMULATED,
+            Mode::Netns => &[],
+        };
         for (probe, run) in &summary.probes {
             println!("\nprobe {probe}");
             let shown: Vec<_> = run
@@ -176,10 +236,12 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
                 .collect();
             print!("{}", vantage_probe::output::render_table(&shown, None));
         }
-        println!(
-            "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not shown: {}",
-            not_emulated.map(|m| m.name()).join(", ")
-        );
+        if !not_emulated.is_empty() {
+            println!(
+                "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not shown: {}",
+                not_emulated.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
         println!("\n{}", summary.timing.sentence());
         println!(
             "output: {}/<country>/series.csv (labelled simulated=true)",
@@ -212,6 +274,7 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         rates: args.rates.clone(),
         out: args.out.clone(),
         db: location(args.db.as_deref(), args.db_password_file.as_deref())?,
+        emulation: args.emulation.into(),
     };
     let (baseline, candidate) = vantage_lab::demo::demo_phases(&options.scenario)?;
     if !args.quiet {
@@ -227,7 +290,13 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
     let mut on_event = {
         let (bar, phase_clock) = (bar.clone(), phase_clock.clone());
         let secs = args.duration.as_secs();
+        let quiet = args.quiet;
         move |event: DemoEvent| match event {
+            DemoEvent::Mode { mode, fallback } => {
+                if !quiet {
+                    bar.println(mode_line(mode, fallback.as_deref()));
+                }
+            }
             DemoEvent::PhaseStarted { index, phase } => {
                 bar.set_message(format!("phase {phase}: measuring"));
                 if let Ok(mut c) = phase_clock.lock() {

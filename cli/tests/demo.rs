@@ -9,6 +9,9 @@ fn demo_runs_the_story_and_writes_the_report() {
     let out = dir.path().join("demo");
     let run = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .args(["lab", "demo", "--duration", "25s", "--window", "2s"])
+        // Relay mode, which a user without root gets; namespace mode is
+        // `the_demo_in_namespace_mode_emulates_tcp_too` (needs root).
+        .args(["--emulation", "relay"])
         // Enough cold requests in 25 s for a verdict (30 a phase at least).
         // Measurements pause while a photo sync runs, and through the
         // before phase's 250 ms path syncs take over half the phase: at

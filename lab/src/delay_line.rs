@@ -124,6 +124,11 @@ pub(crate) enum Item {
     ChunkFin {
         sink: Arc<crate::tcp_relay::StreamSink>,
     },
+    /// An IP packet to hand to a namespace through its TUN device.
+    Packet {
+        port: Arc<crate::tun::TunPort>,
+        bytes: Vec<u8>,
+    },
     /// A datagram to send on its socket.
     Datagram {
         socket: Arc<std::net::UdpSocket>,
@@ -154,6 +159,10 @@ impl ReleaseClock {
                         None => socket.send(&bytes),
                     };
                 }
+                Item::Packet { port, bytes } => {
+                    // A packet the namespace refuses is lost, as on a real path.
+                    let _ = port.write(&bytes);
+                }
                 Item::Chunk { sink, bytes } => sink.release(Some(bytes)),
                 Item::ChunkFin { sink } => sink.release(None),
                 #[cfg(test)]
@@ -183,6 +192,23 @@ impl ReleaseClock {
             None => Item::ChunkFin { sink },
         };
         self.datagrams.push(at, item).is_ok()
+    }
+
+    /// Writes the IP packet `bytes` into `port` at `at`; `false` if the
+    /// release queue is full (the packet is dropped).
+    pub(crate) fn write_at(
+        &self,
+        at: Instant,
+        port: &Arc<crate::tun::TunPort>,
+        bytes: Vec<u8>,
+    ) -> bool {
+        self.datagrams.try_push(
+            at,
+            Item::Packet {
+                port: port.clone(),
+                bytes,
+            },
+        )
     }
 
     /// Sends `bytes` on `socket` (to `to`, or its connected peer) at `at`;

@@ -4,6 +4,7 @@
 //! judged. The front end only shows progress: [`run_demo`] tells it what
 //! happens through [`DemoEvent`]s.
 
+use crate::fabric::{Emulation, Mode};
 use crate::run::{start_lab, LabError, LabOptions};
 use crate::scenario::Scenario;
 use std::path::{Path, PathBuf};
@@ -38,11 +39,21 @@ pub struct DemoOptions {
     /// The store instead of `OUT/vantage.db` (a PostgreSQL database, say);
     /// it must hold no batches, since the report reads every one.
     pub db: Option<StoreLocation>,
+    /// Relays, namespaces, or namespaces where this process may make them.
+    pub emulation: Emulation,
 }
 
 /// What the demo is doing, for a progress display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DemoEvent {
+    /// The lab's paths are up in this mode; with a reason when namespaces
+    /// were welcome but could not be made.
+    Mode {
+        /// The mode.
+        mode: Mode,
+        /// Why not namespaces, when `Auto` fell back to relays.
+        fallback: Option<String>,
+    },
     /// Phase number `index` (0 or 1) starts measuring.
     PhaseStarted {
         /// 0 for the baseline, 1 for the candidate.
@@ -74,6 +85,8 @@ pub struct DemoOutcome {
     pub report_dir: PathBuf,
     /// The report's files and terminal summary.
     pub written: WrittenReport,
+    /// The lab's mode.
+    pub mode: Mode,
 }
 
 /// Why a demo stopped.
@@ -244,10 +257,16 @@ pub async fn run_demo(
             db: Some(db.clone()),
             fleet: true,
             outside_collector: None,
+            emulation: options.emulation,
         },
         stop.clone(),
     )
     .await?;
+    let mode = lab.mode();
+    on_event(DemoEvent::Mode {
+        mode,
+        fallback: lab.fallback_reason().map(String::from),
+    });
     on_event(DemoEvent::PhaseStarted {
         index: 0,
         phase: baseline.clone(),
@@ -342,6 +361,7 @@ pub async fn run_demo(
         db,
         report_dir,
         written,
+        mode,
     })
 }
 

@@ -10,15 +10,21 @@
 
 mod delay_line;
 pub mod demo;
+pub mod emulator;
+mod fabric;
 mod link;
+pub mod netns;
 pub mod path;
 mod run;
 pub mod scenario;
 mod tcp_relay;
+pub mod topology;
+pub mod tun;
 mod udp_relay;
 
 pub use delay_line::{ReleaseClock, TimingStats};
 pub use demo::{run_demo, DemoError, DemoEvent, DemoOptions, DemoOutcome, DEMO_CLAIMS};
+pub use fabric::{Emulation, Mode};
 pub use link::{EmulatedPath, PathSpec, Upstream};
 pub use run::{run_lab, start_lab, LabError, LabOptions, LabSummary, RunningLab};
 pub use scenario::{Phase, Scenario, ScenarioError};

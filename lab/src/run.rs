@@ -2,7 +2,7 @@
 //! loopback, for one phase. Everything it writes is marked simulated.
 
 use crate::delay_line::ReleaseClock;
-use crate::link::{EmulatedPath, Upstream};
+use crate::fabric::{Emulation, Fabric, Mode, Route};
 use crate::scenario::{Phase, Scenario};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vantage_probe::{ProbeArgs, RunError, RunSummary};
 use vantage_reports::LabTiming;
-use vantage_responder::{Responder, ResponderConfig, ResponderError};
+use vantage_responder::ResponderError;
 use vantage_wire::Series;
 
 /// What to run.
@@ -44,6 +44,8 @@ pub struct LabOptions {
     /// the collector can be killed and restarted while the lab runs (the
     /// soak does).
     pub outside_collector: Option<(String, String)>,
+    /// Relays, namespaces, or namespaces where this process may make them.
+    pub emulation: Emulation,
 }
 
 /// Why a lab run failed.
@@ -104,6 +106,9 @@ pub enum LabError {
         /// Cause.
         source: vantage_probe::ConfigError,
     },
+    /// Namespace mode could not be set up.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
     /// A probe failed.
     #[error("probe for {country}: {source}")]
     Probe {
@@ -125,6 +130,8 @@ pub struct LabSummary {
     /// The same, judged against the run's bound: when degraded, every
     /// output of the run says its figures are not accurate.
     pub timing: LabTiming,
+    /// The mode it ran in.
+    pub mode: Mode,
 }
 
 impl LabSummary {
@@ -136,9 +143,11 @@ impl LabSummary {
     }
 }
 
-const SIMULATED_NOTE: &str = "SIMULATED: these measurements come from `vantage lab run`, over emulated \
-network paths on one machine (loopback relays adding delay, jitter, loss and bandwidth limits). They \
-say nothing about any real network. Every series carries the label simulated=true.\n";
+const SIMULATED_NOTE: &str =
+    "SIMULATED: these measurements come from `vantage lab run`, over emulated \
+network paths on one machine (delay, jitter, loss and bandwidth limits added by the lab). They say \
+nothing about any real network. Every series carries the label simulated=true, and emulation=relay \
+or emulation=netns for the lab's mode.\n";
 
 /// Runs one phase of a scenario until `duration` has passed or `stop` turns true.
 pub async fn run_lab(
@@ -151,8 +160,9 @@ pub async fn run_lab(
 /// A lab whose probes are measuring.
 pub struct RunningLab {
     probes: Vec<tokio::task::JoinHandle<(String, Result<RunSummary, RunError>)>>,
-    paths: Vec<EmulatedPath>,
-    responders: BTreeMap<String, Responder>,
+    fabric: Fabric,
+    /// Why `Auto` fell back to relays.
+    fallback: Option<String>,
     collector: Option<vantage_collector::Collector>,
     timing: std::sync::Arc<ReleaseClock>,
     /// The smallest one-way delay of any path started, which sets the
@@ -166,6 +176,22 @@ impl RunningLab {
     /// country (none unless [`LabOptions::fleet`]).
     pub fn campaigns(&self) -> &[String] {
         &self.campaigns
+    }
+
+    /// The mode the lab runs in.
+    pub fn mode(&self) -> Mode {
+        self.fabric.mode()
+    }
+
+    /// Why the lab runs relays though namespaces were welcome (`Auto`
+    /// without the rights), in words for the user.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// The namespaces of namespace mode (`ip netns list` shows them).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.fabric.namespaces()
     }
 
     /// Waits for every probe to end, then stops the paths, responders and
@@ -187,10 +213,8 @@ impl RunningLab {
                 Err(e) => tracing::error!(error = %e, "a probe task failed"),
             }
         }
-        drop(self.paths);
-        for (_, r) in self.responders {
-            r.shutdown().await;
-        }
+        let mode = self.fabric.mode();
+        self.fabric.stop().await;
         if let Some(c) = self.collector {
             c.shutdown().await;
         }
@@ -203,6 +227,7 @@ impl RunningLab {
             probes,
             relay_lateness: (p50, p99, n),
             timing: LabTiming::judge(p50, p99, n, self.smallest_delay),
+            mode,
         })
     }
 }
@@ -239,8 +264,18 @@ pub async fn start_lab(
     let note = options.out.join("SIMULATED.txt");
     std::fs::write(&note, SIMULATED_NOTE).map_err(out_err(note.clone()))?;
 
-    let responders = start_responders(scenario, &phases).await?;
-
+    let (mode, fallback) = crate::fabric::resolve(options.emulation)?;
+    let routes = routes_of(scenario, &phases)?;
+    let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
+        country: "-".into(),
+        datacenter: "-".into(),
+        source,
+    })?;
+    let mut fabric = Fabric::start(mode, &routes, timing.clone()).await?;
+    let smallest_delay = routes
+        .iter()
+        .map(|r| r.spec.up.delay.min(r.spec.down.delay))
+        .min();
     let collector = match (&options.db, &options.outside_collector) {
         (Some(db), None) => Some(start_collector(db).await?),
         _ => None,
@@ -252,69 +287,23 @@ pub async fn start_lab(
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
-    let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
-        country: "-".into(),
-        datacenter: "-".into(),
-        source,
-    })?;
-    let mut paths = Vec::new();
-    let mut smallest_delay = None;
     let mut probes = Vec::new();
     let mut campaigns = Vec::new();
     for (i, (country, region, probe)) in scenario.all_probes().enumerate() {
         let country = &country.to_string();
         let dir = dir_of(&options, &probe.name);
         std::fs::create_dir_all(&dir).map_err(out_err(dir.clone()))?;
-        let mut toml = String::from(
-            "# Written by `vantage lab`: what this simulated country's probe measures.\n",
-        );
-        let mut dcs: Vec<&str> = phases
-            .iter()
-            .flat_map(|p| p.targets_of(country, scenario))
-            .collect();
-        dcs.sort();
-        dcs.dedup();
-        for (j, dc) in dcs.into_iter().enumerate() {
-            let responder = &responders[dc];
-            let spec = &scenario
-                .path_of(country, probe, dc)
-                .ok_or_else(|| LabError::NoPath {
-                    country: country.clone(),
-                    datacenter: dc.to_string(),
-                })?;
-            let upstream = Upstream {
-                quic: responder.quic_addr(),
-                https: responder.https_addr(),
-                stamp: responder.stamp_addr(),
-            };
-            let seed = scenario.seed ^ ((i as u64) << 32) ^ j as u64;
-            let path =
-                EmulatedPath::start(upstream, spec, seed, timing.clone()).map_err(|source| {
-                    LabError::Relay {
-                        country: country.clone(),
-                        datacenter: dc.to_string(),
-                        source,
-                    }
-                })?;
-            toml.push_str(&format!(
-                "\n[[target]]\nname = \"{dc}\"\naddress = \"127.0.0.1:{}\"\nstamp_port = {}\nserver_name = \"localhost\"\npin = \"{}\"\n",
-                path.port(),
-                path.stamp_port(),
-                responder.fingerprint()
-            ));
-            let least = spec.up.delay.min(spec.down.delay);
-            smallest_delay = Some(smallest_delay.map_or(least, |d: Duration| d.min(least)));
-            paths.push(path);
-        }
-        toml.push_str("\n[sync]\n");
-        toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
+        let toml = probe_toml(&fabric, &routes, scenario, &probe.name);
         let mut args = probe_args(
             &options,
             (i, country, region, probe),
             dir,
-            &run_id,
+            (&run_id, mode),
             collector.as_ref(),
         )?;
+        if let Some(addr) = args.collector.first_mut() {
+            *addr = fabric.collector_addr(&probe.name, addr)?;
+        }
         if options.fleet {
             let campaign = format!("{}-{}", scenario.name, probe.name.to_ascii_lowercase());
             let probe_id = args.probe_id.clone().unwrap_or_default();
@@ -344,19 +333,72 @@ pub async fn start_lab(
         })?;
         let stop = stop.clone();
         let name = probe.name.clone();
-        probes.push(tokio::spawn(async move {
+        probes.push(fabric.spawn_probe(&probe.name, async move {
             (name, vantage_probe::run_plan(plan, stop).await)
         }));
     }
     Ok(RunningLab {
         probes,
-        paths,
-        responders,
+        fabric,
+        fallback,
         collector,
         timing,
         smallest_delay,
         campaigns,
     })
+}
+
+/// Every path the run needs, probe by probe, each probe's data centres
+/// in name order (which fixes each path's seed).
+fn routes_of(scenario: &Scenario, phases: &[&Phase]) -> Result<Vec<Route>, LabError> {
+    let mut routes = Vec::new();
+    for (i, (country, _, probe)) in scenario.all_probes().enumerate() {
+        let mut dcs: Vec<&str> = phases
+            .iter()
+            .flat_map(|p| p.targets_of(country, scenario))
+            .collect();
+        dcs.sort();
+        dcs.dedup();
+        for (j, dc) in dcs.into_iter().enumerate() {
+            let spec = scenario
+                .path_of(country, probe, dc)
+                .ok_or_else(|| LabError::NoPath {
+                    country: country.to_string(),
+                    datacenter: dc.to_string(),
+                })?;
+            routes.push(Route {
+                probe: probe.name.clone(),
+                dc: dc.to_string(),
+                spec,
+                seed: scenario.seed ^ ((i as u64) << 32) ^ j as u64,
+            });
+        }
+    }
+    Ok(routes)
+}
+
+/// A probe's targets (where the fabric lets it reach each data centre)
+/// and the scenario's sync, as probe configuration.
+fn probe_toml(fabric: &Fabric, routes: &[Route], scenario: &Scenario, probe: &str) -> String {
+    let mut toml =
+        String::from("# Written by `vantage lab`: what this simulated country's probe measures.\n");
+    for r in routes.iter().filter(|r| r.probe == probe) {
+        let (Some(target), Some(responder)) =
+            (fabric.target(probe, &r.dc), fabric.responder(&r.dc))
+        else {
+            continue;
+        };
+        toml.push_str(&format!(
+            "\n[[target]]\nname = \"{}\"\naddress = \"{}\"\nstamp_port = {}\nserver_name = \"localhost\"\npin = \"{}\"\n",
+            r.dc,
+            target.addr,
+            target.stamp_port,
+            responder.fingerprint()
+        ));
+    }
+    toml.push_str("\n[sync]\n");
+    toml.push_str(&toml::to_string(&scenario.sync).unwrap_or_default());
+    toml
 }
 
 /// How often the lab's probes poll for their campaign: a phase switch
@@ -437,32 +479,6 @@ fn offer_campaign(
         .map_err(|e| e.to_string())
 }
 
-/// One responder per data centre any country of `phases` measures.
-async fn start_responders(
-    scenario: &Scenario,
-    phases: &[&Phase],
-) -> Result<BTreeMap<String, Responder>, LabError> {
-    let mut responders = BTreeMap::new();
-    for country in scenario.countries.keys() {
-        for dc in phases.iter().flat_map(|p| p.targets_of(country, scenario)) {
-            if !responders.contains_key(dc) {
-                let config = ResponderConfig::local().map_err(|e| LabError::Responder {
-                    datacenter: dc.to_string(),
-                    source: e.into(),
-                })?;
-                let r = Responder::start(config)
-                    .await
-                    .map_err(|source| LabError::Responder {
-                        datacenter: dc.to_string(),
-                        source,
-                    })?;
-                responders.insert(dc.to_string(), r);
-            }
-        }
-    }
-    Ok(responders)
-}
-
 /// A collector on loopback storing into `db`.
 async fn start_collector(
     db: &vantage_collector::StoreLocation,
@@ -489,14 +505,17 @@ fn probe_args(
     options: &LabOptions,
     (i, country, region, probe): (usize, &String, &str, &crate::scenario::LabProbe),
     dir: PathBuf,
-    run_id: &str,
+    (run_id, mode): (&str, Mode),
     collector: Option<&vantage_collector::Collector>,
 ) -> Result<ProbeArgs, LabError> {
     let scenario = &options.scenario;
     let mut args = ProbeArgs {
         // `emulation=relay`: TCP ends at the relay, so the kernel's
         // handshake never meets the path; reports withhold `tcp_connect`.
-        labels: vec!["simulated=true".into(), "emulation=relay".into()],
+        labels: vec![
+            "simulated=true".into(),
+            format!("emulation={}", mode.label()),
+        ],
         country: Some(country.clone()),
         region: (!region.is_empty()).then(|| region.to_string()),
         network: Some(probe.network.clone()),

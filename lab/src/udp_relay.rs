@@ -33,7 +33,20 @@ impl UdpRelay {
         backward: Arc<Mutex<Direction>>,
         clock: Arc<ReleaseClock>,
     ) -> io::Result<Self> {
-        let front = Arc::new(UdpSocket::bind(listen)?);
+        Self::start_on(UdpSocket::bind(listen)?, upstream, forward, backward, clock)
+    }
+
+    /// As [`UdpRelay::start`], listening on `front`, a socket already
+    /// bound (in namespace mode, inside a probe's namespace, while the
+    /// relay's upstream sockets are made in the caller's).
+    pub fn start_on(
+        front: UdpSocket,
+        upstream: SocketAddr,
+        forward: Arc<Mutex<Direction>>,
+        backward: Arc<Mutex<Direction>>,
+        clock: Arc<ReleaseClock>,
+    ) -> io::Result<Self> {
+        let front = Arc::new(front);
         front.set_read_timeout(Some(POLL))?;
         let addr = front.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use tokio::sync::watch;
-use vantage_lab::{run_lab, LabOptions, Scenario};
+use vantage_lab::{run_lab, Emulation, LabOptions, Mode, Scenario};
 use vantage_wire::Metric;
 
 const SMALL: &str = r#"
@@ -48,9 +48,11 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
             also_measure: Vec::new(),
             fleet: false,
             outside_collector: None,
+            emulation: Emulation::Relay,
         };
         let (_tx, stop) = watch::channel(false);
         let summary = run_lab(options, stop).await.unwrap();
+        assert_eq!(summary.mode, Mode::Relay);
         let uploaded = summary.probes["MY"]
             .upload
             .expect("uploads to the lab's collector");
@@ -112,8 +114,72 @@ async fn an_unknown_phase_names_the_known_ones() {
         also_measure: Vec::new(),
         fleet: false,
         outside_collector: None,
+        emulation: Emulation::Relay,
     };
     let (_tx, stop) = watch::channel(false);
     let err = run_lab(options, stop).await.unwrap_err().to_string();
     assert!(err.contains("after, before"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn in_namespace_mode_the_tcp_handshake_crosses_the_path_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions {
+        scenario: Scenario::parse(SMALL).unwrap(),
+        phase: "before".into(),
+        duration: Duration::from_secs(4),
+        out: dir.path().to_path_buf(),
+        window: Duration::from_secs(1),
+        rates: vec!["udp_rtt=20".into(), "tcp_connect=5".into()],
+        db: Some(dir.path().join("lab.db").into()),
+        also_measure: Vec::new(),
+        fleet: false,
+        outside_collector: None,
+        emulation: Emulation::Netns,
+    };
+    let (_tx, stop) = watch::channel(false);
+    let lab = vantage_lab::start_lab(options, stop).await.unwrap();
+    assert_eq!(lab.mode(), Mode::Netns);
+    let namespaces = lab.namespaces();
+    assert_eq!(
+        namespaces.len(),
+        2,
+        "one probe, one data centre: {namespaces:?}"
+    );
+    let summary = lab.finish().await.unwrap();
+    assert_eq!(summary.mode, Mode::Netns);
+    // Uploads reach the collector outside the namespaces.
+    let uploaded = summary.probes["MY"].upload.expect("uploads");
+    assert!(
+        uploaded.stored > 0 && uploaded.rejected == 0,
+        "{uploaded:?}"
+    );
+    let p50_ms = |metric| {
+        let s = summary
+            .totals()
+            .find(|(c, s)| *c == "MY" && s.metric == metric)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("{metric:?} for MY"));
+        s.histogram.value_at_quantile(0.5) as f64 / 1000.0
+    };
+    // MY–Beijing is 40 ms each way: STAMP and the kernel's TCP handshake
+    // (SYN up, SYN-ACK down) both take one 80 ms round trip.
+    for metric in [Metric::UdpRtt, Metric::TcpConnect] {
+        let p50 = p50_ms(metric);
+        assert!(
+            (80.0..84.0).contains(&p50),
+            "{metric:?} p50 {p50} ms over an 80 ms path"
+        );
+    }
+    let csv = std::fs::read_to_string(dir.path().join("MY/series.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.contains("emulation=netns")), "{csv}");
+    for name in namespaces {
+        assert!(
+            !std::path::Path::new("/run/netns").join(&name).exists(),
+            "{name} left behind"
+        );
+    }
 }

@@ -1,0 +1,219 @@
+//! The packet emulator of namespace mode: every IP packet a namespace
+//! sends leaves through its TUN device, is read here, passes the path
+//! model of its (source, destination) pair, and is written into the
+//! destination's TUN device at its release instant by the one
+//! [`ReleaseClock`]. TCP's handshake, slow start, loss recovery and
+//! queueing thus all meet the path, as in Mahimahi's `mm-delay` and
+//! `mm-link`; nothing is terminated on the way.
+
+use crate::delay_line::ReleaseClock;
+use crate::path::{Direction, Verdict};
+use crate::tun::TunPort;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a reader waits for a packet before looking at its stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Largest packet read from a TUN device (its MTU is 1500; this leaves
+/// room for a larger one to be seen, counted and dropped by the path).
+const MAX_PACKET: usize = 65_536;
+
+/// A TUN device registered with the emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortId(usize);
+
+/// What the emulator did with packets, beside what each path's
+/// [`Direction`] counts.
+#[derive(Debug, Default)]
+pub struct EmulatorCounters {
+    /// Packets passed to a path.
+    pub routed: AtomicU64,
+    /// Packets for which no path exists (a namespace's own IPv6 neighbour
+    /// discovery, say): dropped, as a router without a route would.
+    pub unrouted: AtomicU64,
+    /// Packets that were not IPv4 or IPv6.
+    pub not_ip: AtomicU64,
+    /// Packets dropped because the release queue was full.
+    pub release_queue_full: AtomicU64,
+}
+
+struct Route {
+    out: Arc<TunPort>,
+    direction: Arc<Mutex<Direction>>,
+}
+
+/// The ports and routes of an emulator that has not started.
+#[derive(Default)]
+pub struct EmulatorBuilder {
+    ports: Vec<Arc<TunPort>>,
+    routes: HashMap<(IpAddr, IpAddr), Route>,
+}
+
+impl EmulatorBuilder {
+    /// Registers a TUN device.
+    pub fn port(&mut self, tun: TunPort) -> PortId {
+        self.ports.push(Arc::new(tun));
+        PortId(self.ports.len() - 1)
+    }
+
+    /// Packets from `from` to `to` pass `direction` and leave by `out`.
+    pub fn route(
+        &mut self,
+        from: IpAddr,
+        to: IpAddr,
+        out: PortId,
+        direction: Arc<Mutex<Direction>>,
+    ) {
+        let out = self.ports[out.0].clone();
+        self.routes.insert((from, to), Route { out, direction });
+    }
+
+    /// Starts one reader thread per port.
+    pub fn start(self, clock: Arc<ReleaseClock>) -> io::Result<PacketEmulator> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(EmulatorCounters::default());
+        let routes = Arc::new(self.routes);
+        let mut readers = Vec::new();
+        for port in self.ports {
+            let (halt, counters, routes, clock) = (
+                stop.clone(),
+                counters.clone(),
+                routes.clone(),
+                clock.clone(),
+            );
+            let reader = std::thread::Builder::new()
+                .name(format!("lab-tun-{}", port.name()))
+                .spawn(move || read_port(&port, &routes, &clock, &counters, &halt));
+            match reader {
+                Ok(r) => readers.push(r),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(PacketEmulator {
+            stop,
+            readers,
+            counters,
+        })
+    }
+}
+
+fn read_port(
+    port: &TunPort,
+    routes: &HashMap<(IpAddr, IpAddr), Route>,
+    clock: &ReleaseClock,
+    counters: &EmulatorCounters,
+    stop: &AtomicBool,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match port.read(&mut buf, POLL) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, port = port.name(), "reading a TUN device failed");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let packet = &buf[..n];
+        let Some(pair) = addresses(packet) else {
+            counters.not_ip.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Some(route) = routes.get(&pair) else {
+            counters.unrouted.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        counters.routed.fetch_add(1, Ordering::Relaxed);
+        let verdict = route
+            .direction
+            .lock()
+            .map(|mut d| d.handle_datagram(now, n));
+        if let Ok(Verdict::Deliver(at)) = verdict {
+            if !clock.write_at(at, &route.out, packet.to_vec()) {
+                counters.release_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The source and destination of an IPv4 or IPv6 packet.
+pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            let src: [u8; 4] = packet[12..16].try_into().ok()?;
+            let dst: [u8; 4] = packet[16..20].try_into().ok()?;
+            Some((Ipv4Addr::from(src).into(), Ipv4Addr::from(dst).into()))
+        }
+        6 if packet.len() >= 40 => {
+            let src: [u8; 16] = packet[8..24].try_into().ok()?;
+            let dst: [u8; 16] = packet[24..40].try_into().ok()?;
+            Some((Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into()))
+        }
+        _ => None,
+    }
+}
+
+/// A running emulator. Dropping it stops its readers.
+pub struct PacketEmulator {
+    stop: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<()>>,
+    counters: Arc<EmulatorCounters>,
+}
+
+impl PacketEmulator {
+    /// Its counters.
+    pub fn counters(&self) -> &EmulatorCounters {
+        &self.counters
+    }
+}
+
+impl Drop for PacketEmulator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_read_from_both_ip_versions_and_nothing_else() {
+        let mut v4 = vec![0u8; 20];
+        v4[0] = 0x45;
+        v4[12..16].copy_from_slice(&[198, 18, 0, 10]);
+        v4[16..20].copy_from_slice(&[198, 18, 1, 10]);
+        assert_eq!(
+            addresses(&v4),
+            Some((
+                "198.18.0.10".parse().unwrap(),
+                "198.18.1.10".parse().unwrap()
+            ))
+        );
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[23] = 1;
+        v6[24] = 0xfe;
+        v6[25] = 0x80;
+        assert_eq!(
+            addresses(&v6),
+            Some(("::1".parse().unwrap(), "fe80::".parse().unwrap()))
+        );
+        assert_eq!(addresses(&v4[..19]), None, "a truncated header");
+        assert_eq!(addresses(&[0x25; 40]), None, "not IP");
+        assert_eq!(addresses(&[]), None);
+    }
+}
