@@ -238,7 +238,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         }
         if !not_emulated.is_empty() {
             println!(
-                "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not shown: {}",
+                "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not measured: {}",
                 not_emulated.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
             );
         }
@@ -294,7 +294,9 @@ async fn lab_demo(args: LabDemoArgs) -> anyhow::Result<()> {
         move |event: DemoEvent| match event {
             DemoEvent::Mode { mode, fallback } => {
                 if !quiet {
-                    bar.println(mode_line(mode, fallback.as_deref()));
+                    // Not bar.println: a bar drawn nowhere (output not a
+                    // terminal) prints nothing.
+                    bar.suspend(|| eprintln!("{}", mode_line(mode, fallback.as_deref())));
                 }
             }
             DemoEvent::PhaseStarted { index, phase } => {

@@ -149,6 +149,12 @@ network paths on one machine (delay, jitter, loss and bandwidth limits added by 
 nothing about any real network. Every series carries the label simulated=true, and emulation=relay \
 or emulation=netns for the lab's mode.\n";
 
+/// Added to SIMULATED.txt in relay mode.
+const RELAY_NOTE: &str = "RELAY MODE: loopback relays carried UDP packet by packet and TCP as a split \
+proxy, so TCP's handshake never crossed the emulated path. tcp_connect is NOT EMULATED in this mode \
+and was not measured. Run as root (vantage lab run --emulation netns) for every packet, TCP \
+included, through the path.\n";
+
 /// Runs one phase of a scenario until `duration` has passed or `stop` turns true.
 pub async fn run_lab(
     options: LabOptions,
@@ -261,10 +267,14 @@ pub async fn start_lab(
     }
     let out_err = |path: PathBuf| move |source| LabError::Output { path, source };
     std::fs::create_dir_all(&options.out).map_err(out_err(options.out.clone()))?;
-    let note = options.out.join("SIMULATED.txt");
-    std::fs::write(&note, SIMULATED_NOTE).map_err(out_err(note.clone()))?;
-
     let (mode, fallback) = crate::fabric::resolve(options.emulation)?;
+    let note = options.out.join("SIMULATED.txt");
+    let text = match mode {
+        Mode::Relay => format!("{SIMULATED_NOTE}{RELAY_NOTE}"),
+        Mode::Netns => SIMULATED_NOTE.to_string(),
+    };
+    std::fs::write(&note, text).map_err(out_err(note.clone()))?;
+
     let routes = routes_of(scenario, &phases)?;
     let timing = ReleaseClock::start().map_err(|source| LabError::Relay {
         country: "-".into(),
@@ -307,7 +317,7 @@ pub async fn start_lab(
         if options.fleet {
             let campaign = format!("{}-{}", scenario.name, probe.name.to_ascii_lowercase());
             let probe_id = args.probe_id.clone().unwrap_or_default();
-            let body = campaign_body(&options, &toml);
+            let body = campaign_body(&options, mode, &toml);
             offer_campaign(
                 options.db.as_ref(),
                 &campaign,
@@ -325,6 +335,7 @@ pub async fn start_lab(
             args.phase = Some(options.phase.clone());
             args.campaign = Some(scenario.name.clone());
             args.rates = lab_rates(&options);
+            args.metrics = lab_metrics(mode).unwrap_or_default();
             args.window = Some(options.window);
         }
         let plan = args.into_plan().map_err(|source| LabError::ProbeConfig {
@@ -422,8 +433,26 @@ fn lab_rates(options: &LabOptions) -> Vec<String> {
         .collect()
 }
 
+/// What the lab's probes measure: every responder metric, but in relay
+/// mode none it cannot emulate (`tcp_connect`: the kernel's handshake
+/// would end at the relay). Those are not measured at all, so no output
+/// of the run (series.csv, batches, the collector's /metrics) can show
+/// them as figures; `None`: the probe's default, every metric.
+fn lab_metrics(mode: Mode) -> Option<Vec<String>> {
+    match mode {
+        Mode::Netns => None,
+        Mode::Relay => Some(
+            vantage_probe::config::RESPONDER_METRICS
+                .iter()
+                .filter(|m| !vantage_reports::RELAY_NOT_EMULATED.contains(m))
+                .map(|m| m.name().to_string())
+                .collect(),
+        ),
+    }
+}
+
 /// A country's campaign: its targets and sync, the lab's window and rates.
-fn campaign_body(options: &LabOptions, targets_and_sync: &str) -> String {
+fn campaign_body(options: &LabOptions, mode: Mode, targets_and_sync: &str) -> String {
     // A later --rate of one metric replaces an earlier: TOML keeps one.
     let by_metric: BTreeMap<String, String> = lab_rates(options)
         .iter()
@@ -434,8 +463,12 @@ fn campaign_body(options: &LabOptions, targets_and_sync: &str) -> String {
     for (metric, rate) in by_metric {
         rates.push_str(&format!("{metric} = {rate}\n"));
     }
+    let metrics = match lab_metrics(mode) {
+        Some(names) => format!("metrics = {names:?}\n"),
+        None => String::new(),
+    };
     format!(
-        "window = \"{}ms\"\n{rates}{targets_and_sync}",
+        "window = \"{}ms\"\n{metrics}{rates}{targets_and_sync}",
         options.window.as_millis()
     )
 }

@@ -88,6 +88,14 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
     // Every row says the relay mode measured it, so a report can withhold
     // what that mode cannot emulate.
     assert!(rows.iter().all(|r| r.contains("emulation=relay")), "{csv}");
+    // What relay mode cannot emulate is not measured, so no row shows it,
+    // and the run's note says so.
+    assert!(!rows.iter().any(|r| r.contains(",tcp_connect,")), "{csv}");
+    let note = std::fs::read_to_string(dir.path().join("SIMULATED.txt")).unwrap();
+    assert!(
+        note.contains("tcp_connect is NOT EMULATED in this mode"),
+        "{note}"
+    );
     assert!(
         rows.iter()
             .any(|r| r.contains(",before,MY,Kuala Lumpur,lab,") && r.contains(",beijing,")),
@@ -176,6 +184,8 @@ async fn in_namespace_mode_the_tcp_handshake_crosses_the_path_and_nothing_is_lef
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.contains("emulation=netns")), "{csv}");
+    let note = std::fs::read_to_string(dir.path().join("SIMULATED.txt")).unwrap();
+    assert!(!note.contains("NOT EMULATED"), "{note}");
     for name in namespaces {
         assert!(
             !std::path::Path::new("/run/netns").join(&name).exists(),
