@@ -72,7 +72,10 @@ fn ctrl_c_removes_every_namespace_and_a_killed_runs_go_at_the_next_start() {
     wait_for_namespaces(pid);
     killed.kill().unwrap();
     killed.wait().unwrap();
-    assert!(!namespaces_of(pid).is_empty(), "a killed run leaves its namespaces");
+    assert!(
+        !namespaces_of(pid).is_empty(),
+        "a killed run leaves its namespaces"
+    );
     let mut next = lab_run(&dir.path().join("c"));
     wait_for_namespaces(next.id());
     assert!(

@@ -52,8 +52,14 @@ struct Route {
 #[derive(Default)]
 pub struct EmulatorBuilder {
     ports: Vec<Arc<TunPort>>,
-    routes: HashMap<(IpAddr, IpAddr), Route>,
+    routes: HashMap<RouteKey, Route>,
 }
+
+/// Which route a packet takes: the port it came in by, its source and
+/// its destination. The port matters once routers are in the way: a
+/// packet from a probe to a data centre passes the emulator once per
+/// segment, and each time it must go on to the next.
+type RouteKey = (PortId, IpAddr, IpAddr);
 
 impl EmulatorBuilder {
     /// Registers a TUN device.
@@ -62,16 +68,16 @@ impl EmulatorBuilder {
         PortId(self.ports.len() - 1)
     }
 
-    /// Packets from `from` to `to` pass `direction` and leave by `out`.
+    /// Packets from `from` to `to` that come in by `by` pass `direction`
+    /// and leave by `out`.
     pub fn route(
         &mut self,
-        from: IpAddr,
-        to: IpAddr,
+        (by, from, to): (PortId, IpAddr, IpAddr),
         out: PortId,
         direction: Arc<Mutex<Direction>>,
     ) {
         let out = self.ports[out.0].clone();
-        self.routes.insert((from, to), Route { out, direction });
+        self.routes.insert((by, from, to), Route { out, direction });
     }
 
     /// Starts one reader thread per port.
@@ -80,7 +86,7 @@ impl EmulatorBuilder {
         let counters = Arc::new(EmulatorCounters::default());
         let routes = Arc::new(self.routes);
         let mut readers = Vec::new();
-        for port in self.ports {
+        for (i, port) in self.ports.into_iter().enumerate() {
             let (halt, counters, routes, clock) = (
                 stop.clone(),
                 counters.clone(),
@@ -89,7 +95,7 @@ impl EmulatorBuilder {
             );
             let reader = std::thread::Builder::new()
                 .name(format!("lab-tun-{}", port.name()))
-                .spawn(move || read_port(&port, &routes, &clock, &counters, &halt));
+                .spawn(move || read_port((PortId(i), &port), &routes, &clock, &counters, &halt));
             match reader {
                 Ok(r) => readers.push(r),
                 Err(e) => {
@@ -107,8 +113,8 @@ impl EmulatorBuilder {
 }
 
 fn read_port(
-    port: &TunPort,
-    routes: &HashMap<(IpAddr, IpAddr), Route>,
+    (id, port): (PortId, &TunPort),
+    routes: &HashMap<RouteKey, Route>,
     clock: &ReleaseClock,
     counters: &EmulatorCounters,
     stop: &AtomicBool,
@@ -125,11 +131,11 @@ fn read_port(
         };
         let now = Instant::now();
         let packet = &buf[..n];
-        let Some(pair) = addresses(packet) else {
+        let Some((from, to)) = addresses(packet) else {
             counters.not_ip.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let Some(route) = routes.get(&pair) else {
+        let Some(route) = routes.get(&(id, from, to)) else {
             counters.unrouted.fetch_add(1, Ordering::Relaxed);
             continue;
         };

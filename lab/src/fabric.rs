@@ -7,6 +7,7 @@ use crate::delay_line::ReleaseClock;
 use crate::link::{EmulatedPath, PathSpec, Upstream};
 use crate::netns::{NetnsError, NsRuntime};
 use crate::run::LabError;
+use crate::scenario::Hop;
 use crate::topology::{HostId, RunningTopology, Topology};
 use crate::udp_relay::UdpRelay;
 use std::collections::BTreeMap;
@@ -79,8 +80,21 @@ pub(crate) fn resolve(asked: Emulation) -> Result<(Mode, Option<String>), NetnsE
 pub(crate) struct Route {
     pub probe: String,
     pub dc: String,
+    /// The whole path, as relay mode emulates it.
     pub spec: PathSpec,
+    /// The routers along it (namespace mode only); a router of one name
+    /// is one namespace, whatever paths cross it.
+    pub hops: Vec<Hop>,
+    /// The path cut at its routers, from the probe's end.
+    pub segments: Vec<PathSpec>,
     pub seed: u64,
+}
+
+/// A router the lab made, for its `hops.csv`.
+#[derive(Debug, Clone)]
+pub(crate) struct LabRouter {
+    pub addr: std::net::IpAddr,
+    pub hop: Hop,
 }
 
 /// Where a probe reaches a data centre.
@@ -112,6 +126,7 @@ pub(crate) struct Fabric {
     targets: BTreeMap<(String, String), Target>,
     relay_paths: Vec<EmulatedPath>,
     netns: Option<NetnsParts>,
+    routers: Vec<LabRouter>,
 }
 
 fn relay_err(probe: &str, dc: &str) -> impl FnOnce(std::io::Error) -> LabError {
@@ -151,6 +166,7 @@ impl Fabric {
                     targets: BTreeMap::new(),
                     relay_paths: Vec::new(),
                     netns: None,
+                    routers: Vec::new(),
                 };
                 for r in routes {
                     let responder = &fabric.responders[&r.dc];
@@ -188,6 +204,10 @@ impl Fabric {
             dc_hosts.insert(dc.to_string(), host);
         }
         let mut probe_hosts = BTreeMap::new();
+        // One namespace per router name: paths that name the same router
+        // cross the same namespace.
+        let mut router_hosts: BTreeMap<String, HostId> = BTreeMap::new();
+        let mut routers = Vec::new();
         for r in routes {
             if !probe_hosts.contains_key(&r.probe) {
                 let host = topology
@@ -195,7 +215,31 @@ impl Fabric {
                     .map_err(netns_err)?;
                 probe_hosts.insert(r.probe.clone(), host);
             }
-            topology.link(probe_hosts[&r.probe], dc_hosts[&r.dc], &r.spec, r.seed);
+            let mut chain = Vec::new();
+            for hop in &r.hops {
+                let host = match router_hosts.get(&hop.name) {
+                    Some(h) => *h,
+                    None => {
+                        let host = topology
+                            .add_router(&format!("r-{}", hop.name), hop.silent)
+                            .map_err(netns_err)?;
+                        routers.push(LabRouter {
+                            addr: topology.addr(host),
+                            hop: hop.clone(),
+                        });
+                        router_hosts.insert(hop.name.clone(), host);
+                        host
+                    }
+                };
+                chain.push(host);
+            }
+            topology.link_via(
+                probe_hosts[&r.probe],
+                &chain,
+                dc_hosts[&r.dc],
+                &r.segments,
+                r.seed,
+            );
         }
         let topology = topology.start(clock).map_err(netns_err)?;
         let control_clock = ReleaseClock::start().map_err(relay_err("-", "collector"))?;
@@ -243,6 +287,7 @@ impl Fabric {
             targets,
             relay_paths: Vec::new(),
             netns: Some(parts),
+            routers,
         })
     }
 
@@ -261,6 +306,11 @@ impl Fabric {
         self.targets
             .get(&(probe.to_string(), dc.to_string()))
             .copied()
+    }
+
+    /// The routers of namespace mode, each with its address.
+    pub(crate) fn routers(&self) -> &[LabRouter] {
+        &self.routers
     }
 
     /// The namespaces of namespace mode, for the user to inspect.

@@ -133,6 +133,39 @@ impl DirectionSpec {
     }
 }
 
+impl DirectionSpec {
+    /// This direction cut at `shares` of its delay (each in 0..1, rising)
+    /// into `shares.len() + 1` segments, in order from the probe's end:
+    /// segment 0 carries the delay up to the first cut and every
+    /// impairment (jitter, loss, the bottleneck and its queue, the MTU),
+    /// the others only their part of the delay. So routers along a path
+    /// see the packet at their share of its delay, and the path end to
+    /// end is what it was.
+    pub fn split(&self, shares: &[f64]) -> Vec<DirectionSpec> {
+        let total = self.delay.as_secs_f64();
+        let mut cuts: Vec<f64> = shares.iter().map(|s| s.clamp(0.0, 1.0)).collect();
+        cuts.push(1.0);
+        let mut out = Vec::with_capacity(cuts.len());
+        let mut from = 0.0;
+        for (i, to) in cuts.into_iter().enumerate() {
+            let delay = Duration::from_secs_f64((to - from).max(0.0) * total);
+            out.push(if i == 0 {
+                DirectionSpec {
+                    delay,
+                    ..self.clone()
+                }
+            } else {
+                DirectionSpec {
+                    delay,
+                    ..DirectionSpec::default()
+                }
+            });
+            from = to;
+        }
+        out
+    }
+}
+
 impl Jitter {
     fn variance_s2(&self) -> f64 {
         match *self {
@@ -394,6 +427,26 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direction_split_at_its_hops_keeps_its_delay_and_puts_impairments_first() {
+        let d = DirectionSpec {
+            delay: Duration::from_millis(100),
+            loss: Loss::Bernoulli { p: 0.01 },
+            rate_bps: Some(8_000_000),
+            queue_bytes: 64_000,
+            ..DirectionSpec::default()
+        };
+        let parts = d.split(&[0.2, 0.7]);
+        let delays: Vec<u128> = parts.iter().map(|p| p.delay.as_millis()).collect();
+        assert_eq!(delays, [20, 50, 30]);
+        assert_eq!(parts[0].loss, d.loss);
+        assert_eq!(parts[0].rate_bps, d.rate_bps);
+        for p in &parts[1..] {
+            assert_eq!((p.loss, p.rate_bps), (Loss::None, None));
+        }
+        assert_eq!(d.split(&[]), vec![d.clone()]);
+    }
 
     #[test]
     fn two_legs_make_one_direction() {

@@ -282,6 +282,7 @@ pub async fn start_lab(
         source,
     })?;
     let mut fabric = Fabric::start(mode, &routes, timing.clone()).await?;
+    write_hops(&options.out, &fabric)?;
     let smallest_delay = routes
         .iter()
         .map(|r| r.spec.up.delay.min(r.spec.down.delay))
@@ -359,6 +360,24 @@ pub async fn start_lab(
     })
 }
 
+/// `OUT/hops.csv`: every router the lab made, with its address, name and
+/// country, so a traceroute's hops can be told apart (written only when
+/// there are routers: relay mode has none).
+fn write_hops(out: &std::path::Path, fabric: &Fabric) -> Result<(), LabError> {
+    if fabric.routers().is_empty() {
+        return Ok(());
+    }
+    let mut csv = String::from("address,name,country,silent\n");
+    for r in fabric.routers() {
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            r.addr, r.hop.name, r.hop.country, r.hop.silent
+        ));
+    }
+    let path = out.join("hops.csv");
+    std::fs::write(&path, csv).map_err(|source| LabError::Output { path, source })
+}
+
 /// Every path the run needs, probe by probe, each probe's data centres
 /// in name order (which fixes each path's seed).
 fn routes_of(scenario: &Scenario, phases: &[&Phase]) -> Result<Vec<Route>, LabError> {
@@ -371,16 +390,20 @@ fn routes_of(scenario: &Scenario, phases: &[&Phase]) -> Result<Vec<Route>, LabEr
         dcs.sort();
         dcs.dedup();
         for (j, dc) in dcs.into_iter().enumerate() {
-            let spec = scenario
-                .path_of(country, probe, dc)
-                .ok_or_else(|| LabError::NoPath {
-                    country: country.to_string(),
-                    datacenter: dc.to_string(),
-                })?;
+            let no_path = || LabError::NoPath {
+                country: country.to_string(),
+                datacenter: dc.to_string(),
+            };
+            let spec = scenario.path_of(country, probe, dc).ok_or_else(no_path)?;
+            let segments = scenario
+                .segments_of(country, probe, dc)
+                .ok_or_else(no_path)?;
             routes.push(Route {
                 probe: probe.name.clone(),
                 dc: dc.to_string(),
                 spec,
+                hops: scenario.hops_of(country, dc).to_vec(),
+                segments,
                 seed: scenario.seed ^ ((i as u64) << 32) ^ j as u64,
             });
         }

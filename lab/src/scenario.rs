@@ -30,6 +30,9 @@ pub struct Scenario {
     pub datacenters: BTreeSet<String>,
     /// The path from each country to each data centre.
     pub paths: BTreeMap<(String, String), PathSpec>,
+    /// The routers along each path, from the country's end (namespace
+    /// mode only: relays have no TTL to decrement).
+    pub hops: BTreeMap<(String, String), Vec<Hop>>,
     /// Phases by name.
     pub phases: BTreeMap<String, Phase>,
     /// Photo-sync settings of every probe: [`LAB_SYNC`] overridden by the
@@ -51,6 +54,26 @@ direction = "upload"
 transport = "quic"
 timeout = "10s"
 "#;
+
+/// A router along a path: in namespace mode a namespace of its own that
+/// forwards, decrements TTL and answers ICMP time-exceeded, so a
+/// traceroute from a probe finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// Its name, as a network operator would label it (`bjs-cn2-core`).
+    pub name: String,
+    /// The country it sits in (ISO 3166-1 alpha-2).
+    pub country: String,
+    /// Where it sits: the share of the path's one-way delay from the
+    /// country's end, in (0, 1).
+    pub at: f64,
+    /// Forwards but never answers, as many real routers: a traceroute
+    /// sees a gap at its TTL.
+    pub silent: bool,
+}
+
+/// Most hops a path may declare.
+pub const MAX_HOPS: usize = 16;
 
 /// One simulated probe of a country.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +111,92 @@ impl Phase {
                 .unwrap_or_default()
         }
     }
+}
+
+/// A path's routers, checked: named, in a country, in order along it.
+fn path_hops(p: &FilePath, spec: &PathSpec) -> Result<Vec<Hop>, ScenarioError> {
+    let invalid = |what: String| {
+        Err(ScenarioError::Invalid(format!(
+            "path {} → {}: {what}",
+            p.country, p.datacenter
+        )))
+    };
+    if p.hops.len() > MAX_HOPS {
+        return invalid(format!("{} hops; at most {MAX_HOPS}", p.hops.len()));
+    }
+    let up_ms = spec.up.delay.as_secs_f64() * 1e3;
+    let n = p.hops.len();
+    let mut out: Vec<Hop> = Vec::with_capacity(n);
+    for (i, h) in p.hops.iter().enumerate() {
+        let named = !h.name.is_empty()
+            && h.name.len() <= 32
+            && h.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !named {
+            return invalid(format!(
+                "hop `{}`: name it with up to 32 letters, digits, `-`, `_` and `.`",
+                h.name
+            ));
+        }
+        let country = h.country.to_ascii_uppercase();
+        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return invalid(format!(
+                "hop {}: country `{}` is not an ISO 3166-1 alpha-2 code",
+                h.name, h.country
+            ));
+        }
+        let at = match h.delay_ms {
+            None => (i + 1) as f64 / (n + 1) as f64,
+            Some(d) if d.is_finite() && d > 0.0 && d < up_ms => d / up_ms,
+            Some(d) => {
+                return invalid(format!(
+                    "hop {}: delay_ms {d} must lie inside the path's {up_ms} ms up",
+                    h.name
+                ))
+            }
+        };
+        if out.last().is_some_and(|prev| prev.at >= at) {
+            return invalid(format!(
+                "hop {}: its delay_ms must be more than the hop before it",
+                h.name
+            ));
+        }
+        if out.iter().any(|prev| prev.name == h.name) {
+            return invalid(format!("hop {} is listed twice", h.name));
+        }
+        out.push(Hop {
+            name: h.name.clone(),
+            country,
+            at,
+            silent: h.silent,
+        });
+    }
+    Ok(out)
+}
+
+/// A router named on several paths is one router: the same country and
+/// the same silence on each.
+fn check_routers(hops: &BTreeMap<(String, String), Vec<Hop>>) -> Result<(), ScenarioError> {
+    let mut seen: BTreeMap<&str, (&Hop, &(String, String))> = BTreeMap::new();
+    for (path, list) in hops {
+        for hop in list {
+            match seen.get(hop.name.as_str()) {
+                Some((first, where_)) if (&first.country, first.silent) != (&hop.country, hop.silent) => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "hop {} is in {} (silent {}) on path {} → {} but in {} (silent {}) on path {} → {}: one name is one router",
+                        hop.name, first.country, first.silent, where_.0, where_.1,
+                        hop.country, hop.silent, path.0, path.1
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&hop.name, (hop, path));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a scenario is unusable, saying where.
@@ -165,7 +274,7 @@ impl FileProbe {
         let leg = FilePath {
             country: country.to_string(),
             datacenter: format!("its {} access network", self.network),
-            delay_ms: self.delay_ms,
+            delay_ms: Some(self.delay_ms),
             jitter_ms: self.jitter_ms,
             loss: self.loss,
             burst_loss: None,
@@ -175,10 +284,13 @@ impl FileProbe {
             queue_ms: self.queue_ms,
             mtu: None,
             reorder: false,
+            up_delay_ms: None,
+            down_delay_ms: None,
+            hops: Vec::new(),
         };
         Ok(PathSpec {
-            up: direction(&leg, leg.up_mbps)?,
-            down: direction(&leg, leg.down_mbps)?,
+            up: direction(&leg, leg.up_mbps, self.delay_ms)?,
+            down: direction(&leg, leg.down_mbps, self.delay_ms)?,
         })
     }
 }
@@ -232,7 +344,9 @@ struct FileDatacenter {
 struct FilePath {
     country: String,
     datacenter: String,
-    delay_ms: f64,
+    /// One-way delay each way, unless `up_delay_ms` or `down_delay_ms`
+    /// says otherwise.
+    delay_ms: Option<f64>,
     #[serde(default)]
     jitter_ms: f64,
     #[serde(default)]
@@ -248,6 +362,25 @@ struct FilePath {
     mtu: Option<usize>,
     #[serde(default)]
     reorder: bool,
+    /// Asymmetric paths: the one-way delay up (country to data centre)
+    /// and down, each instead of `delay_ms`.
+    up_delay_ms: Option<f64>,
+    down_delay_ms: Option<f64>,
+    /// Routers along the path, from the country's end.
+    #[serde(default)]
+    hops: Vec<FileHop>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHop {
+    name: String,
+    country: String,
+    /// One-way delay from the country's end to the router, up the path
+    /// (default: the routers evenly spaced).
+    delay_ms: Option<f64>,
+    #[serde(default)]
+    silent: bool,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -269,7 +402,11 @@ struct FilePhase {
     measure_all: bool,
 }
 
-fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioError> {
+fn direction(
+    p: &FilePath,
+    mbps: Option<f64>,
+    delay_ms: f64,
+) -> Result<DirectionSpec, ScenarioError> {
     let invalid = |what: String| {
         Err(ScenarioError::Invalid(format!(
             "path {} → {}: {what}",
@@ -277,8 +414,11 @@ fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioE
         )))
     };
     let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
-    if !finite_nonneg(p.delay_ms) || !finite_nonneg(p.jitter_ms) || p.delay_ms > 10_000.0 {
-        return invalid("delay_ms and jitter_ms must be between 0 and 10000".into());
+    if !finite_nonneg(delay_ms) || !finite_nonneg(p.jitter_ms) || delay_ms > 10_000.0 {
+        return invalid(
+            "delay_ms (up_delay_ms, down_delay_ms) and jitter_ms must be between 0 and 10000"
+                .into(),
+        );
     }
     if !(0.0..1.0).contains(&p.loss) {
         return invalid("loss is a probability, 0 ≤ loss < 1".into());
@@ -320,7 +460,7 @@ fn direction(p: &FilePath, mbps: Option<f64>) -> Result<DirectionSpec, ScenarioE
         ((r as f64 * queue_ms / 1e3 / 8.0) as usize).max(16 * 1024)
     });
     Ok(DirectionSpec {
-        delay: Duration::from_secs_f64(p.delay_ms / 1e3),
+        delay: Duration::from_secs_f64(delay_ms / 1e3),
         jitter,
         reorder: p.reorder,
         loss,
@@ -356,6 +496,47 @@ impl Scenario {
                 down: path.down.then(&access.down),
             },
         })
+    }
+
+    /// The routers along the path from `country` to `datacenter`.
+    pub fn hops_of(&self, country: &str, datacenter: &str) -> &[Hop] {
+        self.hops
+            .get(&(country.to_string(), datacenter.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The path from `probe` of `country` to `datacenter` cut at its
+    /// routers: one segment more than it has hops, from the probe's end.
+    /// The probe's access leg and every impairment are in the first, the
+    /// path's delay is shared out by where each router sits.
+    pub fn segments_of(
+        &self,
+        country: &str,
+        probe: &LabProbe,
+        datacenter: &str,
+    ) -> Option<Vec<PathSpec>> {
+        let path = self
+            .paths
+            .get(&(country.to_string(), datacenter.to_string()))?;
+        let shares: Vec<f64> = self
+            .hops_of(country, datacenter)
+            .iter()
+            .map(|h| h.at)
+            .collect();
+        let (up, down) = (path.up.split(&shares), path.down.split(&shares));
+        let mut segments: Vec<PathSpec> = up
+            .into_iter()
+            .zip(down)
+            .map(|(up, down)| PathSpec { up, down })
+            .collect();
+        if let (Some(access), Some(first)) = (&probe.access, segments.first_mut()) {
+            *first = PathSpec {
+                up: access.up.then(&first.up),
+                down: first.down.then(&access.down),
+            };
+        }
+        Some(segments)
     }
 
     /// The built-in default scenario.
@@ -410,6 +591,7 @@ impl Scenario {
             }
         }
         let mut paths = BTreeMap::new();
+        let mut hops = BTreeMap::new();
         for p in &f.paths {
             let country = p.country.to_ascii_uppercase();
             if !countries.contains_key(&country) {
@@ -418,10 +600,22 @@ impl Scenario {
             if !datacenters.contains(&p.datacenter) {
                 return invalid(format!("path to unknown data centre {}", p.datacenter));
             }
-            let spec = PathSpec {
-                up: direction(p, p.up_mbps)?,
-                down: direction(p, p.down_mbps)?,
+            let (Some(up_ms), Some(down_ms)) =
+                (p.up_delay_ms.or(p.delay_ms), p.down_delay_ms.or(p.delay_ms))
+            else {
+                return invalid(format!(
+                    "path {country} → {}: give delay_ms, or up_delay_ms and down_delay_ms",
+                    p.datacenter
+                ));
             };
+            let spec = PathSpec {
+                up: direction(p, p.up_mbps, up_ms)?,
+                down: direction(p, p.down_mbps, down_ms)?,
+            };
+            hops.insert(
+                (country.clone(), p.datacenter.clone()),
+                path_hops(p, &spec)?,
+            );
             if paths
                 .insert((country.clone(), p.datacenter.clone()), spec)
                 .is_some()
@@ -429,6 +623,7 @@ impl Scenario {
                 return invalid(format!("path {country} → {} is listed twice", p.datacenter));
             }
         }
+        check_routers(&hops)?;
         let mut phases = BTreeMap::new();
         for ph in &f.phases {
             let mut serve = BTreeMap::new();
@@ -469,6 +664,7 @@ impl Scenario {
             probes,
             datacenters,
             paths,
+            hops,
             phases,
         };
         for (name, phase) in &scenario.phases {
@@ -588,17 +784,128 @@ mod tests {
         );
     }
 
+    const HOPS: &str = r#"
+name = "hops"
+[[country]]
+code = "IN"
+[[country.probe]]
+network = "4g"
+delay_ms = 10
+[[datacenter]]
+name = "beijing"
+[[path]]
+country = "IN"
+datacenter = "beijing"
+up_delay_ms = 100
+down_delay_ms = 60
+loss = 0.01
+hops = [
+  { name = "bom-ix", country = "in", delay_ms = 10 },
+  { name = "hkg-transit", country = "HK", silent = true },
+  { name = "bjs-core", country = "CN", delay_ms = 90 },
+]
+[[phase]]
+name = "before"
+serve = { IN = "beijing" }
+"#;
+
+    #[test]
+    fn a_path_declares_its_routers_and_its_delay_each_way() {
+        let s = Scenario::parse(HOPS).unwrap();
+        let hops = s.hops_of("IN", "beijing");
+        let names: Vec<(&str, &str, bool)> = hops
+            .iter()
+            .map(|h| (h.name.as_str(), h.country.as_str(), h.silent))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("bom-ix", "IN", false),
+                ("hkg-transit", "HK", true),
+                ("bjs-core", "CN", false)
+            ]
+        );
+        // bom-ix at 10 of 100 ms up; the one without a delay is placed
+        // evenly (2 of 4); bjs-core at 90.
+        let at: Vec<f64> = hops.iter().map(|h| h.at).collect();
+        assert_eq!(at, [0.1, 0.5, 0.9]);
+        let path = &s.paths[&("IN".to_string(), "beijing".to_string())];
+        assert_eq!(path.up.delay, Duration::from_millis(100));
+        assert_eq!(path.down.delay, Duration::from_millis(60));
+
+        // Cut at the routers, with the 4G access leg and the loss in the
+        // segment at the probe's end; the whole is the path.
+        let probe = &s.probes["IN"][0];
+        let segs = s.segments_of("IN", probe, "beijing").unwrap();
+        let ms = |d: Duration| (d.as_secs_f64() * 1e3).round() as u64;
+        let up: Vec<u64> = segs.iter().map(|p| ms(p.up.delay)).collect();
+        let down: Vec<u64> = segs.iter().map(|p| ms(p.down.delay)).collect();
+        assert_eq!(up, [20, 40, 40, 10]);
+        assert_eq!(down, [16, 24, 24, 6]);
+        assert_eq!(segs[0].up.loss, Loss::Bernoulli { p: 0.01 });
+        assert!(segs[1..].iter().all(|p| p.up.loss == Loss::None));
+    }
+
+    #[test]
+    fn the_default_beijing_paths_cross_china_and_the_singapore_paths_do_not() {
+        let s = Scenario::default_scenario();
+        for country in s.countries.keys() {
+            let in_cn = |dc: &str| s.hops_of(country, dc).iter().any(|h| h.country == "CN");
+            assert!(in_cn("beijing"), "{country} → beijing has no CN hop");
+            assert!(!in_cn("singapore"), "{country} → singapore crosses CN");
+            assert!(!s.hops_of(country, "singapore").is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_hops_say_what_is_wrong() {
+        for (from, to, needle) in [
+            ("delay_ms = 90 }", "delay_ms = 100 }", "must lie inside"),
+            (
+                "delay_ms = 90 }",
+                "delay_ms = 5 }",
+                "more than the hop before",
+            ),
+            ("country = \"HK\"", "country = \"HKG\"", "alpha-2"),
+            ("name = \"bjs-core\"", "name = \"bjs core\"", "name it with"),
+            ("name = \"bjs-core\"", "name = \"bom-ix\"", "listed twice"),
+        ] {
+            assert!(HOPS.contains(from), "fixture drifted: {from}");
+            let err = Scenario::parse(&HOPS.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+        // One name is one router: the same country on every path.
+        let two = HOPS.replace(
+            "[[phase]]",
+            "[[datacenter]]\nname = \"sg\"\n[[path]]\ncountry = \"IN\"\ndatacenter = \"sg\"\ndelay_ms = 30\nhops = [{ name = \"bom-ix\", country = \"SG\" }]\n[[phase]]",
+        );
+        let err = Scenario::parse(&two).unwrap_err().to_string();
+        assert!(err.contains("one name is one router"), "{err}");
+    }
+
     #[test]
     fn inconsistent_scenarios_say_what_is_wrong() {
         let base = DEFAULT_SCENARIO;
         for (from, to, needle) in [
             ("code = \"IN\"", "code = \"IND\"", "alpha-2"),
-            ("serve = { IN = \"singapore\",", "serve = { IN = \"mars\",", "unknown data centre mars"),
-            ("loss = 0.005\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "loss = 1.5\ndown_mbps = 8\nup_mbps = 4\n\n[[path]]\ncountry = \"IN\"\ndatacenter = \"singapore\"", "probability"),
+            (
+                "serve = { IN = \"singapore\",",
+                "serve = { IN = \"mars\",",
+                "unknown data centre mars",
+            ),
+            (
+                "delay_ms = 125\njitter_ms = 6\nloss = 0.005",
+                "delay_ms = 125\njitter_ms = 6\nloss = 1.5",
+                "probability",
+            ),
             ("seed = 2026", "seed = 2026\nbogus = 1", "bogus"),
         ] {
             assert!(base.contains(from), "fixture drifted: {from}");
-            let err = Scenario::parse(&base.replacen(from, to, 1)).unwrap_err().to_string();
+            let err = Scenario::parse(&base.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "`{err}` lacks `{needle}`");
         }
     }

@@ -28,6 +28,9 @@ struct Host {
     ns: Netns,
     addr: Ipv4Addr,
     port: PortId,
+    /// A router that forwards but whose own packets (ICMP errors, echo
+    /// replies) are never carried.
+    silent: bool,
 }
 
 /// Both directions of a path between two hosts, for their counters.
@@ -94,24 +97,113 @@ impl Topology {
         ns.ip(&["link", "set", TUN_NAME, "up"])?;
         ns.ip(&["route", "add", "default", "dev", TUN_NAME])?;
         let port = self.emulator.port(tun);
-        self.hosts.push(Host { ns, addr, port });
+        self.hosts.push(Host {
+            ns,
+            addr,
+            port,
+            silent: false,
+        });
         Ok(HostId(self.hosts.len() - 1))
+    }
+
+    /// Adds a router: a host that forwards what passes it, decrementing
+    /// TTL and answering an expired packet with ICMP time-exceeded (the
+    /// kernel's own router code does both). `silent`: it forwards but its
+    /// own packets are never carried, as a router that does not answer.
+    pub fn add_router(&mut self, role: &str, silent: bool) -> Result<HostId, NetnsError> {
+        let id = self.add_host(role)?;
+        let host = &mut self.hosts[id.0];
+        host.silent = silent;
+        // Forwarding on; no ICMP redirects (a router here sends every
+        // packet back out the device it came by); no rate limit on ICMP
+        // errors, so each probe of a traceroute is answered.
+        let settings = [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/send_redirects", "0"),
+            ("net/ipv4/conf/default/send_redirects", "0"),
+            ("net/ipv4/conf/vlab0/send_redirects", "0"),
+            ("net/ipv4/icmp_ratelimit", "0"),
+        ];
+        host.ns
+            .run(|| {
+                settings
+                    .iter()
+                    .try_for_each(|(key, value)| std::fs::write(format!("/proc/sys/{key}"), value))
+            })?
+            .map_err(|source| NetnsError::Sys {
+                what: format!("make {} a router", host.ns.name()),
+                source,
+            })?;
+        Ok(id)
     }
 
     /// Joins `a` and `b` by `spec` (`up` is a to b); `seed` fixes the
     /// loss and jitter pattern of both directions.
     pub fn link(&mut self, a: HostId, b: HostId, spec: &PathSpec, seed: u64) -> NsPath {
-        let up = Arc::new(Mutex::new(Direction::new(spec.up.clone(), seed)));
-        let down = Arc::new(Mutex::new(Direction::new(
-            spec.down.clone(),
-            seed ^ 0x9e37_79b9_7f4a_7c15,
-        )));
-        let (ha, hb) = (&self.hosts[a.0], &self.hosts[b.0]);
-        let (aa, ab) = (IpAddr::V4(ha.addr), IpAddr::V4(hb.addr));
-        let (pa, pb) = (ha.port, hb.port);
-        self.emulator.route(aa, ab, pb, up.clone());
-        self.emulator.route(ab, aa, pa, down.clone());
-        NsPath { up, down }
+        self.link_via(a, &[], b, std::slice::from_ref(spec), seed)
+    }
+
+    /// Joins `a` and `b` through `routers` (in order from `a`), segment
+    /// `i` from `a`'s end following `segments[i]` (one more segment than
+    /// routers; missing ones carry nothing). Each router that answers
+    /// reaches `a` back down the segments between them, so a traceroute
+    /// from `a` sees every such router at its share of the path's delay.
+    pub fn link_via(
+        &mut self,
+        a: HostId,
+        routers: &[HostId],
+        b: HostId,
+        segments: &[PathSpec],
+        seed: u64,
+    ) -> NsPath {
+        let chain: Vec<HostId> = std::iter::once(a)
+            .chain(routers.iter().copied())
+            .chain(std::iter::once(b))
+            .collect();
+        let direction = |spec: &crate::path::DirectionSpec, seed: u64| {
+            Arc::new(Mutex::new(Direction::new(spec.clone(), seed)))
+        };
+        let segs: Vec<NsPath> = segments
+            .iter()
+            .take(chain.len() - 1)
+            .enumerate()
+            .map(|(i, spec)| {
+                let seed = seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+                NsPath {
+                    up: direction(&spec.up, seed),
+                    down: direction(&spec.down, seed ^ 0x9e37_79b9_7f4a_7c15),
+                }
+            })
+            .collect();
+        let addr = |h: HostId| IpAddr::V4(self.hosts[h.0].addr);
+        let port = |h: HostId| self.hosts[h.0].port;
+        let (from, to) = (addr(a), addr(b));
+        let mut routes = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let (near, far) = (chain[i], chain[i + 1]);
+            routes.push(((port(near), from, to), port(far), seg.up.clone()));
+            routes.push(((port(far), to, from), port(near), seg.down.clone()));
+        }
+        // Each answering router to and from `a`, over the segments
+        // between them.
+        for (j, &router) in routers.iter().enumerate() {
+            if self.hosts[router.0].silent {
+                continue;
+            }
+            let r = addr(router);
+            for (i, seg) in segs.iter().enumerate().take(j + 1) {
+                let (near, far) = (chain[i], chain[i + 1]);
+                routes.push(((port(far), r, from), port(near), seg.down.clone()));
+                routes.push(((port(near), from, r), port(far), seg.up.clone()));
+            }
+        }
+        for (key, out, dir) in routes {
+            self.emulator.route(key, out, dir);
+        }
+        segs.into_iter().next().unwrap_or_else(|| NsPath {
+            up: direction(&Default::default(), 0),
+            down: direction(&Default::default(), 0),
+        })
     }
 
     /// A host's address.

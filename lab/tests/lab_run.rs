@@ -24,6 +24,11 @@ delay_ms = 10
 country = "MY"
 datacenter = "beijing"
 delay_ms = 40
+hops = [
+  { name = "kul-ix", country = "MY", delay_ms = 5 },
+  { name = "hkg-transit", country = "HK", delay_ms = 20, silent = true },
+  { name = "bjs-core", country = "CN", delay_ms = 35 },
+]
 [[phase]]
 name = "before"
 serve = { MY = "beijing" }
@@ -150,11 +155,51 @@ async fn in_namespace_mode_the_tcp_handshake_crosses_the_path_and_nothing_is_lef
     let lab = vantage_lab::start_lab(options, stop).await.unwrap();
     assert_eq!(lab.mode(), Mode::Netns);
     let namespaces = lab.namespaces();
-    assert_eq!(
-        namespaces.len(),
-        2,
-        "one probe, one data centre: {namespaces:?}"
-    );
+    // A traceroute from the probe's namespace meets the routers at
+    // their share of the delay: kul-ix at 5 ms each way, hkg-transit
+    // silent, bjs-core at 35, then the data centre at 40.
+    let probe_ns = namespaces.iter().find(|n| n.ends_with("-p-MY")).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("MY/probe.toml")).unwrap();
+    let dc = config
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \""))
+        .and_then(|a| a.trim_end_matches('"').rsplit_once(':'))
+        .map(|(ip, _)| ip.to_string())
+        .unwrap();
+    let trace = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            probe_ns,
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            &dc,
+        ])
+        .output()
+        .expect("traceroute (apt-get install traceroute)");
+    let text = String::from_utf8_lossy(&trace.stdout).to_string();
+    let rtts: Vec<Option<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.iter()
+                .position(|x| *x == "ms")
+                .and_then(|i| w[i - 1].parse().ok())
+        })
+        .collect();
+    assert_eq!(rtts.len(), 4, "{text}");
+    for (got, want) in rtts.iter().zip([Some(10.0), None, Some(70.0), Some(80.0)]) {
+        match (got, want) {
+            (Some(g), Some(w)) => assert!(*g >= w && *g < w + 6.0, "{g} ms, want {w}: {text}"),
+            (None, None) => {}
+            _ => panic!("{got:?} where {want:?} was due: {text}"),
+        }
+    }
     let summary = lab.finish().await.unwrap();
     assert_eq!(summary.mode, Mode::Netns);
     // Uploads reach the collector outside the namespaces.
@@ -184,6 +229,25 @@ async fn in_namespace_mode_the_tcp_handshake_crosses_the_path_and_nothing_is_lef
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.contains("emulation=netns")), "{csv}");
+    // The routers, each a namespace of its own, listed with their
+    // addresses, names and countries.
+    let hops = std::fs::read_to_string(dir.path().join("hops.csv")).unwrap();
+    let listed: Vec<Vec<&str>> = hops
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let named: Vec<(&str, &str, &str)> = listed.iter().map(|r| (r[1], r[2], r[3])).collect();
+    assert_eq!(
+        named,
+        [
+            ("kul-ix", "MY", "false"),
+            ("hkg-transit", "HK", "true"),
+            ("bjs-core", "CN", "false")
+        ],
+        "{hops}"
+    );
+    assert_eq!(namespaces.len(), 5, "a probe, a data centre, three routers");
     let note = std::fs::read_to_string(dir.path().join("SIMULATED.txt")).unwrap();
     assert!(!note.contains("NOT EMULATED"), "{note}");
     for name in namespaces {

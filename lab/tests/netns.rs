@@ -125,3 +125,80 @@ fn udp_and_the_tcp_handshake_take_the_paths_round_trip_and_namespaces_go_after()
         );
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn traceroute_finds_each_answering_router_at_its_share_of_the_delay() {
+    // Probe — r1 — r2 (silent) — r3 — data centre, 40 ms each way, the
+    // routers at a quarter, half and three quarters of it.
+    let mut topo = Topology::new().unwrap();
+    let a = topo.add_host("hops-probe").unwrap();
+    let routers = [
+        topo.add_router("hops-r1", false).unwrap(),
+        topo.add_router("hops-r2", true).unwrap(),
+        topo.add_router("hops-r3", false).unwrap(),
+    ];
+    let b = topo.add_host("hops-dc").unwrap();
+    let path = PathSpec {
+        up: one_way(40),
+        down: one_way(40),
+    };
+    let segments: Vec<PathSpec> = path
+        .up
+        .split(&[0.25, 0.5, 0.75])
+        .into_iter()
+        .zip(path.down.split(&[0.25, 0.5, 0.75]))
+        .map(|(up, down)| PathSpec { up, down })
+        .collect();
+    topo.link_via(a, &routers, b, &segments, 3);
+    let addrs: Vec<IpAddr> = routers.iter().map(|r| topo.addr(*r)).collect();
+    let b_ip = topo.addr(b);
+    let running = topo.start(ReleaseClock::start().unwrap()).unwrap();
+    let probe_ns = running.netns(a).name().to_string();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &probe_ns, "traceroute"])
+        .args(["-n", "-q", "3", "-w", "1", "-m", "6"])
+        .arg(b_ip.to_string())
+        .output()
+        .expect("traceroute (apt-get install traceroute)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // "TTL  ADDRESS  RTT ms  RTT ms  RTT ms", or "TTL  * * *".
+    let hops: Vec<(u32, Option<IpAddr>, Vec<f64>)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let ttl = words.next()?.parse().ok()?;
+            let rest: Vec<&str> = words.collect();
+            let addr = rest.first().and_then(|w| w.parse().ok());
+            let rtts = rest
+                .windows(2)
+                .filter(|w| w[1] == "ms")
+                .filter_map(|w| w[0].parse().ok())
+                .collect();
+            Some((ttl, addr, rtts))
+        })
+        .collect();
+    let expect = [
+        (1, Some(addrs[0]), 20.0),
+        (2, None, 0.0),
+        (3, Some(addrs[2]), 60.0),
+        (4, Some(b_ip), 80.0),
+    ];
+    assert_eq!(hops.len(), expect.len(), "{text}");
+    for ((ttl, addr, rtts), (want_ttl, want_addr, want_rtt)) in hops.iter().zip(expect) {
+        assert_eq!((*ttl, *addr), (want_ttl, want_addr), "{text}");
+        if want_addr.is_some() {
+            assert_eq!(rtts.len(), 3, "every probe answered: {text}");
+            for rtt in rtts {
+                assert!(
+                    *rtt >= want_rtt && *rtt < want_rtt + 6.0,
+                    "TTL {ttl}: {rtt} ms, expected {want_rtt}: {text}"
+                );
+            }
+        } else {
+            assert!(rtts.is_empty(), "the silent router answered: {text}");
+        }
+    }
+}
