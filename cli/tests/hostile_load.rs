@@ -471,7 +471,11 @@ fn a_responder_under_hostile_load_stays_small_counts_every_refusal_and_keeps_pro
     );
     assert!(get("handshakes_cut") > 100, "{counters:?}");
     assert!(get("tls_failed") > 100, "{counters:?}");
-    assert!(get("http_bad_requests") > 100, "{counters:?}");
+    // The 1 MB heads (40 sent) and the echoes past their cap.
+    assert!(get("http_bad_requests") > 30, "{counters:?}");
+    // Abandoned photo uploads: the client left mid-body, counted apart
+    // from requests that broke HTTP.
+    assert!(get("http_aborted") > 100, "{counters:?}");
     assert!(get("heavy_rate_limited") > 100, "{counters:?}");
     assert!(get("photos_damaged") > 0, "{counters:?}");
     // Photo streams reset under the responder: broken requests, counted.

@@ -245,6 +245,14 @@ pub async fn run_demo(
     // do; the cut-over is `vantage campaign phase`'s switch, which moves
     // the phase label at a window boundary, not the probes.
     let probes_dir = options.out.join("probes");
+    // An earlier demo's probes' state would hold its campaigns' later
+    // versions, and a probe refuses to go back to version 1.
+    if probes_dir.exists() {
+        std::fs::remove_dir_all(&probes_dir).map_err(|source| DemoError::Output {
+            path: probes_dir.clone(),
+            source,
+        })?;
+    }
     let lab = start_lab(
         LabOptions {
             scenario: options.scenario.clone(),

@@ -134,22 +134,25 @@ impl DirectionSpec {
 }
 
 impl DirectionSpec {
-    /// This direction cut at `shares` of its delay (each in 0..1, rising)
-    /// into `shares.len() + 1` segments, in order from the probe's end:
-    /// segment 0 carries the delay up to the first cut and every
-    /// impairment (jitter, loss, the bottleneck and its queue, the MTU),
-    /// the others only their part of the delay. So routers along a path
-    /// see the packet at their share of its delay, and the path end to
-    /// end is what it was.
-    pub fn split(&self, shares: &[f64]) -> Vec<DirectionSpec> {
+    /// This direction cut at `shares` of its delay (each in 0..1, rising,
+    /// measured from the probe's end) into `shares.len() + 1` segments,
+    /// in order from the probe's end. The segment where the direction
+    /// starts (the first going up, `impaired_last` for going down) carries
+    /// every impairment (jitter, loss, the bottleneck and its queue, the
+    /// MTU) with its part of the delay; the others only their part of the
+    /// delay. So routers along a path see a packet at their share of its
+    /// delay, the path end to end is what it was, and a packet's fate is
+    /// decided when it enters the path.
+    pub fn split(&self, shares: &[f64], impaired_last: bool) -> Vec<DirectionSpec> {
         let total = self.delay.as_secs_f64();
         let mut cuts: Vec<f64> = shares.iter().map(|s| s.clamp(0.0, 1.0)).collect();
         cuts.push(1.0);
+        let impaired = if impaired_last { cuts.len() - 1 } else { 0 };
         let mut out = Vec::with_capacity(cuts.len());
         let mut from = 0.0;
         for (i, to) in cuts.into_iter().enumerate() {
             let delay = Duration::from_secs_f64((to - from).max(0.0) * total);
-            out.push(if i == 0 {
+            out.push(if i == impaired {
                 DirectionSpec {
                     delay,
                     ..self.clone()
@@ -437,7 +440,7 @@ mod tests {
             queue_bytes: 64_000,
             ..DirectionSpec::default()
         };
-        let parts = d.split(&[0.2, 0.7]);
+        let parts = d.split(&[0.2, 0.7], false);
         let delays: Vec<u128> = parts.iter().map(|p| p.delay.as_millis()).collect();
         assert_eq!(delays, [20, 50, 30]);
         assert_eq!(parts[0].loss, d.loss);
@@ -445,7 +448,15 @@ mod tests {
         for p in &parts[1..] {
             assert_eq!((p.loss, p.rate_bps), (Loss::None, None));
         }
-        assert_eq!(d.split(&[]), vec![d.clone()]);
+        // Going down, the path starts at the far end.
+        let down = d.split(&[0.2, 0.7], true);
+        let delays: Vec<u128> = down.iter().map(|p| p.delay.as_millis()).collect();
+        assert_eq!(delays, [20, 50, 30]);
+        assert_eq!(down[2].rate_bps, d.rate_bps);
+        assert!(down[..2]
+            .iter()
+            .all(|p| p.rate_bps.is_none() && p.loss == Loss::None));
+        assert_eq!(d.split(&[], false), vec![d.clone()]);
     }
 
     #[test]

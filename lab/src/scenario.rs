@@ -506,10 +506,13 @@ impl Scenario {
             .unwrap_or(&[])
     }
 
-    /// The path from `probe` of `country` to `datacenter` cut at its
-    /// routers: one segment more than it has hops, from the probe's end.
-    /// The probe's access leg and every impairment are in the first, the
-    /// path's delay is shared out by where each router sits.
+    /// The path from `probe` of `country` to `datacenter` (its access
+    /// leg included) cut at its routers: one segment more than it has
+    /// hops, in order from the probe's end. Each router sits after the
+    /// access leg and its share of the country's path; each direction's
+    /// impairments are in the segment where it starts (the first going
+    /// up, the last coming down), so a packet's fate is decided as it
+    /// enters the path.
     pub fn segments_of(
         &self,
         country: &str,
@@ -519,24 +522,30 @@ impl Scenario {
         let path = self
             .paths
             .get(&(country.to_string(), datacenter.to_string()))?;
-        let shares: Vec<f64> = self
-            .hops_of(country, datacenter)
-            .iter()
-            .map(|h| h.at)
-            .collect();
-        let (up, down) = (path.up.split(&shares), path.down.split(&shares));
-        let mut segments: Vec<PathSpec> = up
-            .into_iter()
-            .zip(down)
-            .map(|(up, down)| PathSpec { up, down })
-            .collect();
-        if let (Some(access), Some(first)) = (&probe.access, segments.first_mut()) {
-            *first = PathSpec {
-                up: access.up.then(&first.up),
-                down: first.down.then(&access.down),
-            };
-        }
-        Some(segments)
+        let whole = self.path_of(country, probe, datacenter)?;
+        let hops = self.hops_of(country, datacenter);
+        let cuts = |access: Duration, leg: Duration, total: Duration| -> Vec<f64> {
+            let total = total.as_secs_f64().max(f64::MIN_POSITIVE);
+            hops.iter()
+                .map(|h| (access.as_secs_f64() + h.at * leg.as_secs_f64()) / total)
+                .collect()
+        };
+        let access =
+            |pick: fn(&PathSpec) -> Duration| probe.access.as_ref().map_or(Duration::ZERO, pick);
+        let up = whole.up.split(
+            &cuts(access(|a| a.up.delay), path.up.delay, whole.up.delay),
+            false,
+        );
+        let down = whole.down.split(
+            &cuts(access(|a| a.down.delay), path.down.delay, whole.down.delay),
+            true,
+        );
+        Some(
+            up.into_iter()
+                .zip(down)
+                .map(|(up, down)| PathSpec { up, down })
+                .collect(),
+        )
     }
 
     /// The built-in default scenario.
@@ -844,6 +853,10 @@ serve = { IN = "beijing" }
         assert_eq!(down, [16, 24, 24, 6]);
         assert_eq!(segs[0].up.loss, Loss::Bernoulli { p: 0.01 });
         assert!(segs[1..].iter().all(|p| p.up.loss == Loss::None));
+        // Coming down, the loss is met where the path starts: at the
+        // data centre's end.
+        assert_eq!(segs[3].down.loss, Loss::Bernoulli { p: 0.01 });
+        assert!(segs[..3].iter().all(|p| p.down.loss == Loss::None));
     }
 
     #[test]

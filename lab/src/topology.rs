@@ -8,7 +8,7 @@
 //! benchmarking, so they are never anyone's real hosts.
 
 use crate::delay_line::ReleaseClock;
-use crate::emulator::{EmulatorBuilder, EmulatorCounters, PacketEmulator, PortId};
+use crate::emulator::{EmulatorBuilder, EmulatorCounters, Express, PacketEmulator, PortId};
 use crate::link::PathSpec;
 use crate::netns::{self, Netns, NetnsError, NsRuntime};
 use crate::path::{Direction, DirectionCounters};
@@ -16,6 +16,15 @@ use crate::tun::TunPort;
 use crate::udp_relay::UdpRelay;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A segment that only delays: no jitter, loss, bottleneck or MTU.
+fn delay_only(d: &crate::path::DirectionSpec) -> bool {
+    d.jitter == crate::path::Jitter::None
+        && d.loss == crate::path::Loss::None
+        && d.rate_bps.is_none()
+        && d.mtu.is_none()
+}
 
 /// The name of every host's TUN device inside its namespace.
 const TUN_NAME: &str = "vlab0";
@@ -178,11 +187,50 @@ impl Topology {
         let addr = |h: HostId| IpAddr::V4(self.hosts[h.0].addr);
         let port = |h: HostId| self.hosts[h.0].port;
         let (from, to) = (addr(a), addr(b));
+        let k = chain.len() - 2;
+        // Packets that outlive the routers ahead skip them (see
+        // `Express`), which needs every segment but the first to be
+        // delay only, as `DirectionSpec::split` makes them.
+        let express_ok = segments.len() == k + 1
+            && segments[1..].iter().all(|s| delay_only(&s.up))
+            && segments[..k].iter().all(|s| delay_only(&s.down));
+        let up_delay = |r: std::ops::Range<usize>| -> Duration {
+            segments[r].iter().map(|s| s.up.delay).sum()
+        };
+        let down_delay = |r: std::ops::Range<usize>| -> Duration {
+            segments[r].iter().map(|s| s.down.delay).sum()
+        };
         let mut routes = Vec::new();
         for (i, seg) in segs.iter().enumerate() {
             let (near, far) = (chain[i], chain[i + 1]);
-            routes.push(((port(near), from, to), port(far), seg.up.clone()));
-            routes.push(((port(far), to, from), port(near), seg.down.clone()));
+            // Going up from chain[i]: segment i (the impaired one when
+            // i is 0), then the rest, delay only.
+            let up_express = (express_ok && k > i).then(|| Express {
+                out: port(b),
+                routers: (k - i) as u8,
+                direction: (i == 0).then(|| seg.up.clone()),
+                after: up_delay(if i == 0 { 1 } else { i }..k + 1),
+            });
+            // Coming down from chain[i + 1]: segment i (the impaired one
+            // when it is the last), then the rest down to `a`.
+            let down_express = (express_ok && i > 0).then(|| Express {
+                out: port(a),
+                routers: i as u8,
+                direction: (i == k).then(|| seg.down.clone()),
+                after: down_delay(0..if i == k { k } else { i + 1 }),
+            });
+            routes.push((
+                (port(near), from, to),
+                port(far),
+                seg.up.clone(),
+                up_express,
+            ));
+            routes.push((
+                (port(far), to, from),
+                port(near),
+                seg.down.clone(),
+                down_express,
+            ));
         }
         // Each answering router to and from `a`, over the segments
         // between them.
@@ -193,12 +241,12 @@ impl Topology {
             let r = addr(router);
             for (i, seg) in segs.iter().enumerate().take(j + 1) {
                 let (near, far) = (chain[i], chain[i + 1]);
-                routes.push(((port(far), r, from), port(near), seg.down.clone()));
-                routes.push(((port(near), from, r), port(far), seg.up.clone()));
+                routes.push(((port(far), r, from), port(near), seg.down.clone(), None));
+                routes.push(((port(near), from, r), port(far), seg.up.clone(), None));
             }
         }
-        for (key, out, dir) in routes {
-            self.emulator.route(key, out, dir);
+        for (key, out, dir, express) in routes {
+            self.emulator.route(key, out, dir, express);
         }
         segs.into_iter().next().unwrap_or_else(|| NsPath {
             up: direction(&Default::default(), 0),

@@ -145,9 +145,9 @@ fn traceroute_finds_each_answering_router_at_its_share_of_the_delay() {
     };
     let segments: Vec<PathSpec> = path
         .up
-        .split(&[0.25, 0.5, 0.75])
+        .split(&[0.25, 0.5, 0.75], false)
         .into_iter()
-        .zip(path.down.split(&[0.25, 0.5, 0.75]))
+        .zip(path.down.split(&[0.25, 0.5, 0.75], true))
         .map(|(up, down)| PathSpec { up, down })
         .collect();
     topo.link_via(a, &routers, b, &segments, 3);
@@ -155,6 +155,35 @@ fn traceroute_finds_each_answering_router_at_its_share_of_the_delay() {
     let b_ip = topo.addr(b);
     let running = topo.start(ReleaseClock::start().unwrap()).unwrap();
     let probe_ns = running.netns(a).name().to_string();
+
+    // Packets that outlive the routers cross the chain in one step: the
+    // reply comes back with its TTL lowered by the three routers, after
+    // the path's 80 ms.
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &probe_ns, "ping", "-n", "-c", "5", "-i", "0.1",
+        ])
+        .arg(b_ip.to_string())
+        .output()
+        .expect("ping (apt-get install iputils-ping)");
+    let text = String::from_utf8_lossy(&ping.stdout);
+    let replies: Vec<&str> = text.lines().filter(|l| l.contains("bytes from")).collect();
+    assert_eq!(replies.len(), 5, "{text}");
+    for reply in replies {
+        assert!(reply.contains("ttl=61"), "TTL not lowered by 3: {reply}");
+        let ms: f64 = reply
+            .split("time=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert!((80.0..86.0).contains(&ms), "{reply}");
+    }
+    let express = running
+        .counters()
+        .express
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(express >= 10, "{express} packets took the express route");
+
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &probe_ns, "traceroute"])
         .args(["-n", "-q", "3", "-w", "1", "-m", "6"])

@@ -78,8 +78,15 @@ pub(crate) async fn serve(
         let mut shutdown = shutdown.clone();
         let slots = slots.clone();
         tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
+            let handshake = tokio::time::timeout(shared.limits.handshake_timeout, async {
+                // A client that closes before sending a byte measured its
+                // connect time or checked the port: not a TLS failure.
+                let mut first = [0u8; 1];
+                if matches!(tcp.peek(&mut first).await, Ok(0)) {
+                    return Err(None);
+                }
+                acceptor.accept(tcp).await.map_err(Some)
+            });
             let done = tokio::select! {
                 done = handshake => done,
                 _ = cancel => {
@@ -94,7 +101,12 @@ pub(crate) async fn serve(
             };
             let tls = match done {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+                Ok(Err(None)) => {
+                    Stats::bump(&shared.stats.tcp_connect_only);
+                    tracing::debug!(%remote, "TCP connection closed before TLS (a connect-time probe)");
+                    return;
+                }
+                Ok(Err(Some(e))) => {
                     Stats::bump(&shared.stats.tls_failed);
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
                     return;
@@ -153,9 +165,41 @@ async fn serve_http(
         until_shutdown(conn, shutdown, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
-        Stats::bump(&shared.stats.http_bad_requests);
-        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+        if client_went_away(&e) {
+            Stats::bump(&shared.stats.http_aborted);
+            tracing::debug!(%remote, error = %e, "HTTP connection closed by the client mid-exchange");
+        } else {
+            Stats::bump(&shared.stats.http_bad_requests);
+            tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+        }
     }
+}
+
+/// Whether an HTTP connection ended because the client left (closed or
+/// reset it, or cancelled a stream) rather than broke the protocol: a
+/// responsiveness client does so by design when it has read enough of
+/// `/nq/large`.
+fn client_went_away(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_io() || h2.reason() == Some(h2::Reason::CANCEL) || h2.is_go_away();
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Drives `conn` to its end; when the responder stops first, asks it to

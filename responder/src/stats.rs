@@ -51,6 +51,10 @@ counters! {
     tcp_rate_limited,
     /// TLS handshakes that failed or timed out (garbage, half-open, wrong ALPN).
     tls_failed,
+    /// TCP connections closed before sending a byte: a client measuring
+    /// its connect time (Vantage's `tcp_connect`) or checking the port.
+    /// Not a failure.
+    tcp_connect_only,
     /// TLS handshakes cut unfinished: the oldest of more than
     /// `max_handshakes` in progress, to let a new connection in.
     handshakes_cut,
@@ -58,6 +62,10 @@ counters! {
     http_requests,
     /// HTTP requests refused (bad path, method or size) or connections that broke HTTP.
     http_bad_requests,
+    /// HTTP connections the client closed or reset mid-exchange (a
+    /// responsiveness client leaving `/nq/large`, a probe stopping). Not
+    /// a failure.
+    http_aborted,
     /// Photos received whole with a matching checksum (receipted).
     photos_received,
     /// Photos received truncated or with a wrong checksum (error receipt).

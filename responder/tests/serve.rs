@@ -325,9 +325,12 @@ async fn garbage_half_open_and_floods_are_bounded() {
     drop(flood);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = responder.stats();
+    // The garbage failed TLS; the last 4 of the flood, held until
+    // dropped, closed before sending a byte: connect-only, not failures.
+    assert!(after.tls_failed >= 1, "the garbage: {after:?}");
     assert!(
-        after.tls_failed >= 5,
-        "garbage + the last 4 held, timed out: {after:?}"
+        after.tls_failed + after.tcp_connect_only >= 5,
+        "garbage + the last 4 held: {after:?}"
     );
     drop(silent);
 
@@ -555,5 +558,44 @@ async fn https_photo_endpoints_and_responsiveness_config() {
         text.contains(&format!("{:08x}", crc32fast::hash(b"abcd"))),
         "{text}"
     );
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connect_time_probe_and_a_client_that_leaves_are_not_failures() {
+    let config = ResponderConfig::local().unwrap();
+    let responder = Responder::start(config.clone()).await.unwrap();
+    // Connect and close at once, as `tcp_connect` measures.
+    for _ in 0..3 {
+        drop(TcpStream::connect(responder.https_addr()).await.unwrap());
+    }
+    // A photo upload that promises 1 MiB and leaves after 1 KiB.
+    let tcp = TcpStream::connect(responder.https_addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&config, b"http/1.1"));
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"PUT /photo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\nX-Photo-Crc32: 1234abcd\r\n\r\n")
+        .await
+        .unwrap();
+    tls.write_all(&[7u8; 1024]).await.unwrap();
+    tls.flush().await.unwrap();
+    drop(tls);
+    // And a plain request that is broken: a failure.
+    let _ = https_get(&config, &responder, "/no-such-path").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let s = responder.stats();
+        if (s.tcp_connect_only >= 3 && s.http_aborted >= 1) || std::time::Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats.tcp_connect_only, 3, "{stats:?}");
+    assert_eq!(stats.tls_failed, 0, "{stats:?}");
+    assert_eq!(stats.http_aborted, 1, "{stats:?}");
+    assert_eq!(stats.http_bad_requests, 1, "the unknown path: {stats:?}");
     responder.shutdown().await;
 }
