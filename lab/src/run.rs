@@ -423,7 +423,7 @@ fn probe_toml(fabric: &Fabric, routes: &[Route], scenario: &Scenario, probe: &st
             continue;
         };
         toml.push_str(&format!(
-            "\n[[target]]\nname = \"{}\"\naddress = \"{}\"\nstamp_port = {}\nserver_name = \"localhost\"\npin = \"{}\"\n",
+            "\n[[target]]\nname = \"{}\"\naddress = \"{}\"\nstamp_port = {}\nserver_name = \"localhost\"\npin = \"{}\"\n# One kernel, one clock: one-way delays need no sync.\nshared_clock = true\n",
             r.dc,
             target.addr,
             target.stamp_port,

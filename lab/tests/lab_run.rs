@@ -257,3 +257,95 @@ async fn in_namespace_mode_the_tcp_handshake_crosses_the_path_and_nothing_is_lef
         );
     }
 }
+
+const ASYMMETRIC: &str = r#"
+name = "asymmetric"
+seed = 5
+[[country]]
+code = "MY"
+[[datacenter]]
+name = "singapore"
+[[path]]
+country = "MY"
+datacenter = "singapore"
+up_delay_ms = 10
+down_delay_ms = 40
+hops = [{ name = "kul-ix", country = "MY", delay_ms = 3 }]
+[[phase]]
+name = "after"
+serve = { MY = "singapore" }
+"#;
+
+/// One clock for both ends: STAMP's timestamps give each direction of an
+/// asymmetric path exactly, in either mode.
+async fn one_way_delays_of(emulation: Emulation) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions {
+        scenario: Scenario::parse(ASYMMETRIC).unwrap(),
+        phase: "after".into(),
+        duration: Duration::from_secs(3),
+        out: dir.path().to_path_buf(),
+        window: Duration::from_secs(1),
+        rates: vec!["udp_rtt=20".into()],
+        db: None,
+        also_measure: Vec::new(),
+        fleet: false,
+        outside_collector: None,
+        emulation,
+    };
+    let (_tx, stop) = watch::channel(false);
+    let summary = run_lab(options, stop).await.unwrap();
+    let of = |metric| {
+        summary
+            .totals()
+            .find(|(_, s)| s.metric == metric)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no {metric:?}"))
+    };
+    let ms = |s: &vantage_wire::Series, q| s.histogram.value_at_quantile(q) as f64 / 1000.0;
+    let (fwd, back, err, rtt) = (
+        of(Metric::UdpOwdForward),
+        of(Metric::UdpOwdBackward),
+        of(Metric::UdpOwdError),
+        of(Metric::UdpRtt),
+    );
+    eprintln!(
+        "{emulation:?}: forward p50 {} ms, backward p50 {} ms, round trip p50 {} ms",
+        ms(&fwd, 0.5),
+        ms(&back, 0.5),
+        ms(&rtt, 0.5)
+    );
+    assert!(
+        (10.0..11.5).contains(&ms(&fwd, 0.5)),
+        "forward {}",
+        ms(&fwd, 0.5)
+    );
+    assert!(
+        (40.0..41.5).contains(&ms(&back, 0.5)),
+        "backward {}",
+        ms(&back, 0.5)
+    );
+    assert!(
+        ms(&err, 1.0) < 0.01,
+        "one clock, no error: {}",
+        ms(&err, 1.0)
+    );
+    // Every attempt counted under each: as many one-way samples as round
+    // trips, none unsynchronised.
+    assert_eq!(
+        (fwd.sent, fwd.histogram.len()),
+        (rtt.sent, rtt.histogram.len())
+    );
+    assert!(fwd.errors.is_empty(), "{:?}", fwd.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_mode_gives_each_direction_of_an_asymmetric_path() {
+    one_way_delays_of(Emulation::Relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn namespace_mode_gives_each_direction_of_an_asymmetric_path() {
+    one_way_delays_of(Emulation::Netns).await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vantage_probe::{run, ProbeArgs, RunError};
 use vantage_responder::{Responder, ResponderConfig};
-use vantage_wire::Metric;
+use vantage_wire::{ErrorClass, Metric};
 
 fn args_for(responder: &Responder, state: &Path) -> ProbeArgs {
     assert_eq!(
@@ -357,6 +357,61 @@ async fn a_stamp_only_probe_over_ipv6_asks_no_trust_and_names_the_stamp_port() {
             assert_eq!(r["target_address"], format!("[::1]:{stamp}"), "{r:?}");
             assert!(!r["labels"].contains("tls="), "{out}: {r:?}");
         }
+    }
+    responder.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_way_delays_against_a_reflector_on_another_clock_need_both_clocks_synchronised() {
+    let dir = tempfile::tempdir().unwrap();
+    let responder = Responder::start(ResponderConfig::local().unwrap())
+        .await
+        .unwrap();
+    // A target given by flags: the probe cannot know it shares the clock.
+    let args = ProbeArgs {
+        targets: vec![format!("dc=127.0.0.1:{}", responder.quic_addr().port())],
+        stamp_port: Some(responder.stamp_addr().port()),
+        state_dir: Some(dir.path().to_path_buf()),
+        quiet: true,
+        seed: Some(1),
+        metrics: vec!["udp_rtt".into(), "udp_owd_forward".into()],
+        rates: vec!["udp_rtt=50".into()],
+        duration: Some(Duration::from_millis(1500)),
+        window: Some(Duration::from_secs(1)),
+        out: Some(dir.path().join("out")),
+        ..ProbeArgs::default()
+    };
+    let (_tx, stop) = watch::channel(false);
+    let summary = run(args.into_config().unwrap(), stop).await.unwrap();
+    let of = |m: Metric| {
+        summary
+            .totals
+            .iter()
+            .find(|s| s.metric == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {m}"))
+    };
+    let (rtt, fwd) = (of(Metric::UdpRtt), of(Metric::UdpOwdForward));
+    assert!(rtt.histogram.len() > 20);
+    // This host's kernel says whether its clock is synchronised; both ends
+    // read the same one, so both say the same.
+    if vantage_responder::clock_estimate().synchronized() {
+        assert_eq!(fwd.histogram.len(), rtt.histogram.len());
+    } else {
+        // Unsynchronised: no one-way figure, every answered attempt
+        // counted as such; the round trip stands.
+        assert!(fwd.histogram.is_empty());
+        assert_eq!(
+            fwd.errors.get(&ErrorClass::Unsynchronized).copied(),
+            Some(rtt.histogram.len()),
+            "{:?}",
+            fwd.errors
+        );
+        let rows = read_csv(&dir.path().join("out").join("series.csv"));
+        assert!(rows
+            .iter()
+            .any(|r| r["metric"] == "udp_owd_forward"
+                && r["error_classes"].contains("unsynchronized")));
     }
     responder.shutdown().await;
 }

@@ -35,6 +35,9 @@ pub fn plain_metric(metric: &str) -> &'static str {
         Metric::PhotosyncGoodput => "photo sync",
         Metric::LoadedRtt => "a request while photos sync",
         Metric::ResponsivenessRpm => "responsiveness under load",
+        Metric::UdpOwdForward => "the network delay on the way to the data centre",
+        Metric::UdpOwdBackward => "the network delay on the way back",
+        Metric::UdpOwdError => "the clocks' error on a one-way delay",
     }
 }
 

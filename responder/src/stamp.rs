@@ -86,6 +86,24 @@ pub(crate) fn bind(config: &ResponderConfig) -> Result<UdpSocket, ResponderError
     Ok(socket)
 }
 
+/// How well this host's clock is synchronised, as its kernel's clock
+/// discipline states it (`adjtimex`, read only): what a STAMP packet's
+/// Error Estimate says, so the far end can tell whether a one-way delay
+/// means anything. Unsynchronised where it cannot be read.
+pub fn clock_estimate() -> ErrorEstimate {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed timex is valid; with `modes` 0 adjtimex only
+        // reads the kernel's state into it.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        let state = unsafe { libc::adjtimex(&mut tx) };
+        if state >= 0 {
+            return ErrorEstimate::from_kernel(tx.status, tx.esterror as i64, tx.maxerror as i64);
+        }
+    }
+    ErrorEstimate::UNSYNCHRONIZED
+}
+
 fn wall_now() -> NtpTimestamp {
     NtpTimestamp::from_unix(
         SystemTime::now()
@@ -158,14 +176,7 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
             });
         // 255 when the kernel did not say (non-Linux, or the option failed).
         let ttl = ttl.filter(|_| ttl_known).unwrap_or(255);
-        match stamp::reflect(
-            &buf[..len],
-            seq,
-            t2,
-            wall_now(),
-            ErrorEstimate::UNSYNCHRONIZED,
-            ttl,
-        ) {
+        match stamp::reflect(&buf[..len], seq, t2, wall_now(), clock_estimate(), ttl) {
             Ok(reply) => match socket.send_to(&reply, peer) {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
                 Err(e) => {

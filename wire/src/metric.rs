@@ -48,6 +48,16 @@ pub enum Metric {
     /// Responsiveness under a sync's load, in round trips per minute, by
     /// the method of draft-ietf-ippm-responsiveness (one value per batch).
     ResponsivenessRpm,
+    /// One-way delay of a STAMP test packet to the reflector (T2 − T1),
+    /// only when both clocks are known to agree; else counted
+    /// `unsynchronized`.
+    UdpOwdForward,
+    /// One-way delay of a STAMP reply back from the reflector (T4 − T3),
+    /// on the same terms.
+    UdpOwdBackward,
+    /// How far a one-way delay may be off: the two clocks' error
+    /// estimates summed (RFC 8762 §4.2's Error Estimate), per sample.
+    UdpOwdError,
 }
 
 /// The unit a metric's histogram values are in.
@@ -94,6 +104,9 @@ const METRICS: &[(Metric, &str)] = &[
     (Metric::PhotosyncGoodput, "photosync_goodput"),
     (Metric::LoadedRtt, "loaded_rtt"),
     (Metric::ResponsivenessRpm, "responsiveness_rpm"),
+    (Metric::UdpOwdForward, "udp_owd_forward"),
+    (Metric::UdpOwdBackward, "udp_owd_backward"),
+    (Metric::UdpOwdError, "udp_owd_error"),
 ];
 
 impl Metric {
@@ -184,6 +197,10 @@ pub enum ErrorClass {
     Integrity,
     /// The probe itself could not start the attempt in time (too many in flight).
     ProbeOverload,
+    /// A one-way delay withheld: the two ends' clocks are not known to be
+    /// synchronised (or their timestamps contradict their stated error),
+    /// so only the round trip is given.
+    Unsynchronized,
     /// Any other local IO error.
     Io,
 }
@@ -200,6 +217,7 @@ const ERROR_CLASSES: &[(ErrorClass, &str)] = &[
     (ErrorClass::HttpStatus, "http_status"),
     (ErrorClass::Integrity, "integrity"),
     (ErrorClass::ProbeOverload, "probe_overload"),
+    (ErrorClass::Unsynchronized, "unsynchronized"),
     (ErrorClass::Io, "io"),
 ];
 
@@ -378,7 +396,7 @@ mod tests {
             assert!(seen.insert(m.name()), "duplicate name {}", m.name());
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 24);
     }
 
     #[test]

@@ -98,6 +98,35 @@ impl ErrorEstimate {
         )
     }
 
+    /// The estimate of a clock `synchronized` (to UTC) or not, within
+    /// `error`: the smallest scale whose multiplier (at most 255) covers
+    /// the error, rounded up so the bound is never understated.
+    pub fn from_error(synchronized: bool, error: Duration) -> Self {
+        let seconds = error.as_secs_f64();
+        for scale in 0u8..64 {
+            let unit = 2f64.powi(i32::from(scale) - 32);
+            let mult = (seconds / unit).ceil();
+            if mult <= 255.0 {
+                return ErrorEstimate::new(synchronized, scale, (mult as u8).max(1));
+            }
+        }
+        ErrorEstimate::new(synchronized, 63, 255)
+    }
+
+    /// The estimate a Linux host states from its kernel's clock
+    /// discipline (`adjtimex`): synchronised unless `STA_UNSYNC` is set in
+    /// `status` or the maximum error has reached the kernel's 16 s
+    /// ceiling, within the estimated error (µs).
+    pub fn from_kernel(status: i32, esterror_us: i64, maxerror_us: i64) -> Self {
+        const STA_UNSYNC: i32 = 0x0040;
+        const MAXERROR_CEILING_US: i64 = 16_000_000;
+        let synced = status & STA_UNSYNC == 0 && maxerror_us < MAXERROR_CEILING_US;
+        if !synced {
+            return ErrorEstimate::UNSYNCHRONIZED;
+        }
+        ErrorEstimate::from_error(true, Duration::from_micros(esterror_us.max(1) as u64))
+    }
+
     /// The S bit.
     pub fn synchronized(self) -> bool {
         self.0 & 0x8000 != 0
@@ -379,6 +408,21 @@ mod tests {
             Duration::from_secs(1)
         );
         assert!(!ErrorEstimate::UNSYNCHRONIZED.synchronized());
+        // From an error: never understated, within one step of the scale.
+        for us in [1u64, 37, 1_000, 250_000, 3_000_000] {
+            let e = ErrorEstimate::from_error(true, Duration::from_micros(us));
+            assert!(e.synchronized());
+            let stated = e.error().as_secs_f64() * 1e6;
+            assert!(
+                stated >= us as f64 && stated < us as f64 * 1.02 + 0.5,
+                "{us} µs stated as {stated}"
+            );
+        }
+        // From the kernel: STA_UNSYNC (0x40), or a 16 s maximum error,
+        // means unsynchronised.
+        assert!(ErrorEstimate::from_kernel(0x2001, 500, 10_000).synchronized());
+        assert!(!ErrorEstimate::from_kernel(0x0041, 500, 10_000).synchronized());
+        assert!(!ErrorEstimate::from_kernel(0x2001, 500, 16_000_000).synchronized());
     }
 
     proptest! {

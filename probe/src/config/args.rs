@@ -271,6 +271,7 @@ impl ProbeArgs {
                 stamp_port: None,
                 server_name: None,
                 trust: None,
+                shared_clock: false,
             });
         }
         let mut urls = Vec::new();

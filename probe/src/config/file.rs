@@ -147,6 +147,10 @@ pub struct FileTarget {
     pub ca_file: Option<PathBuf>,
     /// TLS server name, when it differs from the host.
     pub server_name: Option<String>,
+    /// Its STAMP reflector keeps this host's own clock (the lab writes
+    /// this for its namespaces): one-way delays need no synchronisation.
+    #[serde(default)]
+    pub shared_clock: bool,
 }
 
 impl ConfigFile {
@@ -246,6 +250,7 @@ impl FileTarget {
             stamp_port: self.stamp_port,
             server_name: self.server_name.clone(),
             trust: file_trust(&self.pin, &self.ca_file)?,
+            shared_clock: self.shared_clock,
         })
     }
 }

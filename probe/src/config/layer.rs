@@ -78,6 +78,8 @@ pub struct TargetSpec {
     pub server_name: Option<String>,
     /// Its own trust decision.
     pub trust: Option<Trust>,
+    /// Its reflector keeps this host's clock (see [`super::TargetConfig`]).
+    pub shared_clock: bool,
 }
 
 /// A service URL as a source names it.

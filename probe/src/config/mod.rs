@@ -46,8 +46,11 @@ pub const PHOTOSYNC_METRICS: [Metric; 5] = [
 ];
 
 /// The metrics this probe measures against a responder, by default all.
-pub const RESPONDER_METRICS: [Metric; 12] = [
+pub const RESPONDER_METRICS: [Metric; 15] = [
     Metric::UdpRtt,
+    Metric::UdpOwdForward,
+    Metric::UdpOwdBackward,
+    Metric::UdpOwdError,
     Metric::QuicHandshake,
     Metric::QuicRequest,
     Metric::QuicColdRequest,
@@ -284,7 +287,10 @@ impl Measurement {
     /// The measurement that records `metric`, if this probe measures it.
     pub fn of(metric: Metric) -> Option<Self> {
         Some(match metric {
-            Metric::UdpRtt => Measurement::UdpRtt,
+            Metric::UdpRtt
+            | Metric::UdpOwdForward
+            | Metric::UdpOwdBackward
+            | Metric::UdpOwdError => Measurement::UdpRtt,
             Metric::QuicHandshake | Metric::QuicColdRequest => Measurement::QuicCold,
             Metric::QuicRequest => Measurement::QuicRequest,
             Metric::TcpConnect | Metric::TlsHandshake => Measurement::TcpCold,
@@ -337,6 +343,10 @@ pub struct TargetConfig {
     /// How to trust its certificate; `None` when no metric measured uses
     /// TLS (a STAMP-only probe), so none is asked for and none is labelled.
     pub trust: Option<Trust>,
+    /// Its STAMP reflector keeps this host's own clock (an in-process
+    /// responder, or the lab's namespaces on one kernel): one-way delays
+    /// need no synchronisation and carry no clock error.
+    pub shared_clock: bool,
 }
 
 /// What the terminal shows.

@@ -129,13 +129,14 @@ fn choose_trust<'a>(
 }
 
 /// A certificate trust for each data centre when a metric measured uses
-/// TLS (every responder metric but `udp_rtt`, which is plain STAMP), and
-/// none otherwise: a STAMP-only probe needs no `--pin`, and an
-/// `--insecure` it was given is not carried, since nothing is unverified.
+/// TLS (every responder metric but STAMP's: `udp_rtt` and the one-way
+/// delays), and none otherwise: a STAMP-only probe needs no `--pin`, and
+/// an `--insecure` it was given is not carried, since nothing is
+/// unverified.
 fn require_trust(targets: &mut [TargetConfig], metrics: &[Metric]) -> Result<(), ConfigError> {
-    let uses_tls = metrics
-        .iter()
-        .any(|m| RESPONDER_METRICS.contains(m) && *m != Metric::UdpRtt);
+    let uses_tls = metrics.iter().any(|m| {
+        RESPONDER_METRICS.contains(m) && Measurement::of(*m) != Some(Measurement::UdpRtt)
+    });
     for t in targets {
         if !uses_tls {
             t.trust = None;
@@ -165,6 +166,7 @@ fn resolve_targets(layers: &[&Layer]) -> Result<Vec<TargetConfig>, ConfigError> 
                 port: t.port,
                 stamp_port,
                 trust,
+                shared_clock: t.shared_clock,
             });
         }
     }

@@ -101,6 +101,8 @@ pub(crate) struct TargetCtx {
     pub(crate) quic_addr: SocketAddr,
     pub(crate) https_addr: SocketAddr,
     pub(crate) stamp_addr: SocketAddr,
+    /// The reflector keeps this host's clock (see `TargetConfig`).
+    pub(crate) shared_clock: bool,
     pub(crate) server_name: String,
     pub(crate) https_tls: TlsClient,
     pub(crate) endpoint: quinn::Endpoint,

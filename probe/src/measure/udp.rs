@@ -3,7 +3,7 @@
 use super::{classify_io, Event, TargetCtx};
 use crate::recorder::Outcome;
 use crate::schedule::{latency_from, Schedule, TIMER_SLACK};
-use crate::stamp_session::{Reply, StampSender};
+use crate::stamp_session::{OneWay, Reply, StampSender};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,15 +29,56 @@ fn wall() -> Duration {
         .unwrap_or_default()
 }
 
+/// The one-way metrics each STAMP attempt also feeds.
+const ONE_WAY: [Metric; 3] = [
+    Metric::UdpOwdForward,
+    Metric::UdpOwdBackward,
+    Metric::UdpOwdError,
+];
+
+/// Records an attempt's one-way delays: each way and the clocks' error
+/// when they are synchronised, else `unsynchronized` for all three. The
+/// forward delay is charged the send's lateness past the timer slack, as
+/// the round trip is.
+async fn emit_one_way(ctx: &TargetCtx, intended: Instant, started: Instant, one_way: OneWay) {
+    let late = latency_from(intended, started, started, TIMER_SLACK);
+    let measured = |latency| Outcome::Measured {
+        latency,
+        server_time: None,
+        bytes: 0,
+    };
+    match one_way {
+        OneWay::Measured {
+            forward,
+            backward,
+            error,
+        } => {
+            ctx.emit(Metric::UdpOwdForward, intended, measured(forward + late))
+                .await;
+            ctx.emit(Metric::UdpOwdBackward, intended, measured(backward))
+                .await;
+            ctx.emit(Metric::UdpOwdError, intended, measured(error))
+                .await;
+        }
+        OneWay::Unsynchronized => {
+            for m in ONE_WAY {
+                ctx.emit(m, intended, Outcome::Failed(ErrorClass::Unsynchronized))
+                    .await;
+            }
+        }
+    }
+}
+
 /// Sends STAMP test packets on `schedule` and accounts for every one:
-/// answered, duplicated, lost (after the timeout) or failed to send.
+/// answered, duplicated, lost (after the timeout) or failed to send. Each
+/// attempt counts under `udp_rtt` and the one-way metrics alike.
 pub(crate) async fn udp_rtt_job(
     ctx: Arc<TargetCtx>,
     mut schedule: Schedule,
     mut stop: watch::Receiver<bool>,
 ) {
     const M: Metric = Metric::UdpRtt;
-    let mut session = StampSender::new(ctx.timeout);
+    let mut session = StampSender::new(ctx.timeout, ctx.shared_clock);
     let mut socket: Option<UdpSocket> = None;
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     let far = || Instant::now() + Duration::from_secs(3600);
@@ -59,10 +100,11 @@ pub(crate) async fn udp_rtt_job(
                 let now = Instant::now();
                 match received {
                     Ok(n) => match ReflectorPacket::decode(&buf[..n]) {
-                        Ok(reply) => match session.on_reply(&reply, now) {
-                            Reply::Answered { intended, started, reflector_time, path } => {
+                        Ok(reply) => match session.on_reply(&reply, now, wall()) {
+                            Reply::Answered { intended, started, reflector_time, path, one_way } => {
                                 let latency = latency_from(intended, started, now, TIMER_SLACK);
                                 ctx.emit(M, intended, Outcome::Measured { latency, server_time: Some(reflector_time), bytes: n as u64 }).await;
+                                emit_one_way(&ctx, intended, started, one_way).await;
                                 if path != Default::default() {
                                     let _ = ctx.events.send(Event::Path { target: ctx.index, metric: M, intended, delta: path }).await;
                                 }
@@ -82,7 +124,9 @@ pub(crate) async fn udp_rtt_job(
             }
             _ = tokio::time::sleep_until(next_expiry.into()) => {
                 for intended in session.poll_expired(Instant::now()) {
-                    ctx.emit(M, intended, Outcome::Lost).await;
+                    for m in std::iter::once(M).chain(ONE_WAY) {
+                        ctx.emit(m, intended, Outcome::Lost).await;
+                    }
                 }
             }
             _ = tokio::time::sleep_until(next_send.into()), if !stopping => {
@@ -95,18 +139,23 @@ pub(crate) async fn udp_rtt_job(
                         match open_socket(ctx.stamp_addr).await {
                             Ok(s) => socket = Some(s),
                             Err(e) => {
-                                ctx.emit_error(M, intended, classify_io(&e), &e).await;
+                                for m in std::iter::once(M).chain(ONE_WAY) {
+                                    ctx.emit_error(m, intended, classify_io(&e), &e).await;
+                                }
                                 continue;
                             }
                         }
                     }
                     let Some(s) = &socket else { continue };
                     let started = Instant::now();
-                    let packet = session.on_send(intended, started, wall());
+                    let estimate = vantage_responder::clock_estimate();
+                    let packet = session.on_send(intended, started, (wall(), estimate));
                     if let Err(e) = s.send(&packet.encode()).await {
                         session.on_send_failed(packet.sequence);
                         let class = classify_io(&e);
-                        ctx.emit_error(M, intended, class, &e).await;
+                        for m in std::iter::once(M).chain(ONE_WAY) {
+                            ctx.emit_error(m, intended, class, &e).await;
+                        }
                         if class != ErrorClass::Refused {
                             socket = None;
                         }

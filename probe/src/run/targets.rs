@@ -95,6 +95,8 @@ pub(crate) async fn resolve_all(
                 stamp_port: responder.stamp_addr().port(),
                 server_name: "localhost".into(),
                 trust: Some(Trust::Pinned(vec![responder.fingerprint()])),
+                // In this process: the same clock.
+                shared_clock: true,
             },
             quic: responder.quic_addr(),
             https: responder.https_addr(),
@@ -146,6 +148,7 @@ pub(crate) async fn target_contexts(
             quic_addr: t.quic,
             https_addr: t.https,
             stamp_addr: t.stamp,
+            shared_clock: t.config.shared_clock,
             server_name: t.config.server_name.clone(),
             https_tls,
             endpoint,
