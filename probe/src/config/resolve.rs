@@ -134,9 +134,9 @@ fn choose_trust<'a>(
 /// an `--insecure` it was given is not carried, since nothing is
 /// unverified.
 fn require_trust(targets: &mut [TargetConfig], metrics: &[Metric]) -> Result<(), ConfigError> {
-    let uses_tls = metrics.iter().any(|m| {
-        RESPONDER_METRICS.contains(m) && Measurement::of(*m) != Some(Measurement::UdpRtt)
-    });
+    let uses_tls = metrics
+        .iter()
+        .any(|m| RESPONDER_METRICS.contains(m) && Measurement::of(*m) != Some(Measurement::UdpRtt));
     for t in targets {
         if !uses_tls {
             t.trust = None;

@@ -173,10 +173,19 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
         }
         found
     };
-    let mut sender = match idle {
-        Some(s) => s,
+    // With no idle warm connection, one is opened first. Its handshakes
+    // are `tcp_connect`'s and `tls_handshake`'s to measure, not a warm
+    // request's, so the request is then timed from when it is ready (in
+    // namespace mode 2.6 % of requests at 20/s over a 40 ms path had
+    // counted two extra round trips). `origin` is what the latency is
+    // counted from: the intended time, or the ready connection.
+    let (mut sender, origin, started) = match idle {
+        Some(s) => (s, intended, started),
         None => match new_sender(&ctx, deadline).await {
-            Ok(s) => s,
+            Ok(s) => {
+                let ready = Instant::now();
+                (s, ready, ready)
+            }
             Err((class, why)) => return ctx.emit_error(M, intended, class, &why).await,
         },
     };
@@ -231,7 +240,7 @@ pub(crate) async fn https_request(ctx: Arc<TargetCtx>, intended: Instant) {
         }
         Ok(Err((class, why))) => ctx.emit_error(M, intended, class, &why).await,
         Ok(Ok((server_time, bytes))) => {
-            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+            let latency = latency_from(origin, started, Instant::now(), TIMER_SLACK);
             ctx.emit(
                 M,
                 intended,

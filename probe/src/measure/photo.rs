@@ -709,7 +709,15 @@ async fn loaded_rtt(
         let (ctx, conn) = (ctx.clone(), conn.clone());
         in_flight.spawn(async move {
             let deadline = intended + ctx.timeout;
-            timed_echo(&ctx, &conn, M, intended, Instant::now(), deadline).await;
+            timed_echo(
+                &ctx,
+                &conn,
+                M,
+                (intended, intended),
+                Instant::now(),
+                deadline,
+            )
+            .await;
         });
     })
     .await;

@@ -177,13 +177,13 @@ pub(crate) async fn timed_echo(
     ctx: &TargetCtx,
     conn: &quinn::Connection,
     metric: Metric,
-    intended: Instant,
+    (intended, origin): (Instant, Instant),
     started: Instant,
     deadline: Instant,
 ) {
     match echo(ctx, conn, deadline).await {
         Ok((server_time, bytes)) => {
-            let latency = latency_from(intended, started, Instant::now(), TIMER_SLACK);
+            let latency = latency_from(origin, started, Instant::now(), TIMER_SLACK);
             let outcome = Outcome::Measured {
                 latency,
                 server_time: Some(server_time),
@@ -223,7 +223,7 @@ pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
         &ctx,
         &conn,
         Metric::QuicColdRequest,
-        intended,
+        (intended, intended),
         started,
         deadline,
     )
@@ -236,14 +236,30 @@ pub(crate) async fn quic_cold(ctx: Arc<TargetCtx>, intended: Instant) {
 /// would for an app.
 pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
     let deadline = intended + ctx.timeout;
-    let started = Instant::now();
+    let mut started = Instant::now();
+    // As `https_request`: a request that had to wait for a connection to
+    // be opened is timed from when it is ready (its handshake is
+    // `quic_handshake`'s to measure), so `origin` moves with it.
+    let mut origin = intended;
     let conn = {
-        let mut slot = ctx.warm_quic.lock().await;
+        // Held by another request: it is opening the connection.
+        let (mut slot, waited) = match ctx.warm_quic.try_lock() {
+            Ok(slot) => (slot, false),
+            Err(_) => (ctx.warm_quic.lock().await, true),
+        };
         match slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            Some(c) => c.clone(),
+            Some(c) => {
+                if waited {
+                    started = Instant::now();
+                    origin = started;
+                }
+                c.clone()
+            }
             None => match connect(&ctx, deadline).await {
                 Ok(c) => {
                     *slot = Some(c.clone());
+                    started = Instant::now();
+                    origin = started;
                     c
                 }
                 Err((class, why)) => {
@@ -260,7 +276,7 @@ pub(crate) async fn quic_warm(ctx: Arc<TargetCtx>, intended: Instant) {
         &ctx,
         &conn,
         Metric::QuicRequest,
-        intended,
+        (intended, origin),
         started,
         deadline,
     )
