@@ -604,6 +604,15 @@ mod tests {
         props.sort();
         assert_eq!(keys, props, "docs/series.schema.json and SeriesRow differ");
         assert_eq!(schema["properties"]["schema"]["const"], SERIES_SCHEMA);
+        // Every metric the probe can write, and no other.
+        let listed: Vec<&str> = schema["properties"]["metric"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let known: Vec<&str> = vantage_wire::Metric::all().map(|m| m.name()).collect();
+        assert_eq!(listed, known, "docs/series.schema.json's metric enum");
     }
 
     #[test]
