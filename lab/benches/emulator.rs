@@ -2,15 +2,16 @@
 //! many packets per second each forwards per core of CPU its own threads
 //! spend, and how late the release clock lets them go while it does.
 //!
-//! Each mode carries a bounded blast of 100-byte UDP datagrams (at most
-//! 200,000, at most 10 s) over a path of 10 ms each way with no other
-//! impairment, from a sender to a receiver that counts them. The CPU is
-//! that of the forwarding threads only (`lab-*`, `udp-*`, read from
-//! /proc), so the sender's and receiver's own cost is left out.
+//! Each mode carries 100-byte UDP datagrams over a path of 10 ms each way
+//! with no other impairment, offered at a paced rate for 2 s (rates
+//! rising; at most 2 s × the highest rate), from a sender to a receiver
+//! that counts them. The CPU is that of the forwarding threads only
+//! (`lab-*`, `udp-*`, read from /proc), so the sender's and receiver's
+//! own cost is left out. Each rate gets a fresh path and release clock.
 //!
 //! `cargo bench -p vantage-lab --bench emulator` (the emulator needs
 //! root: namespaces and TUN devices; without it the relay alone is
-//! measured, and the output says so). `-- --quick` runs 20,000 packets.
+//! measured, and the output says so). `-- --quick` offers one low rate.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,13 +54,13 @@ struct Outcome {
     lateness: (Duration, Duration, u64),
 }
 
-/// Sends `count` datagrams from `send` to `to` as fast as the socket
-/// takes them (for at most 10 s) while `recv` counts what arrives.
-fn blast(
+/// Offers `rate` datagrams a second from `send` to `to` for 2 s, paced
+/// in 1 ms steps, while `recv` counts what arrives.
+fn offer(
     send: UdpSocket,
     recv: UdpSocket,
     to: SocketAddr,
-    count: u64,
+    rate: u64,
     clock: &ReleaseClock,
 ) -> Outcome {
     recv.set_read_timeout(Some(Duration::from_millis(200)))
@@ -77,19 +78,24 @@ fn blast(
     let cpu0 = forwarding_cpu();
     let start = Instant::now();
     let packet = [7u8; 100];
+    let run = Duration::from_secs(2);
+    let count = rate * 2;
     let mut sent = 0;
-    while sent < count && start.elapsed() < Duration::from_secs(10) {
-        if send.send_to(&packet, to).is_ok() {
-            sent += 1;
+    while sent < count && start.elapsed() < run + Duration::from_secs(1) {
+        // Due by now at `rate`: send up to it, then wait a millisecond.
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(count) {
+            if send.send_to(&packet, to).is_ok() {
+                sent += 1;
+            } else {
+                break;
+            }
         }
-        // Let the forwarding threads keep up a little: bursts of 64.
-        if sent % 64 == 0 {
-            std::thread::yield_now();
-        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     // Until the last arrives (10 ms path) and the counter times out.
     let _ = counter.join();
-    let wall = start.elapsed() - Duration::from_millis(200);
+    let wall = start.elapsed().saturating_sub(Duration::from_millis(200));
     let cpu = forwarding_cpu() - cpu0;
     let (p50, n) = clock.lateness(0.5);
     let (p99, _) = clock.lateness(0.99);
@@ -113,7 +119,7 @@ fn ten_ms() -> PathSpec {
     }
 }
 
-fn relay(count: u64) -> Outcome {
+fn relay(rate: u64) -> Outcome {
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let clock = ReleaseClock::start().expect("release thread");
     let spec = ten_ms();
@@ -126,10 +132,10 @@ fn relay(count: u64) -> Outcome {
     )
     .expect("relay");
     let send = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    blast(send, sink, relay.addr(), count, &clock)
+    offer(send, sink, relay.addr(), rate, &clock)
 }
 
-fn emulator(count: u64) -> Result<Outcome, String> {
+fn emulator(rate: u64) -> Result<Outcome, String> {
     let mut topo = Topology::new().map_err(|e| e.to_string())?;
     let a = topo.add_host("bench-a").map_err(|e| e.to_string())?;
     let b = topo.add_host("bench-b").map_err(|e| e.to_string())?;
@@ -148,10 +154,10 @@ fn emulator(count: u64) -> Result<Outcome, String> {
         .run(|| UdpSocket::bind("0.0.0.0:0"))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(blast(send, recv, to, count, &clock))
+    Ok(offer(send, recv, to, rate, &clock))
 }
 
-fn row(name: &str, o: &Outcome) {
+fn row(name: &str, rate: u64, o: &Outcome) {
     let pps = o.received as f64 / o.wall.as_secs_f64();
     let per_core = if o.cpu > 0.0 {
         format!("{:.0}", o.received as f64 / o.cpu)
@@ -159,7 +165,7 @@ fn row(name: &str, o: &Outcome) {
         "n/a".into()
     };
     println!(
-        "| {name} | {} | {} ({:.1} %) | {pps:.0} | {:.2} s | {per_core} | {:.1} µs / {:.1} µs over {} |",
+        "| {name} | {rate} | {} | {} ({:.1} %) | {pps:.0} | {:.2} s | {per_core} | {:.1} µs / {:.1} µs over {} |",
         o.sent,
         o.received,
         100.0 * o.received as f64 / o.sent.max(1) as f64,
@@ -172,13 +178,24 @@ fn row(name: &str, o: &Outcome) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
-    let count = if quick { 20_000 } else { 200_000 };
-    println!("100-byte UDP datagrams, 10 ms each way, no other impairment; at most {count} sent, at most 10 s\n");
-    println!("| mode | sent | received | received/s | forwarding CPU | packets per CPU second | release lateness p50 / p99 |");
-    println!("|---|---|---|---|---|---|---|");
-    row("relay (loopback)", &relay(count));
-    match emulator(count) {
-        Ok(o) => row("emulator (namespaces, TUN)", &o),
-        Err(why) => println!("| emulator (namespaces, TUN) | not measured: {why} | | | | | |"),
+    let rates: &[u64] = if quick {
+        &[5_000]
+    } else {
+        &[5_000, 10_000, 20_000, 40_000, 80_000]
+    };
+    println!("100-byte UDP datagrams, 10 ms each way, no other impairment; each rate offered for 2 s\n");
+    println!("| mode | offered/s | sent | received | received/s | forwarding CPU | packets per CPU second | release lateness p50 / p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &rate in rates {
+        row("relay (loopback)", rate, &relay(rate));
+    }
+    for &rate in rates {
+        match emulator(rate) {
+            Ok(o) => row("emulator (namespaces, TUN)", rate, &o),
+            Err(why) => {
+                println!("| emulator (namespaces, TUN) | {rate} | not measured: {why} | | | | | |");
+                break;
+            }
+        }
     }
 }
