@@ -183,7 +183,9 @@ fn main() {
     } else {
         &[5_000, 10_000, 20_000, 40_000, 80_000]
     };
-    println!("100-byte UDP datagrams, 10 ms each way, no other impairment; each rate offered for 2 s\n");
+    println!(
+        "100-byte UDP datagrams, 10 ms each way, no other impairment; each rate offered for 2 s\n"
+    );
     println!("| mode | offered/s | sent | received | received/s | forwarding CPU | packets per CPU second | release lateness p50 / p99 |");
     println!("|---|---|---|---|---|---|---|---|");
     for &rate in rates {

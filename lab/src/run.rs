@@ -336,7 +336,7 @@ pub async fn start_lab(
             args.phase = Some(options.phase.clone());
             args.campaign = Some(scenario.name.clone());
             args.rates = lab_rates(&options);
-            args.metrics = lab_metrics(mode).unwrap_or_default();
+            args.metrics = lab_metrics(mode);
             args.window = Some(options.window);
         }
         let plan = args.into_plan().map_err(|source| LabError::ProbeConfig {
@@ -456,22 +456,19 @@ fn lab_rates(options: &LabOptions) -> Vec<String> {
         .collect()
 }
 
-/// What the lab's probes measure: every responder metric, but in relay
-/// mode none it cannot emulate (`tcp_connect`: the kernel's handshake
-/// would end at the relay). Those are not measured at all, so no output
-/// of the run (series.csv, batches, the collector's /metrics) can show
-/// them as figures; `None`: the probe's default, every metric.
-fn lab_metrics(mode: Mode) -> Option<Vec<String>> {
-    match mode {
-        Mode::Netns => None,
-        Mode::Relay => Some(
-            vantage_probe::config::RESPONDER_METRICS
-                .iter()
-                .filter(|m| !vantage_reports::RELAY_NOT_EMULATED.contains(m))
-                .map(|m| m.name().to_string())
-                .collect(),
-        ),
-    }
+/// What the lab's probes measure: every responder metric and the
+/// one-way delays (the lab's ends share one clock), but in relay mode
+/// none it cannot emulate (`tcp_connect`: the kernel's handshake would
+/// end at the relay). Those are not measured at all, so no output of the
+/// run (series.csv, batches, the collector's /metrics) can show them as
+/// figures.
+fn lab_metrics(mode: Mode) -> Vec<String> {
+    vantage_probe::RESPONDER_METRICS
+        .iter()
+        .chain(&vantage_probe::ONE_WAY_METRICS)
+        .filter(|m| mode == Mode::Netns || !vantage_reports::RELAY_NOT_EMULATED.contains(m))
+        .map(|m| m.name().to_string())
+        .collect()
 }
 
 /// A country's campaign: its targets and sync, the lab's window and rates.
@@ -486,10 +483,7 @@ fn campaign_body(options: &LabOptions, mode: Mode, targets_and_sync: &str) -> St
     for (metric, rate) in by_metric {
         rates.push_str(&format!("{metric} = {rate}\n"));
     }
-    let metrics = match lab_metrics(mode) {
-        Some(names) => format!("metrics = {names:?}\n"),
-        None => String::new(),
-    };
+    let metrics = format!("metrics = {:?}\n", lab_metrics(mode));
     format!(
         "window = \"{}ms\"\n{metrics}{rates}{targets_and_sync}",
         options.window.as_millis()

@@ -20,12 +20,13 @@ mod schedule;
 pub mod spool;
 mod stamp_session;
 mod state;
+pub mod trace;
 pub mod upload;
 
 pub use config::{
     ConfigError, Display, HttpTargetConfig, HttpVersion, Measurement, PhotoSizes, PhotoSyncConfig,
     ProbeArgs, ProbeConfig, SyncDirection, SyncTransport, TargetConfig, HTTP_METRICS,
-    LATENCY_METRICS, PHOTOSYNC_METRICS, RESPONDER_METRICS,
+    LATENCY_METRICS, ONE_WAY_METRICS, PHOTOSYNC_METRICS, RESPONDER_METRICS,
 };
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};

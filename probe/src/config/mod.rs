@@ -45,12 +45,9 @@ pub const PHOTOSYNC_METRICS: [Metric; 5] = [
     Metric::ResponsivenessRpm,
 ];
 
-/// The metrics this probe measures against a responder, by default all.
-pub const RESPONDER_METRICS: [Metric; 15] = [
+/// The metrics this probe measures against a responder by default.
+pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::UdpRtt,
-    Metric::UdpOwdForward,
-    Metric::UdpOwdBackward,
-    Metric::UdpOwdError,
     Metric::QuicHandshake,
     Metric::QuicRequest,
     Metric::QuicColdRequest,
@@ -62,6 +59,16 @@ pub const RESPONDER_METRICS: [Metric; 15] = [
     Metric::PhotosyncGoodput,
     Metric::LoadedRtt,
     Metric::ResponsivenessRpm,
+];
+
+/// One-way delays, from the same STAMP attempts as `udp_rtt`: measured
+/// only when asked for (`--metrics`), since without synchronised clocks
+/// at both ends (or `shared_clock`) every attempt counts as
+/// `unsynchronized`.
+pub const ONE_WAY_METRICS: [Metric; 3] = [
+    Metric::UdpOwdForward,
+    Metric::UdpOwdBackward,
+    Metric::UdpOwdError,
 ];
 
 /// The metrics of a real service URL (`--url`): a cold request's six

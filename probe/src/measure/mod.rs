@@ -7,6 +7,7 @@ mod http;
 mod https;
 mod photo;
 mod quic;
+pub(crate) mod trace;
 mod udp;
 
 pub(crate) use http::{alpn_for, http_cold, http_warm, resolver, HttpCtx};
