@@ -74,27 +74,11 @@ impl Bench {
 async fn injected_delay_is_measured() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let bench = Bench::start().await;
-    let mut table = Vec::new();
-    let mut floor: std::collections::BTreeMap<Metric, Vec<Observed>> = Default::default();
-    let mut delayed = Vec::new();
+    let mut cases = RoundTrips::default();
     for one_way_ms in [0u64, 5, 40, 150, 0] {
-        let rtt = 2.0 * one_way_ms as f64;
         let path = bench.path(&symmetric(Duration::from_millis(one_way_ms)), 1);
-        let summary = bench
-            .probe(&path, |a| {
-                a.rates = [
-                    "udp_rtt=20",
-                    "quic_request=10",
-                    "https_request=10",
-                    "quic_handshake=4",
-                    "tcp_connect=4",
-                ]
-                .map(String::from)
-                .to_vec();
-                a.duration = Some(Duration::from_secs(if one_way_ms == 150 { 5 } else { 3 }));
-            })
-            .await;
-        for (metric, round_trips) in [
+        let summary = bench.probe(&path, |a| delay_case(a, one_way_ms)).await;
+        let metrics = [
             (Metric::UdpRtt, 1.0),
             (Metric::QuicHandshake, 1.0),
             (Metric::QuicRequest, 1.0),
@@ -104,19 +88,15 @@ async fn injected_delay_is_measured() {
             // The relay cannot delay the kernel's TCP handshake: connect
             // completes against the relay on loopback (see tcp_relay.rs).
             (Metric::TcpConnect, 0.0),
-        ] {
-            let what = format!("{one_way_ms} ms one way");
-            let seen = observe(&summary, metric, &what);
-            if one_way_ms == 0 {
-                floor.entry(metric).or_default().push(seen);
-            } else {
-                delayed.push((what, metric, round_trips * rtt, seen));
-            }
-        }
+        ];
+        cases.add(
+            format!("{one_way_ms} ms one way"),
+            one_way_ms,
+            &summary,
+            &metrics,
+        );
     }
-    for (what, metric, injected, seen) in delayed {
-        table.push(check(&what, metric, injected, &floor[&metric], seen));
-    }
+    let table = cases.check_all();
     let (p50, n) = bench.timing.lateness(0.5);
     let (p99, _) = bench.timing.lateness(0.99);
     println!(
@@ -142,10 +122,8 @@ async fn url_phases_take_their_round_trips() {
         vantage_probe::HttpVersion::Http1,
         vantage_probe::HttpVersion::Http3,
     ] {
-        let mut floor: std::collections::BTreeMap<Metric, Vec<Observed>> = Default::default();
-        let mut delayed = Vec::new();
+        let mut cases = RoundTrips::default();
         for one_way_ms in [0u64, 40, 0] {
-            let rtt = 2.0 * one_way_ms as f64;
             let path = bench.path(&symmetric(Duration::from_millis(one_way_ms)), 3);
             let summary = bench
                 .probe(&path, |a| {
@@ -171,25 +149,20 @@ async fn url_phases_take_their_round_trips() {
             // HTTP/3: the QUIC handshake is the TLS phase; there is no connect.
             let connect = (version != vantage_probe::HttpVersion::Http3)
                 .then_some((Metric::HttpConnect, 0.0));
-            for (metric, round_trips) in connect.into_iter().chain([
-                (Metric::HttpTls, 1.0),
-                (Metric::HttpTtfb, 1.0),
-                (Metric::HttpTotal, 2.0),
-                (Metric::HttpWarmTtfb, 1.0),
-                (Metric::HttpWarmTotal, 1.0),
-            ]) {
-                let what = format!("{version:?}, {one_way_ms} ms one way");
-                let seen = observe(&summary, metric, &what);
-                if one_way_ms == 0 {
-                    floor.entry(metric).or_default().push(seen);
-                } else {
-                    delayed.push((what, metric, round_trips * rtt, seen));
-                }
-            }
+            let metrics: Vec<(Metric, f64)> = connect
+                .into_iter()
+                .chain([
+                    (Metric::HttpTls, 1.0),
+                    (Metric::HttpTtfb, 1.0),
+                    (Metric::HttpTotal, 2.0),
+                    (Metric::HttpWarmTtfb, 1.0),
+                    (Metric::HttpWarmTotal, 1.0),
+                ])
+                .collect();
+            let what = format!("{version:?}, {one_way_ms} ms one way");
+            cases.add(what, one_way_ms, &summary, &metrics);
         }
-        for (what, metric, injected, seen) in delayed {
-            table.push(check(&what, metric, injected, &floor[&metric], seen));
-        }
+        table.extend(cases.check_all());
     }
     println!("{}", table.join("\n"));
     bench.responder.shutdown().await;

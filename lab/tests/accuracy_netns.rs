@@ -118,29 +118,13 @@ impl NsBench {
 #[ignore = "needs root"]
 async fn every_metric_takes_its_round_trips_tcp_connect_included() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut table = Vec::new();
-    let mut floor: std::collections::BTreeMap<Metric, Vec<Observed>> = Default::default();
-    let mut delayed = Vec::new();
+    let mut cases = RoundTrips::default();
     for one_way_ms in [0u64, 5, 40, 150, 0] {
-        let rtt = 2.0 * one_way_ms as f64;
         let bench = NsBench::start(&symmetric(Duration::from_millis(one_way_ms)), 1).await;
-        let summary = bench
-            .probe(|a| {
-                a.rates = [
-                    "udp_rtt=20",
-                    "quic_request=10",
-                    "https_request=10",
-                    "quic_handshake=4",
-                    "tcp_connect=4",
-                ]
-                .map(String::from)
-                .to_vec();
-                a.duration = Some(Duration::from_secs(if one_way_ms == 150 { 5 } else { 3 }));
-            })
-            .await;
+        let summary = bench.probe(|a| delay_case(a, one_way_ms)).await;
         println!("{one_way_ms} ms one way: {}", bench.lateness());
         bench.stop().await;
-        for (metric, round_trips) in [
+        let metrics = [
             (Metric::UdpRtt, 1.0),
             (Metric::QuicHandshake, 1.0),
             (Metric::QuicRequest, 1.0),
@@ -148,26 +132,23 @@ async fn every_metric_takes_its_round_trips_tcp_connect_included() {
             (Metric::TcpConnect, 1.0),
             (Metric::TlsHandshake, 1.0),
             (Metric::HttpsRequest, 1.0),
-        ] {
-            let what = format!("{one_way_ms} ms one way");
-            let seen = observe(&summary, metric, &what);
-            if one_way_ms == 0 {
-                floor.entry(metric).or_default().push(seen);
-            } else {
-                delayed.push((what, metric, round_trips * rtt, seen));
-            }
-        }
+        ];
+        cases.add(
+            format!("{one_way_ms} ms one way"),
+            one_way_ms,
+            &summary,
+            &metrics,
+        );
     }
-    for (what, metric, injected, seen) in delayed {
-        table.push(check(&what, metric, injected, &floor[&metric], seen));
-    }
-    println!("{}", table.join("\n"));
+    println!("{}", cases.check_all().join("\n"));
 }
 
-/// Through a 20 Mbit/s bottleneck whose 128 KiB queue drops what does not
-/// fit, photo-sync goodput over HTTPS (one TCP connection per photo, real
+/// Through a 20 Mbit/s bottleneck whose 32 KiB queue (13 ms of it, about
+/// the path's bandwidth-delay product) drops what does not fit,
+/// photo-sync goodput over HTTPS (three TCP connections at once, real
 /// slow start and loss recovery) and over QUIC is at most the cap and
-/// within 20 % below it; the queue did drop packets.
+/// within 25 % below it; the queue did drop packets. (With a 128 KiB
+/// queue TCP's windows fit in it on some runs and nothing dropped.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root"]
 async fn photo_sync_goodput_meets_the_cap_with_real_drops() {
@@ -176,7 +157,7 @@ async fn photo_sync_goodput_meets_the_cap_with_real_drops() {
         vantage_probe::SyncTransport::Https,
         vantage_probe::SyncTransport::Quic,
     ] {
-        let bench = NsBench::start(&capped(Duration::from_millis(5), 20, 128 * 1024), 3).await;
+        let bench = NsBench::start(&capped(Duration::from_millis(5), 20, 32 * 1024), 3).await;
         let summary = bench
             .probe(|a| {
                 photosync_args(a, transport);
@@ -195,8 +176,8 @@ async fn photo_sync_goodput_meets_the_cap_with_real_drops() {
             up.queue_drops
         );
         assert!(
-            (16.0..=20.0).contains(&mbps),
-            "{transport:?}: {mbps:.2} Mbit/s, expected 16–20"
+            (15.0..=20.0).contains(&mbps),
+            "{transport:?}: {mbps:.2} Mbit/s, expected 15–20"
         );
         assert!(up.queue_drops > 0, "{transport:?}: the queue never dropped");
     }

@@ -147,3 +147,60 @@ pub fn photosync_args(a: &mut ProbeArgs, transport: vantage_probe::SyncTransport
     a.sync_size_sigma = Some(0.0);
     a.sync_timeout = Some(Duration::from_secs(20));
 }
+
+/// The rates and run time of one delay case: enough samples of every
+/// latency metric for a median in a few seconds (5 s at 150 ms one way).
+pub fn delay_case(a: &mut ProbeArgs, one_way_ms: u64) {
+    a.rates = [
+        "udp_rtt=20",
+        "quic_request=10",
+        "https_request=10",
+        "quic_handshake=4",
+        "tcp_connect=4",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.duration = Some(Duration::from_secs(if one_way_ms == 150 { 5 } else { 3 }));
+}
+
+/// The figures of several delay cases: the zero-delay runs are the
+/// floors, each other run is checked against them by [`check`].
+#[derive(Default)]
+pub struct RoundTrips {
+    floor: std::collections::BTreeMap<Metric, Vec<Observed>>,
+    delayed: Vec<(String, Metric, f64, Observed)>,
+}
+
+impl RoundTrips {
+    /// Takes one run through `one_way_ms` each way: each of `metrics`
+    /// with the round trips its protocol needs.
+    pub fn add(
+        &mut self,
+        what: String,
+        one_way_ms: u64,
+        summary: &RunSummary,
+        metrics: &[(Metric, f64)],
+    ) {
+        let rtt = 2.0 * one_way_ms as f64;
+        for &(metric, round_trips) in metrics {
+            let seen = observe(summary, metric, &what);
+            if one_way_ms == 0 {
+                self.floor.entry(metric).or_default().push(seen);
+            } else {
+                self.delayed
+                    .push((what.clone(), metric, round_trips * rtt, seen));
+            }
+        }
+    }
+
+    /// Checks every delayed run against its metric's floors: the table's
+    /// rows, or a failed assertion.
+    pub fn check_all(self) -> Vec<String> {
+        self.delayed
+            .into_iter()
+            .map(|(what, metric, injected, seen)| {
+                check(&what, metric, injected, &self.floor[&metric], seen)
+            })
+            .collect()
+    }
+}
