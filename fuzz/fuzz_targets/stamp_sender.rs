@@ -35,14 +35,22 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 fuzz_target!(|ops: Vec<Op>| {
     let start = Instant::now();
     let mut now = start;
-    let mut sender = StampSender::new(TIMEOUT);
+    // One clock for both ends, so the one-way delays are computed too.
+    let mut sender = StampSender::new(TIMEOUT, true);
     let mut sent: Vec<(u32, Instant)> = Vec::new();
     let mut open: BTreeSet<u32> = BTreeSet::new();
     for op in ops.into_iter().take(4096) {
         match op {
             Op::Send { late_us } => {
                 let started = now + Duration::from_micros(u64::from(late_us));
-                let p = sender.on_send(now, started, Duration::from_secs(1_700_000_000));
+                let p = sender.on_send(
+                    now,
+                    started,
+                    (
+                        Duration::from_secs(1_700_000_000),
+                        ErrorEstimate::UNSYNCHRONIZED,
+                    ),
+                );
                 assert!(
                     open.insert(p.sequence),
                     "sequence {} reused while open",
@@ -114,7 +122,8 @@ fn reply(
         sender_error_estimate: ErrorEstimate::UNSYNCHRONIZED,
         sender_ttl: 64,
     };
-    match sender.on_reply(&packet, now) {
+    let t4 = Duration::from_secs(1_700_000_000) + Duration::from_micros(u64::from(held_us) * 2);
+    match sender.on_reply(&packet, now, t4) {
         Reply::Answered { path, .. } => {
             assert!(open.remove(&sequence), "answered a packet not in flight");
             assert!(path.forward_lost + path.backward_lost <= u64::from(u32::MAX));
