@@ -31,7 +31,7 @@ mod ttl;
 pub use photo::PhotoFault;
 pub use query::{query_number, QueryError};
 pub use rate::{source_key, RateLimiter, SourceRate, Verdict};
-pub use stamp::{clock_estimate, SessionTable};
+pub use stamp::{clock_estimate, ClockEstimate, SessionTable};
 pub use stats::{Stats, StatsSnapshot};
 pub use vantage_tls::access::{AccessKeys, AccessRefusal};
 pub use vantage_tls::{Fingerprint, Identity, IdentityError};

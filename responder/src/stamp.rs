@@ -104,6 +104,28 @@ pub fn clock_estimate() -> ErrorEstimate {
     ErrorEstimate::UNSYNCHRONIZED
 }
 
+/// [`clock_estimate`] read at most once a second, so the read (a system
+/// call) never falls between a timestamp and the send it stamps, and a
+/// busy reflector or probe makes one a second, not one a packet.
+#[derive(Debug, Default)]
+pub struct ClockEstimate {
+    last: Option<(Instant, ErrorEstimate)>,
+}
+
+impl ClockEstimate {
+    /// The estimate at `now`, read anew when the last is a second old.
+    pub fn at(&mut self, now: Instant) -> ErrorEstimate {
+        match self.last {
+            Some((at, e)) if now.saturating_duration_since(at) < Duration::from_secs(1) => e,
+            _ => {
+                let e = clock_estimate();
+                self.last = Some((now, e));
+                e
+            }
+        }
+    }
+}
+
 fn wall_now() -> NtpTimestamp {
     NtpTimestamp::from_unix(
         SystemTime::now()
@@ -129,10 +151,12 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
         .stamp_per_source
         .map(|r| crate::rate::RateLimiter::new(r, shared.limits.max_rate_sources));
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
+    let mut clock = ClockEstimate::default();
     loop {
         if shutdown.has_changed().is_err() || *shutdown.borrow() {
             break;
         }
+        let estimate = clock.at(Instant::now());
         let received = crate::ttl::recv_from(&socket, &mut buf);
         let t2 = wall_now();
         let (len, peer, ttl) = match received {
@@ -176,7 +200,7 @@ pub(crate) fn serve(socket: UdpSocket, shared: Shared, shutdown: watch::Receiver
             });
         // 255 when the kernel did not say (non-Linux, or the option failed).
         let ttl = ttl.filter(|_| ttl_known).unwrap_or(255);
-        match stamp::reflect(&buf[..len], seq, t2, wall_now(), clock_estimate(), ttl) {
+        match stamp::reflect(&buf[..len], seq, t2, wall_now(), estimate, ttl) {
             Ok(reply) => match socket.send_to(&reply, peer) {
                 Ok(_) => Stats::bump(&shared.stats.stamp_reflected),
                 Err(e) => {

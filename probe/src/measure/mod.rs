@@ -104,6 +104,8 @@ pub(crate) struct TargetCtx {
     pub(crate) stamp_addr: SocketAddr,
     /// The reflector keeps this host's clock (see `TargetConfig`).
     pub(crate) shared_clock: bool,
+    /// The one-way metrics are asked for: only then are they recorded.
+    pub(crate) one_way: bool,
     pub(crate) server_name: String,
     pub(crate) https_tls: TlsClient,
     pub(crate) endpoint: quinn::Endpoint,

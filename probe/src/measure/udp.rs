@@ -41,6 +41,9 @@ const ONE_WAY: [Metric; 3] = [
 /// forward delay is charged the send's lateness past the timer slack, as
 /// the round trip is.
 async fn emit_one_way(ctx: &TargetCtx, intended: Instant, started: Instant, one_way: OneWay) {
+    if !ctx.one_way {
+        return;
+    }
     let late = latency_from(intended, started, started, TIMER_SLACK);
     let measured = |latency| Outcome::Measured {
         latency,
@@ -79,6 +82,14 @@ pub(crate) async fn udp_rtt_job(
 ) {
     const M: Metric = Metric::UdpRtt;
     let mut session = StampSender::new(ctx.timeout, ctx.shared_clock);
+    let mut clock = vantage_responder::ClockEstimate::default();
+    // The metrics each attempt counts under: the one-way ones only when
+    // asked for.
+    let counted: &[Metric] = if ctx.one_way {
+        &[M, ONE_WAY[0], ONE_WAY[1], ONE_WAY[2]]
+    } else {
+        &[M]
+    };
     let mut socket: Option<UdpSocket> = None;
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     let far = || Instant::now() + Duration::from_secs(3600);
@@ -124,7 +135,7 @@ pub(crate) async fn udp_rtt_job(
             }
             _ = tokio::time::sleep_until(next_expiry.into()) => {
                 for intended in session.poll_expired(Instant::now()) {
-                    for m in std::iter::once(M).chain(ONE_WAY) {
+                    for &m in counted {
                         ctx.emit(m, intended, Outcome::Lost).await;
                     }
                 }
@@ -139,7 +150,7 @@ pub(crate) async fn udp_rtt_job(
                         match open_socket(ctx.stamp_addr).await {
                             Ok(s) => socket = Some(s),
                             Err(e) => {
-                                for m in std::iter::once(M).chain(ONE_WAY) {
+                                for &m in counted {
                                     ctx.emit_error(m, intended, classify_io(&e), &e).await;
                                 }
                                 continue;
@@ -147,13 +158,13 @@ pub(crate) async fn udp_rtt_job(
                         }
                     }
                     let Some(s) = &socket else { continue };
+                    let estimate = clock.at(now);
                     let started = Instant::now();
-                    let estimate = vantage_responder::clock_estimate();
                     let packet = session.on_send(intended, started, (wall(), estimate));
                     if let Err(e) = s.send(&packet.encode()).await {
                         session.on_send_failed(packet.sequence);
                         let class = classify_io(&e);
-                        for m in std::iter::once(M).chain(ONE_WAY) {
+                        for &m in counted {
                             ctx.emit_error(m, intended, class, &e).await;
                         }
                         if class != ErrorClass::Refused {

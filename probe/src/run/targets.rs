@@ -149,6 +149,10 @@ pub(crate) async fn target_contexts(
             https_addr: t.https,
             stamp_addr: t.stamp,
             shared_clock: t.config.shared_clock,
+            one_way: config
+                .metrics
+                .iter()
+                .any(|m| crate::config::ONE_WAY_METRICS.contains(m)),
             server_name: t.config.server_name.clone(),
             https_tls,
             endpoint,
