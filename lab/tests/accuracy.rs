@@ -46,19 +46,12 @@ impl Bench {
 
     async fn probe(&self, path: &EmulatedPath, f: impl FnOnce(&mut ProbeArgs)) -> RunSummary {
         let state = tempfile::tempdir().unwrap();
-        let mut args = ProbeArgs {
-            targets: vec![format!("dc=127.0.0.1:{}", path.port())],
-            stamp_port: Some(path.stamp_port()),
-            pins: vec![self.responder.fingerprint().to_string()],
-            state_dir: Some(state.path().to_path_buf()),
-            quiet: true,
-            seed: Some(42),
-            timeout: Some(Duration::from_secs(3)),
-            metrics: vantage_probe::LATENCY_METRICS
-                .map(|m| m.name().to_string())
-                .to_vec(),
-            ..ProbeArgs::default()
-        };
+        let mut args = accuracy_args(
+            ([127, 0, 0, 1], path.port()).into(),
+            path.stamp_port(),
+            self.responder.fingerprint().to_string(),
+            state.path(),
+        );
         f(&mut args);
         let (_tx, stop) = watch::channel(false);
         run(args.into_config().unwrap(), stop).await.unwrap()

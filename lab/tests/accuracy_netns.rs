@@ -74,19 +74,12 @@ impl NsBench {
     async fn probe(&self, f: impl FnOnce(&mut ProbeArgs)) -> RunSummary {
         let state = tempfile::tempdir().unwrap();
         let r = self.responder();
-        let mut args = ProbeArgs {
-            targets: vec![format!("dc={}:{}", self.dc, r.quic_addr().port())],
-            stamp_port: Some(r.stamp_addr().port()),
-            pins: vec![r.fingerprint().to_string()],
-            state_dir: Some(state.path().to_path_buf()),
-            quiet: true,
-            seed: Some(42),
-            timeout: Some(Duration::from_secs(3)),
-            metrics: vantage_probe::LATENCY_METRICS
-                .map(|m| m.name().to_string())
-                .to_vec(),
-            ..ProbeArgs::default()
-        };
+        let mut args = accuracy_args(
+            (self.dc, r.quic_addr().port()).into(),
+            r.stamp_addr().port(),
+            r.fingerprint().to_string(),
+            state.path(),
+        );
         f(&mut args);
         let config = args.into_config().unwrap();
         let (_tx, stop) = watch::channel(false);

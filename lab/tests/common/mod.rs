@@ -204,3 +204,27 @@ impl RoundTrips {
             .collect()
     }
 }
+
+/// The arguments every accuracy run starts from: one target at `addr`
+/// (its STAMP port beside it), pinned to `pin`, state in `state`, the
+/// latency metrics, a 3 s timeout and a fixed seed.
+pub fn accuracy_args(
+    addr: std::net::SocketAddr,
+    stamp_port: u16,
+    pin: String,
+    state: &std::path::Path,
+) -> ProbeArgs {
+    ProbeArgs {
+        targets: vec![format!("dc={addr}")],
+        stamp_port: Some(stamp_port),
+        pins: vec![pin],
+        state_dir: Some(state.to_path_buf()),
+        quiet: true,
+        seed: Some(42),
+        timeout: Some(Duration::from_secs(3)),
+        metrics: vantage_probe::LATENCY_METRICS
+            .map(|m| m.name().to_string())
+            .to_vec(),
+        ..ProbeArgs::default()
+    }
+}
