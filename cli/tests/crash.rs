@@ -110,6 +110,7 @@ fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Vec<u8> {
         labels,
         created_unix_ms: start + 60_500,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
     .encode()

@@ -41,6 +41,7 @@ fn batch(seq: u64) -> Batch {
         labels,
         created_unix_ms: 0,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
 }

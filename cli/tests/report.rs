@@ -44,6 +44,7 @@ fn fill(db: &std::path::Path) {
                     labels,
                     created_unix_ms: 0,
                     dropped_batches: 0,
+                    traces: Vec::new(),
                     series: vec![s],
                 };
                 let raw = b.encode().unwrap();

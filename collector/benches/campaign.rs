@@ -79,6 +79,7 @@ fn batch(p: usize, seq: u64, phase: usize, window_ms: u64, rng: &mut impl Rng) -
         labels,
         created_unix_ms: start + window_ms,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
 }

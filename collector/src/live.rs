@@ -360,6 +360,7 @@ mod tests {
             labels,
             created_unix_ms: 60_500,
             dropped_batches: 0,
+            traces: Vec::new(),
             series: vec![s],
         }
     }

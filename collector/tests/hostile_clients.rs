@@ -219,6 +219,7 @@ async fn uploads_in_flight_together_are_bounded_and_the_rest_told_to_come_back()
         labels: Default::default(),
         created_unix_ms: 1_700_000_000_000,
         dropped_batches: 0,
+        traces: Vec::new(),
         series: Vec::new(),
     };
     let ack = uploader(&s, s.collector.quic_addr().port(), &token)
@@ -267,6 +268,7 @@ fn batch(seq: u64, rng: &mut impl rand::Rng) -> Vec<u8> {
         labels: Default::default(),
         created_unix_ms: start + 61_000,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
     .encode()

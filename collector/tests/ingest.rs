@@ -62,6 +62,7 @@ fn batch(probe: &str, seq: u64, rng: &mut impl Rng) -> Batch {
         labels,
         created_unix_ms: start + 61_000,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
 }

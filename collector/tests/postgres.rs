@@ -59,6 +59,7 @@ fn batch(probe: &str, seq: u64, phase: &str, rng: &mut impl Rng) -> Batch {
         labels,
         created_unix_ms: start + 61_000,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
 }

@@ -49,6 +49,7 @@ fn batch(seq: u64, phase: &str, start: u64, samples: u64) -> Batch {
         labels,
         created_unix_ms: start + 60_500,
         dropped_batches: 0,
+        traces: Vec::new(),
         series: vec![s],
     }
 }

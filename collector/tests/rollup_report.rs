@@ -48,6 +48,7 @@ fn fill(store: &mut SqliteStore) {
                     labels,
                     created_unix_ms: 0,
                     dropped_batches: 0,
+                    traces: Vec::new(),
                     series: vec![s],
                 });
             }

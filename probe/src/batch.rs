@@ -6,6 +6,7 @@
 use crate::recorder::WallAnchor;
 use std::time::Instant;
 use vantage_wire::campaign::{phase_at, PhaseSwitch};
+use vantage_wire::trace::PathTrace;
 use vantage_wire::{Batch, Labels, Metric, Series};
 
 /// Makes every batch of one run.
@@ -44,18 +45,42 @@ impl BatchMaker {
         self.phases = phases;
     }
 
-    /// The closed series in groups of one phase, each to be one batch:
-    /// a batch carries one set of labels.
-    pub(crate) fn by_phase(&self, series: Vec<Series>) -> Vec<Vec<Series>> {
-        let mut groups: Vec<(Option<String>, Vec<Series>)> = Vec::new();
-        for s in series {
-            let phase = phase_at(&self.phases, s.window.start_unix_ms).map(str::to_string);
-            match groups.iter_mut().find(|(p, _)| *p == phase) {
-                Some((_, g)) => g.push(s),
-                None => groups.push((phase, vec![s])),
+    /// The closed series and traces in groups of one phase, each to be one
+    /// batch: a batch carries one set of labels. A trace goes by its start.
+    pub(crate) fn by_phase(&self, series: Vec<Series>, traces: Vec<PathTrace>) -> Vec<Closed> {
+        let mut groups: Vec<(Option<String>, Closed)> = Vec::new();
+        let mut group = |at: u64| {
+            let phase = phase_at(&self.phases, at).map(str::to_string);
+            match groups.iter().position(|(p, _)| *p == phase) {
+                Some(i) => i,
+                None => {
+                    groups.push((phase, Closed::default()));
+                    groups.len() - 1
+                }
             }
+        };
+        let mut placed: Vec<(usize, Option<Series>, Option<PathTrace>)> = Vec::new();
+        for s in series {
+            placed.push((group(s.window.start_unix_ms), Some(s), None));
+        }
+        for t in traces {
+            placed.push((group(t.started_unix_ms), None, Some(t)));
+        }
+        for (i, s, t) in placed {
+            let g = &mut groups[i].1;
+            g.series.extend(s);
+            g.traces.extend(t);
         }
         groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// The traces worth a batch: all of them if `path_trace` is asked for.
+    pub(crate) fn wanted_traces(&self, traces: Vec<PathTrace>) -> Vec<PathTrace> {
+        if self.metrics.contains(&Metric::PathTrace) {
+            traces
+        } else {
+            Vec::new()
+        }
     }
 
     /// Whether `s` is of a metric asked for.
@@ -68,19 +93,24 @@ impl BatchMaker {
         series.into_iter().filter(|s| self.keeps(s)).collect()
     }
 
-    /// The batch of `series` (already [`wanted`](Self::wanted)), numbered
+    /// The batch of `closed` (already [`wanted`](Self::wanted)), numbered
     /// `sequence`, made at `now`, reporting `dropped` batches the spool
     /// could not keep.
     pub(crate) fn make(
         &self,
         probe_id: &str,
         sequence: u64,
-        series: Vec<Series>,
+        closed: Closed,
         dropped: u64,
         now: Instant,
     ) -> Batch {
+        let Closed { series, traces } = closed;
         let mut labels = self.labels.clone();
-        let start = series.iter().map(|s| s.window.start_unix_ms).min();
+        let start = series
+            .iter()
+            .map(|s| s.window.start_unix_ms)
+            .chain(traces.iter().map(|t| t.started_unix_ms))
+            .min();
         if let Some(phase) = start.and_then(|t| phase_at(&self.phases, t)) {
             // Checked when the campaign was stored and again when applied.
             let _ = labels.insert(Labels::PHASE, phase);
@@ -92,9 +122,17 @@ impl BatchMaker {
             labels,
             created_unix_ms: self.anchor.unix_ms(now),
             dropped_batches: dropped,
+            traces,
             series,
         }
     }
+}
+
+/// What closed windows hold: series, and the traces made in them.
+#[derive(Debug, Default)]
+pub(crate) struct Closed {
+    pub(crate) series: Vec<Series>,
+    pub(crate) traces: Vec<PathTrace>,
 }
 
 #[cfg(test)]
@@ -117,6 +155,20 @@ mod tests {
         )
     }
 
+    fn trace(started_unix_ms: u64) -> PathTrace {
+        PathTrace {
+            target: Target {
+                name: "sg".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            started_unix_ms,
+            trace: vantage_wire::trace::Trace {
+                hops: Vec::new(),
+                end: vantage_wire::trace::End::Silent,
+            },
+        }
+    }
+
     #[test]
     fn a_batch_keeps_the_metrics_asked_for_and_is_labelled_at_its_instant() {
         let t0 = Instant::now();
@@ -136,7 +188,12 @@ mod tests {
         assert_eq!(wanted.len(), 1);
         assert_eq!(wanted[0].metric, Metric::QuicHandshake);
         assert!(maker.wanted(vec![series(Metric::UdpRtt)]).is_empty());
-        let b = maker.make("p1", 7, wanted, 2, t0 + Duration::from_millis(1500));
+        let closed = Closed {
+            series: wanted,
+            traces: maker.wanted_traces(vec![trace(5)]),
+        };
+        assert!(closed.traces.is_empty(), "path_trace not asked for");
+        let b = maker.make("p1", 7, closed, 2, t0 + Duration::from_millis(1500));
         assert_eq!(
             (b.probe_id.as_str(), b.sequence, b.dropped_batches),
             ("p1", 7, 2)
@@ -165,19 +222,30 @@ mod tests {
             };
             s
         };
-        let groups = maker.by_phase(vec![at(0), at(60_000), at(120_000)]);
+        let groups = maker.by_phase(
+            vec![at(0), at(60_000), at(120_000)],
+            vec![trace(59_999), trace(60_000)],
+        );
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].len(), 1);
-        let phase = |g: &Vec<Series>| {
+        assert_eq!(groups[0].series.len(), 1);
+        assert_eq!(groups[1].series.len(), 2);
+        // A trace goes with its start's phase, beside that phase's series.
+        assert_eq!(groups[0].traces[0].started_unix_ms, 59_999);
+        assert_eq!(groups[1].traces[0].started_unix_ms, 60_000);
+        let phase = |series: Vec<Series>| {
+            let closed = Closed {
+                series,
+                traces: Vec::new(),
+            };
             maker
-                .make("p1", 1, g.clone(), 0, t0)
+                .make("p1", 1, closed, 0, t0)
                 .labels
                 .get("phase")
                 .map(str::to_string)
         };
-        assert_eq!(phase(&groups[0]).as_deref(), Some("before"));
-        assert_eq!(phase(&groups[1]).as_deref(), Some("after"));
+        assert_eq!(phase(groups[0].series.clone()).as_deref(), Some("before"));
+        assert_eq!(phase(groups[1].series.clone()).as_deref(), Some("after"));
         // A window starting a millisecond before the switch keeps the old phase.
-        assert_eq!(phase(&vec![at(59_999)]).as_deref(), Some("before"));
+        assert_eq!(phase(vec![at(59_999)]).as_deref(), Some("before"));
     }
 }

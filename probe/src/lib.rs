@@ -26,7 +26,7 @@ pub mod upload;
 pub use config::{
     ConfigError, Display, HttpTargetConfig, HttpVersion, Measurement, PhotoSizes, PhotoSyncConfig,
     ProbeArgs, ProbeConfig, SyncDirection, SyncTransport, TargetConfig, HTTP_METRICS,
-    LATENCY_METRICS, ONE_WAY_METRICS, PHOTOSYNC_METRICS, RESPONDER_METRICS,
+    LATENCY_METRICS, ONE_WAY_METRICS, PATH_METRICS, PHOTOSYNC_METRICS, RESPONDER_METRICS,
 };
 pub use measure::Event;
 pub use recorder::{Outcome, Recorder, Sample, WallAnchor};

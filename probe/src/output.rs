@@ -177,6 +177,74 @@ pub fn render_csv(rows: &[SeriesRow], header: bool) -> Result<Vec<u8>, RenderErr
         .map_err(|e| RenderError::Csv(e.into_error().into()))
 }
 
+/// One hop of a batch's trace as a row of `traces.csv`: a trace is as
+/// many rows as hops it probed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HopRow {
+    /// Probe id.
+    pub probe_id: String,
+    /// Batch sequence number (0 as in [`SeriesRow`]).
+    pub sequence: u64,
+    /// Phase label.
+    pub phase: String,
+    /// Country label.
+    pub country: String,
+    /// Data-centre name.
+    pub target: String,
+    /// The address traced.
+    pub target_address: String,
+    /// When the trace was meant to start, RFC 3339 UTC.
+    pub started: String,
+    /// How it ended: `reached`, `unreachable`, `silent` or `max_hops`.
+    pub end: String,
+    /// The hop's TTL.
+    pub ttl: u8,
+    /// Who answered; empty for a hop that answered nothing.
+    pub address: String,
+    /// Each probe's round trip in µs, space-separated, `*` if unanswered.
+    pub rtts_us: String,
+}
+
+/// Every hop of every trace `batch` carries, as rows.
+pub fn hop_rows(batch: &Batch) -> Vec<HopRow> {
+    let label = |k: &str| batch.labels.get(k).unwrap_or("").to_string();
+    batch
+        .traces
+        .iter()
+        .flat_map(|t| t.trace.hops.iter().map(move |h| (t, h)))
+        .map(|(t, h)| HopRow {
+            probe_id: batch.probe_id.clone(),
+            sequence: batch.sequence,
+            phase: label(Labels::PHASE),
+            country: label(Labels::COUNTRY),
+            target: t.target.name.clone(),
+            target_address: t.target.address.clone(),
+            started: rfc3339_ms(t.started_unix_ms),
+            end: t.trace.end.name().to_string(),
+            ttl: h.ttl,
+            address: h.address.map(|a| a.to_string()).unwrap_or_default(),
+            rtts_us: h
+                .rtts
+                .iter()
+                .map(|r| r.map_or("*".to_string(), |d| d.as_micros().to_string()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect()
+}
+
+/// Renders hop rows as CSV, with the header row if `header`.
+pub fn render_hops_csv(rows: &[HopRow], header: bool) -> Result<Vec<u8>, RenderError> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(header)
+        .from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.into_inner()
+        .map_err(|e| RenderError::Csv(e.into_error().into()))
+}
+
 /// Renders one row as a JSON line with its schema.
 pub fn render_json_line(row: &SeriesRow) -> Result<String, RenderError> {
     #[derive(Serialize)]
@@ -307,8 +375,9 @@ pub enum OutputError {
     Render(#[from] RenderError),
 }
 
-/// Files under `--out DIR`: `series.csv` (appended to, header once) and
-/// `hlog/TARGET.METRIC.hlog` per (target, metric).
+/// Files under `--out DIR`: `series.csv` (appended to, header once),
+/// `hlog/TARGET.METRIC.hlog` per (target, metric) and, once a trace is
+/// made, `traces.csv` (a row per hop).
 #[derive(Debug)]
 pub struct LocalOutput {
     dir: PathBuf,
@@ -386,6 +455,7 @@ impl LocalOutput {
                 path: csv_path,
                 source,
             })?;
+        self.write_traces(batch)?;
         for s in &batch.series {
             let name = format!("{}.{}.hlog", sanitize(&s.target.name), s.metric.name());
             let path = self.dir.join("hlog").join(name);
@@ -410,6 +480,26 @@ impl LocalOutput {
     }
 }
 
+impl LocalOutput {
+    /// Appends the batch's hops to `traces.csv`, its header first when the
+    /// file is new.
+    fn write_traces(&mut self, batch: &Batch) -> Result<(), OutputError> {
+        let rows = hop_rows(batch);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("traces.csv");
+        let fresh = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let bytes = render_hops_csv(&rows, fresh)?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_data()))
+            .map_err(|source| OutputError::Io { path, source })
+    }
+}
+
 fn header_line() -> String {
     let batch = Batch {
         probe_id: String::new(),
@@ -418,6 +508,7 @@ fn header_line() -> String {
         labels: Labels::new(),
         created_unix_ms: 0,
         dropped_batches: 0,
+        traces: Vec::new(),
         series: Vec::new(),
     };
     let s = Series::new(
@@ -492,6 +583,7 @@ mod tests {
             labels,
             created_unix_ms: 0,
             dropped_batches: 0,
+            traces: Vec::new(),
             series: vec![s],
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use vantage_wire::trace::{PathTrace, Trace};
 use vantage_wire::{record_clamped, ErrorClass, Metric, PathStats, Reason, Series, Target, Window};
 
 /// The result of one attempt.
@@ -114,6 +115,8 @@ pub struct Recorder {
     run_start_ms: u64,
     open: BTreeMap<(u64, usize, Metric), Series>,
     totals: BTreeMap<(usize, Metric), Series>,
+    /// Traces by the end of their window (ms), waiting for it to close.
+    traces: Vec<(u64, PathTrace)>,
 }
 
 impl Recorder {
@@ -136,6 +139,7 @@ impl Recorder {
             run_start_ms: anchor.unix_ms(start),
             open: BTreeMap::new(),
             totals: BTreeMap::new(),
+            traces: Vec::new(),
         }
     }
 
@@ -249,6 +253,48 @@ impl Recorder {
                 *s.statuses.entry(status).or_insert(0) += 1;
             }
         }
+    }
+
+    /// Keeps a finished trace of `target` begun at `intended`, to travel
+    /// with its window's series (its attempt is counted by [`Recorder::record`]).
+    pub fn record_trace(&mut self, target: usize, intended: Instant, trace: Trace) {
+        let Some(base) = self.targets.get(target) else {
+            tracing::error!(target, "trace for an unknown target index");
+            return;
+        };
+        let mut target_of_trace = base.clone();
+        if let Some(address) = self.metric_addresses.get(&(target, Metric::PathTrace)) {
+            target_of_trace.address = address.clone();
+        }
+        let started_unix_ms = self.anchor.unix_ms(intended);
+        let window_end = self.window_of(started_unix_ms / self.window_ms).end_unix_ms;
+        self.traces.push((
+            window_end,
+            PathTrace {
+                target: target_of_trace,
+                started_unix_ms,
+                trace,
+            },
+        ));
+    }
+
+    /// Traces of every window that ended at least `grace` before `now`.
+    pub fn poll_closed_traces(&mut self, now: Instant) -> Vec<PathTrace> {
+        let now_ms = self.anchor.unix_ms(now);
+        let grace_ms = self.grace.as_millis() as u64;
+        let (closed, open) = std::mem::take(&mut self.traces)
+            .into_iter()
+            .partition(|(end, _)| end + grace_ms <= now_ms);
+        self.traces = open;
+        closed.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Every trace kept (the end of a run).
+    pub fn finish_traces(&mut self) -> Vec<PathTrace> {
+        std::mem::take(&mut self.traces)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// Series of every window that ended at least `grace` before `now`.

@@ -415,3 +415,52 @@ async fn one_way_delays_against_a_reflector_on_another_clock_need_both_clocks_sy
     }
     responder.shutdown().await;
 }
+
+/// `path_trace` on its schedule toward IPv4 and IPv6 loopback (the kernel
+/// answers; no responder needed): each trace is one attempt of the
+/// series, reached at TTL 1, and its hop is in `traces.csv`. Root uses
+/// ICMP datagram sockets, a user outside `ping_group_range` UDP: both
+/// reach the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_trace_runs_on_its_schedule_and_its_hops_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for (host, address) in [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")] {
+        let out = dir.path().join(address.replace(':', "_"));
+        let args = ProbeArgs {
+            targets: vec![format!("dc={host}:4433")],
+            state_dir: Some(dir.path().to_path_buf()),
+            quiet: true,
+            seed: Some(3),
+            metrics: vec!["path_trace".into()],
+            rates: vec!["path_trace=5".into()],
+            duration: Some(Duration::from_millis(2000)),
+            window: Some(Duration::from_secs(1)),
+            out: Some(out.clone()),
+            ..ProbeArgs::default()
+        };
+        let (_tx, stop) = watch::channel(false);
+        let summary = run(args.into_config().expect("no trust needed"), stop)
+            .await
+            .unwrap();
+        let s = summary
+            .totals
+            .iter()
+            .find(|s| s.metric == Metric::PathTrace)
+            .unwrap_or_else(|| panic!("{address}: no path_trace series"));
+        assert!(s.sent >= 3, "{address}: {} traces in 2 s at 5/s", s.sent);
+        assert_eq!(s.histogram.len(), s.sent, "{address}: every trace reached");
+        assert!(s.errors.is_empty() && s.lost == 0, "{address}: {s:?}");
+        let hops = read_csv(&out.join("traces.csv"));
+        assert_eq!(hops.len() as u64, s.sent, "{address}: one hop per trace");
+        for h in &hops {
+            assert_eq!(
+                (h["ttl"].as_str(), h["address"].as_str(), h["end"].as_str()),
+                ("1", address, "reached"),
+                "{h:?}"
+            );
+            assert_eq!(h["target"], "dc");
+            let rtt: u64 = h["rtts_us"].split(' ').next().unwrap().parse().unwrap();
+            assert!(rtt < 100_000, "{address}: loopback round trip {rtt} µs");
+        }
+    }
+}

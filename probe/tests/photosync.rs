@@ -30,7 +30,10 @@ fn sync_args(responder: &Responder, state: &Path, transport: SyncTransport) -> P
         sync_size_sigma: Some(0.0),
         sync_direction: Some(SyncDirection::Both),
         sync_transport: Some(transport),
-        rates: vec!["loaded_rtt=50".into()],
+        // A loopback batch can end within ~30 ms (the QUIC one here took
+        // ~70 ms): at 50 per second loaded_rtt sometimes sent nothing in
+        // it (a CI run had no loaded_rtt series at all); at 400, ~10 even then.
+        rates: vec!["loaded_rtt=400".into()],
         ..ProbeArgs::default()
     }
 }

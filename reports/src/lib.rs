@@ -221,8 +221,12 @@ pub struct Report {
 
 /// What the lab's relay mode cannot emulate: it ends TCP at the relay on
 /// loopback, so the kernel's handshake never crosses the emulated path
-/// (`tcp_connect` reads ~0.2 ms on a 250 ms path).
-pub const RELAY_NOT_EMULATED: [vantage_wire::Metric; 1] = [vantage_wire::Metric::TcpConnect];
+/// (`tcp_connect` reads ~0.2 ms on a 250 ms path), and a traceroute finds
+/// loopback, not the path's routers (`path_trace`).
+pub const RELAY_NOT_EMULATED: [vantage_wire::Metric; 2] = [
+    vantage_wire::Metric::TcpConnect,
+    vantage_wire::Metric::PathTrace,
+];
 
 /// The metrics `evidence`'s lab mode could not emulate.
 fn not_emulated(evidence: &Evidence) -> Vec<String> {

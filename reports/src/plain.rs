@@ -38,6 +38,7 @@ pub fn plain_metric(metric: &str) -> &'static str {
         Metric::UdpOwdForward => "the network delay on the way to the data centre",
         Metric::UdpOwdBackward => "the network delay on the way back",
         Metric::UdpOwdError => "the clocks' error on a one-way delay",
+        Metric::PathTrace => "the round trip a traceroute finds",
     }
 }
 

@@ -62,6 +62,7 @@ fn minute_batch(samples: usize) -> Batch {
         labels,
         created_unix_ms: 1_700_000_101_000,
         dropped_batches: 0,
+        traces: Vec::new(),
         series,
     }
 }

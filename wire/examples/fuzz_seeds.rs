@@ -215,6 +215,7 @@ fn batch(v2: bool) -> Batch {
         labels,
         created_unix_ms: 1_700_000_061_000,
         dropped_batches: 2,
+        traces: Vec::new(),
         series,
     }
 }

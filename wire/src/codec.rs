@@ -15,8 +15,12 @@
 //!   status_count { http_status count }*    (version 2 only)
 //!   duplicates reordered forward_lost backward_lost ipdv_sum_us ipdv_pairs
 //!   server_time_sum_us server_time_count
-//!   unknown_direction_lost                 (version 3 only)
+//!   unknown_direction_lost                 (version 3 on)
 //!   histogram_len histogram (HdrHistogram V2 + deflate)
+//! }*
+//! trace_count {                            (version 4 only)
+//!   target_name target_address started_unix_ms end_name
+//!   hop_count { ttl address ("" when silent) rtt_count { rtt_us + 1, 0 when lost }* }*
 //! }*
 //! ```
 //!
@@ -25,8 +29,9 @@
 //!
 //! A batch is written in the oldest version that carries all it holds:
 //! version 1 without reasons, statuses or losses of unknown direction,
-//! version 2 without the last, so a collector that predates a version
-//! still takes every batch that does not need it; readers take all three.
+//! version 2 without the last, version 3 without traces, so a collector
+//! that predates a version still takes every batch that does not need it;
+//! readers take all four.
 
 use crate::histogram::{decode_histogram_plain, encode_histogram, HistogramError};
 use crate::labels::{LabelError, Labels, MAX_LABELS};
@@ -34,11 +39,15 @@ use crate::metric::{ErrorClass, Metric, ParseNameError, Reason};
 use crate::record::{
     Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime, StatusCounts, Target, Window,
 };
+use crate::trace::{End, HopRecord, PathTrace, Trace};
+use std::time::Duration;
 
 const MAGIC: &[u8; 4] = b"VNTB";
-/// The newest format version: adds losses of unknown direction (a
-/// stateless STAMP reflector) per series.
-const VERSION: u8 = 3;
+/// The newest format version: adds path traces.
+const VERSION: u8 = 4;
+/// The version that added losses of unknown direction (a stateless STAMP
+/// reflector) per series.
+const VERSION_3: u8 = 3;
 /// The version that added reasons and HTTP statuses per series.
 const VERSION_2: u8 = 2;
 /// The first version, still written when a batch needs nothing newer.
@@ -51,6 +60,9 @@ const MAX_HISTOGRAM_BYTES: u64 = 256 * 1024;
 const MAX_ERROR_CLASSES: u64 = 64;
 const MAX_REASONS: u64 = 64;
 const MAX_STATUSES: u64 = 900;
+const MAX_TRACES: u64 = 4096;
+const MAX_TRACE_HOPS: u64 = 64;
+const MAX_HOP_PROBES: u64 = 16;
 
 /// Why bytes are not a valid batch. Each says what was wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +109,14 @@ pub enum DecodeError {
         /// Metric name.
         metric: String,
         /// Which invariant failed.
+        reason: String,
+    },
+    /// A trace whose fields decode but cannot be right.
+    #[error("bad trace toward {target}: {reason}")]
+    BadTrace {
+        /// Target name.
+        target: String,
+        /// What was wrong.
         reason: String,
     },
     /// Bytes after the end of the batch.
@@ -173,12 +193,14 @@ impl Batch {
     pub fn encode(&self) -> Result<Vec<u8>, HistogramError> {
         let mut out = Vec::with_capacity(256 + self.series.len() * 128);
         out.extend_from_slice(MAGIC);
-        let version = if self
+        let version = if !self.traces.is_empty() {
+            VERSION
+        } else if self
             .series
             .iter()
             .any(|s| s.path.unknown_direction_lost > 0)
         {
-            VERSION
+            VERSION_3
         } else if self
             .series
             .iter()
@@ -249,6 +271,12 @@ impl Batch {
             w.varint(hist.len() as u64);
             w.0.extend_from_slice(&hist);
         }
+        if version >= VERSION {
+            w.varint(self.traces.len() as u64);
+            for t in &self.traces {
+                encode_trace(&mut w, t);
+            }
+        }
         Ok(out)
     }
 
@@ -299,6 +327,12 @@ impl Batch {
             series.push(s);
             plain.push(histogram);
         }
+        let mut traces = Vec::new();
+        if version >= VERSION {
+            for _ in 0..r.bounded("trace count", MAX_TRACES)? {
+                traces.push(decode_trace(&mut r)?);
+            }
+        }
         if !r.rest.is_empty() {
             return Err(DecodeError::TrailingBytes(r.rest.len()));
         }
@@ -310,9 +344,73 @@ impl Batch {
             created_unix_ms,
             dropped_batches,
             series,
+            traces,
         };
         Ok((batch, plain))
     }
+}
+
+fn encode_trace(w: &mut Writer<'_>, t: &PathTrace) {
+    w.string(&t.target.name);
+    w.string(&t.target.address);
+    w.varint(t.started_unix_ms);
+    w.string(t.trace.end.name());
+    w.varint(t.trace.hops.len() as u64);
+    for hop in &t.trace.hops {
+        w.varint(u64::from(hop.ttl));
+        w.string(&hop.address.map(|a| a.to_string()).unwrap_or_default());
+        w.varint(hop.rtts.len() as u64);
+        for rtt in &hop.rtts {
+            w.varint(rtt.map_or(0, |d| (d.as_micros() as u64).saturating_add(1)));
+        }
+    }
+}
+
+fn decode_trace(r: &mut Reader<'_>) -> Result<PathTrace, DecodeError> {
+    let target = Target {
+        name: r.string("trace target name")?,
+        address: r.string("trace target address")?,
+    };
+    let bad = |reason: String| DecodeError::BadTrace {
+        target: target.name.clone(),
+        reason,
+    };
+    let started_unix_ms = r.varint("trace start")?;
+    let end_name = r.string("trace end")?;
+    let end = End::from_name(&end_name).ok_or_else(|| bad(format!("unknown end `{end_name}`")))?;
+    let n_hops = r.bounded("trace hop count", MAX_TRACE_HOPS)?;
+    let mut hops: Vec<HopRecord> = Vec::with_capacity(n_hops as usize);
+    for _ in 0..n_hops {
+        let ttl = r.varint("hop TTL")?;
+        let ttl = u8::try_from(ttl)
+            .ok()
+            .filter(|t| *t > hops.last().map_or(0, |h| h.ttl))
+            .ok_or_else(|| bad(format!("hop TTL {ttl} does not follow the one before")))?;
+        let address = r.string("hop address")?;
+        let address = if address.is_empty() {
+            None
+        } else {
+            Some(
+                address
+                    .parse()
+                    .map_err(|_| bad(format!("hop address `{address}` is not an IP address")))?,
+            )
+        };
+        let mut rtts = Vec::new();
+        for _ in 0..r.bounded("hop probe count", MAX_HOP_PROBES)? {
+            let v = r.varint("hop round trip")?;
+            rtts.push(v.checked_sub(1).map(Duration::from_micros));
+        }
+        if address.is_none() && rtts.iter().any(Option::is_some) {
+            return Err(bad(format!("hop {ttl} has a round trip but no address")));
+        }
+        hops.push(HopRecord { ttl, address, rtts });
+    }
+    Ok(PathTrace {
+        target,
+        started_unix_ms,
+        trace: Trace { hops, end },
+    })
 }
 
 fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), DecodeError> {
@@ -444,6 +542,7 @@ mod tests {
             labels,
             created_unix_ms: 1_700_000_061_000,
             dropped_batches: 0,
+            traces: Vec::new(),
             series,
         }
     }
@@ -504,6 +603,77 @@ mod tests {
         assert_eq!(back.series[1].path.backward_lost, 0);
         for n in 0..bytes.len() {
             assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    fn sample_trace() -> PathTrace {
+        let hop = |ttl, address: Option<&str>, rtts: &[Option<u64>]| HopRecord {
+            ttl,
+            address: address.map(|a| a.parse().unwrap()),
+            rtts: rtts.iter().map(|r| r.map(Duration::from_micros)).collect(),
+        };
+        PathTrace {
+            target: Target {
+                name: "sin".into(),
+                address: "[2001:db8::9]:4433".into(),
+            },
+            started_unix_ms: 1_700_000_001_234,
+            trace: Trace {
+                hops: vec![
+                    hop(1, Some("198.18.0.1"), &[Some(0), Some(5_000), None]),
+                    hop(2, None, &[None, None, None]),
+                    hop(3, Some("2001:db8::9"), &[Some(35_123)]),
+                ],
+                end: End::Reached,
+            },
+        }
+    }
+
+    #[test]
+    fn traces_round_trip_in_version_4_and_only_there() {
+        let mut b = sample_batch(2, &[10, 200]);
+        b.series[1].path.unknown_direction_lost = 1;
+        assert_eq!(b.encode().unwrap()[4], 3, "no traces: version 3 still");
+        b.traces.push(sample_trace());
+        let bytes = b.encode().unwrap();
+        assert_eq!(bytes[4], 4);
+        let back = Batch::decode(&bytes).unwrap();
+        assert_eq!(back, b);
+        let t = &back.traces[0].trace;
+        assert_eq!(t.fingerprint(), "198.18.0.1 * 2001:db8::9");
+        assert_eq!(
+            t.hops[0].rtts[0],
+            Some(Duration::ZERO),
+            "0 µs is a round trip"
+        );
+        assert_eq!(t.target_rtt(), Some(Duration::from_micros(35_123)));
+        for n in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn a_trace_that_cannot_be_right_is_refused_with_why() {
+        for (edit, want) in [
+            (
+                (|t: &mut PathTrace| t.trace.hops[2].ttl = 2) as fn(&mut PathTrace),
+                "hop TTL 2 does not follow",
+            ),
+            (
+                |t: &mut PathTrace| t.trace.hops[1].rtts[0] = Some(Duration::from_millis(1)),
+                "round trip but no address",
+            ),
+        ] {
+            let mut b = sample_batch(1, &[10]);
+            let mut t = sample_trace();
+            edit(&mut t);
+            b.traces.push(t);
+            let err = Batch::decode(&b.encode().unwrap()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::BadTrace { target, .. } if target == "sin"),
+                "{err}"
+            );
+            assert!(err.to_string().contains(want), "{err}");
         }
     }
 

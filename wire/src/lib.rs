@@ -4,7 +4,7 @@
 //! what a probe measures ([`Metric`], [`ErrorClass`]), what it ships
 //! ([`Batch`] of [`Series`] with HDR histograms), how a batch is encoded on
 //! the wire ([`Batch::encode`], [`Batch::decode`]), the QUIC echo messages
-//! ([`echo`]), the STAMP packets of RFC 8762 ([`stamp`]) and the batch
+//! ([`echo`]), the path traces batches carry ([`trace`]), the STAMP packets of RFC 8762 ([`stamp`]) and the batch
 //! upload protocol between probes and collectors ([`upload`]), with the
 //! campaign pull and health beside it ([`campaign`]), and the framing of
 //! a probe's access token on heavy requests ([`access`]). Every decoder
@@ -25,6 +25,7 @@ pub mod rate;
 mod record;
 pub mod stamp;
 mod time;
+pub mod trace;
 pub mod upload;
 
 pub use codec::{DecodeError, MAX_BATCH_BYTES};

@@ -58,6 +58,10 @@ pub enum Metric {
     /// How far a one-way delay may be off: the two clocks' error
     /// estimates summed (RFC 8762 §4.2's Error Estimate), per sample.
     UdpOwdError,
+    /// A traceroute toward the target: one attempt per trace, its value
+    /// the round trip to the target when reached; a trace that never
+    /// reaches it is lost (its hops travel beside the series).
+    PathTrace,
 }
 
 /// The unit a metric's histogram values are in.
@@ -107,6 +111,7 @@ const METRICS: &[(Metric, &str)] = &[
     (Metric::UdpOwdForward, "udp_owd_forward"),
     (Metric::UdpOwdBackward, "udp_owd_backward"),
     (Metric::UdpOwdError, "udp_owd_error"),
+    (Metric::PathTrace, "path_trace"),
 ];
 
 impl Metric {
@@ -396,7 +401,7 @@ mod tests {
             assert!(seen.insert(m.name()), "duplicate name {}", m.name());
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
         }
-        assert_eq!(seen.len(), 24);
+        assert_eq!(seen.len(), 25);
     }
 
     #[test]

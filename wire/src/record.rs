@@ -1,6 +1,7 @@
 use crate::histogram::{new_latency_histogram, LatencyHistogram};
 use crate::labels::Labels;
 use crate::metric::{ErrorClass, Metric, Reason};
+use crate::trace::PathTrace;
 use std::collections::BTreeMap;
 
 /// `host:port` as an address is written everywhere in Vantage: an IPv6
@@ -259,6 +260,9 @@ pub struct Batch {
     pub dropped_batches: u64,
     /// The measurements.
     pub series: Vec<Series>,
+    /// The path traces made in the batch's windows, each with its hops
+    /// (their counts are in the `path_trace` series beside them).
+    pub traces: Vec<PathTrace>,
 }
 
 #[cfg(test)]

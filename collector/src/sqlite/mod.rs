@@ -617,6 +617,7 @@ mod tests {
             labels,
             created_unix_ms: 1,
             dropped_batches: 0,
+            traces: Vec::new(),
             series: vec![s],
         }
     }

@@ -61,6 +61,10 @@ pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::ResponsivenessRpm,
 ];
 
+/// The path metrics measured toward every responder by default beside
+/// [`RESPONDER_METRICS`]: `path_trace`, every 10 minutes on average.
+pub const PATH_METRICS: [Metric; 1] = [Metric::PathTrace];
+
 /// One-way delays, from the same STAMP attempts as `udp_rtt`: measured
 /// only when asked for (`--metrics`), since without synchronised clocks
 /// at both ends (or `shared_clock`) every attempt counts as
@@ -288,6 +292,8 @@ pub enum Measurement {
     /// Photo-sync batches on their own schedule: `photosync_upload`,
     /// `photosync_download`, `photosync_goodput` and `loaded_rtt`.
     PhotoSync,
+    /// A traceroute toward the target's host: `path_trace`.
+    PathTrace,
 }
 
 impl Measurement {
@@ -316,6 +322,7 @@ impl Measurement {
             | Metric::PhotosyncGoodput
             | Metric::LoadedRtt
             | Metric::ResponsivenessRpm => Measurement::PhotoSync,
+            Metric::PathTrace => Measurement::PathTrace,
         })
     }
 
@@ -330,6 +337,9 @@ impl Measurement {
             // A cold request costs the service a TLS handshake: one per 5 s.
             Measurement::HttpCold => 0.2,
             Measurement::HttpWarm => 1.0,
+            // A path changes over minutes, and each trace sends up to 90
+            // probes: one per 10 minutes.
+            Measurement::PathTrace => 1.0 / 600.0,
         }
     }
 }

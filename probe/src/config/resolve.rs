@@ -14,7 +14,7 @@ use super::layer::{HttpSpec, Layer, UrlSpec};
 use super::{
     default_state_dir, parse_https_url, ConfigError, Display, HttpTargetConfig, Measurement,
     PhotoSizes, PhotoSyncConfig, ProbeConfig, TargetConfig, UploadConfig, HTTP_METRICS,
-    RESPONDER_METRICS,
+    PATH_METRICS, RESPONDER_METRICS,
 };
 use crate::schedule::Spacing;
 use std::collections::BTreeMap;
@@ -277,6 +277,7 @@ fn resolve_metrics(
         let mut m = Vec::new();
         if responders {
             m.extend(RESPONDER_METRICS);
+            m.extend(PATH_METRICS);
         }
         if urls {
             m.extend(HTTP_METRICS);

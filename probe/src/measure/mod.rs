@@ -14,6 +14,7 @@ pub(crate) use http::{alpn_for, http_cold, http_warm, resolver, HttpCtx};
 pub(crate) use https::{https_request, tcp_cold};
 pub(crate) use photo::photosync_job;
 pub(crate) use quic::{quic_client_endpoint, quic_cold, quic_warm};
+pub(crate) use trace::path_trace;
 pub(crate) use udp::udp_rtt_job;
 
 use crate::recorder::{Outcome, Sample};
@@ -57,6 +58,15 @@ pub enum Event {
         intended: Instant,
         /// The status code.
         status: u16,
+    },
+    /// A finished `path_trace`'s hops (the attempt itself is a sample).
+    Trace {
+        /// Target index.
+        target: usize,
+        /// Intended start of the trace.
+        intended: Instant,
+        /// What it found.
+        trace: vantage_wire::trace::Trace,
     },
     /// A URL's host resolved to a new address; series from now carry it.
     Address {

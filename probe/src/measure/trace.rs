@@ -14,12 +14,76 @@
 //! never taken for the current one. Blocking: run it on a thread of its
 //! own.
 
-use crate::trace::{Answer, Next, Trace, TracePlan, TraceSession};
+use super::{classify_io, Event, TargetCtx};
+use crate::recorder::Outcome;
+use crate::trace::{Answer, End, Next, Trace, TracePlan, TraceSession};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Instant;
+use vantage_wire::{ErrorClass, Metric};
+
+/// traceroute's first UDP port.
+const UDP_PORT_BASE: u16 = 33434;
+
+/// One scheduled `path_trace` toward the target's host, on a blocking
+/// thread: ICMP echo where the kernel allows this process datagram ICMP
+/// sockets, else UDP. Its value is the round trip to the target when
+/// reached; a trace that never reaches it (every probe filtered, say) is
+/// lost, an unreachable answer an `unreachable` error, and a socket that
+/// cannot be opened an error of its class. The hops go to the recorder
+/// either way but the last, to travel with the window's series.
+pub(crate) async fn path_trace(ctx: Arc<TargetCtx>, intended: Instant) {
+    const M: Metric = Metric::PathTrace;
+    let target = ctx.quic_addr.ip();
+    let traced = tokio::task::spawn_blocking(move || {
+        let method = if icmp_allowed(target.is_ipv6()) {
+            TraceMethod::Icmp
+        } else {
+            TraceMethod::Udp {
+                port_base: UDP_PORT_BASE,
+            }
+        };
+        run_trace(target, method, TracePlan::default())
+    })
+    .await;
+    let trace = match traced {
+        Ok(Ok(trace)) => trace,
+        Ok(Err(e)) => return ctx.emit_error(M, intended, classify_io(&e), &e).await,
+        Err(e) => return ctx.emit_error(M, intended, ErrorClass::Io, &e).await,
+    };
+    let outcome = match (trace.end, trace.target_rtt()) {
+        (End::Reached, Some(latency)) => Outcome::Measured {
+            latency,
+            server_time: None,
+            bytes: 0,
+        },
+        (End::Unreachable, _) => Outcome::Failed(ErrorClass::Unreachable),
+        _ => Outcome::Lost,
+    };
+    let _ = ctx
+        .events
+        .send(Event::Trace {
+            target: ctx.index,
+            intended,
+            trace,
+        })
+        .await;
+    ctx.emit(M, intended, outcome).await;
+}
+
+/// Whether this process may open a datagram ICMP socket
+/// (`net.ipv4.ping_group_range` holds one of its groups; root always may).
+pub fn icmp_allowed(v6: bool) -> bool {
+    let (domain, protocol) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
+    };
+    Socket::new(domain, Type::DGRAM, Some(protocol)).is_ok()
+}
 
 /// How a trace probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,6 +96,15 @@ pub(crate) fn spawn(
                     ));
                 }
                 Measurement::HttpCold | Measurement::HttpWarm => {}
+                Measurement::PathTrace => {
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        &[Metric::PathTrace],
+                        measure::path_trace,
+                    ));
+                }
                 Measurement::PhotoSync => {
                     // Targets take turns: each one's batches are offset by
                     // its share of the interval, so two syncs never overlap

@@ -11,7 +11,7 @@ mod steered;
 mod targets;
 pub(crate) mod upload_loop;
 
-use crate::batch::BatchMaker;
+use crate::batch::{BatchMaker, Closed};
 use crate::config::{Display, ProbeConfig};
 use crate::measure::Event;
 use crate::output::{LocalOutput, OutputError};
@@ -259,7 +259,10 @@ async fn run_with(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
-                let closed = recorder.poll_closed(now);
+                let closed = Closed {
+                    series: recorder.poll_closed(now),
+                    traces: recorder.poll_closed_traces(now),
+                };
                 batches += outputs.close(&maker, &mut state, closed, now)?;
                 if outputs.live && now.duration_since(last_draw) >= Duration::from_secs(1) {
                     last_draw = now;
@@ -295,7 +298,10 @@ async fn run_with(
         apply(&mut recorder, event);
     }
     let now = Instant::now();
-    let last = recorder.finish(now);
+    let last = Closed {
+        series: recorder.finish(now),
+        traces: recorder.finish_traces(),
+    };
     batches += outputs.close(&maker, &mut state, last, now)?;
     outputs.release_or_count(&mut state, now)?;
     outputs.totals(&recorder, &maker, true)?;
@@ -431,18 +437,19 @@ impl Outputs {
         &mut self,
         maker: &BatchMaker,
         state: &mut ProbeState,
-        closed: Vec<Series>,
+        closed: Closed,
         now: Instant,
     ) -> Result<u64, RunError> {
-        let series = maker.wanted(closed);
+        let series = maker.wanted(closed.series);
+        let traces = maker.wanted_traces(closed.traces);
         let mut written = 0;
-        for series in maker.by_phase(series) {
+        for closed in maker.by_phase(series, traces) {
             self.spool_released(state, now)?;
             let sequence = self.sequencer.next(state, now);
             let batch = maker.make(
                 state.probe_id(),
                 sequence.unwrap_or(0),
-                series,
+                closed,
                 self.pending_drops(),
                 now,
             );
@@ -558,6 +565,11 @@ fn apply(recorder: &mut Recorder, event: Event) {
             status,
         } => recorder.record_status(target, metric, intended, status),
         Event::Address { target, address } => recorder.set_address(target, address),
+        Event::Trace {
+            target,
+            intended,
+            trace,
+        } => recorder.record_trace(target, intended, trace),
     }
 }
 

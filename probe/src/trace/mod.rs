@@ -12,7 +12,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-pub use crate::measure::trace::{run_trace, TraceMethod};
+pub use crate::measure::trace::{icmp_allowed, run_trace, TraceMethod};
+pub use vantage_wire::trace::{End, HopRecord, Trace};
 
 /// Most hops a trace may probe.
 pub const MAX_HOPS: u8 = 30;
@@ -81,84 +82,6 @@ pub enum Answer {
         /// The ICMP code.
         code: u8,
     },
-}
-
-/// One hop of a trace.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HopRecord {
-    /// Its TTL.
-    pub ttl: u8,
-    /// Who answered (the first answer's source); `None`: no probe was
-    /// answered.
-    pub address: Option<IpAddr>,
-    /// Each probe's round trip, `None` for one unanswered.
-    pub rtts: Vec<Option<Duration>>,
-}
-
-impl HopRecord {
-    /// Whether any probe was answered.
-    pub fn answered(&self) -> bool {
-        self.address.is_some()
-    }
-}
-
-/// How a trace ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The target answered.
-    Reached,
-    /// A destination-unreachable answer stopped it.
-    Unreachable,
-    /// `silent_limit` hops in a row answered nothing.
-    Silent,
-    /// `max_hops` probed without reaching the target.
-    MaxHops,
-}
-
-/// A finished trace.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trace {
-    /// Every hop probed, by TTL from 1.
-    pub hops: Vec<HopRecord>,
-    /// How it ended.
-    pub end: End,
-}
-
-impl Trace {
-    /// Whether the target answered.
-    pub fn reached(&self) -> bool {
-        self.end == End::Reached
-    }
-
-    /// Probes sent and probes unanswered.
-    pub fn sent_lost(&self) -> (u64, u64) {
-        let sent = self.hops.iter().map(|h| h.rtts.len() as u64).sum();
-        let lost = self
-            .hops
-            .iter()
-            .flat_map(|h| &h.rtts)
-            .filter(|r| r.is_none())
-            .count() as u64;
-        (sent, lost)
-    }
-
-    /// The hops that answered, up to the last: the path's length as seen.
-    pub fn hop_count(&self) -> usize {
-        self.hops
-            .iter()
-            .rposition(HopRecord::answered)
-            .map_or(0, |i| i + 1)
-    }
-
-    /// The path's fingerprint: each hop's address in order, `*` for a
-    /// silent one, up to the last that answered.
-    pub fn fingerprint(&self) -> String {
-        self.hops[..self.hop_count()]
-            .iter()
-            .map(|h| h.address.map_or("*".to_string(), |a| a.to_string()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 }
 
 /// What the driver does next.
