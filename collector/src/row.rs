@@ -7,14 +7,76 @@
 //! allocates almost nothing per row.
 
 use std::collections::BTreeMap;
-use vantage_store::{StoreError, StoredSeries};
+use vantage_store::{StoreError, StoredSeries, StoredTrace};
+use vantage_wire::trace::PathTrace;
 use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
 
 /// The schema this build writes and reads, in both backends' `schema_version`
 /// table: 1 first release, 2 reasons and statuses, 3 roll-ups, 4 the fleet
 /// (campaigns, assignments, probe health), 5 losses of unknown direction
-/// (`unknown_direction_lost`, last in both tables).
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+/// (`unknown_direction_lost`, last in both tables), 6 path traces (the
+/// `traces` table).
+pub(crate) const SCHEMA_VERSION: i64 = 6;
+
+/// The columns of `traces` a reader reads, in [`read_trace`]'s order.
+pub(crate) const TRACE_COLUMNS: &str =
+    "probe_id, sequence, campaign, labels, target, target_address, started_unix_ms, trace_end, hops";
+
+/// The values of one trace row after its key, labels and label columns:
+/// target, target address, start, end and the hop list.
+pub(crate) fn trace_values(t: &PathTrace) -> (String, String, i64, &'static str, String) {
+    (
+        t.target.name.clone(),
+        t.target.address.clone(),
+        sql_int(t.started_unix_ms),
+        t.trace.end.name(),
+        vantage_store::trace::hops_text(&t.trace),
+    )
+}
+
+/// Reads a row of [`TRACE_COLUMNS`].
+pub(crate) fn read_trace(r: &dyn Columns, place: &str) -> Result<StoredTrace, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        place: place.to_string(),
+        reason,
+    };
+    let backend = |e: ColumnError| match e {
+        ColumnError::Backend(source) => StoreError::Database {
+            place: place.to_string(),
+            source,
+        },
+        ColumnError::Corrupt(reason) => corrupt(reason),
+    };
+    let text = |col: usize| -> Result<String, StoreError> {
+        let bytes = r.text(col).map_err(backend)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| corrupt(format!("trace column {col} is not UTF-8")))
+    };
+    let int =
+        |col: usize| -> Result<u64, StoreError> { Ok(r.int(col).map_err(backend)?.max(0) as u64) };
+    let mut labels = Labels::new();
+    for pair in text(3)?.split(';').filter(|p| !p.is_empty()) {
+        labels
+            .insert_pair(pair)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    let trace = vantage_store::trace::parse_hops(&text(8)?, &text(7)?)
+        .map_err(|e| corrupt(format!("stored trace: {e}")))?;
+    Ok(StoredTrace {
+        probe_id: text(0)?,
+        sequence: int(1)?,
+        campaign: text(2)?,
+        labels,
+        trace: PathTrace {
+            target: Target {
+                name: text(4)?,
+                address: text(5)?,
+            },
+            started_unix_ms: int(6)?,
+            trace,
+        },
+    })
+}
 
 /// The columns [`RowReader::read`] reads, in its order; `sequence` is the
 /// expression for the sequence column (`block_start` for a roll-up).

@@ -716,3 +716,78 @@ fn tls_to_the_database_is_rustls_and_checks_the_certificate() {
         .ping()
         .unwrap();
 }
+
+/// A batch of `batch`'s series and two traces toward Singapore, one
+/// reached through a silent hop, one ended silent.
+fn traced_batch(probe: &str, seq: u64, phase: &str) -> Batch {
+    use std::time::Duration;
+    use vantage_wire::trace::{End, HopRecord, PathTrace, Trace};
+    let mut b = batch(probe, seq, phase, &mut rand::rngs::StdRng::seed_from_u64(seq));
+    let hop = |ttl, address: Option<&str>, rtt_us: Option<u64>| HopRecord {
+        ttl,
+        address: address.map(|a| a.parse().unwrap()),
+        rtts: vec![rtt_us.map(Duration::from_micros); 2],
+    };
+    let start = b.series[0].window.start_unix_ms;
+    b.traces = vec![
+        PathTrace {
+            target: b.series[0].target.clone(),
+            started_unix_ms: start + 1_000,
+            trace: Trace {
+                hops: vec![
+                    hop(1, Some("198.18.0.1"), Some(5_000)),
+                    hop(2, None, None),
+                    hop(3, Some("2001:db8::9"), Some(70_000 + seq)),
+                ],
+                end: End::Reached,
+            },
+        },
+        PathTrace {
+            target: b.series[0].target.clone(),
+            started_unix_ms: start + 31_000,
+            trace: Trace {
+                hops: vec![hop(1, Some("198.18.0.1"), Some(5_000)), hop(2, None, None)],
+                end: End::Silent,
+            },
+        },
+    ];
+    b
+}
+
+#[test]
+fn traces_are_stored_once_and_read_alike_on_both_backends() {
+    let server = TestPostgres::start();
+    let mut pg = PgStore::open(&server.location("vantage")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lite = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let batches: Vec<Batch> = (1..=6)
+        .map(|seq| traced_batch("t", seq, if seq <= 3 { "before" } else { "after" }))
+        .collect();
+    let mut read = Vec::new();
+    for store in [&mut pg as &mut dyn Store, &mut lite] {
+        assert!(insert(store, &batches).iter().all(|i| *i == Inserted::Stored));
+        assert!(insert(store, &batches[..2])
+            .iter()
+            .all(|i| *i == Inserted::Duplicate));
+        let mut traces = Vec::new();
+        let n = store
+            .select_traces(&"phase=after".parse().unwrap(), &mut |t| {
+                traces.push(t);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 6, "three batches of two traces, each stored once");
+        let want: Vec<_> = batches[3..].iter().flat_map(|b| b.traces.clone()).collect();
+        let got: Vec<_> = traces.iter().map(|t| t.trace.clone()).collect();
+        assert_eq!(got, want);
+        assert_eq!(traces[0].labels.get("country"), Some("IN"));
+        assert_eq!((traces[0].probe_id.as_str(), traces[0].sequence), ("t", 4));
+        // A selector on a metric other than path_trace takes none.
+        let none = store
+            .select_traces(&"metric=udp_rtt".parse().unwrap(), &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(none, 0);
+        read.push(traces);
+    }
+    assert_eq!(read[0], read[1], "PostgreSQL and SQLite read the same traces");
+}

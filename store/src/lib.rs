@@ -11,8 +11,10 @@ pub mod export;
 pub mod fleet;
 mod resolution;
 pub mod select;
+pub mod trace;
 
 pub use resolution::{Resolution, ResolutionError};
+pub use trace::StoredTrace;
 
 /// A fold read and merged by [`Store::plan_fold`], waiting to be written
 /// by [`Store::apply_fold`]: opaque outside the backend that made it.
@@ -208,6 +210,15 @@ pub trait Store: fleet::Fleet + Send {
     fn any(&mut self, selector: &Selector) -> Result<bool, StoreError> {
         Ok(self.select_sparse(selector, &mut |_, _| Ok(()))? > 0)
     }
+    /// Hands each stored trace matching `selector` to `each` (its
+    /// resolution aside: traces are kept as the probes sent them), in
+    /// (probe, sequence) order; an error from `each` stops it. Returns how
+    /// many were handed.
+    fn select_traces(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredTrace) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError>;
     /// Batches stored.
     fn batch_count(&mut self) -> Result<u64, StoreError>;
     /// The raw bytes of a stored batch, as received (`None` if it is not

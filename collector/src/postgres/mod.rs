@@ -20,12 +20,13 @@ pub use location::{is_postgres, PgLocation, PgLocationError, PgTls};
 
 use crate::rollup::{Folding, Unfolded};
 use crate::row::{
-    label_values, labels_text, select_columns, sql_int, ColumnError, Columns, Figures, RowReader,
-    FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
+    label_values, labels_text, read_trace, select_columns, sql_int, trace_values, ColumnError,
+    Columns, Figures, RowReader, FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
+    TRACE_COLUMNS,
 };
 use schema::{
-    ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, FOLD_LOCK, MIGRATE_LOCK, ROLLUP_UPSERT,
-    SERIES_INSERT, VALID_TOKENS,
+    ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, CREATE_TRACES, FOLD_LOCK, MIGRATE_LOCK,
+    ROLLUP_UPSERT, SERIES_INSERT, TRACE_INSERT, VALID_TOKENS,
 };
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -33,7 +34,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use vantage_store::{
     Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
-    StoredSeries, TokenRecord,
+    StoredSeries, StoredTrace, TokenRecord,
 };
 use vantage_wire::{encode_histogram_plain, CountsScratch, SparseCounts};
 
@@ -254,18 +255,22 @@ fn migrate(client: &mut Client, place: &str) -> Result<(), StoreError> {
         match found {
             None => {
                 tx.batch_execute(CREATE).await?;
+                tx.batch_execute(CREATE_TRACES).await?;
                 tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
                 tx.execute("INSERT INTO schema_version VALUES ($1)", &[&SCHEMA_VERSION])
                     .await?;
             }
-            // Version 3 gains the fleet's tables (new tables only), and
-            // 3 and 4 the column of losses of unknown direction, last in
-            // both tables as a new database has it.
-            Some(v @ (3 | 4)) => {
+            // Version 3 gains the fleet's tables (new tables only), 3 and
+            // 4 the column of losses of unknown direction, last in both
+            // tables as a new database has it, and 3 to 5 the traces.
+            Some(v @ 3..=5) => {
                 if v == 3 {
                     tx.batch_execute(crate::fleet::FLEET_SCHEMA).await?;
                 }
-                tx.batch_execute(ADD_UNKNOWN_DIRECTION).await?;
+                if v <= 4 {
+                    tx.batch_execute(ADD_UNKNOWN_DIRECTION).await?;
+                }
+                tx.batch_execute(CREATE_TRACES).await?;
                 tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
                     .await?;
             }
@@ -527,6 +532,24 @@ impl Store for PgStore {
                         };
                         columns.push(item, &labels[n], idx, histogram);
                     }
+                    let indexed = label_values(&item.batch.labels);
+                    for (idx, t) in item.batch.traces.iter().enumerate() {
+                        let (target, address, started, end, hops) = trace_values(t);
+                        let key: [&(dyn ToSql + Sync); 4] = [
+                            &item.batch.probe_id,
+                            &seq[n],
+                            &(idx as i32),
+                            &item.batch.campaign,
+                        ];
+                        let tail: [&(dyn ToSql + Sync); 6] =
+                            [&labels[n], &target, &address, &started, &end, &hops];
+                        let params: Vec<&(dyn ToSql + Sync)> = key
+                            .into_iter()
+                            .chain(indexed.iter().map(|v| v as &(dyn ToSql + Sync)))
+                            .chain(tail)
+                            .collect();
+                        tx.execute(TRACE_INSERT, &params).await?;
+                    }
                     pending_probe.push(item.batch.probe_id.as_str());
                     pending_seq.push(seq[n]);
                     out.push(Inserted::Stored);
@@ -609,6 +632,53 @@ impl Store for PgStore {
                 revoked_unix_ms: r.get::<_, Option<i64>>(2).map(|v| v.max(0) as u64),
             })
             .collect())
+    }
+
+    fn select_traces(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredTrace) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let place = self.place().to_string();
+        let mut filter = String::new();
+        let mut args: Vec<Vec<String>> = Vec::new();
+        for col in ["country", "phase", "target", "campaign"] {
+            if let Some(vs) = selector.equals.get(col) {
+                filter.push_str(&format!(" AND {col} = ANY(${}::text[])", args.len() + 1));
+                args.push(vs.to_vec());
+            }
+        }
+        let sql = format!(
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE true{filter} ORDER BY probe_id, sequence, idx"
+        );
+        let mut matched = 0u64;
+        let conn = self.connected()?;
+        let result = wait(async {
+            let tx = conn
+                .client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .await?;
+            let params: Vec<&(dyn ToSql + Sync)> =
+                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let streamed = Self::stream(&tx, &sql, &params, &mut |r| {
+                let t = read_trace(r, &place)?;
+                if selector.matches_trace(&t) {
+                    matched += 1;
+                    each(t)?;
+                }
+                Ok(())
+            })
+            .await?;
+            tx.commit().await?;
+            Ok(streamed)
+        });
+        match result {
+            Ok(Ok(())) => Ok(matched),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     fn select_sparse(

@@ -90,6 +90,31 @@ CREATE TABLE IF NOT EXISTS rollup_pending (
 );
 "#;
 
+/// Schema 6: path traces, a table of their own (a new database gets it
+/// with [`CREATE`]; an older one at open).
+pub(super) const CREATE_TRACES: &str = r#"
+CREATE TABLE IF NOT EXISTS traces (
+    probe_id TEXT COLLATE "C" NOT NULL,
+    sequence BIGINT NOT NULL,
+    idx INTEGER NOT NULL,
+    campaign TEXT COLLATE "C" NOT NULL,
+    phase TEXT COLLATE "C", country TEXT COLLATE "C", region TEXT COLLATE "C",
+    network TEXT COLLATE "C", asn TEXT COLLATE "C", device TEXT COLLATE "C",
+    labels TEXT COLLATE "C" NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    target_address TEXT COLLATE "C" NOT NULL,
+    started_unix_ms BIGINT NOT NULL,
+    trace_end TEXT NOT NULL,
+    hops TEXT NOT NULL,
+    PRIMARY KEY (probe_id, sequence, idx)
+);
+CREATE INDEX IF NOT EXISTS traces_by_labels ON traces (country, phase);
+"#;
+
+/// One trace row.
+pub(super) const TRACE_INSERT: &str = "INSERT INTO traces VALUES (\
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
 /// The series columns in table order, for the multi-row insert.
 pub(super) const SERIES_INSERT: &str = "INSERT INTO series SELECT * FROM unnest(\
     $1::text[], $2::int8[], $3::int4[], $4::text[], \

@@ -7,8 +7,8 @@ mod rollup;
 mod row;
 
 use crate::row::{
-    label_values, labels_text, select_columns, sql_int as i, RowReader, FILTER_COLUMNS,
-    SCHEMA_VERSION,
+    label_values, labels_text, read_trace, select_columns, sql_int as i, trace_values, RowReader,
+    FILTER_COLUMNS, SCHEMA_VERSION, TRACE_COLUMNS,
 };
 use row::figure_values;
 
@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior
 use std::path::{Path, PathBuf};
 use vantage_store::{
     FoldPlan, Incoming, Inserted, RawRemoved, Resolution, Selector, Store, StoreError, StoredBatch,
-    StoredSeries, TokenRecord,
+    StoredSeries, StoredTrace, TokenRecord,
 };
 use vantage_wire::{encode_histogram_plain, SparseCounts};
 
@@ -73,6 +73,21 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_unix_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS tokens_by_probe ON tokens (probe_id);
+CREATE TABLE IF NOT EXISTS traces (
+    probe_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    campaign TEXT NOT NULL,
+    phase TEXT, country TEXT, region TEXT, network TEXT, asn TEXT, device TEXT,
+    labels TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_address TEXT NOT NULL,
+    started_unix_ms INTEGER NOT NULL,
+    trace_end TEXT NOT NULL,
+    hops TEXT NOT NULL,
+    PRIMARY KEY (probe_id, sequence, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_by_labels ON traces (country, phase);
 ";
 
 /// A SQLite failure, naming the database file.
@@ -240,6 +255,11 @@ impl Store for SqliteStore {
                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
                 )
                 .map_err(&err)?;
+            let mut insert_trace = tx
+                .prepare_cached(
+                    "INSERT INTO traces VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(&err)?;
             let mut token_valid = tx
                 .prepare_cached(
                     "SELECT 1 FROM tokens WHERE hash = ?1 AND probe_id = ?2 AND revoked_unix_ms IS NULL",
@@ -299,6 +319,18 @@ impl Store for SqliteStore {
                         .chain(tail)
                         .chain(figures.iter().map(|v| v as &dyn ToSql));
                     insert_series
+                        .execute(rusqlite::params_from_iter(columns))
+                        .map_err(&err)?;
+                }
+                for (idx, t) in b.traces.iter().enumerate() {
+                    let (target, address, started, end, hops) = trace_values(t);
+                    let key: [&dyn ToSql; 4] = [&b.probe_id, &seq, &(idx as i64), &b.campaign];
+                    let tail: [&dyn ToSql; 6] = [&labels, &target, &address, &started, &end, &hops];
+                    let columns = key
+                        .into_iter()
+                        .chain(indexed.iter().map(|v| v as &dyn ToSql))
+                        .chain(tail);
+                    insert_trace
                         .execute(rusqlite::params_from_iter(columns))
                         .map_err(&err)?;
                 }
@@ -368,6 +400,41 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|source| sqlite_error(&self.path, source))
+    }
+
+    fn select_traces(
+        &mut self,
+        selector: &Selector,
+        each: &mut dyn FnMut(StoredTrace) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut filter = String::new();
+        let mut args: Vec<String> = Vec::new();
+        for col in ["country", "phase", "target", "campaign"] {
+            if let Some(vs) = selector.equals.get(col) {
+                let marks = vec!["?"; vs.len()].join(",");
+                filter.push_str(&format!(" AND {col} IN ({marks})"));
+                args.extend(vs.iter().cloned());
+            }
+        }
+        let path = self.path.clone();
+        let sqlite = |source| sqlite_error(&path, source);
+        let place = path.display().to_string();
+        let sql = format!(
+            "SELECT {TRACE_COLUMNS} FROM traces WHERE 1=1{filter} ORDER BY probe_id, sequence, idx"
+        );
+        let mut st = self.conn.prepare(&sql).map_err(sqlite)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(args.iter()))
+            .map_err(sqlite)?;
+        let mut matched = 0;
+        while let Some(r) = rows.next().map_err(sqlite)? {
+            let t = read_trace(r, &place)?;
+            if selector.matches_trace(&t) {
+                matched += 1;
+                each(t)?;
+            }
+        }
+        Ok(matched)
     }
 
     fn select_sparse(
