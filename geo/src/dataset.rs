@@ -95,6 +95,11 @@ impl HopDatasets {
         self.countries.get(ip).map(String::as_str)
     }
 
+    /// Whether no dataset was given (or they hold no range).
+    pub fn is_empty(&self) -> bool {
+        self.countries.len() == 0 && self.networks.len() == 0
+    }
+
     /// The network `ip` belongs to, when a dataset says.
     pub fn network_of(&self, ip: IpAddr) -> Option<&Network> {
         self.networks.get(ip)

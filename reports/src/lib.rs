@@ -17,6 +17,7 @@ pub mod html;
 mod lab_timing;
 pub mod plain;
 pub mod print;
+pub mod serving;
 pub mod stats;
 
 use claim::{claimed_interval, verdict, Claim, Verdict};
