@@ -4,6 +4,7 @@ use crate::args::DbArgs;
 use anyhow::Context;
 use std::path::PathBuf;
 use vantage_reports::claim::Claim;
+use vantage_reports::serving::{gather_where, ShareClaim};
 use vantage_reports::{Evidence, ReportOptions, ResolutionChoice, Role};
 use vantage_store::Selector;
 
@@ -29,6 +30,18 @@ pub(crate) struct ReportArgs {
     /// A file of claims, one per line (# starts a comment).
     #[arg(long, value_name = "FILE")]
     claims_file: Option<PathBuf>,
+    /// A site map: CSV `cidr,site,provider,region,country[,latitude,longitude]`,
+    /// or a provider's published ranges (AWS ip-ranges.json, Google Cloud
+    /// cloud.json, Azure Service Tags JSON); repeat for more. Adds the
+    /// "served by" tables.
+    #[arg(long = "sites", value_name = "FILE")]
+    sites: Vec<PathBuf>,
+    /// An IP-to-country (`start,end,country`) or IP-to-ASN
+    /// (`start,end,asn,name`) CSV, or an RIR delegated-stats file, for the
+    /// countries traceroute hops are in; repeat for more. Adds the "path
+    /// crosses" tables.
+    #[arg(long = "hop-data", value_name = "FILE")]
+    hop_data: Vec<PathBuf>,
     /// What to resample: 1m (the probes' windows), 1h or 1d (exact roll-ups),
     /// or auto, the coarsest at which every group keeps enough units.
     #[arg(long, default_value = "auto", value_name = "1m|1h|1d|auto")]
@@ -51,8 +64,9 @@ pub(crate) struct ReportArgs {
     pub(crate) quiet: bool,
 }
 
-/// The claims of `--claim` and `--claims-file`, parsed.
-fn claims(args: &ReportArgs) -> anyhow::Result<Vec<Claim>> {
+/// The claims of `--claim` and `--claims-file`, parsed: latency claims,
+/// and share claims (`IN served_from CN share <= 1%`).
+fn claims(args: &ReportArgs) -> anyhow::Result<(Vec<Claim>, Vec<ShareClaim>)> {
     let mut texts = args.claims.clone();
     if let Some(f) = &args.claims_file {
         let body = std::fs::read_to_string(f)
@@ -64,15 +78,25 @@ fn claims(args: &ReportArgs) -> anyhow::Result<Vec<Claim>> {
                 .map(String::from),
         );
     }
-    Ok(texts
-        .iter()
-        .map(|t| t.parse::<Claim>())
-        .collect::<Result<Vec<_>, _>>()?)
+    let (share, latency): (Vec<&String>, Vec<&String>) =
+        texts.iter().partition(|t| ShareClaim::is_share_claim(t));
+    Ok((
+        latency
+            .iter()
+            .map(|t| t.parse::<Claim>())
+            .collect::<Result<Vec<_>, _>>()?,
+        share
+            .iter()
+            .map(|t| t.parse::<ShareClaim>())
+            .collect::<Result<Vec<_>, _>>()?,
+    ))
 }
 
 pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
     let mut store = args.store.open_existing()?;
-    let claims = claims(&args)?;
+    let (claims, share_claims) = claims(&args)?;
+    let sites = vantage_geo::SiteMap::load(&args.sites)?;
+    let hop_data = vantage_geo::HopDatasets::load(&args.hop_data)?;
     let baseline: Selector = args.baseline.parse()?;
     let candidate: Selector = args.candidate.parse()?;
     let min_units = ReportOptions::default().min_series;
@@ -105,7 +129,18 @@ pub(crate) fn report(args: ReportArgs) -> anyhow::Result<()> {
         claims,
         ..Default::default()
     };
-    let r = vantage_reports::build_report_from(&evidence, &options);
+    let mut r = vantage_reports::build_report_from(&evidence, &options);
+    if !args.sites.is_empty() || !args.hop_data.is_empty() || !share_claims.is_empty() {
+        r.where_served = Some(gather_where(
+            store.as_mut(),
+            [&baseline, &candidate],
+            &sites,
+            &hop_data,
+            &share_claims,
+            options.confidence,
+            options.min_probes,
+        )?);
+    }
     let written = vantage_reports::write_report_from(&r, &evidence, &args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
     let printed = vantage_reports::print::print_report(&written.html);

@@ -2,16 +2,18 @@
 
 use rand::{Rng, SeedableRng};
 use std::process::Command;
+use std::time::Duration;
 use vantage_collector::{Incoming, SqliteStore, Store};
+use vantage_wire::trace::{End, HopRecord, PathTrace, Trace};
 use vantage_wire::{Batch, Labels, Metric, Series, Target, Window};
 
 fn fill(db: &std::path::Path) {
     let mut store = SqliteStore::open(db).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut seq = 0;
-    for (phase, target, base_us) in [
-        ("before", "beijing", 460_000u64),
-        ("after", "singapore", 125_000),
+    for (phase, target, base_us, address, first_hop) in [
+        ("before", "beijing", 460_000u64, "198.18.1.9", "10.0.0.1"),
+        ("after", "singapore", 125_000, "198.18.2.9", "10.0.1.1"),
     ] {
         for probe in 0..3 {
             for w in 0..8u64 {
@@ -23,7 +25,7 @@ fn fill(db: &std::path::Path) {
                 let mut s = Series::new(
                     Target {
                         name: target.into(),
-                        address: "127.0.0.1:1".into(),
+                        address: format!("{address}:4433"),
                     },
                     Metric::QuicColdRequest,
                     Window {
@@ -44,7 +46,7 @@ fn fill(db: &std::path::Path) {
                     labels,
                     created_unix_ms: 0,
                     dropped_batches: 0,
-                    traces: Vec::new(),
+                    traces: vec![trace(&s.target, w * 60_000 + 7, first_hop, address)],
                     series: vec![s],
                 };
                 let raw = b.encode().unwrap();
@@ -61,6 +63,23 @@ fn fill(db: &std::path::Path) {
                     .unwrap();
             }
         }
+    }
+}
+
+/// A trace through `first_hop`, a silent router, to `address`.
+fn trace(target: &Target, started_unix_ms: u64, first_hop: &str, address: &str) -> PathTrace {
+    let hop = |ttl, a: Option<&str>| HopRecord {
+        ttl,
+        address: a.map(|a| a.parse().unwrap()),
+        rtts: vec![a.map(|_| Duration::from_millis(20)); 3],
+    };
+    PathTrace {
+        target: target.clone(),
+        started_unix_ms,
+        trace: Trace {
+            hops: vec![hop(1, Some(first_hop)), hop(2, None), hop(3, Some(address))],
+            end: End::Reached,
+        },
     }
 }
 
@@ -137,5 +156,87 @@ fn bad_claim_syntax_shows_the_grammar() {
     assert!(
         err.contains("Grammar:") && err.contains("decreases"),
         "{err}"
+    );
+}
+
+/// Served-by and path-crosses tables and share claims from stored series
+/// and traces, with a site map and a hop dataset; a site map that does
+/// not parse is refused with its file, line and reason.
+#[test]
+fn report_says_where_users_were_served_and_which_countries_paths_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    fill(&db);
+    let sites = dir.path().join("sites.csv");
+    std::fs::write(
+        &sites,
+        "cidr,site,provider,region,country\n198.18.1.0/24,beijing,own,cn-north,CN\n198.18.2.0/24,singapore,own,ap-southeast,SG\n",
+    )
+    .unwrap();
+    let hops = dir.path().join("countries.csv");
+    std::fs::write(&hops, "10.0.0.0,10.0.0.255,CN\n10.0.1.0,10.0.1.255,SG\n").unwrap();
+    let run = |sites: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_vantage"))
+            .args([
+                "report",
+                "--baseline",
+                "phase=before",
+                "--candidate",
+                "phase=after",
+            ])
+            .args(["--resamples", "100"])
+            .args(["--claim", "IN served_from CN share <= 1%"])
+            .args(["--claim", "IN path_crosses CN share decreases to <= 20%"])
+            .arg("--sites")
+            .arg(sites)
+            .arg("--hop-data")
+            .arg(&hops)
+            .arg("--db")
+            .arg(&db)
+            .arg("--out")
+            .arg(dir.path().join("r"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&sites);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("served by, probes in IN:\n  before: beijing (CN) 100.0% of 960 requests, 24 units, 3 probes\n  after: singapore (SG) 100.0%"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("path crosses, probes in IN:\n  before: CN 100.0% of 24 traces"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/report.json")).unwrap()).unwrap();
+    let w = &json["where_served"];
+    assert_eq!(w["path_crosses"]["IN"][1]["rows"][0]["value"], "SG");
+    // 0 of 24 units after: the interval's upper bound (~13.8 %) cannot
+    // show <= 1 %, but does show <= 20 % and a fall from 24 of 24.
+    assert_eq!(w["claims"][0]["verdict"], "inconclusive");
+    assert_eq!(w["claims"][1]["verdict"], "holds");
+    assert_eq!(w["claims"][1]["candidate"]["units"], 24);
+    let html = std::fs::read_to_string(dir.path().join("r/report.html")).unwrap();
+    assert!(html.contains("id=\"where-served\""));
+    assert!(html.contains("id=\"path-crosses-IN\""), "the chart");
+    assert!(html.contains("a router that does not answer is invisible"));
+    // A site map with a bad line: refused, naming it.
+    std::fs::write(
+        &sites,
+        "cidr,site,provider,region,country\n198.18.1.0/33,beijing,own,x,CN\n",
+    )
+    .unwrap();
+    let out = run(&sites);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("sites.csv:2:") && stderr.contains("not a CIDR range"),
+        "{stderr}"
     );
 }

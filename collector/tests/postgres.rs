@@ -509,29 +509,30 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
             .trim()
             .to_string()
     };
-    assert_eq!(version(), "5");
+    assert_eq!(version(), "6");
     // A version-3 database (before the fleet and the losses of unknown
     // direction) gains the fleet's tables and the columns.
     server.psql(
         "vantage",
-        "DROP TABLE campaign_versions, campaign_assignments, probe_health; \
+        "DROP TABLE campaign_versions, campaign_assignments, probe_health, traces; \
          ALTER TABLE series DROP COLUMN unknown_direction_lost; \
          ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
          UPDATE schema_version SET version = 3",
     );
     let mut store = PgStore::open(&location).unwrap();
-    assert_eq!(version(), "5");
+    assert_eq!(version(), "6");
     assert_eq!(store.put_campaign("c", "", &[], 1).unwrap(), 1);
     drop(store);
     // A version-4 database gains the columns, and stores and folds them.
     server.psql(
         "vantage",
-        "ALTER TABLE series DROP COLUMN unknown_direction_lost; \
+        "DROP TABLE traces; \
+         ALTER TABLE series DROP COLUMN unknown_direction_lost; \
          ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
          UPDATE schema_version SET version = 4",
     );
     let mut store = PgStore::open(&location).unwrap();
-    assert_eq!(version(), "5");
+    assert_eq!(version(), "6");
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut b = batch("p1", 1, "before", &mut rng);
     b.series[0].path.unknown_direction_lost = 7;
@@ -561,6 +562,24 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
             .sum();
         assert_eq!(unknown, 7, "{resolution}");
     }
+    drop(store);
+    // A version-5 database gains the traces table, and stores traces.
+    server.psql(
+        "vantage",
+        "DROP TABLE traces; UPDATE schema_version SET version = 5",
+    );
+    let mut store = PgStore::open(&location).unwrap();
+    assert_eq!(version(), "6");
+    let b = traced_batch("p2", 1, "after");
+    assert_eq!(insert(&mut store, std::slice::from_ref(&b)), [Inserted::Stored]);
+    let mut traces = Vec::new();
+    store
+        .select_traces(&Selector::default(), &mut |t| {
+            traces.push(t.trace);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(traces, b.traces);
     drop(store);
     server.psql("vantage", "UPDATE schema_version SET version = 99");
     let err = PgStore::open(&location).err().expect("refused");
@@ -722,7 +741,12 @@ fn tls_to_the_database_is_rustls_and_checks_the_certificate() {
 fn traced_batch(probe: &str, seq: u64, phase: &str) -> Batch {
     use std::time::Duration;
     use vantage_wire::trace::{End, HopRecord, PathTrace, Trace};
-    let mut b = batch(probe, seq, phase, &mut rand::rngs::StdRng::seed_from_u64(seq));
+    let mut b = batch(
+        probe,
+        seq,
+        phase,
+        &mut rand::rngs::StdRng::seed_from_u64(seq),
+    );
     let hop = |ttl, address: Option<&str>, rtt_us: Option<u64>| HopRecord {
         ttl,
         address: address.map(|a| a.parse().unwrap()),
@@ -765,7 +789,9 @@ fn traces_are_stored_once_and_read_alike_on_both_backends() {
         .collect();
     let mut read = Vec::new();
     for store in [&mut pg as &mut dyn Store, &mut lite] {
-        assert!(insert(store, &batches).iter().all(|i| *i == Inserted::Stored));
+        assert!(insert(store, &batches)
+            .iter()
+            .all(|i| *i == Inserted::Stored));
         assert!(insert(store, &batches[..2])
             .iter()
             .all(|i| *i == Inserted::Duplicate));
@@ -789,5 +815,8 @@ fn traces_are_stored_once_and_read_alike_on_both_backends() {
         assert_eq!(none, 0);
         read.push(traces);
     }
-    assert_eq!(read[0], read[1], "PostgreSQL and SQLite read the same traces");
+    assert_eq!(
+        read[0], read[1],
+        "PostgreSQL and SQLite read the same traces"
+    );
 }

@@ -189,6 +189,9 @@ grouped by {} and metric. Intervals are {:.0} % bootstrap intervals.</p>\n",
     in_one_minute(w, report);
     verdicts(w, report);
     summary(w, report);
+    if let Some(served) = &report.where_served {
+        w.push_str(&crate::serving::render_where_html(served));
+    }
     chart_figures(w, charts, chart_link_prefix);
     methods(w, report, data);
     // The only script: it records whether every chart image decoded and

@@ -218,6 +218,10 @@ pub struct Report {
     pub groups: Vec<GroupComparison>,
     /// Every claim.
     pub claims: Vec<ClaimResult>,
+    /// Where users were served and which countries their paths crossed,
+    /// when asked for (a site map, hop datasets or share claims).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub where_served: Option<serving::WhereServed>,
 }
 
 /// What the lab's relay mode cannot emulate: it ends TCP at the relay on
@@ -637,6 +641,7 @@ pub fn build_report_from(evidence: &Evidence, options: &ReportOptions) -> Report
         min_probes: options.min_probes,
         groups,
         claims,
+        where_served: None,
     }
 }
 
@@ -820,6 +825,9 @@ pub fn render_text(report: &Report) -> String {
         ));
     }
     out.push_str("(latencies in ms; photosync_goodput in Mbit/s; responsiveness_rpm in RPM)\n");
+    if let Some(w) = &report.where_served {
+        out.push_str(&serving::render_where_text(w));
+    }
     out
 }
 

@@ -11,9 +11,9 @@
 //! that does not answer is invisible — a path "with no CN hop" means no
 //! *answering* hop was in CN.
 
-use crate::stats::wilson;
 #[cfg(test)]
 use crate::stats::normal_quantile;
+use crate::stats::wilson;
 use crate::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -32,7 +32,7 @@ pub const UNKNOWN: &str = "unknown";
 const TRACE_UNIT_MS: u64 = 60_000;
 
 /// What the share tables count in, per (subject country, side).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct ShareTable {
     /// Rows: the value (a site, or a crossed country), its country where
     /// it has one, the count and the share of all.
@@ -169,7 +169,8 @@ pub struct ShareClaim {
 }
 
 /// The grammar, for error messages.
-pub const SHARE_GRAMMAR: &str = "SUBJECT (served_from|path_crosses) COUNTRY share (<= N% | decreases to <= N%)  \
+pub const SHARE_GRAMMAR: &str =
+    "SUBJECT (served_from|path_crosses) COUNTRY share (<= N% | decreases to <= N%)  \
 (for example: IN served_from CN share <= 1%; IN path_crosses CN share decreases to <= 1%)";
 
 /// A share claim that does not parse.
@@ -187,7 +188,10 @@ impl ShareClaim {
     /// caller knows which grammar to parse it with.
     pub fn is_share_claim(text: &str) -> bool {
         matches!(
-            text.split_whitespace().nth(1).map(str::to_ascii_lowercase).as_deref(),
+            text.split_whitespace()
+                .nth(1)
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("served_from" | "path_crosses")
         )
     }
@@ -275,7 +279,7 @@ pub struct ShareVerdict {
 }
 
 /// Everything the report says of where users were served.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct WhereServed {
     /// Served by, per (probe country, side).
     pub served_by: BTreeMap<String, [ShareTable; 2]>,
@@ -429,7 +433,9 @@ pub fn gather_where(
             Ok(())
         })?;
     }
-    Ok(where_served(&gathered, sites, hops, claims, confidence, min_probes))
+    Ok(where_served(
+        &gathered, sites, hops, claims, confidence, min_probes,
+    ))
 }
 
 fn where_served(
@@ -460,7 +466,11 @@ fn where_served(
             let km = great_circle_km(*coords, *site_coords);
             let least = least_round_trip(km).as_secs_f64() * 1e3;
             let measured = *least_us as f64 / 1e3;
-            if measured < least && !impossible.iter().any(|i: &ImpossibleSite| i.site == *site_name && i.probe == *probe) {
+            if measured < least
+                && !impossible
+                    .iter()
+                    .any(|i: &ImpossibleSite| i.site == *site_name && i.probe == *probe)
+            {
                 impossible.push(ImpossibleSite {
                     site: site_name.clone(),
                     probe: probe.clone(),
@@ -504,7 +514,12 @@ fn unit_share(g: &Gathered, claim: &ShareClaim, confidence: f64) -> UnitShare {
 /// Judges one claim by the same rules as the latency claims: it holds
 /// when the whole interval satisfies it, fails when the whole interval
 /// contradicts it, and is inconclusive otherwise.
-fn judge(claim: &ShareClaim, gathered: &[Gathered; 2], confidence: f64, min_probes: usize) -> ShareVerdict {
+fn judge(
+    claim: &ShareClaim,
+    gathered: &[Gathered; 2],
+    confidence: f64,
+    min_probes: usize,
+) -> ShareVerdict {
     let base = unit_share(&gathered[Role::Baseline as usize], claim, confidence);
     let cand = unit_share(&gathered[Role::Candidate as usize], claim, confidence);
     let (verdict, why) = match claim.change {
@@ -519,11 +534,20 @@ fn judge(claim: &ShareClaim, gathered: &[Gathered; 2], confidence: f64, min_prob
         }
         ShareChange::DecreasesTo(p) => {
             if cand.interval.1 <= p && base.interval.0 > cand.interval.1 {
-                ("holds", format!("after is at most {} and below before", pct(p)))
+                (
+                    "holds",
+                    format!("after is at most {} and below before", pct(p)),
+                )
             } else if cand.interval.0 > p || cand.interval.0 > base.interval.1 {
-                ("fails", format!("after is above {} or above before", pct(p)))
+                (
+                    "fails",
+                    format!("after is above {} or above before", pct(p)),
+                )
             } else {
-                ("inconclusive", "the intervals overlap the threshold or each other".into())
+                (
+                    "inconclusive",
+                    "the intervals overlap the threshold or each other".into(),
+                )
             }
         }
     };
@@ -566,6 +590,195 @@ pub fn pct(f: f64) -> String {
     format!("{:.1}%", f * 100.0)
 }
 
+/// The tables and verdicts as plain text, for `summary.txt` and the terminal.
+pub fn render_where_text(w: &WhereServed) -> String {
+    let mut out = String::new();
+    let mut table = |title: &str, tables: &BTreeMap<String, [ShareTable; 2]>, unit: &str| {
+        for (country, sides) in tables {
+            out.push_str(&format!("{title}, probes in {country}:\n"));
+            for (side, t) in ["before", "after"].iter().zip(sides) {
+                let rows: Vec<String> = t
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        if r.value == r.country {
+                            format!("{} {}", r.value, pct(r.share))
+                        } else {
+                            format!("{} ({}) {}", r.value, r.country, pct(r.share))
+                        }
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "  {side}: {} of {} {unit}, {} units, {} probes\n",
+                    if rows.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rows.join(", ")
+                    },
+                    t.total,
+                    t.units,
+                    t.probes
+                ));
+            }
+        }
+    };
+    table("served by", &w.served_by, "requests");
+    table("path crosses", &w.path_crosses, "traces");
+    for v in &w.claims {
+        out.push_str(&format!("claim `{}`: {}\n", v.claim.text, v.sentence));
+    }
+    for i in &w.impossible {
+        out.push_str(&format!(
+            "site map cannot be right: {} is {:.0} km from probe {}, at least {:.1} ms there and back in fibre, but {:.1} ms was measured\n",
+            i.site, i.km, i.probe, i.least_ms, i.measured_ms
+        ));
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Before-against-after bars of one table's shares, as inline SVG: one
+/// row per value, the baseline's bar above the candidate's.
+fn share_chart(id: &str, sides: &[ShareTable; 2]) -> String {
+    let mut values: Vec<&str> = sides
+        .iter()
+        .flat_map(|t| t.rows.iter().map(|r| r.value.as_str()))
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    let (row_h, width, label_w) = (34.0, 520.0, 130.0);
+    let height = 24.0 + row_h * values.len() as f64;
+    let mut svg = format!(
+        "<svg id=\"{id}\" role=\"img\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" \
+xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">\
+<text x=\"{label_w}\" y=\"12\" fill=\"#555\">before</text><rect x=\"{}\" y=\"4\" width=\"10\" height=\"10\" fill=\"#999\"/>\
+<text x=\"{}\" y=\"12\" fill=\"#555\">after</text><rect x=\"{}\" y=\"4\" width=\"10\" height=\"10\" fill=\"#1f6feb\"/>",
+        label_w + 45.0,
+        label_w + 70.0,
+        label_w + 105.0
+    );
+    let bar_w = width - label_w - 60.0;
+    for (i, v) in values.iter().enumerate() {
+        let y = 24.0 + row_h * i as f64;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            label_w - 6.0,
+            y + 18.0,
+            esc(v)
+        ));
+        for (k, (t, colour)) in sides.iter().zip(["#999", "#1f6feb"]).enumerate() {
+            let share = t
+                .rows
+                .iter()
+                .find(|r| r.value == *v)
+                .map_or(0.0, |r| r.share);
+            let by = y + 4.0 + 13.0 * k as f64;
+            svg.push_str(&format!(
+                "<rect x=\"{label_w}\" y=\"{by}\" width=\"{:.1}\" height=\"11\" fill=\"{colour}\"/>\
+<text x=\"{:.1}\" y=\"{}\" fill=\"#333\">{}</text>",
+                bar_w * share,
+                label_w + bar_w * share + 4.0,
+                by + 10.0,
+                pct(share)
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The "where served" section of `report.html`: for each country, the
+/// served-by and path-crosses tables and their before/after charts, the
+/// share claims' verdicts, any impossible site, and what the evidence can
+/// and cannot show.
+pub fn render_where_html(w: &WhereServed) -> String {
+    let mut h = String::from("<h2 id=\"where-served\">Where users were served, and which countries their paths crossed</h2>\n");
+    for v in &w.claims {
+        h.push_str(&format!(
+            "<p class=\"share-claim\"><b>{}</b>: <code>{}</code>. {}</p>\n",
+            esc(&v.verdict),
+            esc(&v.claim.text),
+            esc(&v.sentence)
+        ));
+    }
+    let mut section = |kind: &str,
+                       title: &str,
+                       tables: &BTreeMap<String, [ShareTable; 2]>,
+                       what: &str| {
+        for (country, sides) in tables {
+            h.push_str(&format!(
+                "<h3>{title}: probes in {}</h3>\n<table class=\"{kind}\"><tr><th>side</th><th>{what}</th><th>country</th><th>share</th><th>of</th></tr>\n",
+                esc(country)
+            ));
+            for (side, t) in ["before", "after"].iter().zip(sides) {
+                for r in &t.rows {
+                    h.push_str(&format!(
+                        "<tr><td>{side}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({} units, {} probes)</td></tr>\n",
+                        esc(&r.value),
+                        esc(&r.country),
+                        pct(r.share),
+                        t.total,
+                        t.units,
+                        t.probes
+                    ));
+                }
+            }
+            h.push_str("</table>\n");
+            h.push_str(&share_chart(&format!("{kind}-{}", esc(country)), sides));
+            h.push('\n');
+        }
+    };
+    section("served-by", "Served by", &w.served_by, "site");
+    section(
+        "path-crosses",
+        "Path crosses",
+        &w.path_crosses,
+        "country crossed",
+    );
+    for i in &w.impossible {
+        h.push_str(&format!(
+            "<p class=\"impossible\">The site map cannot be right for <b>{}</b>: probe {} is {:.0} km away, at least {:.1} ms there and back at 2/3 of c in fibre, but {:.1} ms was measured.</p>\n",
+            esc(&i.site),
+            esc(&i.probe),
+            i.km,
+            i.least_ms,
+            i.measured_ms
+        ));
+    }
+    h.push_str(&format!(
+        "<p class=\"where-methods\">{}</p>\n",
+        esc(&methods_text(w))
+    ));
+    h
+}
+
+/// What this evidence can and cannot show, for the methods section.
+pub fn methods_text(w: &WhereServed) -> String {
+    let mut s = String::from(
+        "Served by: each request's answering address, mapped to a site by the given site map; \
+path crosses: each traceroute's answering routers, mapped to a country by the given datasets \
+(else the site map). Shares of claims are over (probe, window) units, with Wilson intervals. \
+This locates the endpoint that answered and the routers that answered, not where data is \
+stored or processed behind them; a router that does not answer is invisible, so \"no CN hop\" \
+means no answering hop in CN. An address no map covers is shown as unknown, never guessed.",
+    );
+    if !w.sites_known {
+        s.push_str(" No site map was given (--sites): every site is unknown.");
+    }
+    if !w.hops_known {
+        s.push_str(
+            " No hop dataset was given (--hop-data): hop countries come from the site map alone.",
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,7 +802,11 @@ mod tests {
     fn hop_data() -> HopDatasets {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("countries.csv");
-        std::fs::write(&f, "start,end,country\n10.0.0.0,10.0.0.255,CN\n10.0.1.0,10.0.1.255,SG\n").unwrap();
+        std::fs::write(
+            &f,
+            "start,end,country\n10.0.0.0,10.0.0.255,CN\n10.0.1.0,10.0.1.255,SG\n",
+        )
+        .unwrap();
         HopDatasets::load(&[f]).unwrap()
     }
 
@@ -667,7 +884,10 @@ mod tests {
     fn wilson_matches_known_intervals() {
         assert!((normal_quantile(0.975) - 1.959964).abs() < 1e-5);
         let (lo, hi) = wilson(5, 10, 0.95);
-        assert!((lo - 0.2366).abs() < 1e-3 && (hi - 0.7634).abs() < 1e-3, "{lo} {hi}");
+        assert!(
+            (lo - 0.2366).abs() < 1e-3 && (hi - 0.7634).abs() < 1e-3,
+            "{lo} {hi}"
+        );
         let (lo, hi) = wilson(0, 100, 0.95);
         assert_eq!(lo, 0.0);
         assert!((hi - 0.0370).abs() < 1e-3, "{hi}");
@@ -681,11 +901,15 @@ mod tests {
             (c.subject.as_str(), c.kind, c.country.as_str(), c.change),
             ("IN", ShareKind::ServedFrom, "CN", ShareChange::AtMost(0.01))
         );
-        let c: ShareClaim = "in path_crosses cn share decreases to <=0.5%".parse().unwrap();
+        let c: ShareClaim = "in path_crosses cn share decreases to <=0.5%"
+            .parse()
+            .unwrap();
         assert_eq!(c.change, ShareChange::DecreasesTo(0.005));
         assert_eq!((c.subject.as_str(), c.country.as_str()), ("IN", "CN"));
         assert!(ShareClaim::is_share_claim("IN served_from CN share <= 1%"));
-        assert!(!ShareClaim::is_share_claim("IN udp_rtt p50 decreases by >= 1ms"));
+        assert!(!ShareClaim::is_share_claim(
+            "IN udp_rtt p50 decreases by >= 1ms"
+        ));
         for (bad, why) in [
             ("IN served_from China share <= 1%", "alpha-2"),
             ("IN served_from CN share <= 120%", "percentage"),
@@ -702,7 +926,11 @@ mod tests {
         let mut g: [Gathered; 2] = Default::default();
         served(&mut g[0], 400, "198.18.1.9", 60_000);
         served(&mut g[1], 400, "198.18.2.9", 40_000);
-        traced(&mut g[0], 400, &[Some("10.0.0.1"), None, Some("198.18.1.9")]);
+        traced(
+            &mut g[0],
+            400,
+            &[Some("10.0.0.1"), None, Some("198.18.1.9")],
+        );
         traced(&mut g[1], 400, &[Some("10.0.1.1"), Some("198.18.2.9")]);
         let claims: Vec<ShareClaim> = [
             "IN served_from CN share <= 1%",
@@ -715,8 +943,14 @@ mod tests {
         let w = where_served(&g, &sites(), &hop_data(), &claims, 0.95, 3);
         let [before, after] = &w.served_by["IN"];
         assert_eq!(before.rows[0].value, "beijing");
-        assert_eq!((before.rows[0].country.as_str(), before.rows[0].share), ("CN", 1.0));
-        assert_eq!((after.rows[0].value.as_str(), after.total), ("singapore", 800));
+        assert_eq!(
+            (before.rows[0].country.as_str(), before.rows[0].share),
+            ("CN", 1.0)
+        );
+        assert_eq!(
+            (after.rows[0].value.as_str(), after.total),
+            ("singapore", 800)
+        );
         assert_eq!((after.units, after.probes), (400, 4));
         let [before, after] = &w.path_crosses["IN"];
         let share = |t: &ShareTable, c: &str| t.rows.iter().find(|r| r.value == c).map(|r| r.share);
@@ -725,7 +959,11 @@ mod tests {
         assert_eq!(share(after, "SG"), Some(1.0));
         let verdicts: Vec<&str> = w.claims.iter().map(|v| v.verdict.as_str()).collect();
         assert_eq!(verdicts, ["holds", "holds", "fails"], "{:#?}", w.claims);
-        assert!(w.claims[0].sentence.contains("0 of 400 units"), "{}", w.claims[0].sentence);
+        assert!(
+            w.claims[0].sentence.contains("0 of 400 units"),
+            "{}",
+            w.claims[0].sentence
+        );
         // Too few units for 1%: the interval cannot rule it out.
         let mut few: [Gathered; 2] = Default::default();
         served(&mut few[0], 40, "198.18.1.9", 60_000);
@@ -744,7 +982,12 @@ mod tests {
         served(&mut g[0], 4, "198.18.1.9", 5_000);
         served(&mut g[1], 4, "198.18.1.9", 60_000);
         let w = where_served(&g, &sites(), &hop_data(), &[], 0.95, 1);
-        assert_eq!(w.impossible.len(), 4, "each probe, once: {:?}", w.impossible);
+        assert_eq!(
+            w.impossible.len(),
+            4,
+            "each probe, once: {:?}",
+            w.impossible
+        );
         let i = &w.impossible[0];
         assert_eq!(i.site, "beijing");
         assert!((4_000.0..5_500.0).contains(&i.km), "{}", i.km);
