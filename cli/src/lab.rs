@@ -238,7 +238,7 @@ async fn lab_run(args: LabRunArgs) -> anyhow::Result<()> {
         }
         if !not_emulated.is_empty() {
             println!(
-                "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay; the handshake never crosses the path), not measured: {}",
+                "\nNOT EMULATED in the lab's relay mode (TCP ends at the relay, so the handshake never crosses the path; no router stands on it), not measured: {}",
                 not_emulated.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
             );
         }

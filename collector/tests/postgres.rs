@@ -571,7 +571,10 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
     let mut store = PgStore::open(&location).unwrap();
     assert_eq!(version(), "6");
     let b = traced_batch("p2", 1, "after");
-    assert_eq!(insert(&mut store, std::slice::from_ref(&b)), [Inserted::Stored]);
+    assert_eq!(
+        insert(&mut store, std::slice::from_ref(&b)),
+        [Inserted::Stored]
+    );
     let mut traces = Vec::new();
     store
         .select_traces(&Selector::default(), &mut |t| {

@@ -23,6 +23,14 @@ pub const DEMO_CLAIMS: [&str; 2] = [
     "MY photosync_goodput p50 ratio between 2 and 3",
 ];
 
+/// The story's data-protection claims, judged when the lab ran in
+/// namespaces (where each data centre has an address of its own and
+/// paths have routers).
+pub const DEMO_SHARE_CLAIMS: [&str; 2] = [
+    "IN served_from CN share <= 1%",
+    "IN path_crosses CN share decreases to <= 1%",
+];
+
 /// What a demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -123,6 +131,9 @@ pub enum DemoError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The lab's own site map or hop countries do not load (a bug in the lab).
+    #[error("the lab's site map: {0}")]
+    Sites(#[from] vantage_geo::GeoError),
     /// The store given with `--db` already holds batches.
     #[error("{place} already holds {batches} batches; the demo's report reads every batch in its store, so give it an empty database (or leave out --db to use OUT/vantage.db)")]
     StoreNotEmpty {
@@ -360,7 +371,10 @@ pub async fn run_demo(
             phases_dir: probes_dir,
         });
     }
-    let report = vantage_reports::build_report_from(&evidence, &report_options);
+    let mut report = vantage_reports::build_report_from(&evidence, &report_options);
+    if mode == Mode::Netns {
+        report.where_served = Some(where_served(store.as_mut(), &probes_dir, &report_options)?);
+    }
     let report_dir = options.out.join("report");
     let written = vantage_reports::write_report_from(&report, &evidence, &report_dir)?;
     Ok(DemoOutcome {
@@ -371,6 +385,35 @@ pub async fn run_demo(
         written,
         mode,
     })
+}
+
+/// Where the story's users were served and which countries their paths
+/// crossed, by the lab's own site map and router countries.
+fn where_served(
+    store: &mut dyn vantage_store::Store,
+    lab_out: &Path,
+    options: &ReportOptions,
+) -> Result<vantage_reports::serving::WhereServed, DemoError> {
+    use vantage_reports::serving::{gather_where, ShareClaim};
+    let sites = vantage_geo::SiteMap::load(&[lab_out.join("sites.csv")])?;
+    let hops = vantage_geo::HopDatasets::load(&[lab_out.join("hop-countries.csv")])?;
+    let claims = DEMO_SHARE_CLAIMS
+        .iter()
+        .map(|t| t.parse::<ShareClaim>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DemoError::Grammar(e.to_string()))?;
+    Ok(gather_where(
+        store,
+        [
+            &options.baseline.parse::<Selector>()?,
+            &options.candidate.parse::<Selector>()?,
+        ],
+        &sites,
+        &hops,
+        &claims,
+        options.confidence,
+        options.min_probes,
+    )?)
 }
 
 #[cfg(test)]

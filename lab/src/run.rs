@@ -4,7 +4,7 @@
 use crate::delay_line::ReleaseClock;
 use crate::fabric::{Emulation, Fabric, Mode, Route};
 use crate::scenario::{Phase, Scenario};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -151,8 +151,8 @@ or emulation=netns for the lab's mode.\n";
 
 /// Added to SIMULATED.txt in relay mode.
 const RELAY_NOTE: &str = "RELAY MODE: loopback relays carried UDP packet by packet and TCP as a split \
-proxy, so TCP's handshake never crossed the emulated path. tcp_connect is NOT EMULATED in this mode \
-and was not measured. Run as root (vantage lab run --emulation netns) for every packet, TCP \
+proxy, so TCP's handshake never crossed the emulated path, and no router stood on it. tcp_connect and \
+path_trace are NOT EMULATED in this mode and were not measured. Run as root (vantage lab run --emulation netns) for every packet, TCP \
 included, through the path.\n";
 
 /// Runs one phase of a scenario until `duration` has passed or `stop` turns true.
@@ -283,6 +283,7 @@ pub async fn start_lab(
     })?;
     let mut fabric = Fabric::start(mode, &routes, timing.clone()).await?;
     write_hops(&options.out, &fabric)?;
+    write_sites(&options.out, scenario, &routes, &fabric)?;
     let smallest_delay = routes
         .iter()
         .map(|r| r.spec.up.delay.min(r.spec.down.delay))
@@ -378,6 +379,56 @@ fn write_hops(out: &std::path::Path, fabric: &Fabric) -> Result<(), LabError> {
     std::fs::write(&path, csv).map_err(|source| LabError::Output { path, source })
 }
 
+/// `OUT/sites.csv`, the lab's site map (each responder's address as a
+/// /32 or /128, with its data centre's country and place), and
+/// `OUT/hop-countries.csv`, each router's address and country as an
+/// IP-to-country dataset: what `vantage report --sites OUT/sites.csv
+/// --hop-data OUT/hop-countries.csv` reads. Namespace mode only: in relay
+/// mode every data centre answers on 127.0.0.1, so no address tells them
+/// apart, and there are no routers.
+fn write_sites(
+    out: &std::path::Path,
+    scenario: &Scenario,
+    routes: &[Route],
+    fabric: &Fabric,
+) -> Result<(), LabError> {
+    if fabric.mode() != Mode::Netns {
+        return Ok(());
+    }
+    let mut rows = BTreeSet::new();
+    for r in routes {
+        let (Some(site), Some(target)) =
+            (scenario.sites.get(&r.dc), fabric.target(&r.probe, &r.dc))
+        else {
+            continue;
+        };
+        let ip = target.addr.ip();
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        let (lat, lon) = site
+            .coords
+            .map_or((String::new(), String::new()), |(a, o)| {
+                (a.to_string(), o.to_string())
+            });
+        rows.insert(format!(
+            "{ip}/{prefix},{},lab,{},{},{lat},{lon}\n",
+            r.dc, r.dc, site.country
+        ));
+    }
+    let mut csv = String::from("cidr,site,provider,region,country,latitude,longitude\n");
+    csv.extend(rows);
+    let path = out.join("sites.csv");
+    std::fs::write(&path, csv).map_err(|source| LabError::Output {
+        path: path.clone(),
+        source,
+    })?;
+    let mut hops = String::from("start,end,country\n");
+    for r in fabric.routers() {
+        hops.push_str(&format!("{},{},{}\n", r.addr, r.addr, r.hop.country));
+    }
+    let path = out.join("hop-countries.csv");
+    std::fs::write(&path, hops).map_err(|source| LabError::Output { path, source })
+}
+
 /// Every path the run needs, probe by probe, each probe's data centres
 /// in name order (which fixes each path's seed).
 fn routes_of(scenario: &Scenario, phases: &[&Phase]) -> Result<Vec<Route>, LabError> {
@@ -447,9 +498,11 @@ fn dir_of(options: &LabOptions, probe: &str) -> PathBuf {
 
 /// The rates every lab probe measures at: cold handshakes at 4/s (a
 /// probe's default is 0.5/s) so a short run has enough samples for
-/// intervals; the lab's `--rate` wins.
+/// intervals, and a path trace every 5 s on average (a probe's default
+/// is every 10 minutes) so a short run has traces in each window; the
+/// lab's `--rate` wins.
 fn lab_rates(options: &LabOptions) -> Vec<String> {
-    ["quic_handshake=4", "tcp_connect=4"]
+    ["quic_handshake=4", "tcp_connect=4", "path_trace=0.2"]
         .into_iter()
         .map(String::from)
         .chain(options.rates.iter().cloned())
@@ -466,6 +519,7 @@ fn lab_metrics(mode: Mode) -> Vec<String> {
     vantage_probe::RESPONDER_METRICS
         .iter()
         .chain(&vantage_probe::ONE_WAY_METRICS)
+        .chain(&vantage_probe::PATH_METRICS)
         .filter(|m| mode == Mode::Netns || !vantage_reports::RELAY_NOT_EMULATED.contains(m))
         .map(|m| m.name().to_string())
         .collect()

@@ -28,6 +28,9 @@ pub struct Scenario {
     pub probes: BTreeMap<String, Vec<LabProbe>>,
     /// Data-centre names.
     pub datacenters: BTreeSet<String>,
+    /// Where each data centre is, when the scenario says: the lab's site
+    /// map (`OUT/sites.csv`) is made of it.
+    pub sites: BTreeMap<String, DatacenterSite>,
     /// The path from each country to each data centre.
     pub paths: BTreeMap<(String, String), PathSpec>,
     /// The routers along each path, from the country's end (namespace
@@ -199,6 +202,15 @@ fn check_routers(hops: &BTreeMap<(String, String), Vec<Hop>>) -> Result<(), Scen
     Ok(())
 }
 
+/// Where a data centre is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatacenterSite {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// (latitude, longitude), degrees.
+    pub coords: Option<(f64, f64)>,
+}
+
 /// Why a scenario is unusable, saying where.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -337,6 +349,10 @@ fn country_probes(code: &str, c: &FileCountry) -> Result<Vec<LabProbe>, Scenario
 #[serde(deny_unknown_fields)]
 struct FileDatacenter {
     name: String,
+    /// Its country (ISO 3166-1 alpha-2), for the lab's site map.
+    country: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -584,6 +600,7 @@ impl Scenario {
             probes.insert(code.clone(), country_probes(&code, c)?);
         }
         let mut datacenters = BTreeSet::new();
+        let mut sites = BTreeMap::new();
         for d in &f.datacenters {
             let ok = !d.name.is_empty()
                 && d.name
@@ -597,6 +614,36 @@ impl Scenario {
             }
             if !datacenters.insert(d.name.clone()) {
                 return invalid(format!("data centre {} is listed twice", d.name));
+            }
+            if let Some(country) = &d.country {
+                let code = country.to_ascii_uppercase();
+                if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return invalid(format!(
+                        "data centre {}: country `{country}` is not an ISO 3166-1 alpha-2 code",
+                        d.name
+                    ));
+                }
+                let coords = match (d.latitude, d.longitude) {
+                    (Some(lat), Some(lon))
+                        if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+                    {
+                        Some((lat, lon))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return invalid(format!(
+                            "data centre {}: give both latitude (-90 to 90) and longitude (-180 to 180), or neither",
+                            d.name
+                        ))
+                    }
+                };
+                sites.insert(
+                    d.name.clone(),
+                    DatacenterSite {
+                        country: code,
+                        coords,
+                    },
+                );
             }
         }
         let mut paths = BTreeMap::new();
@@ -672,6 +719,7 @@ impl Scenario {
             countries,
             probes,
             datacenters,
+            sites,
             paths,
             hops,
             phases,

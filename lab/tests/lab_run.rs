@@ -96,9 +96,14 @@ async fn a_phase_runs_end_to_end_and_is_labelled_simulated() {
     // What relay mode cannot emulate is not measured, so no row shows it,
     // and the run's note says so.
     assert!(!rows.iter().any(|r| r.contains(",tcp_connect,")), "{csv}");
+    assert!(!rows.iter().any(|r| r.contains(",path_trace,")), "{csv}");
+    assert!(
+        !dir.path().join("sites.csv").exists(),
+        "no site map in relay mode"
+    );
     let note = std::fs::read_to_string(dir.path().join("SIMULATED.txt")).unwrap();
     assert!(
-        note.contains("tcp_connect is NOT EMULATED in this mode"),
+        note.contains("tcp_connect and path_trace are NOT EMULATED in this mode"),
         "{note}"
     );
     assert!(

@@ -728,7 +728,7 @@ pub fn render_csv(report: &Report) -> Result<Vec<u8>, RenderError> {
 pub fn not_emulated_sentence(report: &Report) -> Option<String> {
     (!report.not_emulated.is_empty()).then(|| {
         format!(
-            "NOT EMULATED: {} (the lab's relay mode ends TCP at the relay, so the handshake never crosses the emulated path); not shown.",
+            "NOT EMULATED: {} (the lab's relay mode ends TCP at the relay, so the handshake never crosses the emulated path, and puts no router on it); not shown.",
             report.not_emulated.join(", ")
         )
     })
@@ -1139,7 +1139,7 @@ mod tests {
             ..ReportOptions::default()
         };
         let report = build_report(&before, &after, &options);
-        assert_eq!(report.not_emulated, ["tcp_connect"]);
+        assert_eq!(report.not_emulated, ["tcp_connect", "path_trace"]);
         assert!(report.groups.iter().all(|g| g.metric != "tcp_connect"));
         assert!(report
             .groups
@@ -1148,9 +1148,15 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_slice(&render_json(&report).unwrap()).unwrap();
         check_against_schema(&json);
-        assert_eq!(json["not_emulated"], serde_json::json!(["tcp_connect"]));
+        assert_eq!(
+            json["not_emulated"],
+            serde_json::json!(["tcp_connect", "path_trace"])
+        );
         let text = render_text(&report);
-        assert!(text.contains("NOT EMULATED: tcp_connect"), "{text}");
+        assert!(
+            text.contains("NOT EMULATED: tcp_connect, path_trace"),
+            "{text}"
+        );
         assert_eq!(text.matches("tcp_connect").count(), 1, "{text}");
         let page = html::render_html(&report, &html::DataSummary::default(), &[], "charts/");
         assert!(page.contains("id=\"not-emulated\""));

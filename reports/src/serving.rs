@@ -11,8 +11,6 @@
 //! that does not answer is invisible — a path "with no CN hop" means no
 //! *answering* hop was in CN.
 
-#[cfg(test)]
-use crate::stats::normal_quantile;
 use crate::stats::wilson;
 use crate::Role;
 use std::collections::{BTreeMap, BTreeSet};
@@ -551,6 +549,19 @@ fn judge(
             }
         }
     };
+    // With none seen, Wilson's upper bound is z²/(n + z²): how many units
+    // would bring it to the threshold.
+    let why = match (verdict, claim.change, cand.hits) {
+        ("inconclusive", ShareChange::AtMost(p) | ShareChange::DecreasesTo(p), 0) if p > 0.0 => {
+            let z = crate::stats::normal_quantile(1.0 - (1.0 - confidence) / 2.0);
+            let needed = (z * z * (1.0 - p) / p).ceil();
+            format!(
+                "{why}; with none seen, {needed:.0} units would show at most {}",
+                pct(p)
+            )
+        }
+        _ => why,
+    };
     let verdict = if base.probes.min(cand.probes) < min_probes {
         "insufficient probes"
     } else {
@@ -782,6 +793,7 @@ means no answering hop in CN. An address no map covers is shown as unknown, neve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::normal_quantile;
     use std::time::Duration;
     use vantage_wire::trace::{End, HopRecord, PathTrace, Trace};
     use vantage_wire::{Labels, Series, Target, Window};
@@ -970,6 +982,13 @@ mod tests {
         served(&mut few[1], 40, "198.18.2.9", 40_000);
         let w = where_served(&few, &sites(), &hop_data(), &claims[..1], 0.95, 3);
         assert_eq!(w.claims[0].verdict, "inconclusive");
+        assert!(
+            w.claims[0]
+                .sentence
+                .contains("with none seen, 381 units would show at most 1.0%"),
+            "{}",
+            w.claims[0].sentence
+        );
         let w = where_served(&few, &sites(), &hop_data(), &claims[..1], 0.95, 5);
         assert_eq!(w.claims[0].verdict, "insufficient probes");
     }
