@@ -83,12 +83,12 @@ fn where_served_before_beijing_after_singapore(w: &serde_json::Value) {
             .find(|r| r["value"] == country)
             .and_then(|r| r["share"].as_f64())
     };
-    assert!(crosses[0]["total"].as_u64().unwrap() >= 6, "{crosses}");
+    assert!(crosses[0]["total"].as_u64().unwrap() >= 3, "{crosses}");
     assert!(
         share(0, "CN").unwrap() > 0.9,
         "before: via CN routers: {crosses}"
     );
-    assert!(crosses[1]["total"].as_u64().unwrap() >= 6, "{crosses}");
+    assert!(crosses[1]["total"].as_u64().unwrap() >= 3, "{crosses}");
     assert_eq!(share(1, "CN"), None, "after: no CN router: {crosses}");
     assert_eq!(share(1, "SG"), Some(1.0), "{crosses}");
     for claim in w["claims"].as_array().unwrap() {

@@ -1,4 +1,4 @@
-//! `Batch::decode` (versions 1 and 2, histograms included) never panics,
+//! `Batch::decode` (versions 1 to 4, histograms and traces included) never panics,
 //! and a batch it accepts encodes to bytes that decode to the same batch.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

@@ -25,10 +25,6 @@ use vantage_wire::{Metric, SparseCounts};
 /// The value shown for an address no map or dataset covers: never guessed.
 pub const UNKNOWN: &str = "unknown";
 
-/// How long a unit of trace evidence is: traces of one probe in one
-/// minute are one unit, as a probe's series windows are.
-const TRACE_UNIT_MS: u64 = 60_000;
-
 /// What the share tables count in, per (subject country, side).
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct ShareTable {
@@ -59,7 +55,7 @@ pub struct ShareRow {
 /// One unit's evidence: the countries it touched.
 #[derive(Debug, Default, Clone)]
 struct Units {
-    /// (probe, window start) → countries seen in it.
+    /// (probe, window start or batch sequence) → countries seen in it.
     seen: BTreeMap<(String, u64), BTreeSet<String>>,
 }
 
@@ -392,8 +388,8 @@ impl Gathered {
             *tally.counts.entry((c.clone(), c.clone())).or_default() += 1;
         }
         tally.total += 1;
-        let unit = t.trace.started_unix_ms / TRACE_UNIT_MS * TRACE_UNIT_MS;
-        tally.units.add(&t.probe_id, unit, crossed);
+        // A batch is one probe's window: the traces of one batch are one unit.
+        tally.units.add(&t.probe_id, t.sequence, crossed);
     }
 }
 

@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let v2 = batch(true);
     write("batch_decode", "v1", &v1.encode()?)?;
     write("batch_decode", "v2", &v2.encode()?)?;
+    write("batch_decode", "v4-traces", &traced(&v1).encode()?)?;
     write(
         "batch_decode",
         "empty",
@@ -172,6 +173,33 @@ fn ack(status: AckStatus, reason: &str) -> Vec<u8> {
         reason: reason.into(),
     }
     .encode()
+}
+
+/// `batch` with a trace through a silent hop, which makes the encoder
+/// write version 4.
+fn traced(batch: &Batch) -> Batch {
+    use std::time::Duration;
+    use vantage_wire::trace::{End, HopRecord, PathTrace, Trace};
+    let hop = |ttl, address: Option<&str>| HopRecord {
+        ttl,
+        address: address.and_then(|a| a.parse().ok()),
+        rtts: vec![address.map(|_| Duration::from_micros(5_000)), None],
+    };
+    Batch {
+        traces: vec![PathTrace {
+            target: batch.series[0].target.clone(),
+            started_unix_ms: 1_700_000_001_000,
+            trace: Trace {
+                hops: vec![
+                    hop(1, Some("198.18.0.1")),
+                    hop(2, None),
+                    hop(3, Some("2001:db8::9")),
+                ],
+                end: End::Reached,
+            },
+        }],
+        ..batch.clone()
+    }
 }
 
 /// A batch of two series; with `v2`, reasons and HTTP statuses too, which
