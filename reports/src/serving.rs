@@ -268,7 +268,7 @@ pub struct ShareVerdict {
     pub baseline: UnitShare,
     /// The candidate's share.
     pub candidate: UnitShare,
-    /// In words, with how many probes and units back it.
+    /// In words, with how many probes and units back it (the verdict apart).
     pub sentence: String,
 }
 
@@ -578,7 +578,7 @@ fn judge(
         )
     };
     let sentence = format!(
-        "{verdict}: {} units {what}: before {}, after {}; {why}.",
+        "{} units {what}: before {}, after {}; {why}.",
         claim.subject,
         side(&base),
         side(&cand)
@@ -632,7 +632,10 @@ pub fn render_where_text(w: &WhereServed) -> String {
     table("served by", &w.served_by, "requests");
     table("path crosses", &w.path_crosses, "traces");
     for v in &w.claims {
-        out.push_str(&format!("claim `{}`: {}\n", v.claim.text, v.sentence));
+        out.push_str(&format!(
+            "claim: {} — {}: {}\n",
+            v.claim.text, v.verdict, v.sentence
+        ));
     }
     for i in &w.impossible {
         out.push_str(&format!(
