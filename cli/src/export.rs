@@ -4,8 +4,10 @@
 use crate::args::DbArgs;
 use anyhow::Context;
 use std::io::Write;
+use std::path::PathBuf;
+use vantage_geo::{HopDatasets, SiteMap};
 use vantage_store::export::{render_csv, render_hlog, render_json, GroupRow};
-use vantage_store::{GroupMerger, Resolution, Selector};
+use vantage_store::{GroupMerger, Resolution, Selector, StoredSeries};
 
 /// Flags of `vantage export`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +26,15 @@ pub(crate) struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     format: ExportFormat,
+    /// A site map (CSV or a cloud provider's ranges, as `report --sites`);
+    /// repeat for more. Series gain the keys `site` and `site_country`
+    /// (to group by), and trace hops their site.
+    #[arg(long = "sites", value_name = "FILE")]
+    sites: Vec<PathBuf>,
+    /// IP-to-country or IP-to-ASN data for trace hops (as `report
+    /// --hop-data`); repeat for more.
+    #[arg(long = "hop-data", value_name = "FILE")]
+    hop_data: Vec<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -34,6 +45,106 @@ enum ExportFormat {
     Json,
     /// The merged histograms as an HdrHistogram interval log.
     Hlog,
+    /// Path traces, not merged: one CSV row per hop, with its country,
+    /// network and site where the given data say (else `unknown`).
+    Traces,
+}
+
+/// The columns of `--format traces`: a probe's `traces.csv`, then what
+/// the given data say of the hop.
+const TRACE_COLUMNS: [&str; 15] = [
+    "probe_id",
+    "sequence",
+    "phase",
+    "country",
+    "target",
+    "target_address",
+    "started",
+    "end",
+    "ttl",
+    "address",
+    "rtts_us",
+    "hop_country",
+    "hop_asn",
+    "hop_network",
+    "hop_site",
+];
+
+/// The traces `selector` picks, a row per hop, as CSV.
+fn export_traces(
+    store: &mut dyn vantage_store::Store,
+    selector: &Selector,
+    sites: &SiteMap,
+    hop_data: &HopDatasets,
+) -> anyhow::Result<Vec<u8>> {
+    use vantage_reports::serving::{hop_country, UNKNOWN};
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(TRACE_COLUMNS)?;
+    let mut failed = None;
+    store.select_traces(selector, &mut |t| {
+        let rows = vantage_probe::output::trace_hop_rows(
+            &t.probe_id,
+            t.sequence,
+            &t.labels,
+            std::slice::from_ref(&t.trace),
+        );
+        for h in rows {
+            let ip = h.address.parse().ok();
+            let network = ip.and_then(|ip| hop_data.network_of(ip));
+            let record = [
+                h.probe_id,
+                h.sequence.to_string(),
+                h.phase,
+                h.country,
+                h.target,
+                h.target_address,
+                h.started,
+                h.end,
+                h.ttl.to_string(),
+                h.address,
+                h.rtts_us,
+                ip.map_or(UNKNOWN.into(), |ip| hop_country(ip, sites, hop_data)),
+                network.map_or(UNKNOWN.into(), |n| format!("AS{}", n.asn)),
+                network.map_or(UNKNOWN.into(), |n| n.name.clone()),
+                ip.and_then(|ip| sites.site_of(ip))
+                    .map_or(UNKNOWN.into(), |s| s.name.clone()),
+            ];
+            if let Err(e) = w.write_record(&record) {
+                failed.get_or_insert(e);
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(e) = failed {
+        return Err(e).context("writing trace rows");
+    }
+    w.into_inner().context("writing trace rows")
+}
+
+/// Labels `row` with its site and the site's country (`unknown` when the
+/// map has no range for its address), so they can be grouped by.
+fn with_site(row: &StoredSeries, sites: &SiteMap) -> StoredSeries {
+    let ip = row
+        .series
+        .target
+        .address
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .ok()
+        .or_else(|| row.series.target.address.parse().ok());
+    let site = ip.and_then(|ip| sites.site_of(ip));
+    let mut row = row.clone();
+    let unknown = vantage_reports::serving::UNKNOWN;
+    // Site names and country codes are label-safe (the site map checks
+    // them); a failed insert leaves the key out, never a wrong value.
+    let _ = row
+        .labels
+        .insert("site", site.map_or(unknown, |s| s.name.as_str()));
+    let _ = row.labels.insert(
+        "site_country",
+        site.and_then(|s| s.country.as_deref()).unwrap_or(unknown),
+    );
+    row
 }
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -42,11 +153,21 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
         resolution: args.resolution,
         ..args.select.parse()?
     };
+    let sites = SiteMap::load(&args.sites)?;
+    if let ExportFormat::Traces = args.format {
+        let hop_data = HopDatasets::load(&args.hop_data)?;
+        let bytes = export_traces(store.as_mut(), &selector, &sites, &hop_data)?;
+        return write_out(&bytes);
+    }
     // Streamed: each row is merged into its group as it is read, so an
     // export over a month holds one series per group.
     let mut merger = GroupMerger::new(&args.group_by);
     let read = store.select_sparse(&selector, &mut |row, counts| {
-        merger.add(row, counts);
+        if sites.is_empty() {
+            merger.add(row, counts);
+        } else {
+            merger.add(&with_site(row, &sites), counts);
+        }
         Ok(())
     })?;
     if read == 0 {
@@ -87,9 +208,15 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
             }
         }
         ExportFormat::Hlog => render_hlog(&args.group_by, &groups)?,
+        ExportFormat::Traces => unreachable!("handled above"),
     };
+    write_out(&bytes)
+}
+
+/// Writes the export to stdout; a reader that stops early is no error.
+fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(&bytes).and_then(|_| out.flush()) {
+    match out.write_all(bytes).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing the export"),
     }

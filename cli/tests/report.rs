@@ -240,3 +240,82 @@ fn report_says_where_users_were_served_and_which_countries_paths_crossed() {
         "{stderr}"
     );
 }
+
+/// `vantage export --format traces`: a row per stored hop with its
+/// country, network and site by the given data (unknown where they say
+/// nothing); `--sites` makes `site` a key series group by.
+#[test]
+fn export_writes_trace_hops_and_groups_series_by_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    fill(&db);
+    let sites = dir.path().join("sites.csv");
+    std::fs::write(
+        &sites,
+        "cidr,site,provider,region,country\n198.18.1.0/24,beijing,own,cn-north,CN\n",
+    )
+    .unwrap();
+    let countries = dir.path().join("countries.csv");
+    std::fs::write(&countries, "10.0.0.0,10.0.0.255,CN\n").unwrap();
+    let asns = dir.path().join("asns.csv");
+    std::fs::write(&asns, "10.0.0.0,10.0.0.255,4809,CHINA TELECOM CN2\n").unwrap();
+    let export = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
+            .arg("export")
+            .arg("--db")
+            .arg(&db)
+            .arg("--sites")
+            .arg(&sites)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hops = export(&[
+        "--format",
+        "traces",
+        "--select",
+        "phase=before",
+        "--hop-data",
+        countries.to_str().unwrap(),
+        "--hop-data",
+        asns.to_str().unwrap(),
+    ]);
+    let mut lines = hops.lines();
+    assert_eq!(
+        lines.next(),
+        Some("probe_id,sequence,phase,country,target,target_address,started,end,ttl,address,rtts_us,hop_country,hop_asn,hop_network,hop_site")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 24 * 3, "three hops of each of 24 traces");
+    assert!(
+        rows[0].ends_with(",1,10.0.0.1,20000 20000 20000,CN,AS4809,CHINA TELECOM CN2,unknown"),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1].ends_with(",2,,* * *,unknown,unknown,unknown,unknown"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].ends_with(",3,198.18.1.9,20000 20000 20000,CN,unknown,unknown,beijing"),
+        "{}",
+        rows[2]
+    );
+    // Series grouped by site: Beijing's before, unknown (no range) after.
+    let by_site = export(&["--group-by", "phase,site,site_country"]);
+    assert!(
+        by_site.contains("\nphase=before;site=beijing;site_country=CN,quic_cold_request,"),
+        "{by_site}"
+    );
+    assert!(
+        by_site.contains("\nphase=after;site=unknown;site_country=unknown,quic_cold_request,"),
+        "{by_site}"
+    );
+}

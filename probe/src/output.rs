@@ -207,14 +207,29 @@ pub struct HopRow {
 
 /// Every hop of every trace `batch` carries, as rows.
 pub fn hop_rows(batch: &Batch) -> Vec<HopRow> {
-    let label = |k: &str| batch.labels.get(k).unwrap_or("").to_string();
-    batch
-        .traces
+    trace_hop_rows(
+        &batch.probe_id,
+        batch.sequence,
+        &batch.labels,
+        &batch.traces,
+    )
+}
+
+/// Every hop of `traces`, of batch `sequence` of `probe_id` labelled
+/// `labels`, as rows (what `vantage export --format traces` writes too).
+pub fn trace_hop_rows(
+    probe_id: &str,
+    sequence: u64,
+    labels: &Labels,
+    traces: &[vantage_wire::trace::PathTrace],
+) -> Vec<HopRow> {
+    let label = |k: &str| labels.get(k).unwrap_or("").to_string();
+    traces
         .iter()
         .flat_map(|t| t.trace.hops.iter().map(move |h| (t, h)))
         .map(|(t, h)| HopRow {
-            probe_id: batch.probe_id.clone(),
-            sequence: batch.sequence,
+            probe_id: probe_id.to_string(),
+            sequence,
             phase: label(Labels::PHASE),
             country: label(Labels::COUNTRY),
             target: t.target.name.clone(),
