@@ -108,7 +108,7 @@ fn json_into_a_closed_pipe_ends_quietly() {
         .unwrap();
     // The reader (as `head -1` would) is gone now.
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    assert_eq!(v["schema"], "vantage.series/4");
+    assert_eq!(v["schema"], "vantage.series/5");
     let started = Instant::now();
     let status = child.wait().unwrap();
     let mut stderr = String::new();

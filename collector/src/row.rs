@@ -15,7 +15,8 @@ use vantage_wire::{Labels, Series, SparseCounts, Target, Window};
 /// table: 1 first release, 2 reasons and statuses, 3 roll-ups, 4 the fleet
 /// (campaigns, assignments, probe health), 5 losses of unknown direction
 /// (`unknown_direction_lost`, last in both tables), 6 path traces (the
-/// `traces` table).
+/// `traces` table, and CDN edges per series: `edges`, last in `series` and
+/// `rollups`).
 pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The columns of `traces` a reader reads, in [`read_trace`]'s order.
@@ -84,13 +85,13 @@ pub(crate) fn select_columns(sequence: &str) -> String {
     format!(
         "probe_id, {sequence}, campaign, labels, target, target_address, metric, window_start, window_end, \
          sent, lost, errors, bytes, duplicates, reordered, forward_lost, backward_lost, ipdv_sum_us, ipdv_pairs, \
-         server_sum_us, server_count, histogram, reasons, statuses, unknown_direction_lost"
+         server_sum_us, server_count, histogram, reasons, statuses, unknown_direction_lost, edges"
     )
 }
 
 /// Column of `series_count` when a roll-up is read with
 /// `select_columns(..), series_count`.
-pub(crate) const SERIES_COUNT_COLUMN: usize = 25;
+pub(crate) const SERIES_COUNT_COLUMN: usize = 26;
 
 /// The labels both tables keep in columns of their own (indexed, so a
 /// selector narrows on them in SQL), in column order.
@@ -148,6 +149,7 @@ pub(crate) struct Figures {
     pub(crate) reasons: String,
     pub(crate) statuses: String,
     pub(crate) unknown_direction_lost: i64,
+    pub(crate) edges: String,
 }
 
 impl Figures {
@@ -175,6 +177,7 @@ impl Figures {
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),
             unknown_direction_lost: n(s.path.unknown_direction_lost),
+            edges: vantage_wire::counts_text(&s.edges),
         }
     }
 }
@@ -207,6 +210,7 @@ pub(crate) struct RowReader {
     errors: String,
     reasons: String,
     statuses: String,
+    edges: String,
 }
 
 impl Default for RowReader {
@@ -234,6 +238,7 @@ impl Default for RowReader {
             errors: String::new(),
             reasons: String::new(),
             statuses: String::new(),
+            edges: String::new(),
         }
     }
 }
@@ -324,6 +329,9 @@ impl RowReader {
                 parse_counts("status counts", &self.statuses).map_err(ColumnError::Corrupt)?;
         }
         s.path.unknown_direction_lost = n(24)?;
+        if set(&mut self.edges, r.text(25)?)? {
+            s.edges = parse_counts("CDN edge counts", &self.edges).map_err(ColumnError::Corrupt)?;
+        }
         Ok(())
     }
 }

@@ -515,8 +515,8 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
     server.psql(
         "vantage",
         "DROP TABLE campaign_versions, campaign_assignments, probe_health, traces; \
-         ALTER TABLE series DROP COLUMN unknown_direction_lost; \
-         ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
+         ALTER TABLE series DROP COLUMN unknown_direction_lost, DROP COLUMN edges; \
+         ALTER TABLE rollups DROP COLUMN unknown_direction_lost, DROP COLUMN edges; \
          UPDATE schema_version SET version = 3",
     );
     let mut store = PgStore::open(&location).unwrap();
@@ -527,8 +527,8 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
     server.psql(
         "vantage",
         "DROP TABLE traces; \
-         ALTER TABLE series DROP COLUMN unknown_direction_lost; \
-         ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
+         ALTER TABLE series DROP COLUMN unknown_direction_lost, DROP COLUMN edges; \
+         ALTER TABLE rollups DROP COLUMN unknown_direction_lost, DROP COLUMN edges; \
          UPDATE schema_version SET version = 4",
     );
     let mut store = PgStore::open(&location).unwrap();
@@ -566,11 +566,13 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
     // A version-5 database gains the traces table, and stores traces.
     server.psql(
         "vantage",
-        "DROP TABLE traces; UPDATE schema_version SET version = 5",
+        "DROP TABLE traces; ALTER TABLE series DROP COLUMN edges; \
+         ALTER TABLE rollups DROP COLUMN edges; UPDATE schema_version SET version = 5",
     );
     let mut store = PgStore::open(&location).unwrap();
     assert_eq!(version(), "6");
-    let b = traced_batch("p2", 1, "after");
+    let mut b = traced_batch("p2", 1, "after");
+    b.series[0].count_edge("cloudfront:BOM78-P1");
     assert_eq!(
         insert(&mut store, std::slice::from_ref(&b)),
         [Inserted::Stored]
@@ -583,6 +585,8 @@ fn a_database_with_a_newer_schema_is_refused_and_left_alone() {
         })
         .unwrap();
     assert_eq!(traces, b.traces);
+    let rows = store.select(&"probe=p2".parse().unwrap()).unwrap();
+    assert_eq!(rows[0].series.edges, b.series[0].edges, "edges stored");
     drop(store);
     server.psql("vantage", "UPDATE schema_version SET version = 99");
     let err = PgStore::open(&location).err().expect("refused");

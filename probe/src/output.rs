@@ -13,7 +13,7 @@ use vantage_wire::{
 };
 
 /// Version of the CSV columns and the JSON object, bumped on any change.
-pub const SERIES_SCHEMA: &str = "vantage.series/4";
+pub const SERIES_SCHEMA: &str = "vantage.series/5";
 
 /// One series as a flat row: the columns of `series.csv` and the fields of
 /// each `--json` line. Values are in the metric's `unit`: µs for every
@@ -100,6 +100,8 @@ pub struct SeriesRow {
     pub reasons: String,
     /// HTTP responses by status code, `code=n;code=n`.
     pub statuses: String,
+    /// HTTP responses by the CDN edge that named itself, `provider:POP=n;…`.
+    pub edges: String,
 }
 
 /// A rendering that failed: a row that did not serialize, or a histogram
@@ -161,6 +163,7 @@ impl SeriesRow {
             bytes: s.bytes,
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),
+            edges: vantage_wire::counts_text(&s.edges),
         }
     }
 }
@@ -636,7 +639,7 @@ mod tests {
         let row = lines.next().unwrap();
         assert!(row.contains("2023-11-14T22:14:00.000Z"), "{row}");
         assert!(row.contains(",reset=1;tls=1,"), "{row}");
-        assert!(row.ends_with(",tls_expired=1,200=4"), "{row}");
+        assert!(row.ends_with(",tls_expired=1,200=4,"), "{row}");
         assert!(row.contains(",rack=r7,"), "{row}");
         assert_eq!(rows[0].p50_us, Some(2000));
         assert_eq!(lines.next(), None);

@@ -255,6 +255,15 @@ impl Recorder {
         }
     }
 
+    /// Counts the CDN edge a response of `target` named, in the window of
+    /// `intended` (the attempt itself is counted by [`Recorder::record`]).
+    pub fn record_edge(&mut self, target: usize, metric: Metric, intended: Instant, edge: &str) {
+        if let Some((s, total)) = self.entry(target, metric, intended) {
+            s.count_edge(edge);
+            total.count_edge(edge);
+        }
+    }
+
     /// Keeps a finished trace of `target` begun at `intended`, to travel
     /// with its window's series (its attempt is counted by [`Recorder::record`]).
     pub fn record_trace(&mut self, target: usize, intended: Instant, trace: Trace) {

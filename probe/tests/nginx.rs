@@ -75,6 +75,10 @@ http {{
         root {d}/www;
         location = /small {{ return 200 "ok"; }}
         location = /fail {{ return 500 "broken"; }}
+        location = /cdn {{
+            add_header x-served-by "cache-bom4720-BOM, cache-sin18024-SIN" always;
+            return 200 "ok";
+        }}
     }}
 }}
 "#,
@@ -232,4 +236,27 @@ async fn nginx_server_error_is_counted() {
         "every response's status is counted"
     );
     assert_eq!(series(&s, Metric::HttpTtfb).error_total(), 0);
+}
+
+/// A response naming its CDN edge (Fastly's `x-served-by`, shield then
+/// edge) is counted under that edge, on the request's total, once per
+/// response, as its status is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdn_edge_a_response_names_is_counted() {
+    let nginx = start_nginx();
+    let s = probe(&nginx, "/cdn", "auto", 2).await;
+    let total = series(&s, Metric::HttpTotal);
+    assert!(total.sent >= 5, "{total:?}");
+    let responses: u64 = total.statuses.values().sum();
+    assert_eq!(
+        total.edges,
+        [("fastly:SIN".to_string(), responses)].into(),
+        "{total:?}"
+    );
+    let warm = series(&s, Metric::HttpWarmTotal);
+    assert_eq!(warm.edges.get("fastly:SIN"), warm.statuses.get(&200));
+    assert!(
+        series(&s, Metric::HttpTtfb).edges.is_empty(),
+        "only on the totals"
+    );
 }

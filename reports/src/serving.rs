@@ -350,11 +350,23 @@ impl Gathered {
             None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
         };
         let tally = self.served.entry(country).or_default();
-        *tally
-            .counts
-            .entry((name.clone(), site_country.clone()))
-            .or_default() += n;
-        tally.total += n;
+        if s.edges.is_empty() {
+            *tally
+                .counts
+                .entry((name.clone(), site_country.clone()))
+                .or_default() += n;
+            tally.total += n;
+        } else {
+            // Behind a CDN the edge that named itself is where the user
+            // was served: its responses count under it.
+            for (edge, responses) in &s.edges {
+                *tally
+                    .counts
+                    .entry((edge.clone(), site_country.clone()))
+                    .or_default() += responses;
+                tally.total += responses;
+            }
+        }
         tally
             .units
             .add(&row.probe_id, s.window.start_unix_ms, [site_country]);
@@ -990,6 +1002,54 @@ mod tests {
         );
         let w = where_served(&few, &sites(), &hop_data(), &claims[..1], 0.95, 5);
         assert_eq!(w.claims[0].verdict, "insufficient probes");
+    }
+
+    #[test]
+    fn behind_a_cdn_the_edges_are_the_rows() {
+        let mut g: [Gathered; 2] = Default::default();
+        let mut s = Series::new(
+            Target {
+                name: "api".into(),
+                address: "203.0.113.7:443".into(),
+            },
+            Metric::HttpTotal,
+            Window {
+                start_unix_ms: 0,
+                end_unix_ms: 60_000,
+            },
+        );
+        s.histogram.record_n(90_000, 3).unwrap();
+        s.sent = 3;
+        for e in [
+            "cloudfront:BOM78-P1",
+            "cloudfront:BOM78-P1",
+            "cloudfront:SIN2-C1",
+        ] {
+            s.count_edge(e);
+        }
+        let row = StoredSeries {
+            probe_id: "p".into(),
+            sequence: 1,
+            campaign: "move".into(),
+            labels: labels(false),
+            series: s,
+        };
+        g[1].series(&row, &SparseCounts::of(&row.series.histogram), &sites());
+        let w = where_served(&g, &sites(), &hop_data(), &[], 0.95, 1);
+        let after = &w.served_by["IN"][1];
+        let rows: Vec<(&str, u64)> = after
+            .rows
+            .iter()
+            .map(|r| (r.value.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            rows,
+            [("cloudfront:BOM78-P1", 2), ("cloudfront:SIN2-C1", 1)]
+        );
+        assert_eq!(
+            after.rows[0].country, UNKNOWN,
+            "no site map range for the address"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct GroupRow {
     pub reasons: String,
     /// HTTP responses by status code, `code=n;code=n`.
     pub statuses: String,
+    /// HTTP responses by the CDN edge that named itself, `provider:POP=n;…`.
+    pub edges: String,
 }
 
 /// An export that could not be rendered.
@@ -112,6 +114,7 @@ impl GroupRow {
             error_classes: vantage_wire::counts_text(&s.errors),
             reasons: vantage_wire::counts_text(&s.reasons),
             statuses: vantage_wire::counts_text(&s.statuses),
+            edges: vantage_wire::counts_text(&s.edges),
         }
     }
 }
@@ -206,6 +209,8 @@ mod tests {
         s.reasons.insert(Reason::TlsNameMismatch, 2);
         s.statuses.insert(200, 1);
         s.statuses.insert(503, 1);
+        s.count_edge("cloudflare:SIN");
+        s.count_edge("cloudflare:SIN");
         s.sent = 4;
         let group = Group {
             key: vec!["IN".into()],
@@ -218,10 +223,11 @@ mod tests {
         assert_eq!(row.error_classes, "tls=2;server_error=1");
         assert_eq!(row.reasons, "tls_name_mismatch=2");
         assert_eq!(row.statuses, "200=1;503=1");
+        assert_eq!(row.edges, "cloudflare:SIN=2");
         let csv = String::from_utf8(render_csv(&[row]).unwrap()).unwrap();
         let header = csv.lines().next().unwrap();
         assert!(
-            header.ends_with(",error_classes,reasons,statuses"),
+            header.ends_with(",error_classes,reasons,statuses,edges"),
             "{header}"
         );
         let json =

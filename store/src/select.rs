@@ -200,6 +200,7 @@ pub fn merge_counts_into(into: &mut Series, s: &Series) {
     for (code, n) in &s.statuses {
         *into.statuses.entry(*code).or_insert(0) += n;
     }
+    into.add_edges(&s.edges);
     into.path.add(&s.path);
     into.server_time.sum_us += s.server_time.sum_us;
     into.server_time.count += s.server_time.count;

@@ -16,6 +16,7 @@
 //!   duplicates reordered forward_lost backward_lost ipdv_sum_us ipdv_pairs
 //!   server_time_sum_us server_time_count
 //!   unknown_direction_lost                 (version 3 on)
+//!   edge_count { edge_name count }*        (version 4 only)
 //!   histogram_len histogram (HdrHistogram V2 + deflate)
 //! }*
 //! trace_count {                            (version 4 only)
@@ -43,7 +44,7 @@ use crate::trace::{End, HopRecord, PathTrace, Trace};
 use std::time::Duration;
 
 const MAGIC: &[u8; 4] = b"VNTB";
-/// The newest format version: adds path traces.
+/// The newest format version: adds path traces, and CDN edges per series.
 const VERSION: u8 = 4;
 /// The version that added losses of unknown direction (a stateless STAMP
 /// reflector) per series.
@@ -193,7 +194,8 @@ impl Batch {
     pub fn encode(&self) -> Result<Vec<u8>, HistogramError> {
         let mut out = Vec::with_capacity(256 + self.series.len() * 128);
         out.extend_from_slice(MAGIC);
-        let version = if !self.traces.is_empty() {
+        let version = if !self.traces.is_empty() || self.series.iter().any(|s| !s.edges.is_empty())
+        {
             VERSION
         } else if self
             .series
@@ -265,6 +267,13 @@ impl Batch {
             }
             if version >= 3 {
                 w.varint(p.unknown_direction_lost);
+            }
+            if version >= VERSION {
+                w.varint(s.edges.len() as u64);
+                for (edge, n) in &s.edges {
+                    w.string(edge);
+                    w.varint(*n);
+                }
             }
             hist.clear();
             encode_histogram(&s.histogram, &mut hist)?;
@@ -460,6 +469,15 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), D
     } else {
         0
     };
+    let mut edges = crate::record::EdgeCounts::new();
+    if version >= VERSION {
+        for _ in 0..r.bounded("CDN edge count", crate::record::MAX_EDGES as u64 + 1)? {
+            let edge = r.string("CDN edge")?;
+            let n = r.varint("CDN edge count")?;
+            let slot = edges.entry(edge).or_insert(0);
+            *slot = slot.saturating_add(n);
+        }
+    }
     let hist_len = r.bounded("histogram length", MAX_HISTOGRAM_BYTES)? as usize;
     let (histogram, plain) = decode_histogram_plain(r.take(hist_len, "histogram")?)?;
     let series = Series {
@@ -472,6 +490,7 @@ fn decode_series(r: &mut Reader<'_>, version: u8) -> Result<(Series, Vec<u8>), D
         errors,
         reasons,
         statuses,
+        edges,
         bytes,
         path: PathStats {
             duplicates: f[0],
@@ -650,6 +669,41 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(Batch::decode(&bytes[..n]).is_err(), "prefix {n} accepted");
         }
+    }
+
+    #[test]
+    fn cdn_edges_round_trip_in_version_4_bounded() {
+        let mut b = sample_batch(1, &[10, 20, 30]);
+        b.series[0].statuses.insert(200, 3);
+        assert_eq!(b.encode().unwrap()[4], 2);
+        for edge in ["cloudfront:BOM78-P1", "cloudfront:BOM78-P1", "fastly:SIN"] {
+            b.series[0].count_edge(edge);
+        }
+        let bytes = b.encode().unwrap();
+        assert_eq!(bytes[4], 4);
+        let back = Batch::decode(&bytes).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.series[0].edges["cloudfront:BOM78-P1"], 2);
+        // Past MAX_EDGES names, and a name that is no bounded label,
+        // count as `other`.
+        let mut s = b.series[0].clone();
+        s.edges.clear();
+        for i in 0..12 {
+            s.count_edge(&format!("cloudflare:P{i}"));
+        }
+        s.count_edge("bad name, with <html>");
+        assert_eq!(s.edges.len(), crate::record::MAX_EDGES + 1);
+        assert_eq!(s.edges[crate::record::EDGE_OTHER], 5);
+        // A decoder refuses a name no probe would send, and more edges
+        // than responses.
+        let mut b2 = b.clone();
+        b2.series[0].edges.insert("<script>".into(), 1);
+        let err = Batch::decode(&b2.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not a bounded label"), "{err}");
+        let mut b3 = b.clone();
+        b3.series[0].edges.insert("fastly:LHR".into(), 100);
+        let err = Batch::decode(&b3.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("more CDN edges"), "{err}");
     }
 
     #[test]

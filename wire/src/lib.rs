@@ -38,7 +38,7 @@ pub use hlog::{hlog_divisor, hlog_header, hlog_interval, hlog_tag, HlogError};
 pub use labels::{LabelError, Labels, MAX_LABELS};
 pub use metric::{ErrorClass, Metric, ParseNameError, Reason, Unit};
 pub use record::{
-    counts_text, host_port, Batch, ErrorCounts, PathStats, ReasonCounts, Series, ServerTime,
-    StatusCounts, Target, Window,
+    counts_text, edge_name_ok, host_port, Batch, EdgeCounts, ErrorCounts, PathStats, ReasonCounts,
+    Series, ServerTime, StatusCounts, Target, Window, EDGE_OTHER, MAX_EDGES,
 };
 pub use time::rfc3339_ms;

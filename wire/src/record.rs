@@ -113,6 +113,24 @@ impl ServerTime {
     }
 }
 
+/// Responses by CDN edge name.
+pub type EdgeCounts = BTreeMap<String, u64>;
+
+/// Most distinct CDN edges a series names; more are counted as [`EDGE_OTHER`].
+pub const MAX_EDGES: usize = 8;
+
+/// Where responses from edges past [`MAX_EDGES`] are counted.
+pub const EDGE_OTHER: &str = "other";
+
+/// Whether `name` may be a CDN edge label: 1 to 48 characters of ASCII
+/// letters, digits and `-_.:`.
+pub fn edge_name_ok(name: &str) -> bool {
+    (1..=48).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// One (target, metric, window): the histogram of successful measurements and
 /// the count of every attempt, so `sent = histogram.len() + lost + errors`.
 #[derive(Debug, Clone)]
@@ -136,6 +154,10 @@ pub struct Series {
     pub reasons: ReasonCounts,
     /// HTTP responses by status code, for HTTP metrics.
     pub statuses: StatusCounts,
+    /// HTTP responses by the CDN edge that said it served them (see
+    /// [`Series::count_edge`]): at most [`MAX_EDGES`] names, the rest
+    /// under [`EDGE_OTHER`].
+    pub edges: EdgeCounts,
     /// Payload bytes moved, for throughput metrics.
     pub bytes: u64,
     /// Loss direction, reordering, duplicates and jitter (packet metrics).
@@ -155,6 +177,7 @@ impl PartialEq for Series {
             && self.errors == other.errors
             && self.reasons == other.reasons
             && self.statuses == other.statuses
+            && self.edges == other.edges
             && self.bytes == other.bytes
             && self.path == other.path
             && self.server_time == other.server_time
@@ -174,9 +197,39 @@ impl Series {
             errors: ErrorCounts::new(),
             reasons: ReasonCounts::new(),
             statuses: StatusCounts::new(),
+            edges: EdgeCounts::new(),
             bytes: 0,
             path: PathStats::default(),
             server_time: ServerTime::default(),
+        }
+    }
+
+    /// Counts one response served by CDN edge `edge` (`cloudfront:BOM78-P1`):
+    /// a name a series holds already, or a new one while it holds fewer
+    /// than [`MAX_EDGES`], else [`EDGE_OTHER`]. A name that is not
+    /// [`edge_name_ok`] counts as [`EDGE_OTHER`] too.
+    pub fn count_edge(&mut self, edge: &str) {
+        let known = self.edges.contains_key(edge);
+        let name = if edge_name_ok(edge) && (known || self.edges.len() < MAX_EDGES) {
+            edge
+        } else {
+            EDGE_OTHER
+        };
+        *self.edges.entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    /// Adds `edges` (another series' counts) under the same bound as
+    /// [`Series::count_edge`].
+    pub fn add_edges(&mut self, edges: &EdgeCounts) {
+        for (edge, n) in edges {
+            let known = self.edges.contains_key(edge);
+            let name = if edge_name_ok(edge) && (known || self.edges.len() < MAX_EDGES) {
+                edge.as_str()
+            } else {
+                EDGE_OTHER
+            };
+            let slot = self.edges.entry(name.to_string()).or_insert(0);
+            *slot = slot.saturating_add(*n);
         }
     }
 
@@ -220,6 +273,22 @@ impl Series {
         if responses.is_none_or(|n| n > self.sent) {
             return Err(format!(
                 "more HTTP statuses counted than attempts ({})",
+                self.sent
+            ));
+        }
+        if let Some(name) = self.edges.keys().find(|e| !edge_name_ok(e)) {
+            return Err(format!("CDN edge name `{name}` is not a bounded label"));
+        }
+        if self.edges.len() > MAX_EDGES + 1 {
+            return Err(format!(
+                "{} CDN edges named; at most {MAX_EDGES} and `{EDGE_OTHER}`",
+                self.edges.len()
+            ));
+        }
+        let served = self.edges.values().try_fold(0u64, |a, n| a.checked_add(*n));
+        if served.is_none_or(|n| n > self.sent) {
+            return Err(format!(
+                "more CDN edges counted than attempts ({})",
                 self.sent
             ));
         }

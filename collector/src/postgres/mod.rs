@@ -25,7 +25,7 @@ use crate::row::{
     TRACE_COLUMNS,
 };
 use schema::{
-    ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, CREATE_TRACES, FOLD_LOCK, MIGRATE_LOCK,
+    ADD_EDGES, ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, CREATE_TRACES, FOLD_LOCK, MIGRATE_LOCK,
     ROLLUP_UPSERT, SERIES_INSERT, TRACE_INSERT, VALID_TOKENS,
 };
 use std::collections::HashSet;
@@ -271,6 +271,7 @@ fn migrate(client: &mut Client, place: &str) -> Result<(), StoreError> {
                     tx.batch_execute(ADD_UNKNOWN_DIRECTION).await?;
                 }
                 tx.batch_execute(CREATE_TRACES).await?;
+                tx.batch_execute(ADD_EDGES).await?;
                 tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
                     .await?;
             }
@@ -310,7 +311,7 @@ impl Columns for tokio_postgres::Row {
 
 /// A series' 17 stored figures up to `statuses` as PostgreSQL parameters,
 /// in column order, with `histogram` the bytes to store (the caller adds
-/// `unknown_direction_lost`, which comes last in each table).
+/// `unknown_direction_lost` and `edges`, which come last in each table).
 fn figure_params<'a>(f: &'a Figures, histogram: &'a Vec<u8>) -> Vec<&'a (dyn ToSql + Sync)> {
     let mut out: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(17);
     out.extend(f.ints_before.iter().map(|v| v as &(dyn ToSql + Sync)));
@@ -341,6 +342,7 @@ struct SeriesColumns {
     reasons: Vec<String>,
     statuses: Vec<String>,
     unknown_direction_lost: Vec<i64>,
+    edges: Vec<String>,
 }
 
 impl SeriesColumns {
@@ -369,6 +371,7 @@ impl SeriesColumns {
         self.reasons.push(f.reasons);
         self.statuses.push(f.statuses);
         self.unknown_direction_lost.push(f.unknown_direction_lost);
+        self.edges.push(f.edges);
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -389,6 +392,7 @@ impl SeriesColumns {
             &self.reasons,
             &self.statuses,
             &self.unknown_direction_lost,
+            &self.edges,
         ]);
         out
     }
@@ -956,6 +960,7 @@ async fn fold(
         params.extend(figure_params(&figures, &histogram));
         params.push(&count);
         params.push(&figures.unknown_direction_lost);
+        params.push(&figures.edges);
         tx.execute(&write, &params).await?;
     }
     let folded = tx

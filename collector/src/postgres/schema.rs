@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS series (
     histogram BYTEA NOT NULL,
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     unknown_direction_lost BIGINT NOT NULL DEFAULT 0,
+    edges TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (probe_id, sequence, idx)
 );
 CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     series_count BIGINT NOT NULL,
     unknown_direction_lost BIGINT NOT NULL DEFAULT 0,
+    edges TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start)
 );
 CREATE INDEX IF NOT EXISTS rollups_by_labels ON rollups (resolution, country, phase, metric);
@@ -111,6 +113,12 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_by_labels ON traces (country, phase);
 "#;
 
+/// Schema 6 also: CDN edges per series, last in both tables (old rows
+/// read as none).
+pub(super) const ADD_EDGES: &str = "\
+    ALTER TABLE series ADD COLUMN IF NOT EXISTS edges TEXT NOT NULL DEFAULT ''; \
+    ALTER TABLE rollups ADD COLUMN IF NOT EXISTS edges TEXT NOT NULL DEFAULT '';";
+
 /// One trace row.
 pub(super) const TRACE_INSERT: &str = "INSERT INTO traces VALUES (\
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
@@ -122,7 +130,7 @@ pub(super) const SERIES_INSERT: &str = "INSERT INTO series SELECT * FROM unnest(
     $11::text[], $12::text[], $13::text[], $14::text[], \
     $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::text[], $20::int8[], \
     $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[], $26::int8[], \
-    $27::int8[], $28::int8[], $29::bytea[], $30::text[], $31::text[], $32::int8[])";
+    $27::int8[], $28::int8[], $29::bytea[], $30::text[], $31::text[], $32::int8[], $33::text[])";
 
 /// Schema 5: the losses of unknown direction, added to a schema 3 or 4
 /// database at the end of both tables (old rows read as zero).
@@ -138,7 +146,7 @@ pub(super) const BATCH_INSERT: &str = "INSERT INTO batches SELECT * FROM unnest(
 /// One roll-up row, replacing the stored one (under the fold lock).
 pub(super) const ROLLUP_UPSERT: &str = "INSERT INTO rollups VALUES (\
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-    $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33) \
+    $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34) \
     ON CONFLICT (resolution, probe_id, campaign, labels, target, target_address, metric, block_start) \
     DO UPDATE SET window_start = EXCLUDED.window_start, window_end = EXCLUDED.window_end, \
     sent = EXCLUDED.sent, lost = EXCLUDED.lost, errors = EXCLUDED.errors, bytes = EXCLUDED.bytes, \
@@ -147,4 +155,5 @@ pub(super) const ROLLUP_UPSERT: &str = "INSERT INTO rollups VALUES (\
     ipdv_sum_us = EXCLUDED.ipdv_sum_us, ipdv_pairs = EXCLUDED.ipdv_pairs, \
     server_sum_us = EXCLUDED.server_sum_us, server_count = EXCLUDED.server_count, \
     histogram = EXCLUDED.histogram, reasons = EXCLUDED.reasons, statuses = EXCLUDED.statuses, \
-    series_count = EXCLUDED.series_count, unknown_direction_lost = EXCLUDED.unknown_direction_lost";
+    series_count = EXCLUDED.series_count, unknown_direction_lost = EXCLUDED.unknown_direction_lost, \
+    edges = EXCLUDED.edges";

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS series (
     histogram BLOB NOT NULL,
     reasons TEXT NOT NULL DEFAULT '', statuses TEXT NOT NULL DEFAULT '',
     unknown_direction_lost INTEGER NOT NULL DEFAULT 0,
+    edges TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (probe_id, sequence, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_by_labels ON series (country, phase, metric);
@@ -122,6 +123,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "unknown_direction_lost",
         "INTEGER NOT NULL DEFAULT 0",
     ),
+    ("series", "edges", "TEXT NOT NULL DEFAULT ''"),
+    ("rollups", "edges", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 impl SqliteStore {
@@ -252,7 +255,7 @@ impl Store for SqliteStore {
             let mut insert_series = tx
                 .prepare_cached(
                     "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
                 )
                 .map_err(&err)?;
             let mut insert_trace = tx
@@ -1116,6 +1119,7 @@ mod tests {
                     "ALTER TABLE series DROP COLUMN reasons; ALTER TABLE series DROP COLUMN statuses; \
                      ALTER TABLE series DROP COLUMN unknown_direction_lost; \
                      ALTER TABLE rollups DROP COLUMN unknown_direction_lost; \
+                     ALTER TABLE series DROP COLUMN edges; ALTER TABLE rollups DROP COLUMN edges; \
                      UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();
@@ -1124,6 +1128,7 @@ mod tests {
         let mut b = batch("p1", 2, "IN", &[300]);
         b.series[0].statuses.insert(503, 1);
         b.series[0].path.unknown_direction_lost = 3;
+        b.series[0].count_edge("fastly:SIN");
         let rb = b.encode().unwrap();
         let item = Incoming {
             batch: &b,
@@ -1152,6 +1157,9 @@ mod tests {
             .map(|r| r.series.path.unknown_direction_lost)
             .sum();
         assert_eq!(unknown, 3);
+        // And the CDN edges (schema 6).
+        let edges: Vec<_> = hour.iter().flat_map(|r| r.series.edges.clone()).collect();
+        assert_eq!(edges, [("fastly:SIN".to_string(), 1)]);
         let version: i64 = store
             .conn
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))

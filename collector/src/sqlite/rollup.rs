@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     reasons TEXT NOT NULL, statuses TEXT NOT NULL,
     series_count INTEGER NOT NULL,
     unknown_direction_lost INTEGER NOT NULL DEFAULT 0,
+    edges TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resolution, probe_id, campaign, labels, target, target_address, metric, block_start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_labels ON rollups (resolution, country, phase, metric);
@@ -135,11 +136,13 @@ fn merged_rows(
                     _ => Value::Null,
                 }),
         );
-        // `series_count` comes before `unknown_direction_lost`, the last
-        // column (added in schema 5).
+        // `series_count` comes before `unknown_direction_lost` and
+        // `edges`, the last columns (added in schemas 5 and 6).
+        let edges = row.pop().unwrap_or(Value::Text(String::new()));
         let unknown_direction_lost = row.pop().unwrap_or(Value::Integer(0));
         row.push(Value::Integer(i(part.count)));
         row.push(unknown_direction_lost);
+        row.push(edges);
         out.push(row);
     }
     Ok(out)
@@ -152,7 +155,7 @@ fn write_rows(rows: Vec<RollupRow>, tx: &Transaction<'_>, path: &Path) -> Result
     let mut write = tx
         .prepare_cached(
             "INSERT OR REPLACE INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
         )
         .map_err(err)?;
     for row in rows {

@@ -6,9 +6,9 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use vantage_wire::Series;
 
 /// A series' figures as both tables store them, `window_start` through
-/// `statuses` in column order, then `unknown_direction_lost` (the last
-/// column of either table), with `histogram` the bytes to store.
-pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 18] {
+/// `statuses` in column order, then `unknown_direction_lost` and `edges`
+/// (the last columns of either table), with `histogram` the bytes to store.
+pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput<'a>; 19] {
     let Figures {
         ints_before: [a, b, c, d],
         errors,
@@ -16,6 +16,7 @@ pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput
         reasons,
         statuses,
         unknown_direction_lost,
+        edges,
     } = Figures::of(s);
     let n = |v: i64| ToSqlOutput::Owned(Value::Integer(v));
     let text = |t: String| ToSqlOutput::Owned(Value::Text(t));
@@ -38,6 +39,7 @@ pub(super) fn figure_values<'a>(s: &Series, histogram: &'a [u8]) -> [ToSqlOutput
         text(reasons),
         text(statuses),
         n(unknown_direction_lost),
+        text(edges),
     ]
 }
 

@@ -139,7 +139,7 @@ pub(crate) fn alpn_for(version: HttpVersion) -> &'static [&'static [u8]] {
 }
 
 /// How long each phase of one request took.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Phases {
     /// `None` for an address (no lookup) and on a reused connection.
     pub(crate) dns: Option<Duration>,
@@ -155,6 +155,36 @@ pub(crate) struct Phases {
     pub(crate) version: u8,
     /// The finer cause of a TLS or DNS failure, when one is known.
     pub(crate) reason: Option<Reason>,
+    /// The CDN edge the response named ([`cdn_edge`]).
+    pub(crate) edge: Option<String>,
+}
+
+/// The CDN edge a response says served it, as `provider:POP`: CloudFront's
+/// `x-amz-cf-pop` (`cloudfront:BOM78-P1`), the POP at the end of
+/// Cloudflare's `cf-ray` (`cloudflare:SIN`), or Fastly's `x-served-by`,
+/// whose last entry is the edge nearest the client (`fastly:SIN` from
+/// `cache-bom4720-BOM, cache-sin18024-SIN`). What the server sent is not
+/// trusted: the series counts a name that is no bounded label as `other`.
+pub(crate) fn cdn_edge(headers: &hyper::HeaderMap) -> Option<String> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let pop_after_dash = |v: &str| v.rsplit('-').next().unwrap_or(v).trim().to_string();
+    if let Some(pop) = text("x-amz-cf-pop") {
+        return Some(format!("cloudfront:{pop}"));
+    }
+    if let Some(ray) = text("cf-ray") {
+        return Some(format!("cloudflare:{}", pop_after_dash(ray)));
+    }
+    if let Some(served) = text("x-served-by") {
+        let last = served.rsplit(',').next().unwrap_or(served);
+        return Some(format!("fastly:{}", pop_after_dash(last)));
+    }
+    None
 }
 
 /// A step of a request.
@@ -477,6 +507,7 @@ impl HttpCtx {
         let (mut stream, response) = within(deadline, Phase::Ttfb, "response head", head).await?;
         phases.ttfb = started.elapsed();
         phases.status = response.status().as_u16();
+        phases.edge = cdn_edge(response.headers());
         let read = async {
             let mut bytes = 0u64;
             while let Some(chunk) = stream.recv_data().await.map_err(h3_err)? {
@@ -568,6 +599,7 @@ impl HttpCtx {
         let response = within(deadline, Phase::Ttfb, "response head", head).await?;
         phases.ttfb = started.elapsed();
         phases.status = response.status().as_u16();
+        phases.edge = cdn_edge(response.headers());
         self.note_alt_svc(response.headers());
         let mut body = response.into_body();
         let read = async {
@@ -701,6 +733,8 @@ pub(crate) async fn http_warm(ctx: Arc<HttpCtx>, intended: Instant) {
 pub(crate) struct Counted {
     /// The response's status, counted on the total's metric.
     pub(crate) status: Option<(Metric, u16)>,
+    /// The CDN edge the response named, counted on the total's metric.
+    pub(crate) edge: Option<(Metric, String)>,
     /// Each metric's outcome; a failure carries what went wrong, for the log.
     pub(crate) outcomes: Vec<(Metric, Outcome, Option<String>)>,
 }
@@ -774,6 +808,7 @@ pub(crate) fn count_request(
     }
     Counted {
         status: (phases.status != 0).then_some((total_m, phases.status)),
+        edge: phases.edge.clone().map(|e| (total_m, e)),
         outcomes,
     }
 }
@@ -790,6 +825,17 @@ async fn record(
     let counted = count_request(phases, &result, total, cold);
     if let Some((metric, status)) = counted.status {
         ctx.status(metric, intended, status).await;
+    }
+    if let Some((metric, edge)) = counted.edge {
+        let _ = ctx
+            .events
+            .send(Event::Edge {
+                target: ctx.index,
+                metric,
+                intended,
+                edge,
+            })
+            .await;
     }
     for (metric, outcome, why) in counted.outcomes {
         match why {
@@ -859,6 +905,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cdn_edge_is_read_from_each_providers_header() {
+        let edge = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = hyper::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, hyper::header::HeaderValue::from_static(v));
+            }
+            cdn_edge(&h)
+        };
+        assert_eq!(
+            edge(&[("x-amz-cf-pop", "BOM78-P1")]).as_deref(),
+            Some("cloudfront:BOM78-P1")
+        );
+        assert_eq!(
+            edge(&[("cf-ray", "7d1f2e3a4b5c6d7e-SIN")]).as_deref(),
+            Some("cloudflare:SIN")
+        );
+        assert_eq!(
+            edge(&[("x-served-by", "cache-bom4720-BOM, cache-sin18024-SIN")]).as_deref(),
+            Some("fastly:SIN")
+        );
+        assert_eq!(edge(&[("server", "nginx")]), None);
+        assert_eq!(edge(&[("x-amz-cf-pop", "  ")]), None);
+    }
+
+    #[test]
     fn a_request_counts_each_phase_it_reached_and_the_one_that_failed() {
         use Metric::*;
         let ms = Duration::from_millis;
@@ -872,13 +943,15 @@ mod tests {
             status: 200,
             version: 1,
             reason: None,
+            edge: Some("cloudfront:BOM78-P1".into()),
         };
         let fail = |phase, class, reason: Option<Reason>, status: u16, dns| {
             let phases = Phases {
                 status,
                 reason,
                 dns,
-                ..full
+                edge: (status != 0).then(|| "cloudfront:BOM78-P1".to_string()),
+                ..full.clone()
             };
             (phases, Err((phase, (class, "why".to_string()))))
         };
@@ -892,7 +965,7 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 "cold, whole",
-                (full, Ok(())),
+                (full.clone(), Ok(())),
                 true,
                 Some(200),
                 vec![
@@ -906,7 +979,13 @@ mod tests {
             ),
             (
                 "cold to an address: no lookup",
-                (Phases { dns: None, ..full }, Ok(())),
+                (
+                    Phases {
+                        dns: None,
+                        ..full.clone()
+                    },
+                    Ok(()),
+                ),
                 true,
                 Some(200),
                 vec![
@@ -1016,7 +1095,7 @@ mod tests {
             ),
             (
                 "warm, whole",
-                (full, Ok(())),
+                (full.clone(), Ok(())),
                 false,
                 Some(200),
                 vec![
@@ -1052,6 +1131,12 @@ mod tests {
                 want.into_iter().map(|(m, w)| (m, w.to_string())).collect();
             assert_eq!(got, want, "{name}");
             assert_eq!(c.status.map(|(_, s)| s), status, "{name}: status");
+            // A response that named its edge counts it on the total, as its status.
+            assert_eq!(
+                c.edge.as_ref().map(|(m, _)| *m),
+                c.status.map(|(m, _)| m),
+                "{name}: edge"
+            );
             if let Some((m, _)) = c.status {
                 assert!(
                     matches!(m, HttpTotal | HttpWarmTotal),

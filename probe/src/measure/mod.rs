@@ -59,6 +59,17 @@ pub enum Event {
         /// The status code.
         status: u16,
     },
+    /// A CDN edge a response named, counted in the window of `intended`.
+    Edge {
+        /// Target index.
+        target: usize,
+        /// The metric whose series counts it (the request's total).
+        metric: Metric,
+        /// Intended time of the request.
+        intended: Instant,
+        /// `provider:POP`.
+        edge: String,
+    },
     /// A finished `path_trace`'s hops (the attempt itself is a sample).
     Trace {
         /// Target index.

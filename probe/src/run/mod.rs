@@ -570,6 +570,12 @@ fn apply(recorder: &mut Recorder, event: Event) {
             intended,
             trace,
         } => recorder.record_trace(target, intended, trace),
+        Event::Edge {
+            target,
+            metric,
+            intended,
+            edge,
+        } => recorder.record_edge(target, metric, intended, &edge),
     }
 }
 
