@@ -260,3 +260,34 @@ async fn a_cdn_edge_a_response_names_is_counted() {
         "only on the totals"
     );
 }
+
+/// A URL target is traced too, toward the address its host resolves to
+/// (`localhost`: loopback, reached at the first hop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_is_traced_toward_the_address_its_host_resolves_to() {
+    let nginx = start_nginx();
+    let state = tempfile::tempdir().expect("state");
+    let args = ProbeArgs {
+        urls: vec![format!("web=https://localhost:{}/small", nginx.port)],
+        ca_file: Some(nginx.dir.path().join("tls/cert.pem")),
+        state_dir: Some(state.path().to_path_buf()),
+        quiet: true,
+        seed: Some(3),
+        rates: ["http_total=1", "http_warm_total=1", "path_trace=5"]
+            .map(String::from)
+            .to_vec(),
+        duration: Some(Duration::from_secs(2)),
+        ..ProbeArgs::default()
+    };
+    let config = args.into_config().expect("config");
+    assert!(
+        config.metrics.contains(&Metric::PathTrace),
+        "traced by default"
+    );
+    let (_tx, stop) = watch::channel(false);
+    let s = run(config, stop).await.expect("probe run");
+    let trace = series(&s, Metric::PathTrace);
+    assert_eq!(trace.target.name, "web");
+    assert!(trace.sent >= 3, "{trace:?}");
+    assert_eq!(trace.histogram.len(), trace.sent, "reached: {trace:?}");
+}

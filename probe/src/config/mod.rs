@@ -61,8 +61,9 @@ pub const RESPONDER_METRICS: [Metric; 12] = [
     Metric::ResponsivenessRpm,
 ];
 
-/// The path metrics measured toward every responder by default beside
-/// [`RESPONDER_METRICS`]: `path_trace`, every 10 minutes on average.
+/// The path metrics measured by default toward every target, responder
+/// or URL (toward the address its host resolves to): `path_trace`, every
+/// 10 minutes on average.
 pub const PATH_METRICS: [Metric; 1] = [Metric::PathTrace];
 
 /// One-way delays, from the same STAMP attempts as `udp_rtt`: measured

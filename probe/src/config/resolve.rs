@@ -281,6 +281,9 @@ fn resolve_metrics(
         }
         if urls {
             m.extend(HTTP_METRICS);
+            if !responders {
+                m.extend(PATH_METRICS);
+            }
         }
         return Ok(m);
     };
@@ -604,7 +607,7 @@ mod tests {
             ("http headers", |l, h| l.http.headers.push(("x-side".into(), s(h, "hi", "lo"))), |c| format!("{:?}", c.urls[0].headers), ["[]", "[(\"x-side\", \"lo\")]", "[(\"x-side\", \"hi\")]"]),
             ("dns_server", |l, h| l.dns_server = Some(s(h, "127.0.0.2:53", "127.0.0.1:53").parse().unwrap()), |c| format!("{:?}", c.dns_server), ["None", "Some(127.0.0.1:53)", "Some(127.0.0.2:53)"]),
             ("local", |l, h| l.local = Some(!h), |c| c.local.to_string(), ["false", "true", "false"]),
-            ("metrics", |l, h| l.metrics = Some(vec![s(h, "http_total", "http_dns")]), |c| c.metrics.iter().map(|m| m.name()).collect::<Vec<_>>().join(","), ["http_dns,http_connect,http_tls,http_ttfb,http_transfer,http_total,http_warm_ttfb,http_warm_transfer,http_warm_total", "http_dns", "http_total"]),
+            ("metrics", |l, h| l.metrics = Some(vec![s(h, "http_total", "http_dns")]), |c| c.metrics.iter().map(|m| m.name()).collect::<Vec<_>>().join(","), ["http_dns,http_connect,http_tls,http_ttfb,http_transfer,http_total,http_warm_ttfb,http_warm_transfer,http_warm_total,path_trace", "http_dns", "http_total"]),
             ("rates", |l, h| l.rates.push(("http_total".into(), s(h, "3", "2"), String::new())), |c| c.schedules[&Measurement::HttpCold].rate_per_sec().to_string(), ["0.2", "2", "3"]),
             ("spacing", |l, h| l.fixed_spacing = Some(!h), |c| matches!(c.schedules[&Measurement::HttpWarm], Spacing::Fixed { .. }).to_string(), ["false", "true", "false"]),
             ("timeout", |l, h| l.timeout = Some(secs(h, 4, 3)), |c| format!("{:?}", c.timeout), ["2s", "3s", "4s"]),

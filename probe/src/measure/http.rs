@@ -223,7 +223,7 @@ impl HttpCtx {
 
     /// Looks the host up with the probe's resolver (no cache: every cold
     /// request asks the server), or takes the address as given.
-    async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         deadline: Instant,
         phases: &mut Phases,

@@ -14,7 +14,7 @@ pub(crate) use http::{alpn_for, http_cold, http_warm, resolver, HttpCtx};
 pub(crate) use https::{https_request, tcp_cold};
 pub(crate) use photo::photosync_job;
 pub(crate) use quic::{quic_client_endpoint, quic_cold, quic_warm};
-pub(crate) use trace::path_trace;
+pub(crate) use trace::{path_trace, path_trace_url};
 pub(crate) use udp::udp_rtt_job;
 
 use crate::recorder::{Outcome, Sample};

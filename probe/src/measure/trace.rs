@@ -14,7 +14,7 @@
 //! never taken for the current one. Blocking: run it on a thread of its
 //! own.
 
-use super::{classify_io, Event, TargetCtx};
+use super::{classify_io, send_sample, Event, HttpCtx, TargetCtx};
 use crate::recorder::Outcome;
 use crate::trace::{Answer, End, Next, Trace, TracePlan, TraceSession};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -23,21 +23,55 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 use vantage_wire::{ErrorClass, Metric};
 
 /// traceroute's first UDP port.
 const UDP_PORT_BASE: u16 = 33434;
 
-/// One scheduled `path_trace` toward the target's host, on a blocking
-/// thread: ICMP echo where the kernel allows this process datagram ICMP
-/// sockets, else UDP. Its value is the round trip to the target when
-/// reached; a trace that never reaches it (every probe filtered, say) is
-/// lost, an unreachable answer an `unreachable` error, and a socket that
-/// cannot be opened an error of its class. The hops go to the recorder
-/// either way but the last, to travel with the window's series.
+/// One scheduled `path_trace` toward a responder's host (see [`traced`]).
 pub(crate) async fn path_trace(ctx: Arc<TargetCtx>, intended: Instant) {
-    const M: Metric = Metric::PathTrace;
-    let target = ctx.quic_addr.ip();
+    traced(&ctx.events, ctx.index, ctx.quic_addr.ip(), intended).await;
+}
+
+/// One scheduled `path_trace` toward the address a URL's host resolves to
+/// now (the first answer, as a request's connect tries first); a lookup
+/// that fails is a `dns` error of the attempt.
+pub(crate) async fn path_trace_url(ctx: Arc<HttpCtx>, intended: Instant) {
+    let deadline = intended + ctx.timeout;
+    let mut phases = super::http::Phases::default();
+    let target = match ctx.lookup(deadline, &mut phases).await {
+        Ok((addresses, _)) => addresses.first().copied(),
+        Err((class, why)) => {
+            tracing::debug!(url = %ctx.target.url, %class, why, "path_trace: lookup failed");
+            return send_sample(&ctx.events, ctx.index, M, intended, Outcome::Failed(class)).await;
+        }
+    };
+    match target {
+        Some(ip) => traced(&ctx.events, ctx.index, ip, intended).await,
+        None => {
+            send_sample(
+                &ctx.events,
+                ctx.index,
+                M,
+                intended,
+                Outcome::Failed(ErrorClass::Dns),
+            )
+            .await
+        }
+    }
+}
+
+const M: Metric = Metric::PathTrace;
+
+/// Traces toward `target` on a blocking thread: ICMP echo where the
+/// kernel allows this process datagram ICMP sockets, else UDP. The
+/// attempt's value is the round trip to the target when reached; a trace
+/// that never reaches it (every probe filtered, say) is lost, an
+/// unreachable answer an `unreachable` error, and a socket that cannot be
+/// opened an error of its class. The hops go to the recorder either way
+/// but the last, to travel with the window's series.
+async fn traced(events: &mpsc::Sender<Event>, index: usize, target: IpAddr, intended: Instant) {
     let traced = tokio::task::spawn_blocking(move || {
         let method = if icmp_allowed(target.is_ipv6()) {
             TraceMethod::Icmp
@@ -49,10 +83,20 @@ pub(crate) async fn path_trace(ctx: Arc<TargetCtx>, intended: Instant) {
         run_trace(target, method, TracePlan::default())
     })
     .await;
+    let failed = |class: ErrorClass, why: &dyn std::fmt::Display| {
+        tracing::debug!(target_index = index, %class, %why, "path_trace failed");
+        Outcome::Failed(class)
+    };
     let trace = match traced {
         Ok(Ok(trace)) => trace,
-        Ok(Err(e)) => return ctx.emit_error(M, intended, classify_io(&e), &e).await,
-        Err(e) => return ctx.emit_error(M, intended, ErrorClass::Io, &e).await,
+        Ok(Err(e)) => {
+            let outcome = failed(classify_io(&e), &e);
+            return send_sample(events, index, M, intended, outcome).await;
+        }
+        Err(e) => {
+            let outcome = failed(ErrorClass::Io, &e);
+            return send_sample(events, index, M, intended, outcome).await;
+        }
     };
     let outcome = match (trace.end, trace.target_rtt()) {
         (End::Reached, Some(latency)) => Outcome::Measured {
@@ -63,15 +107,14 @@ pub(crate) async fn path_trace(ctx: Arc<TargetCtx>, intended: Instant) {
         (End::Unreachable, _) => Outcome::Failed(ErrorClass::Unreachable),
         _ => Outcome::Lost,
     };
-    let _ = ctx
-        .events
+    let _ = events
         .send(Event::Trace {
-            target: ctx.index,
+            target: index,
             intended,
             trace,
         })
         .await;
-    ctx.emit(M, intended, outcome).await;
+    send_sample(events, index, M, intended, outcome).await;
 }
 
 /// Whether this process may open a datagram ICMP socket

@@ -45,6 +45,15 @@ pub(crate) fn spawn(
                         measure::http_warm,
                     ));
                 }
+                Measurement::PathTrace => {
+                    jobs.spawn(measure::run_scheduled(
+                        ctx,
+                        schedule,
+                        stop,
+                        &[Metric::PathTrace],
+                        measure::path_trace_url,
+                    ));
+                }
                 _ => {}
             }
         }
