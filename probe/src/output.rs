@@ -170,6 +170,11 @@ impl SeriesRow {
 
 /// Renders rows as CSV, with the header row when `header` is set.
 pub fn render_csv(rows: &[SeriesRow], header: bool) -> Result<Vec<u8>, RenderError> {
+    render_rows(rows, header)
+}
+
+/// Any rows as CSV, a column per field, the header row if `header`.
+fn render_rows<T: Serialize>(rows: &[T], header: bool) -> Result<Vec<u8>, RenderError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(header)
         .from_writer(Vec::new());
@@ -253,14 +258,7 @@ pub fn trace_hop_rows(
 
 /// Renders hop rows as CSV, with the header row if `header`.
 pub fn render_hops_csv(rows: &[HopRow], header: bool) -> Result<Vec<u8>, RenderError> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(header)
-        .from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.into_inner()
-        .map_err(|e| RenderError::Csv(e.into_error().into()))
+    render_rows(rows, header)
 }
 
 /// Renders one row as a JSON line with its schema.
