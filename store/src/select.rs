@@ -25,13 +25,29 @@ impl StoredSeries {
     /// The value of a selection key: a label, or one of `probe`,
     /// `campaign`, `target`, `metric`.
     pub fn key(&self, key: &str) -> Option<&str> {
-        match key {
-            "probe" | "probe_id" => Some(&self.probe_id),
-            "campaign" => Some(&self.campaign),
-            "target" => Some(&self.series.target.name),
-            "metric" => Some(self.series.metric.name()),
-            label => self.labels.get(label),
-        }
+        batch_key(
+            key,
+            [&self.probe_id, &self.campaign, &self.series.target.name],
+            self.series.metric,
+            &self.labels,
+        )
+    }
+}
+
+/// A selection key's value for a stored row of a batch: `probe`,
+/// `campaign`, `target` (`ids` in that order), `metric`, or a label.
+pub(crate) fn batch_key<'a>(
+    key: &str,
+    ids: [&'a str; 3],
+    metric: vantage_wire::Metric,
+    labels: &'a Labels,
+) -> Option<&'a str> {
+    match key {
+        "probe" | "probe_id" => Some(ids[0]),
+        "campaign" => Some(ids[1]),
+        "target" => Some(ids[2]),
+        "metric" => Some(metric.name()),
+        label => labels.get(label),
     }
 }
 

@@ -24,13 +24,12 @@ impl StoredTrace {
     /// The value of a selection key, as [`crate::StoredSeries::key`]
     /// gives it; `metric` is `path_trace`.
     pub fn key(&self, key: &str) -> Option<&str> {
-        match key {
-            "probe" | "probe_id" => Some(&self.probe_id),
-            "campaign" => Some(&self.campaign),
-            "target" => Some(&self.trace.target.name),
-            "metric" => Some(vantage_wire::Metric::PathTrace.name()),
-            label => self.labels.get(label),
-        }
+        crate::select::batch_key(
+            key,
+            [&self.probe_id, &self.campaign, &self.trace.target.name],
+            vantage_wire::Metric::PathTrace,
+            &self.labels,
+        )
     }
 }
 

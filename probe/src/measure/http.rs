@@ -221,6 +221,18 @@ impl HttpCtx {
             .await;
     }
 
+    async fn edge(&self, metric: Metric, intended: Instant, edge: String) {
+        let _ = self
+            .events
+            .send(Event::Edge {
+                target: self.index,
+                metric,
+                intended,
+                edge,
+            })
+            .await;
+    }
+
     /// Looks the host up with the probe's resolver (no cache: every cold
     /// request asks the server), or takes the address as given.
     pub(crate) async fn lookup(
@@ -827,15 +839,7 @@ async fn record(
         ctx.status(metric, intended, status).await;
     }
     if let Some((metric, edge)) = counted.edge {
-        let _ = ctx
-            .events
-            .send(Event::Edge {
-                target: ctx.index,
-                metric,
-                intended,
-                edge,
-            })
-            .await;
+        ctx.edge(metric, intended, edge).await;
     }
     for (metric, outcome, why) in counted.outcomes {
         match why {
