@@ -91,6 +91,15 @@ fn where_served_before_beijing_after_singapore(w: &serde_json::Value) {
     assert!(crosses[1]["total"].as_u64().unwrap() >= 3, "{crosses}");
     assert_eq!(share(1, "CN"), None, "after: no CN router: {crosses}");
     assert_eq!(share(1, "SG"), Some(1.0), "{crosses}");
+    // Every probe's least round trip to each site is possible for the
+    // scenario's places: 12 probes, each checked against the sites it measured.
+    assert!(w["checked"].as_u64().unwrap() >= 12, "{}", w["checked"]);
+    assert_eq!(
+        w["impossible"],
+        serde_json::json!([]),
+        "{}",
+        w["impossible"]
+    );
     for claim in w["claims"].as_array().unwrap() {
         assert_eq!(claim["verdict"], "inconclusive", "{claim}");
         assert_eq!(claim["candidate"]["hits"], 0, "{claim}");

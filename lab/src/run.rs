@@ -615,13 +615,18 @@ fn probe_args(
     collector: Option<&vantage_collector::Collector>,
 ) -> Result<ProbeArgs, LabError> {
     let scenario = &options.scenario;
+    let mut labels = vec![
+        "simulated=true".into(),
+        format!("emulation={}", mode.label()),
+    ];
+    if let Some((lat, lon)) = scenario.country_coords.get(country) {
+        labels.push(format!("latitude={lat}"));
+        labels.push(format!("longitude={lon}"));
+    }
     let mut args = ProbeArgs {
         // `emulation=relay`: TCP ends at the relay, so the kernel's
         // handshake never meets the path; reports withhold `tcp_connect`.
-        labels: vec![
-            "simulated=true".into(),
-            format!("emulation={}", mode.label()),
-        ],
+        labels,
         country: Some(country.clone()),
         region: (!region.is_empty()).then(|| region.to_string()),
         network: Some(probe.network.clone()),

@@ -23,6 +23,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Countries (ISO 3166-1 alpha-2) and their region label.
     pub countries: BTreeMap<String, String>,
+    /// Where each country's probes are, when the scenario says: their
+    /// `latitude` and `longitude` labels.
+    pub country_coords: BTreeMap<String, (f64, f64)>,
     /// Each country's probes, at least one: each on its own network,
     /// with that network's access leg in front of the country's paths.
     pub probes: BTreeMap<String, Vec<LabProbe>>,
@@ -257,6 +260,8 @@ struct FileCountry {
     code: String,
     #[serde(default)]
     region: String,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
     /// The country's probes, each on its own access network.
     #[serde(default, rename = "probe")]
     probes: Vec<FileProbe>,
@@ -585,6 +590,7 @@ impl Scenario {
         let f: File = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
         let invalid = |m: String| Err(ScenarioError::Invalid(m));
         let mut countries = BTreeMap::new();
+        let mut country_coords = BTreeMap::new();
         let mut probes = BTreeMap::new();
         for c in &f.countries {
             let code = c.code.to_ascii_uppercase();
@@ -593,6 +599,19 @@ impl Scenario {
                     "country `{}` is not an ISO 3166-1 alpha-2 code",
                     c.code
                 ));
+            }
+            match (c.latitude, c.longitude) {
+                (Some(lat), Some(lon))
+                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+                {
+                    country_coords.insert(code.clone(), (lat, lon));
+                }
+                (None, None) => {}
+                _ => {
+                    return invalid(format!(
+                        "country {code}: give both latitude (-90 to 90) and longitude (-180 to 180), or neither"
+                    ))
+                }
             }
             if countries.insert(code.clone(), c.region.clone()).is_some() {
                 return invalid(format!("country {code} is listed twice"));
@@ -720,6 +739,7 @@ impl Scenario {
             probes,
             datacenters,
             sites,
+            country_coords,
             paths,
             hops,
             phases,

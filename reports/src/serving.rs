@@ -283,6 +283,9 @@ pub struct WhereServed {
     pub claims: Vec<ShareVerdict>,
     /// Sites whose mapping cannot be right.
     pub impossible: Vec<ImpossibleSite>,
+    /// (site, probe) pairs checked against the fibre floor: those with
+    /// both places known and a `udp_rtt` measured.
+    pub checked: usize,
     /// Site-map ranges and dataset ranges loaded, for the methods text.
     pub sites_known: bool,
     /// Whether hop datasets were given.
@@ -462,6 +465,7 @@ fn where_served(
         out
     };
     let mut impossible = Vec::new();
+    let mut checked = BTreeSet::new();
     for g in gathered {
         for ((site_name, probe), least_us) in &g.least_rtt {
             let (Some(site_coords), Some(coords)) =
@@ -469,6 +473,7 @@ fn where_served(
             else {
                 continue;
             };
+            checked.insert((site_name, probe));
             let km = great_circle_km(*coords, *site_coords);
             let least = least_round_trip(km).as_secs_f64() * 1e3;
             let measured = *least_us as f64 / 1e3;
@@ -495,6 +500,7 @@ fn where_served(
             .map(|c| judge(c, gathered, confidence, min_probes))
             .collect(),
         impossible,
+        checked: checked.len(),
         sites_known: !sites.is_empty(),
         hops_known: !hops.is_empty(),
     }
@@ -793,6 +799,13 @@ means no answering hop in CN. An address no map covers is shown as unknown, neve
     if !w.sites_known {
         s.push_str(" No site map was given (--sites): every site is unknown.");
     }
+    if w.checked > 0 {
+        s.push_str(&format!(
+            " {} site and probe pairs were checked against light in fibre (2/3 c over the great-circle distance, from the probes' latitude and longitude labels); {} cannot be right.",
+            w.checked,
+            w.impossible.len()
+        ));
+    }
     if !w.hops_known {
         s.push_str(
             " No hop dataset was given (--hop-data): hop countries come from the site map alone.",
@@ -1066,6 +1079,8 @@ mod tests {
             "each probe, once: {:?}",
             w.impossible
         );
+        assert_eq!(w.checked, 4, "4 probes, one site");
+        assert!(methods_text(&w).contains("4 site and probe pairs were checked"));
         let i = &w.impossible[0];
         assert_eq!(i.site, "beijing");
         assert!((4_000.0..5_500.0).contains(&i.km), "{}", i.km);
