@@ -180,7 +180,11 @@ fn demo_runs_the_story_and_writes_the_report() {
     );
     // No address tells the data centres apart on loopback, and no router
     // stands on a path: no "where served" section.
-    assert!(report.get("where_served").is_none());
+    assert!(
+        report["where_served"].is_null(),
+        "{}",
+        report["where_served"]
+    );
     assert!(!html.contains("id=\"where-served\""));
     assert!(report["groups"]
         .as_array()

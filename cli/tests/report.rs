@@ -121,7 +121,7 @@ fn report_judges_claims_and_writes_its_files() {
     assert!(stdout.contains(">= 350ms — fails"), "{stdout}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r/report.json")).unwrap()).unwrap();
-    assert_eq!(json["schema"], "vantage.report/4");
+    assert_eq!(json["schema"], "vantage.report/5");
     assert_eq!(json["simulated"], true);
     assert_eq!(json["claims"][0]["verdict"], "holds");
     assert_eq!(json["claims"][1]["verdict"], "fails");

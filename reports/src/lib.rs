@@ -34,7 +34,7 @@ pub use evidence::{
 pub use lab_timing::LabTiming;
 
 /// Version of `report.json`, bumped on any change of its fields.
-pub const REPORT_SCHEMA: &str = "vantage.report/4";
+pub const REPORT_SCHEMA: &str = "vantage.report/5";
 /// The percentiles every group reports.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
@@ -219,8 +219,8 @@ pub struct Report {
     /// Every claim.
     pub claims: Vec<ClaimResult>,
     /// Where users were served and which countries their paths crossed,
-    /// when asked for (a site map, hop datasets or share claims).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// when asked for (a site map, hop datasets or share claims); null
+    /// otherwise.
     pub where_served: Option<serving::WhereServed>,
 }
 
