@@ -499,9 +499,8 @@ fn dir_of(options: &LabOptions, probe: &str) -> PathBuf {
 /// The rates every lab probe measures at: cold handshakes at 4/s (a
 /// probe's default is 0.5/s) so a short run has enough samples for
 /// intervals, and a path trace every 2 s on average (a probe's default
-/// is every 10 minutes; a trace through a silent router takes seconds,
-/// and none starts while a photo sync runs) so a short run has traces
-/// in most windows; the
+/// is every 10 minutes; a trace through a silent router takes seconds)
+/// so a short run has traces in most windows; the
 /// lab's `--rate` wins.
 fn lab_rates(options: &LabOptions) -> Vec<String> {
     ["quic_handshake=4", "tcp_connect=4", "path_trace=0.5"]

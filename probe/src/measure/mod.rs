@@ -235,6 +235,13 @@ impl TargetCtx {
 /// cannot make the probe's memory grow.
 pub(crate) const MAX_IN_FLIGHT: usize = 256;
 
+/// Measurements that go on while a photo sync runs: a path trace's
+/// evidence is the path, which a sync's load does not change, and a probe
+/// that syncs for much of a phase (a 4G one) would otherwise trace too
+/// little to back a verdict. Its round trips then include the sync's
+/// queueing, as a user's would.
+const RUN_THROUGH_SYNC: &[Metric] = &[Metric::PathTrace];
+
 /// Runs `attempt` at every intended time of `schedule` until `stop`, each
 /// attempt in its own task (open loop: a slow answer delays nothing), then
 /// waits for the attempts in flight, each bounded by its timeout.
@@ -259,7 +266,7 @@ pub(crate) async fn run_scheduled<C, F, Fut>(
         }
         let now = Instant::now();
         while let Some(intended) = schedule.poll_due(now) {
-            if ctx.syncing() {
+            if ctx.syncing() && !metrics.iter().all(|m| RUN_THROUGH_SYNC.contains(m)) {
                 continue;
             }
             if in_flight.len() >= MAX_IN_FLIGHT {
@@ -354,4 +361,77 @@ pub(crate) fn tls_reason_io(e: &std::io::Error) -> Option<Reason> {
 /// Remaining time until `deadline`.
 pub(crate) fn until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Spacing;
+
+    /// A measurement context that is always mid-sync and counts what it is sent.
+    struct AlwaysSyncing {
+        samples: Mutex<Vec<Metric>>,
+    }
+
+    impl Scheduled for AlwaysSyncing {
+        fn syncing(&self) -> bool {
+            true
+        }
+
+        fn emit_sample(
+            &self,
+            metric: Metric,
+            _intended: Instant,
+            _outcome: Outcome,
+        ) -> impl Future<Output = ()> + Send {
+            self.samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(metric);
+            async {}
+        }
+    }
+
+    /// While a sync runs, an idle measurement starts nothing and
+    /// `path_trace` goes on.
+    #[tokio::test]
+    async fn only_path_trace_runs_through_a_sync() {
+        const IDLE: &[Metric] = &[Metric::QuicRequest];
+        const TRACE: &[Metric] = &[Metric::PathTrace];
+        for (metrics, goes_on) in [(IDLE, false), (TRACE, true)] {
+            let ctx = Arc::new(AlwaysSyncing {
+                samples: Mutex::new(Vec::new()),
+            });
+            let (stop_tx, stop) = watch::channel(false);
+            let start = Instant::now();
+            let schedule = Schedule::new(
+                Spacing::Fixed {
+                    interval: Duration::from_millis(10),
+                },
+                start,
+                1,
+            );
+            let run = tokio::spawn(run_scheduled(
+                ctx.clone(),
+                schedule,
+                stop,
+                metrics,
+                move |ctx: Arc<AlwaysSyncing>, intended| async move {
+                    ctx.emit_sample(metrics[0], intended, Outcome::Lost).await;
+                },
+            ));
+            tokio::time::sleep(Duration::from_millis(45)).await;
+            let _ = stop_tx.send(true);
+            run.await.unwrap();
+            let n = ctx.samples.lock().unwrap().len();
+            if goes_on {
+                assert!(
+                    n >= 3,
+                    "{metrics:?} went on: {n} attempts in 45 ms at 10 ms"
+                );
+            } else {
+                assert_eq!(n, 0, "{metrics:?} paused for the sync");
+            }
+        }
+    }
 }
