@@ -69,8 +69,8 @@ const M: Metric = Metric::PathTrace;
 /// attempt's value is the round trip to the target when reached; a trace
 /// that never reaches it (every probe filtered, say) is lost, an
 /// unreachable answer an `unreachable` error, and a socket that cannot be
-/// opened an error of its class. The hops go to the recorder either way
-/// but the last, to travel with the window's series.
+/// opened an error of its class. Whenever a trace ran, reached or not,
+/// its hops go to the recorder, to travel with the window's series.
 async fn traced(events: &mpsc::Sender<Event>, index: usize, target: IpAddr, intended: Instant) {
     let traced = tokio::task::spawn_blocking(move || {
         let method = if icmp_allowed(target.is_ipv6()) {
