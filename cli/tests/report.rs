@@ -213,6 +213,11 @@ fn report_says_where_users_were_served_and_which_countries_paths_crossed() {
         stdout.contains("path crosses, probes in IN:\n  before: CN 100.0% of 24 traces"),
         "{stdout}"
     );
+    // And in the summary's sentences, on top.
+    assert!(
+        stdout.contains("* India: units served from China: 24 of 24 before, 0 of 24 after [0.0%, 13.8%]; 3 / 3 probes; inconclusive (claim: IN served_from CN share <= 1%)."),
+        "{stdout}"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r/report.json")).unwrap()).unwrap();
     let w = &json["where_served"];

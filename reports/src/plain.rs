@@ -301,8 +301,35 @@ const HEADLINE: [&str; 5] = [
     "udp_rtt",
 ];
 
+/// A share claim in a sentence: the units on each side, the interval
+/// after, the probes behind it and the verdict.
+pub fn share_sentence(v: &crate::serving::ShareVerdict) -> String {
+    use crate::serving::{pct, ShareKind};
+    let country = country_name(&v.claim.country);
+    let what = match v.claim.kind {
+        ShareKind::ServedFrom => format!("served from {country}"),
+        ShareKind::PathCrosses => format!("with a path through {country}"),
+    };
+    let (b, c) = (&v.baseline, &v.candidate);
+    format!(
+        "{}: units {what}: {} of {} before, {} of {} after [{}, {}]; {} / {} probes; {} (claim: {}).",
+        subject_name(&v.claim.subject),
+        b.hits,
+        b.units,
+        c.hits,
+        c.units,
+        pct(c.interval.0),
+        pct(c.interval.1),
+        b.probes,
+        c.probes,
+        v.verdict,
+        v.claim.text
+    )
+}
+
 /// Every sentence of the summary: one per claimed group, then one per
-/// country (group subject) whose headline metric no claim covers.
+/// share claim, then one per country (group subject) whose headline
+/// metric no claim covers.
 pub fn summary_sentences(report: &Report) -> Vec<String> {
     let (spans, min_probes) = (report.durations_ms, report.min_probes);
     let mut out = Vec::new();
@@ -333,6 +360,9 @@ pub fn summary_sentences(report: &Report) -> Vec<String> {
                 reversal_words(group)
             ));
         }
+    }
+    if let Some(w) = &report.where_served {
+        out.extend(w.claims.iter().map(share_sentence));
     }
     let mut subjects: Vec<&str> = report.groups.iter().map(|g| g.subject.as_str()).collect();
     subjects.dedup();
