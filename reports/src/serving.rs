@@ -683,7 +683,7 @@ fn share_chart(id: &str, sides: &[ShareTable; 2]) -> String {
     let (row_h, width, label_w) = (34.0, 520.0, 130.0);
     let height = 24.0 + row_h * values.len() as f64;
     let mut svg = format!(
-        "<svg id=\"{id}\" role=\"img\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" \
+        "<svg id=\"{id}\" role=\"img\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" style=\"max-width:100%;height:auto\" \
 xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"12\">\
 <text x=\"{label_w}\" y=\"12\" fill=\"#555\">before</text><rect x=\"{}\" y=\"4\" width=\"10\" height=\"10\" fill=\"#999\"/>\
 <text x=\"{}\" y=\"12\" fill=\"#555\">after</text><rect x=\"{}\" y=\"4\" width=\"10\" height=\"10\" fill=\"#1f6feb\"/>",
