@@ -124,15 +124,8 @@ fn export_traces(
 /// Labels `row` with its site and the site's country (`unknown` when the
 /// map has no range for its address), so they can be grouped by.
 fn with_site(row: &StoredSeries, sites: &SiteMap) -> StoredSeries {
-    let ip = row
-        .series
-        .target
-        .address
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .ok()
-        .or_else(|| row.series.target.address.parse().ok());
-    let site = ip.and_then(|ip| sites.site_of(ip));
+    let site = vantage_reports::serving::address_ip(&row.series.target.address)
+        .and_then(|ip| sites.site_of(ip));
     let mut row = row.clone();
     let unknown = vantage_reports::serving::UNKNOWN;
     // Site names and country codes are label-safe (the site map checks

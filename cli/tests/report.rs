@@ -66,6 +66,13 @@ fn fill(db: &std::path::Path) {
     }
 }
 
+/// `text` written to `dir/name`.
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A trace through `first_hop`, a silent router, to `address`.
 fn trace(target: &Target, started_unix_ms: u64, first_hop: &str, address: &str) -> PathTrace {
     let hop = |ttl, a: Option<&str>| HopRecord {
@@ -167,14 +174,16 @@ fn report_says_where_users_were_served_and_which_countries_paths_crossed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     fill(&db);
-    let sites = dir.path().join("sites.csv");
-    std::fs::write(
-        &sites,
+    let sites = write(
+        dir.path(),
+        "sites.csv",
         "cidr,site,provider,region,country\n198.18.1.0/24,beijing,own,cn-north,CN\n198.18.2.0/24,singapore,own,ap-southeast,SG\n",
-    )
-    .unwrap();
-    let hops = dir.path().join("countries.csv");
-    std::fs::write(&hops, "10.0.0.0,10.0.0.255,CN\n10.0.1.0,10.0.1.255,SG\n").unwrap();
+    );
+    let hops = write(
+        dir.path(),
+        "countries.csv",
+        "10.0.0.0,10.0.0.255,CN\n10.0.1.0,10.0.1.255,SG\n",
+    );
     let run = |sites: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_vantage"))
             .args([
@@ -254,16 +263,17 @@ fn export_writes_trace_hops_and_groups_series_by_site() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     fill(&db);
-    let sites = dir.path().join("sites.csv");
-    std::fs::write(
-        &sites,
+    let sites = write(
+        dir.path(),
+        "sites.csv",
         "cidr,site,provider,region,country\n198.18.1.0/24,beijing,own,cn-north,CN\n",
-    )
-    .unwrap();
-    let countries = dir.path().join("countries.csv");
-    std::fs::write(&countries, "10.0.0.0,10.0.0.255,CN\n").unwrap();
-    let asns = dir.path().join("asns.csv");
-    std::fs::write(&asns, "10.0.0.0,10.0.0.255,4809,CHINA TELECOM CN2\n").unwrap();
+    );
+    let countries = write(dir.path(), "countries.csv", "10.0.0.0,10.0.0.255,CN\n");
+    let asns = write(
+        dir.path(),
+        "asns.csv",
+        "10.0.0.0,10.0.0.255,4809,CHINA TELECOM CN2\n",
+    );
     let export = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
             .arg("export")

@@ -107,6 +107,10 @@ pub(crate) fn label_values(labels: &Labels) -> [Option<&str>; 6] {
 /// both tables; the selector itself decides in the end.
 pub(crate) const FILTER_COLUMNS: [&str; 5] = ["country", "phase", "metric", "target", "campaign"];
 
+/// [`FILTER_COLUMNS`] that `traces` has too (a trace's metric is always
+/// `path_trace`, which the selector checks).
+pub(crate) const TRACE_FILTER_COLUMNS: [&str; 4] = ["country", "phase", "target", "campaign"];
+
 /// Labels as one stored text column: `k=v;k=v`, in key order.
 pub(crate) fn labels_text(l: &Labels) -> String {
     l.iter()

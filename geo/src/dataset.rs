@@ -5,7 +5,7 @@
 //! None ships with Vantage; an address no dataset holds is unknown, never
 //! guessed.
 
-use crate::error::GeoError;
+use crate::error::{data_lines, read_text, GeoError};
 use crate::range::{IpRange, Overlap, RangeMap};
 use crate::sites::country_code;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -71,10 +71,7 @@ impl HopDatasets {
         let mut countries = Vec::new();
         let mut networks = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|source| GeoError::Read {
-                file: file.clone(),
-                source,
-            })?;
+            let text = read_text(file)?;
             match parse_file(file, &text)? {
                 Entries::Countries(c) => countries.extend(c),
                 Entries::Networks(n) => networks.extend(n),
@@ -117,12 +114,7 @@ fn parse_file(file: &Path, text: &str) -> Result<Entries, GeoError> {
     }
     let mut countries = Vec::new();
     let mut networks = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i as u64 + 1;
-        let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
+    for (line, l) in data_lines(text) {
         let cols: Vec<&str> = split_csv(l);
         // A header: its first column is not an address.
         if line_is_header(&cols) {
@@ -212,12 +204,7 @@ fn line_is_header(cols: &[&str]) -> bool {
 /// are entries neither allocated nor assigned.
 fn delegated(file: &Path, text: &str) -> Result<Vec<(IpRange, String, Where)>, GeoError> {
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i as u64 + 1;
-        let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
+    for (line, l) in data_lines(text) {
         let f: Vec<&str> = l.split('|').collect();
         if f.len() < 7 || f[1] == "*" || f[5] == "summary" || f.last() == Some(&"summary") {
             continue; // the version line or a summary

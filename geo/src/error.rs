@@ -1,7 +1,24 @@
 //! Why a site map or dataset file was refused: always the file, and where
 //! in it, and what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// A site-map or dataset file's text.
+pub(crate) fn read_text(file: &Path) -> Result<String, GeoError> {
+    std::fs::read_to_string(file).map_err(|source| GeoError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// The lines of a file that hold data, numbered from 1 and trimmed:
+/// blank lines and `#` comments skipped.
+pub(crate) fn data_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, raw)| (i as u64 + 1, raw.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
 
 /// Why a file could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! range files cloud providers publish (AWS `ip-ranges.json`, Google Cloud
 //! `cloud.json`, Azure Service Tags), which users download themselves.
 
-use crate::error::GeoError;
+use crate::error::{data_lines, read_text, GeoError};
 use crate::range::{IpRange, RangeMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -41,10 +41,7 @@ impl SiteMap {
         let mut own = Vec::new();
         let mut providers = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|source| GeoError::Read {
-                file: file.clone(),
-                source,
-            })?;
+            let text = read_text(file)?;
             if text.trim_start().starts_with('{') {
                 providers.extend(provider_ranges(file, &text)?);
             } else {
@@ -126,12 +123,7 @@ fn csv_ranges(file: &Path, text: &str) -> Result<Vec<Sourced>, GeoError> {
     let expected = ["cidr", "site", "provider", "region", "country"];
     let mut out = Vec::new();
     let mut header_seen = false;
-    for (i, raw) in text.lines().enumerate() {
-        let line = i as u64 + 1;
-        let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
+    for (line, l) in data_lines(text) {
         let record = csv_fields(file, line, l)?;
         if !header_seen {
             let names: Vec<&str> = record.iter().collect();
@@ -247,17 +239,17 @@ fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(|x| x.as_str())
 }
 
+/// The items of `v`'s array `key`; none when it is missing or no array.
+fn items<'a>(v: &'a serde_json::Value, key: &str) -> impl Iterator<Item = &'a serde_json::Value> {
+    v.get(key).and_then(|l| l.as_array()).into_iter().flatten()
+}
+
 /// AWS: `prefixes[].ip_prefix` and `ipv6_prefixes[].ipv6_prefix`, each
 /// with its `region` (`GLOBAL` for edge networks).
 fn aws_entries(json: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (list, key) in [("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")] {
-        for p in json
-            .get(list)
-            .and_then(|l| l.as_array())
-            .into_iter()
-            .flatten()
-        {
+        for p in items(json, list) {
             if let (Some(prefix), Some(region)) = (str_of(p, key), str_of(p, "region")) {
                 out.push((prefix.to_string(), region.to_string()));
             }
@@ -270,12 +262,7 @@ fn aws_entries(json: &serde_json::Value) -> Vec<(String, String)> {
 /// `scope` (the region).
 fn gcp_entries(json: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for p in json
-        .get("prefixes")
-        .and_then(|l| l.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for p in items(json, "prefixes") {
         let prefix = str_of(p, "ipv4Prefix").or_else(|| str_of(p, "ipv6Prefix"));
         if let (Some(prefix), Some(scope)) = (prefix, str_of(p, "scope")) {
             out.push((prefix.to_string(), scope.to_string()));
@@ -289,25 +276,14 @@ fn gcp_entries(json: &serde_json::Value) -> Vec<(String, String)> {
 /// say nothing of a site).
 fn azure_entries(json: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for v in json
-        .get("values")
-        .and_then(|l| l.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for v in items(json, "values") {
         let Some(props) = v.get("properties") else {
             continue;
         };
         let Some(region) = str_of(props, "region").filter(|r| !r.is_empty()) else {
             continue;
         };
-        for p in props
-            .get("addressPrefixes")
-            .and_then(|l| l.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-        {
+        for p in items(props, "addressPrefixes").filter_map(|p| p.as_str()) {
             out.push((p.to_string(), region.to_string()));
         }
     }

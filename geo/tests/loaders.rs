@@ -16,6 +16,27 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// Writes `text` to a file in `dir` and returns its path.
+/// Checks that `loaded` was refused as a parse error at `file`:`line`,
+/// its reason containing `needle`.
+fn refused_at<T: std::fmt::Debug>(
+    loaded: Result<T, GeoError>,
+    file: &Path,
+    line: u64,
+    needle: &str,
+) {
+    match loaded {
+        Err(GeoError::Parse {
+            file: at,
+            line: l,
+            reason,
+        }) => {
+            assert_eq!((at.as_path(), l), (file, line), "{reason}");
+            assert!(reason.contains(needle), "`{reason}` lacks `{needle}`");
+        }
+        other => panic!("{}:{line}: {other:?}", file.display()),
+    }
+}
+
 fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -127,17 +148,7 @@ fn bad_site_maps_are_refused_with_file_line_and_reason() {
         ),
     ] {
         let f = file(dir.path(), "bad.csv", text);
-        match SiteMap::load(std::slice::from_ref(&f)) {
-            Err(GeoError::Parse {
-                file,
-                line: l,
-                reason,
-            }) => {
-                assert_eq!((file, l), (f, line), "{reason}");
-                assert!(reason.contains(needle), "`{reason}` lacks `{needle}`");
-            }
-            other => panic!("{text}: {other:?}"),
-        }
+        refused_at(SiteMap::load(std::slice::from_ref(&f)), &f, line, needle);
     }
     // Overlapping ranges: both named, with their lines.
     let f = file(
@@ -233,17 +244,12 @@ fn bad_datasets_are_refused_with_file_line_and_reason() {
         ),
     ] {
         let f = file(dir.path(), "bad.csv", text);
-        match HopDatasets::load(std::slice::from_ref(&f)) {
-            Err(GeoError::Parse {
-                file,
-                line: l,
-                reason,
-            }) => {
-                assert_eq!((file, l), (f, line), "{reason}");
-                assert!(reason.contains(needle), "`{reason}` lacks `{needle}`");
-            }
-            other => panic!("{text}: {other:?}"),
-        }
+        refused_at(
+            HopDatasets::load(std::slice::from_ref(&f)),
+            &f,
+            line,
+            needle,
+        );
     }
     let f = file(
         dir.path(),

@@ -48,28 +48,14 @@ impl BatchMaker {
     /// The closed series and traces in groups of one phase, each to be one
     /// batch: a batch carries one set of labels. A trace goes by its start.
     pub(crate) fn by_phase(&self, series: Vec<Series>, traces: Vec<PathTrace>) -> Vec<Closed> {
-        let mut groups: Vec<(Option<String>, Closed)> = Vec::new();
-        let mut group = |at: u64| {
-            let phase = phase_at(&self.phases, at).map(str::to_string);
-            match groups.iter().position(|(p, _)| *p == phase) {
-                Some(i) => i,
-                None => {
-                    groups.push((phase, Closed::default()));
-                    groups.len() - 1
-                }
-            }
-        };
-        let mut placed: Vec<(usize, Option<Series>, Option<PathTrace>)> = Vec::new();
+        let mut groups: Vec<(Option<&str>, Closed)> = Vec::new();
         for s in series {
-            placed.push((group(s.window.start_unix_ms), Some(s), None));
+            let phase = phase_at(&self.phases, s.window.start_unix_ms);
+            group_of(&mut groups, phase).series.push(s);
         }
         for t in traces {
-            placed.push((group(t.started_unix_ms), None, Some(t)));
-        }
-        for (i, s, t) in placed {
-            let g = &mut groups[i].1;
-            g.series.extend(s);
-            g.traces.extend(t);
+            let phase = phase_at(&self.phases, t.started_unix_ms);
+            group_of(&mut groups, phase).traces.push(t);
         }
         groups.into_iter().map(|(_, g)| g).collect()
     }
@@ -126,6 +112,21 @@ impl BatchMaker {
             series,
         }
     }
+}
+
+/// The group of `phase` in `groups`, added last when it is new.
+fn group_of<'a, 'p>(
+    groups: &'a mut Vec<(Option<&'p str>, Closed)>,
+    phase: Option<&'p str>,
+) -> &'a mut Closed {
+    let i = match groups.iter().position(|(p, _)| *p == phase) {
+        Some(i) => i,
+        None => {
+            groups.push((phase, Closed::default()));
+            groups.len() - 1
+        }
+    };
+    &mut groups[i].1
 }
 
 /// What closed windows hold: series, and the traces made in them.

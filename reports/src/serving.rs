@@ -319,7 +319,7 @@ fn is_request(m: Metric) -> bool {
 }
 
 /// The IP address of a series' `host:port` (or `[v6]:port`) target.
-fn address_ip(address: &str) -> Option<IpAddr> {
+pub fn address_ip(address: &str) -> Option<IpAddr> {
     if let Ok(sa) = address.parse::<std::net::SocketAddr>() {
         return Some(sa.ip());
     }

@@ -209,28 +209,31 @@ impl Series {
     /// than [`MAX_EDGES`], else [`EDGE_OTHER`]. A name that is not
     /// [`edge_name_ok`] counts as [`EDGE_OTHER`] too.
     pub fn count_edge(&mut self, edge: &str) {
-        let known = self.edges.contains_key(edge);
-        let name = if edge_name_ok(edge) && (known || self.edges.len() < MAX_EDGES) {
-            edge
-        } else {
-            EDGE_OTHER
-        };
-        *self.edges.entry(name.to_string()).or_insert(0) += 1;
+        self.add_edge(edge, 1);
     }
 
     /// Adds `edges` (another series' counts) under the same bound as
     /// [`Series::count_edge`].
     pub fn add_edges(&mut self, edges: &EdgeCounts) {
         for (edge, n) in edges {
-            let known = self.edges.contains_key(edge);
-            let name = if edge_name_ok(edge) && (known || self.edges.len() < MAX_EDGES) {
-                edge.as_str()
-            } else {
-                EDGE_OTHER
-            };
-            let slot = self.edges.entry(name.to_string()).or_insert(0);
-            *slot = slot.saturating_add(*n);
+            self.add_edge(edge, *n);
         }
+    }
+
+    /// `n` responses served by `edge`, bounded as [`Series::count_edge`] says.
+    fn add_edge(&mut self, edge: &str, n: u64) {
+        // A name already counted (most responses): no allocation.
+        if let Some(slot) = self.edges.get_mut(edge) {
+            *slot = slot.saturating_add(n);
+            return;
+        }
+        let name = if edge_name_ok(edge) && self.edges.len() < MAX_EDGES {
+            edge
+        } else {
+            EDGE_OTHER
+        };
+        let slot = self.edges.entry(name.to_string()).or_insert(0);
+        *slot = slot.saturating_add(n);
     }
 
     /// Failed attempts other than timeouts.

@@ -22,7 +22,7 @@ use crate::rollup::{Folding, Unfolded};
 use crate::row::{
     label_values, labels_text, read_trace, select_columns, sql_int, trace_values, ColumnError,
     Columns, Figures, RowReader, FILTER_COLUMNS, SCHEMA_VERSION, SERIES_COUNT_COLUMN,
-    TRACE_COLUMNS,
+    TRACE_COLUMNS, TRACE_FILTER_COLUMNS,
 };
 use schema::{
     ADD_EDGES, ADD_UNKNOWN_DIRECTION, BATCH_INSERT, CREATE, CREATE_TRACES, FOLD_LOCK, MIGRATE_LOCK,
@@ -398,13 +398,13 @@ impl SeriesColumns {
     }
 }
 
-/// A selector's equalities on [`FILTER_COLUMNS`] as SQL (`AND col = ANY($n)`,
+/// A selector's equalities on `columns` (such as [`FILTER_COLUMNS`]) as SQL (`AND col = ANY($n)`,
 /// numbered from `first`) and its arguments.
-fn filter_sql(selector: &Selector, first: usize) -> (String, Vec<Vec<String>>) {
+fn filter_sql(selector: &Selector, columns: &[&str], first: usize) -> (String, Vec<Vec<String>>) {
     let mut sql = String::new();
     let mut args = Vec::new();
-    for col in FILTER_COLUMNS {
-        if let Some(vs) = selector.equals.get(col) {
+    for col in columns {
+        if let Some(vs) = selector.equals.get(*col) {
             sql.push_str(&format!(
                 " AND {col} = ANY(${}::text[])",
                 first + args.len()
@@ -644,14 +644,7 @@ impl Store for PgStore {
         each: &mut dyn FnMut(StoredTrace) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         let place = self.place().to_string();
-        let mut filter = String::new();
-        let mut args: Vec<Vec<String>> = Vec::new();
-        for col in ["country", "phase", "target", "campaign"] {
-            if let Some(vs) = selector.equals.get(col) {
-                filter.push_str(&format!(" AND {col} = ANY(${}::text[])", args.len() + 1));
-                args.push(vs.to_vec());
-            }
-        }
+        let (filter, args) = filter_sql(selector, &TRACE_FILTER_COLUMNS, 1);
         let sql = format!(
             "SELECT {TRACE_COLUMNS} FROM traces WHERE true{filter} ORDER BY probe_id, sequence, idx"
         );
@@ -713,7 +706,7 @@ impl Store for PgStore {
                 .start()
                 .await?;
             if resolution == Resolution::Window {
-                let (filter, args) = filter_sql(selector, 1);
+                let (filter, args) = filter_sql(selector, &FILTER_COLUMNS, 1);
                 let sql = format!(
                     "SELECT {} FROM series WHERE true{filter} ORDER BY probe_id, sequence, idx",
                     select_columns("sequence")
@@ -728,7 +721,7 @@ impl Store for PgStore {
                 tx.commit().await?;
                 return Ok(streamed);
             }
-            let (filter, args) = filter_sql(selector, 1);
+            let (filter, args) = filter_sql(selector, &FILTER_COLUMNS, 1);
             let params: Vec<&(dyn ToSql + Sync)> =
                 args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
             let mut unfolded = Unfolded::new(resolution);
@@ -745,7 +738,7 @@ impl Store for PgStore {
             if streamed.is_err() {
                 return Ok(streamed);
             }
-            let (filter, args) = filter_sql(selector, 2);
+            let (filter, args) = filter_sql(selector, &FILTER_COLUMNS, 2);
             let name = resolution.name();
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&name];
             params.extend(args.iter().map(|a| a as &(dyn ToSql + Sync)));

@@ -8,7 +8,7 @@ mod row;
 
 use crate::row::{
     label_values, labels_text, read_trace, select_columns, sql_int as i, trace_values, RowReader,
-    FILTER_COLUMNS, SCHEMA_VERSION, TRACE_COLUMNS,
+    FILTER_COLUMNS, SCHEMA_VERSION, TRACE_COLUMNS, TRACE_FILTER_COLUMNS,
 };
 use row::figure_values;
 
@@ -90,6 +90,21 @@ CREATE TABLE IF NOT EXISTS traces (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_by_labels ON traces (country, phase);
 ";
+
+/// A selector's equalities on `columns` as SQL (`AND col IN (?, …)`) and
+/// its arguments, to narrow a read on indexed columns.
+fn filter_sql(selector: &Selector, columns: &[&str]) -> (String, Vec<String>) {
+    let mut filter = String::new();
+    let mut args = Vec::new();
+    for col in columns {
+        if let Some(vs) = selector.equals.get(*col) {
+            let marks = vec!["?"; vs.len()].join(",");
+            filter.push_str(&format!(" AND {col} IN ({marks})"));
+            args.extend(vs.iter().cloned());
+        }
+    }
+    (filter, args)
+}
 
 /// A SQLite failure, naming the database file.
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -410,15 +425,7 @@ impl Store for SqliteStore {
         selector: &Selector,
         each: &mut dyn FnMut(StoredTrace) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        let mut filter = String::new();
-        let mut args: Vec<String> = Vec::new();
-        for col in ["country", "phase", "target", "campaign"] {
-            if let Some(vs) = selector.equals.get(col) {
-                let marks = vec!["?"; vs.len()].join(",");
-                filter.push_str(&format!(" AND {col} IN ({marks})"));
-                args.extend(vs.iter().cloned());
-            }
-        }
+        let (filter, args) = filter_sql(selector, &TRACE_FILTER_COLUMNS);
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, source);
         let place = path.display().to_string();
@@ -448,15 +455,7 @@ impl Store for SqliteStore {
         // Narrow in SQL on the indexed, well-known columns (both tables
         // have them); the selector itself decides in the end (other
         // labels, alternatives, time).
-        let mut filter = String::new();
-        let mut args: Vec<String> = Vec::new();
-        for col in FILTER_COLUMNS {
-            if let Some(vs) = selector.equals.get(col) {
-                let marks = vec!["?"; vs.len()].join(",");
-                filter.push_str(&format!(" AND {col} IN ({marks})"));
-                args.extend(vs.iter().cloned());
-            }
-        }
+        let (filter, args) = filter_sql(selector, &FILTER_COLUMNS);
         let path = self.path.clone();
         let sqlite = |source| sqlite_error(&path, source);
         let mut matched = 0u64;
